@@ -1,0 +1,117 @@
+"""Processing stages: small stateful objects with one ``process(block) -> block`` method.
+
+A stage may hold samples back (a pulse interpolator must see the end of its cut window before it
+can release the samples in it); the block it returns then starts earlier than the one it was
+given, and may be empty. Sample indices stay absolute, so later stages never lose track.
+Offline, :meth:`Stage.flush` releases what is still held at the end of a file. The same chain
+of stage objects runs on a live stream and on a file: that is what makes live and offline
+numbers identical.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Protocol, runtime_checkable
+
+import numpy as np
+
+from tmseeg.stream.block import Block, Event
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """What every pipeline stage provides."""
+
+    #: short name used in configs, logs and timing tables
+    name: str
+
+    def process(self, block: Block) -> Block:
+        """Take the next block of the stream and return the processed (possibly delayed) block."""
+        ...
+
+    def flush(self) -> Block | None:
+        """Release samples still held back at the end of the stream (None if nothing is held)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget all state (a new stream begins)."""
+        ...
+
+
+class StatelessStage:
+    """Base for stages with no hold-back: ``flush`` and ``reset`` do nothing."""
+
+    name = "stage"
+
+    def process(self, block: Block) -> Block:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def flush(self) -> Block | None:
+        return None
+
+    def reset(self) -> None:
+        return None
+
+
+def concat_blocks(blocks: list[Block]) -> Block:
+    """Join consecutive blocks of one stream into one (events kept in order)."""
+    if not blocks:
+        raise ValueError("concat_blocks needs at least one block")
+    for a, b in zip(blocks, blocks[1:]):
+        if a.stop_sample != b.first_sample:
+            raise ValueError(
+                f"blocks are not consecutive: one ends at {a.stop_sample}, next starts at "
+                f"{b.first_sample}"
+            )
+    first = blocks[0]
+    events: list[Event] = [e for b in blocks for e in b.events]
+    return Block(
+        data=np.concatenate([b.data for b in blocks], axis=1),
+        first_sample=first.first_sample,
+        timestamps=np.concatenate([b.timestamps for b in blocks]),
+        meta=first.meta,
+        events=events,
+        received_s=blocks[-1].received_s,
+    )
+
+
+def empty_block_like(block: Block, first_sample: int | None = None) -> Block:
+    """A zero-sample block of the same stream (what a stage returns while it holds data back)."""
+    return Block(
+        data=np.empty((block.meta.n_channels, 0)),
+        first_sample=block.first_sample if first_sample is None else first_sample,
+        timestamps=np.empty(0),
+        meta=block.meta,
+        events=[],
+        received_s=block.received_s,
+    )
+
+
+class Chain:
+    """Stages run in a declared order; a block goes in, the processed block comes out.
+
+    Parameters
+    ----------
+    stages : iterable of Stage
+        In processing order.
+    """
+
+    def __init__(self, stages: Iterable[Stage]) -> None:
+        self.stages: list[Stage] = list(stages)
+
+    def process(self, block: Block) -> Block:
+        for stage in self.stages:
+            block = stage.process(block)
+        return block
+
+    def flush(self) -> Iterator[Block]:
+        """Drain held-back samples stage by stage, pushing each stage's rest through the rest."""
+        for i, stage in enumerate(self.stages):
+            rest = stage.flush()
+            if rest is None or (rest.n_samples == 0 and not rest.events):
+                continue
+            for later in self.stages[i + 1:]:
+                rest = later.process(rest)
+            yield rest
+
+    def reset(self) -> None:
+        for stage in self.stages:
+            stage.reset()
