@@ -1,0 +1,468 @@
+"""Read any EEG recording into the engine's units: one entry point, :func:`read_recording`.
+
+Supported formats (chosen by file name):
+
+==================  ==========================================================
+``.fif``, ``.fif.gz``  MNE FIF raw files
+``.vhdr``           BrainVision (header; ``.vmrk`` markers and ``.eeg`` data beside it)
+``.edf``, ``.bdf``  European / BioSemi Data Format
+``.set``            EEGLAB (continuous data, not epoched files)
+``.xdf``            Extensible Data Format (LabRecorder), read with :mod:`pyxdf`
+==================  ==========================================================
+
+Whatever the format, a :class:`Recording` holds ``(n_channels, n_samples)`` float64 data with
+voltage channels (EEG, EOG, EMG, ...) in microvolts and every other channel (stim, misc)
+unscaled, a :class:`~tmseeg.stream.block.StreamMeta`, and a list of
+:class:`~tmseeg.stream.block.Event` built from the file's annotations, markers and stim channel.
+A marker whose label matches the pulse pattern (:data:`DEFAULT_PULSE_PATTERN`, overridable)
+becomes a ``"pulse"`` event; every other marker a ``"marker"`` event.
+
+Anything that cannot be read raises :class:`RecordingError`, whose message names the file,
+what is wrong with it, and what to do.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
+
+#: Regular expression (matched case-insensitively with :func:`re.search`) that decides which
+#: marker labels are TMS pulses. It covers what labs commonly write:
+#:
+#: - any label containing ``TMS`` as a word or word prefix (``"TMS"``, ``"tms_pulse"``,
+#:   ``"Stimulus/TMS"``),
+#: - any label containing ``pulse`` (``"pulse"``, ``"TMS pulse"``, ``"Pulse 80%"``),
+#: - the BrainVision stimulus code 1, ``"Stimulus/S  1"`` or a bare ``"S  1"``
+#:   (how a trigger on input bit 1 of a BrainAmp appears), any number of spaces.
+#:
+#: Labs whose stimulator writes another code pass their own pattern, e.g.
+#: ``read_recording(path, pulse_pattern=r"^Stimulus/S\s*128$")``, or ``r"^1$"`` for a stim
+#: channel whose pulse code is 1 (stim-channel events are labelled with their integer code).
+DEFAULT_PULSE_PATTERN = r"(?:\btms)|(?:pulse)|(?:^(?:stimulus/)?s\s*1$)"
+
+#: MNE channel types whose data are voltages: stored in microvolts inside the engine.
+VOLTAGE_TYPES = frozenset({"eeg", "eog", "emg", "ecg", "seeg", "ecog", "dbs", "bio"})
+
+#: Label (BrainVision ``type/description``) the recorder writes for a gap in the data.
+GAP_LABEL = "New Segment/Gap"
+
+_SUPPORTED = ".fif, .fif.gz, .vhdr, .edf, .bdf, .set, .xdf"
+
+
+class RecordingError(ValueError):
+    """A recording cannot be read: the message says which file, what is wrong, and what to do."""
+
+
+@dataclass
+class Recording:
+    """A whole recording in engine units.
+
+    Parameters
+    ----------
+    data_uv : ndarray, shape (n_channels, n_samples)
+        float64; voltage channels (see :data:`VOLTAGE_TYPES`) in microvolts, other channels
+        (stim, misc) unscaled.
+    meta : StreamMeta
+        Channel names, MNE channel types, sampling rate; ``name`` is the file name.
+    events : list of Event
+        Pulses, markers and gaps, sorted by sample (sample 0 = first sample of ``data_uv``).
+    meas_date : datetime or None
+        Wall-clock start of the recording (UTC) when the file records it.
+    t0_s : float
+        Time of sample 0 on the file's own clock, in seconds: ``raw.first_time`` for MNE
+        formats (0 unless the file starts later than its measurement origin), the LSL
+        timestamp of the first EEG sample for XDF.
+    path : Path or None
+        Where the recording was read from (None when built in memory).
+    """
+
+    data_uv: np.ndarray
+    meta: StreamMeta
+    events: list[Event] = field(default_factory=list)
+    meas_date: datetime | None = None
+    t0_s: float = 0.0
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.data_uv = np.asarray(self.data_uv, dtype=np.float64)
+        if self.data_uv.ndim != 2 or self.data_uv.shape[0] != self.meta.n_channels:
+            raise ValueError(
+                f"Recording data has shape {self.data_uv.shape} but meta declares "
+                f"{self.meta.n_channels} channels: channel-count mismatch."
+            )
+        self.events = sorted(self.events, key=lambda e: e.sample)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples per channel."""
+        return int(self.data_uv.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the recording in seconds."""
+        return self.n_samples / self.meta.sfreq
+
+    def to_raw(self):
+        """The recording as an :class:`mne.io.RawArray` (voltages back in volts).
+
+        Events become annotations at ``sample / sfreq`` seconds with the event label as
+        description (gaps keep their duration).
+
+        Returns
+        -------
+        raw : mne.io.RawArray
+        """
+        import mne
+
+        scale = _volt_scale(self.meta.ch_types)
+        info = mne.create_info(list(self.meta.ch_names), self.meta.sfreq, list(self.meta.ch_types))
+        raw = mne.io.RawArray(self.data_uv * scale[:, None], info, verbose="error")
+        if self.meas_date is not None:
+            raw.set_meas_date(self.meas_date)
+        if self.events:
+            onsets = [e.sample / self.meta.sfreq for e in self.events]
+            durations = [e.duration / self.meta.sfreq for e in self.events]
+            labels = [e.label for e in self.events]
+            raw.set_annotations(
+                mne.Annotations(onsets, durations, labels, orig_time=raw.info["meas_date"])
+            )
+        return raw
+
+
+def _volt_scale(ch_types: Sequence[str]) -> np.ndarray:
+    """Per channel factor from engine units to MNE units (1e-6 for voltages, else 1)."""
+    return np.array([1e-6 if t in VOLTAGE_TYPES else 1.0 for t in ch_types])
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower()
+    for suffix, fmt in (
+        (".fif.gz", "fif"),
+        (".fif", "fif"),
+        (".vhdr", "brainvision"),
+        (".edf", "edf"),
+        (".bdf", "bdf"),
+        (".set", "eeglab"),
+        (".xdf", "xdf"),
+        (".xdfz", "xdf"),
+    ):
+        if name.endswith(suffix):
+            return fmt
+    hint = ""
+    if name.endswith((".eeg", ".vmrk")):
+        hint = f" For BrainVision, pass the header file {path.with_suffix('.vhdr').name!r}."
+    elif name.endswith(".fdt"):
+        hint = f" For EEGLAB, pass the .set file {path.with_suffix('.set').name!r}."
+    raise RecordingError(
+        f"{path}: unknown recording format {''.join(path.suffixes) or '(no extension)'!r}. "
+        f"Supported: {_SUPPORTED}.{hint}"
+    )
+
+
+def read_recording(
+    path: str | Path,
+    pulse_pattern: str = DEFAULT_PULSE_PATTERN,
+    preload: bool = True,
+    stream_name: str | None = None,
+) -> Recording:
+    """Read a FIF, BrainVision, EDF/BDF, EEGLAB or XDF recording.
+
+    Parameters
+    ----------
+    path : str or Path
+        The recording (for BrainVision the ``.vhdr`` header; for EEGLAB the ``.set`` file).
+    pulse_pattern : str
+        Regular expression, matched case-insensitively anywhere in a marker label, that
+        marks TMS pulses (default :data:`DEFAULT_PULSE_PATTERN`).
+    preload : bool
+        Kept for symmetry with MNE; the samples are always loaded, because the engine works on
+        arrays in microvolts (a ``False`` value only defers MNE's own preload step).
+    stream_name : str or None
+        XDF only: the name of the EEG stream to use when the file holds several; by default
+        the stream of type ``EEG`` (the only numeric stream if none is typed ``EEG``).
+
+    Returns
+    -------
+    Recording
+
+    Raises
+    ------
+    RecordingError
+        Missing, empty, truncated or unreadable file, unknown extension, no EEG stream.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    if not path.exists():
+        raise RecordingError(f"{path}: no such file. Check the path (cwd is {Path.cwd()}).")
+    if path.is_dir():
+        raise RecordingError(f"{path}: is a directory; pass the recording file inside it.")
+    if path.stat().st_size == 0:
+        raise RecordingError(
+            f"{path}: the file is empty (0 bytes); it was not written or was truncated. "
+            "Use another copy of the recording."
+        )
+    try:
+        pattern = re.compile(pulse_pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise RecordingError(f"pulse_pattern {pulse_pattern!r} is not a valid regex: {exc}") from exc
+    if fmt == "xdf":
+        rec = _read_xdf(path, pattern, stream_name)
+    else:
+        rec = _read_mne(path, fmt, pattern, preload)
+    if rec.n_samples == 0:
+        raise RecordingError(
+            f"{path}: the recording holds no samples (header only?). Use a recording with data."
+        )
+    return rec
+
+
+# --------------------------------------------------------------------------------------------
+# MNE formats
+# --------------------------------------------------------------------------------------------
+
+def _read_mne(path: Path, fmt: str, pattern: re.Pattern, preload: bool) -> Recording:
+    import mne
+
+    readers = {
+        "fif": lambda: mne.io.read_raw_fif(path, preload=True, verbose="error"),
+        "brainvision": lambda: mne.io.read_raw_brainvision(path, preload=True, verbose="error"),
+        "edf": lambda: mne.io.read_raw_edf(path, preload=True, verbose="error"),
+        "bdf": lambda: mne.io.read_raw_bdf(path, preload=True, verbose="error"),
+        "eeglab": lambda: mne.io.read_raw_eeglab(path, preload=True, verbose="error"),
+    }
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = readers[fmt]()
+    except Exception as exc:  # MNE raises many types; all mean "this file is not readable"
+        hint = {
+            "brainvision": "check that the .vmrk and .eeg files named in the header sit "
+            "beside it",
+            "eeglab": "epoched .set files are not recordings; its .fdt data file (if any) "
+            "must sit beside it",
+            "fif": "it may be truncated or not a raw file (epochs/evoked FIF are not "
+            "recordings)",
+        }.get(fmt, "it may be truncated or written by a broken exporter")
+        raise RecordingError(
+            f"{path}: cannot read it as {fmt.upper()} ({type(exc).__name__}: {exc}). "
+            f"Hint: {hint}."
+        ) from exc
+    return _from_raw(raw, pattern, path)
+
+
+def _fix_types(names: Sequence[str], types: Sequence[str], explicit: bool) -> list[str]:
+    """EMG channels named ``EMG*`` become ``emg`` unless the file typed them explicitly."""
+    out = list(types)
+    for i, (n, t) in enumerate(zip(names, types)):
+        if n.upper().startswith("EMG") and (t in ("eeg", "misc") or not explicit):
+            out[i] = "emg"
+    return out
+
+
+def _from_raw(raw, pattern: re.Pattern, path: Path | None) -> Recording:
+    """Convert an MNE Raw (volts) into a :class:`Recording` (µV)."""
+    import mne
+
+    names = list(raw.ch_names)
+    types = _fix_types(names, raw.get_channel_types(), explicit=False)
+    sfreq = float(raw.info["sfreq"])
+    data = raw.get_data()
+    scale = 1.0 / _volt_scale(types)
+    data_uv = np.ascontiguousarray(data * scale[:, None], dtype=np.float64)
+    events: list[Event] = []
+    ann = raw.annotations
+    if len(ann):
+        samples = raw.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time)
+        for s, dur, desc in zip(samples, ann.duration, ann.description):
+            if not 0 <= s < raw.n_times:
+                continue
+            events.append(_make_event(int(s), str(desc), pattern, int(round(dur * sfreq))))
+    stim_picks = [i for i, t in enumerate(types) if t == "stim"]
+    for i in stim_picks:
+        found = mne.find_events(
+            raw, stim_channel=names[i], shortest_event=1, consecutive=True, verbose="error"
+        )
+        for s, _, code in found:
+            events.append(_make_event(int(s - raw.first_samp), str(int(code)), pattern, 0))
+    name = path.name if path is not None else "recording"
+    meta = StreamMeta(ch_names=tuple(names), sfreq=sfreq, ch_types=tuple(types), name=name)
+    meas_date = raw.info["meas_date"]
+    return Recording(
+        data_uv=data_uv,
+        meta=meta,
+        events=events,
+        meas_date=meas_date,
+        t0_s=float(raw.first_time),
+        path=path,
+    )
+
+
+def _make_event(sample: int, label: str, pattern: re.Pattern, duration: int,
+                time_s: float = float("nan")) -> Event:
+    if label == GAP_LABEL or label.lower() == "gap":
+        kind = EVENT_GAP
+    elif pattern.search(label):
+        kind = EVENT_PULSE
+        duration = 0
+    else:
+        kind = EVENT_MARKER
+    return Event(sample=sample, label=label, kind=kind, time_s=time_s, duration=max(duration, 0))
+
+
+# --------------------------------------------------------------------------------------------
+# XDF
+# --------------------------------------------------------------------------------------------
+
+_XDF_TYPES = {
+    "eeg": "eeg", "emg": "emg", "eog": "eog", "ecg": "ecg", "stim": "stim",
+    "trigger": "stim", "trig": "stim", "misc": "misc", "aux": "misc",
+}
+_UNIT_TO_UV = {
+    "microvolts": 1.0, "microvolt": 1.0, "uv": 1.0, "µv": 1.0, "μv": 1.0,
+    "millivolts": 1e3, "millivolt": 1e3, "mv": 1e3,
+    "volts": 1e6, "volt": 1e6, "v": 1e6, "nanovolts": 1e-3, "nv": 1e-3,
+}
+
+
+def _first(d: dict, key: str, default=None):
+    v = d.get(key) if isinstance(d, dict) else None
+    if isinstance(v, list):
+        v = v[0] if v else None
+    return default if v is None else v
+
+
+def _read_xdf(path: Path, pattern: re.Pattern, stream_name: str | None) -> Recording:
+    import pyxdf
+
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"XDF:" and not path.name.lower().endswith(".xdfz"):
+        raise RecordingError(
+            f"{path}: not an XDF file (it does not start with 'XDF:'). "
+            "Check that it was written by LabRecorder or another XDF writer."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            streams, header = pyxdf.load_xdf(str(path), dejitter_timestamps=True)
+    except Exception as exc:
+        raise RecordingError(
+            f"{path}: cannot parse it as XDF ({type(exc).__name__}: {exc}). The file may be "
+            "truncated; pyxdf reads files cut mid-chunk only if the cut falls between chunks."
+        ) from exc
+
+    def info(s, key, default=""):
+        return str(_first(s["info"], key, default) or default)
+
+    numeric = [
+        s for s in streams
+        if info(s, "channel_format").lower() != "string" and len(s["time_stamps"]) > 0
+    ]
+    described = ", ".join(
+        f"{info(s, 'name')!r} (type {info(s, 'type')!r}, {len(s['time_stamps'])} samples)"
+        for s in streams
+    ) or "none"
+    if stream_name is not None:
+        chosen = [s for s in numeric if info(s, "name") == stream_name]
+        if not chosen:
+            raise RecordingError(
+                f"{path}: no numeric stream named {stream_name!r} with samples. "
+                f"Streams in the file: {described}."
+            )
+    else:
+        chosen = [s for s in numeric if info(s, "type").lower() == "eeg"] or (
+            numeric if len(numeric) == 1 else []
+        )
+        if len(chosen) != 1:
+            raise RecordingError(
+                f"{path}: cannot pick the EEG stream ({len(chosen)} candidates). "
+                f"Streams in the file: {described}. Pass stream_name=... to choose one."
+            )
+    eeg = chosen[0]
+    sfreq = float(info(eeg, "nominal_srate", "0") or 0)
+    if not sfreq > 0:
+        raise RecordingError(
+            f"{path}: stream {info(eeg, 'name')!r} has an irregular rate (nominal_srate 0); "
+            "the engine needs a regularly sampled EEG stream."
+        )
+    x = np.asarray(eeg["time_series"], dtype=np.float64).T  # (n_channels, n_samples)
+    ts = np.asarray(eeg["time_stamps"], dtype=np.float64)
+    n_ch = x.shape[0]
+    desc = _first(eeg["info"], "desc") or {}
+    chans = _first(desc, "channels") or {}
+    ch_list = chans.get("channel", []) if isinstance(chans, dict) else []
+    names, types, scales, explicit = [], [], [], True
+    for i in range(n_ch):
+        ch = ch_list[i] if i < len(ch_list) else {}
+        names.append(str(_first(ch, "label", f"Ch{i + 1}") or f"Ch{i + 1}"))
+        t = str(_first(ch, "type", "") or "").lower()
+        if not t:
+            explicit = False
+        mne_type = _XDF_TYPES.get(t, "misc" if t else "eeg")
+        types.append(mne_type)
+        unit = str(_first(ch, "unit", "") or "").strip().lower()
+        if mne_type in VOLTAGE_TYPES:
+            # LSL's convention for EEG is microvolts; a missing unit is taken to be µV.
+            if unit and unit not in _UNIT_TO_UV:
+                raise RecordingError(
+                    f"{path}: channel {names[-1]!r} has unknown unit {unit!r}. Expected one of "
+                    "microvolts, millivolts, volts."
+                )
+            scales.append(_UNIT_TO_UV.get(unit, 1.0))
+        else:
+            scales.append(1.0)
+    types = _fix_types(names, types, explicit=explicit)
+    data_uv = x * np.asarray(scales)[:, None]
+
+    events: list[Event] = []
+    half = 0.5 / sfreq
+    for s in streams:
+        if s is eeg or len(s["time_stamps"]) == 0:
+            continue
+        is_marker = info(s, "type").lower() == "markers" or info(s, "channel_format").lower() == "string"
+        if not is_marker:
+            continue
+        for t, value in zip(np.asarray(s["time_stamps"], dtype=float), s["time_series"]):
+            if t < ts[0] - half or t > ts[-1] + half:
+                continue  # a marker outside the EEG recording has no sample
+            sample = int(np.clip(np.round((t - ts[0]) * sfreq), 0, len(ts) - 1))
+            # nearest actual timestamp (robust to a clock that is not exactly nominal)
+            j = int(np.searchsorted(ts, t))
+            cands = [k for k in (j - 1, j) if 0 <= k < len(ts)]
+            sample = min(cands, key=lambda k: abs(ts[k] - t)) if cands else sample
+            label = value[0] if isinstance(value, (list, tuple, np.ndarray)) else value
+            events.append(_make_event(int(sample), str(label), pattern, 0, time_s=float(t)))
+    meta = StreamMeta(
+        ch_names=tuple(names), sfreq=sfreq, ch_types=tuple(types), name=path.name,
+        source_id=info(eeg, "source_id"),
+    )
+    meas_date = _xdf_date(header)
+    return Recording(
+        data_uv=np.ascontiguousarray(data_uv), meta=meta, events=events,
+        meas_date=meas_date, t0_s=float(ts[0]), path=path,
+    )
+
+
+def _xdf_date(header) -> datetime | None:
+    try:
+        text = str(_first(header["info"], "datetime"))
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except Exception:
+        return None
+
+
+__all__ = [
+    "DEFAULT_PULSE_PATTERN",
+    "GAP_LABEL",
+    "VOLTAGE_TYPES",
+    "Recording",
+    "RecordingError",
+    "read_recording",
+]
