@@ -1,0 +1,416 @@
+"""Channel selection, live bad-channel detection and spherical-spline interpolation.
+
+:class:`BadChannelDetector` is a pass-through stage that watches the EEG channels on pulse-free
+stretches and keeps a live ``bads`` mapping (name -> reason). :class:`BadChannelInterpolation`
+replaces the bad channels by a spherical-spline estimate from the good ones (Perrin et al.,
+1989, via MNE); the mapping matrix is computed once per set of bad channels and cached, so each
+block costs one small matrix product. :class:`~tmseeg.pipeline.reference.AverageReference` and
+:class:`~tmseeg.pipeline.epochs.Epocher` read the same ``bads`` mapping.
+
+Place the detector before the filters (clipping is only recognisable on unfiltered data: a
+saturated amplifier returns the same value exactly, a filter smears it), and the interpolation
+after them, before the average reference.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from tmseeg.stream.block import Block, StreamMeta
+
+__all__ = ["resolve_picks", "BadChannelDetector", "BadChannelInterpolation", "spline_matrix"]
+
+
+def resolve_picks(meta: StreamMeta, picks: str | Sequence[str]) -> np.ndarray:
+    """Row indices for a pick specification.
+
+    Parameters
+    ----------
+    meta : StreamMeta
+        The stream's channels.
+    picks : str or sequence of str
+        ``"all"``, a channel type (``"eeg"``, ``"emg"``, ...), or a list of channel names.
+
+    Returns
+    -------
+    ndarray of int
+    """
+    if isinstance(picks, str):
+        if picks == "all":
+            return np.arange(meta.n_channels, dtype=np.intp)
+        if picks in set(meta.ch_types) or picks in ("eeg", "emg", "eog", "misc", "stim", "ecg"):
+            return meta.picks(picks)
+        return meta.index([picks])
+    return meta.index(list(picks))
+
+
+def _robust_z(x: np.ndarray, mad_floor: float) -> np.ndarray:
+    """(x - median) / (1.4826 MAD), MAD floored at ``mad_floor``."""
+    med = np.median(x)
+    mad = max(float(np.median(np.abs(x - med))), mad_floor)
+    return (x - med) / (1.4826 * mad)
+
+
+class BadChannelDetector:
+    """Live detection of flat, clipped and noisy EEG channels (data pass through unchanged).
+
+    Samples are collected per channel outside the pulse windows; every ``window_s`` seconds of
+    pulse-free data the window is evaluated and :attr:`bads` is updated. Tests, in order (the
+    first that fires gives the reason):
+
+    1. **no data**: fewer than ``min_valid_fraction`` (50 %) of the window's samples are finite
+       (a channel sending NaN).
+    2. **flat**: standard deviation over the window below ``flat_uv`` (default 0.5 µV; real
+       scalp EEG is ~5-50 µV RMS, amplifier noise alone ~0.3-1 µV over a wide band).
+    3. **clipped**: more than ``clip_fraction`` (default 0.5 %) of the samples sit exactly at the
+       window's minimum or maximum (within ``1e-6`` of the range). Continuous-valued data hit
+       each extreme once; an amplifier at its rail returns the same code many times.
+    4. **noisy**: robust z-score (median / 1.4826 MAD across the good EEG channels, computed on
+       log values) of the channel's RMS, or of the RMS of its first difference (a cheap
+       high-frequency power proxy: muscle, bad contact), above ``noisy_z`` (default 5). The MAD is
+       floored at ``mad_floor`` (0.1 in log units, i.e. ~10 % spread) so that channels that are
+       almost identical (simulations, bridged caps) do not make tiny differences significant.
+       Optionally, ``max_rms_uv`` marks any channel whose RMS exceeds it.
+
+    Parameters
+    ----------
+    window_s : float
+        Pulse-free data per evaluation (default 2 s).
+    exclude_ms : (float, float)
+        Window around each pulse left out (default ``(-10, 100)``: the pulse, the decay and the
+        early TEP are not noise).
+    flat_uv, clip_fraction, noisy_z, mad_floor, max_rms_uv, min_valid_fraction
+        Thresholds, see above.
+    picks : str or sequence of str
+        Channels examined (default ``"eeg"``); others are never marked.
+    sticky : bool
+        If True (default) a channel once marked stays bad until :meth:`clear` (a dying
+        electrode that flickers back would otherwise make the interpolation and reference
+        change every few seconds). If False, :attr:`bads` is the latest evaluation only.
+    initial_bads : mapping of str to str, optional
+        Channels known to be bad before the session (name -> reason).
+
+    Attributes
+    ----------
+    bads : dict of str to str
+        Current bad channels and why.
+    history : list of (int, str, str)
+        ``(absolute sample at the end of the window, channel, reason)`` each time a channel
+        became bad.
+    last_stats : dict
+        Per-channel statistics of the latest evaluation (``rms_uv``, ``diff_rms_uv``,
+        ``clip_fraction``, ``z_rms``, ``z_hf``), for displays.
+
+    Notes
+    -----
+    A pulse event arriving late (after its samples were already collected) is still honoured
+    as long as the window containing it has not been evaluated; evaluation waits until
+    ``exclude_ms[1]`` beyond the window's last sample has been received for that reason.
+    """
+
+    name = "bad_channels"
+
+    def __init__(
+        self,
+        window_s: float = 2.0,
+        exclude_ms: tuple[float, float] = (-10.0, 100.0),
+        flat_uv: float = 0.5,
+        clip_fraction: float = 0.005,
+        noisy_z: float = 5.0,
+        mad_floor: float = 0.1,
+        max_rms_uv: float | None = None,
+        min_valid_fraction: float = 0.5,
+        picks: str | Sequence[str] = "eeg",
+        sticky: bool = True,
+        initial_bads: Mapping[str, str] | None = None,
+    ) -> None:
+        self.window_s = float(window_s)
+        self.exclude_ms = exclude_ms
+        self.flat_uv = float(flat_uv)
+        self.clip_fraction = float(clip_fraction)
+        self.noisy_z = float(noisy_z)
+        self.mad_floor = float(mad_floor)
+        self.max_rms_uv = max_rms_uv
+        self.min_valid_fraction = float(min_valid_fraction)
+        self.picks = picks
+        self.sticky = sticky
+        self._initial = dict(initial_bads or {})
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget collected data and detections (keeps ``initial_bads``)."""
+        self.bads: dict[str, str] = dict(self._initial)
+        self.history: list[tuple[int, str, str]] = []
+        self.last_stats: dict[str, np.ndarray] = {}
+        self._pending: list[Block] = []
+        self._pulses: list[int] = []
+        self._rows: np.ndarray | None = None
+        self._names: list[str] = []
+
+    def clear(self) -> None:
+        """Mark every channel good again (e.g. after fixing electrodes); data kept."""
+        self.bads = {}
+
+    def flush(self) -> Block | None:
+        """Nothing is held back."""
+        return None
+
+    def process(self, block: Block) -> Block:
+        """Collect the block's samples and pulse events; evaluate when a window is complete."""
+        if self._rows is None:
+            self._rows = resolve_picks(block.meta, self.picks)
+            self._names = [block.meta.ch_names[i] for i in self._rows]
+        for ev in block.pulses():
+            self._pulses.append(ev.sample)
+        if block.n_samples:
+            self._pending.append(block)
+        sf = block.meta.sfreq
+        win_n = int(round(self.window_s * sf))
+        lo = int(np.floor(self.exclude_ms[0] * sf / 1000.0))
+        hi = int(np.ceil(self.exclude_ms[1] * sf / 1000.0))
+        while self._pending:
+            start = self._pending[0].first_sample
+            newest = self._pending[-1].stop_sample
+            # Wait until win_n usable samples are surely collected (upper bound on what the
+            # pulse windows remove) and late markers had hi samples to arrive: then one mask.
+            stop = newest - max(hi, 0)
+            n_excl = sum(1 for p in self._pulses if p + hi >= start and p + lo < stop)
+            if stop - start - n_excl * (hi - lo + 1) < win_n:
+                break
+            usable = self._usable_mask(start, stop, lo, hi)
+            if usable.sum() < win_n:  # samples missing between blocks: wait for more
+                break
+            end = start + int(np.searchsorted(np.cumsum(usable), win_n)) + 1
+            self._evaluate(start, end, lo, hi)
+            self._drop_before(end, hi)
+        return block
+
+    # -- internals -----------------------------------------------------------------------------
+    def _usable_mask(self, start: int, stop: int, lo: int, hi: int) -> np.ndarray:
+        n = max(stop - start, 0)
+        mask = np.zeros(n, dtype=bool)
+        for b in self._pending:
+            a, e = max(b.first_sample, start), min(b.stop_sample, stop)
+            if e > a:
+                mask[a - start:e - start] = True
+        for p in self._pulses:
+            a, e = max(p + lo, start), min(p + hi + 1, stop)
+            if e > a:
+                mask[a - start:e - start] = False
+        return mask
+
+    def _collect(self, start: int, stop: int, lo: int, hi: int) -> np.ndarray:
+        mask = self._usable_mask(start, stop, lo, hi)
+        full = np.full((len(self._rows), stop - start), np.nan)
+        for b in self._pending:
+            a, e = max(b.first_sample, start), min(b.stop_sample, stop)
+            if e > a:
+                full[:, a - start:e - start] = b.data[self._rows, a - b.first_sample:e - b.first_sample]
+        return full[:, mask]
+
+    def _drop_before(self, end: int, hi: int) -> None:
+        keep = []
+        for b in self._pending:
+            if b.stop_sample <= end:
+                continue
+            if b.first_sample < end:
+                k = end - b.first_sample
+                b = Block(data=b.data[:, k:], first_sample=end, timestamps=b.timestamps[k:],
+                          meta=b.meta, events=[], received_s=b.received_s)
+            keep.append(b)
+        self._pending = keep
+        self._pulses = [p for p in self._pulses if p + hi + 1 > end]
+
+    def _evaluate(self, start: int, end: int, lo: int, hi: int) -> None:
+        x = self._collect(start, end, lo, hi)
+        n_ch = x.shape[0]
+        finite = np.isfinite(x)
+        valid_frac = finite.mean(axis=1) if x.shape[1] else np.zeros(n_ch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rms = np.nanstd(x, axis=1)
+            d = np.diff(x, axis=1)
+            hf = np.sqrt(np.nanmean(d ** 2, axis=1)) if d.shape[1] else np.full(n_ch, np.nan)
+            xmax = np.nanmax(x, axis=1)
+            xmin = np.nanmin(x, axis=1)
+        tol = 1e-6 * np.maximum(xmax - xmin, 1e-12)
+        n_valid = np.maximum(finite.sum(axis=1), 1)
+        at_max = (np.abs(x - xmax[:, None]) <= tol[:, None]).sum(axis=1)
+        at_min = (np.abs(x - xmin[:, None]) <= tol[:, None]).sum(axis=1)
+        clip = np.maximum(at_max, at_min) / n_valid
+
+        reasons: dict[str, str] = {}
+        for i, nm in enumerate(self._names):
+            if valid_frac[i] < self.min_valid_fraction:
+                reasons[nm] = f"no data ({100 * (1 - valid_frac[i]):.0f}% NaN)"
+            elif rms[i] < self.flat_uv:
+                reasons[nm] = f"flat (RMS {rms[i]:.3g} uV < {self.flat_uv:g} uV)"
+            elif clip[i] > self.clip_fraction and max(at_max[i], at_min[i]) >= 3:
+                reasons[nm] = (f"clipped ({100 * clip[i]:.1f}% of samples at "
+                               f"{xmax[i] if at_max[i] >= at_min[i] else xmin[i]:.6g} uV)")
+        cand = np.array([nm not in reasons for nm in self._names])
+        z_rms = np.full(n_ch, np.nan)
+        z_hf = np.full(n_ch, np.nan)
+        if cand.sum() >= 3:
+            lr = np.log(rms[cand])
+            lh = np.log(hf[cand])
+            z_rms[cand] = _robust_z(lr, self.mad_floor)
+            z_hf[cand] = _robust_z(lh, self.mad_floor)
+            for i in np.flatnonzero(cand):
+                nm = self._names[i]
+                if z_rms[i] > self.noisy_z:
+                    reasons[nm] = f"noisy (RMS {rms[i]:.3g} uV, robust z={z_rms[i]:.1f})"
+                elif z_hf[i] > self.noisy_z:
+                    reasons[nm] = f"noisy high-frequency (diff RMS {hf[i]:.3g} uV, robust z={z_hf[i]:.1f})"
+        if self.max_rms_uv is not None:
+            for i in np.flatnonzero(cand):
+                nm = self._names[i]
+                if nm not in reasons and rms[i] > self.max_rms_uv:
+                    reasons[nm] = f"noisy (RMS {rms[i]:.3g} uV > {self.max_rms_uv:g} uV)"
+        self.last_stats = {"rms_uv": rms, "diff_rms_uv": hf, "clip_fraction": clip,
+                           "z_rms": z_rms, "z_hf": z_hf, "names": np.array(self._names)}
+        for nm, why in reasons.items():
+            if nm not in self.bads:
+                self.history.append((end, nm, why))
+        if self.sticky:
+            for nm, why in reasons.items():
+                self.bads.setdefault(nm, why)
+        else:
+            self.bads = {**self._initial, **reasons}
+
+
+def _montage(montage: str):
+    import mne
+
+    if montage == "auto":
+        builtin = mne.channels.get_builtin_montages()
+        montage = "colin27_1005" if "colin27_1005" in builtin else "standard_1005"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return mne.channels.make_standard_montage(montage)
+
+
+def spline_matrix(
+    ch_names: Sequence[str], bads: Sequence[str], montage: str = "auto"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spherical-spline mapping from good to bad channels, through MNE's public API.
+
+    A :class:`mne.io.RawArray` whose samples are unit impulses on each good channel in turn
+    is interpolated with :meth:`~mne.io.Raw.interpolate_bads`; since interpolation is linear,
+    the bad rows of the result are the mapping matrix.
+
+    Parameters
+    ----------
+    ch_names : sequence of str
+        The EEG channels (all of them, good and bad).
+    bads : sequence of str
+        Channels to estimate.
+    montage : str
+        MNE built-in montage name; ``"auto"`` uses ``colin27_1005`` (MNE >= 1.13) or
+        ``standard_1005``.
+
+    Returns
+    -------
+    bad_idx, good_idx : ndarray of int
+        Row indices into ``ch_names``.
+    matrix : ndarray, shape (n_bad, n_good)
+        ``data[bad_idx] = matrix @ data[good_idx]``.
+    """
+    import mne
+
+    names = list(ch_names)
+    mont = _montage(montage)
+    known = {n.lower() for n in mont.ch_names}
+    missing = [n for n in names if n.lower() not in known]
+    if missing:
+        raise ValueError(
+            f"no electrode position for channel(s) {missing} in montage {montage!r}: spherical-"
+            "spline interpolation needs positions for all EEG channels. Rename them to 10-05 "
+            "labels, pass another montage, or type them as non-EEG."
+        )
+    bad_idx = np.array([names.index(b) for b in bads], dtype=np.intp)
+    good_idx = np.array([i for i in range(len(names)) if names[i] not in set(bads)], dtype=np.intp)
+    if len(good_idx) < 3:
+        raise ValueError(f"only {len(good_idx)} good EEG channels left: cannot interpolate {list(bads)}")
+    info = mne.create_info(names, 1000.0, "eeg")
+    info.set_montage(mont, match_case=False, verbose=False)
+    impulses = np.zeros((len(names), len(good_idx)))
+    impulses[good_idx, np.arange(len(good_idx))] = 1.0
+    raw = mne.io.RawArray(impulses, info, verbose=False)
+    raw.info["bads"] = list(bads)
+    raw.interpolate_bads(reset_bads=True, verbose=False)
+    return bad_idx, good_idx, raw.get_data()[bad_idx]
+
+
+class BadChannelInterpolation:
+    """Replace bad EEG channels by spherical-spline interpolation of the good ones.
+
+    Parameters
+    ----------
+    bads_from : object with a ``bads`` mapping, optional
+        Usually the session's :class:`BadChannelDetector`; read at every block so that
+        channels found bad mid-session are interpolated from then on.
+    bads : sequence of str
+        Fixed bad channels (added to those of ``bads_from``).
+    montage : str
+        Electrode positions (see :func:`spline_matrix`).
+    picks : str or sequence of str
+        The channels interpolation draws on and may replace (default ``"eeg"``).
+
+    Notes
+    -----
+    The mapping matrix costs ~0.1-0.5 s (MNE) the first time a given set of bad channels is
+    seen and is cached (``cache``) per set; afterwards each block costs one
+    ``(n_bad, n_good) @ (n_good, n_samples)`` product. NaN in a good channel propagates to the
+    interpolated ones for those samples (a stream gap stays a gap).
+    """
+
+    name = "interpolate_bads"
+
+    def __init__(
+        self,
+        bads_from=None,
+        bads: Sequence[str] = (),
+        montage: str = "auto",
+        picks: str | Sequence[str] = "eeg",
+    ) -> None:
+        self.bads_from = bads_from
+        self.fixed_bads = list(bads)
+        self.montage = montage
+        self.picks = picks
+        self.cache: dict[frozenset, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._rows: np.ndarray | None = None
+
+    def current_bads(self) -> list[str]:
+        """The bad channels that apply now."""
+        out = list(self.fixed_bads)
+        if self.bads_from is not None:
+            out += [b for b in self.bads_from.bads if b not in out]
+        return out
+
+    def process(self, block: Block) -> Block:
+        """Return the block with its bad EEG channels interpolated."""
+        if self._rows is None:
+            self._rows = resolve_picks(block.meta, self.picks)
+        names = [block.meta.ch_names[i] for i in self._rows]
+        bads = [b for b in self.current_bads() if b in names]
+        if not bads or block.n_samples == 0:
+            return block
+        key = frozenset(bads)
+        if key not in self.cache:
+            self.cache[key] = spline_matrix(names, sorted(bads, key=names.index), self.montage)
+        bad_idx, good_idx, mat = self.cache[key]
+        data = block.data.copy()
+        rows = self._rows
+        data[rows[bad_idx]] = mat @ block.data[rows[good_idx]]
+        return block.with_data(data)
+
+    def flush(self) -> Block | None:
+        """Nothing is held back."""
+        return None
+
+    def reset(self) -> None:
+        """Forget the channel layout (the matrix cache is kept: it depends on names only)."""
+        self._rows = None
