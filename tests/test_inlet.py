@@ -1,0 +1,185 @@
+"""LSL ingest on real loopback streams: resolve, pull, units, gaps, marker alignment."""
+import threading
+import time
+
+import numpy as np
+import pylsl
+import pytest
+
+from tmseeg.stream.inlet import (EEGInlet, LSLSource, MarkerInlet, SampleClock,
+                                 StreamNotFoundError, resolve_stream, unit_scale_to_uv)
+
+
+def make_outlet(name, n_ch, sfreq, source_id, unit="microvolts", fmt="float32"):
+    info = pylsl.StreamInfo(name, "EEG", n_ch, sfreq, fmt, source_id)
+    info.set_channel_labels([f"E{i}" for i in range(n_ch)])
+    info.set_channel_types("eeg")
+    info.set_channel_units(unit)
+    return pylsl.StreamOutlet(info, chunk_size=0, max_buffered=60)
+
+
+def counter_chunk(start, n, n_ch):
+    """Sample i, channel c holds i + c/100 (exact in float32 for i < 2**17)."""
+    i = np.arange(start, start + n, dtype=np.float64)[:, None]
+    return (i % 100000 + np.arange(n_ch)[None, :] / 100.0).astype(np.float32)
+
+
+class Pusher(threading.Thread):
+    """Pushes a counter signal with exact timestamps t0 + i/sfreq, paced to the clock."""
+
+    def __init__(self, outlet, n_ch, sfreq, duration_s, chunk=5, t0=None, start_index=0):
+        super().__init__(daemon=True)
+        self.outlet, self.n_ch, self.sfreq = outlet, n_ch, sfreq
+        self.n_total = int(duration_s * sfreq)
+        self.chunk = chunk
+        self.t0 = pylsl.local_clock() if t0 is None else t0
+        self.i = start_index
+        self.stop_at = start_index + self.n_total
+
+    def run(self):
+        while self.i < self.stop_at:
+            due = self.t0 + (self.i + self.chunk) / self.sfreq
+            wait = due - pylsl.local_clock()
+            if wait > 0:
+                time.sleep(wait)
+            n = min(self.chunk, self.stop_at - self.i)
+            ts = self.t0 + np.arange(self.i, self.i + n) / self.sfreq
+            self.outlet.push_chunk(counter_chunk(self.i, n, self.n_ch), ts.tolist())
+            self.i += n
+
+
+def test_missing_stream_names_what_is_visible(uid):
+    out = make_outlet(f"present-{uid}", 2, 100, f"src-{uid}")
+    t = time.monotonic()
+    with pytest.raises(StreamNotFoundError) as err:
+        resolve_stream(name=f"absent-{uid}", stype="EEG", timeout_s=0.8)
+    assert time.monotonic() - t < 3.0
+    msg = str(err.value)
+    assert f"absent-{uid}" in msg and f"present-{uid}" in msg and "tmseeg simulate" in msg
+    del out
+
+
+def test_resolve_by_source_id_and_units(uid):
+    out = make_outlet(f"eeg-{uid}", 4, 500, f"src-{uid}", unit="volts")
+    info = resolve_stream(source_id=f"src-{uid}", stype=None, timeout_s=3)
+    inlet = EEGInlet(info)
+    assert inlet.meta.ch_names == ("E0", "E1", "E2", "E3")
+    assert np.all(inlet.scales_to_uv == 1e6)
+    out.push_chunk(np.full((10, 4), 2e-6, dtype=np.float32))
+    deadline = time.monotonic() + 3
+    got = None
+    while got is None and time.monotonic() < deadline:
+        got = inlet.pull()
+        time.sleep(0.01)
+    assert got is not None
+    samples, ts, gaps = got
+    np.testing.assert_allclose(samples, 2.0, rtol=1e-6)  # 2 µV after conversion
+    assert gaps == []
+
+
+def test_channel_count_mismatch_is_refused(uid):
+    out = make_outlet(f"eeg-{uid}", 8, 500, f"src-{uid}")
+    info = resolve_stream(name=f"eeg-{uid}", timeout_s=3)
+    with pytest.raises(ValueError, match="channel-count mismatch"):
+        EEGInlet(info, expected_channels=64)
+    del out
+
+
+@pytest.mark.parametrize("unit,scale", [("microvolts", 1.0), ("mV", 1e3), ("V", 1e6),
+                                        ("-6", 1.0), ("-3", 1e3), (None, 1.0)])
+def test_unit_scale(unit, scale):
+    assert unit_scale_to_uv(unit) == pytest.approx(scale)
+
+
+def test_sample_clock_dejitters_and_inverts():
+    rng = np.random.default_rng(0)
+    sfreq = 1000.0
+    true_rate = sfreq * (1 + 20e-6)  # amplifier clock 20 ppm fast
+    clock = SampleClock(sfreq)
+    for start in range(0, 20000, 50):
+        idx = np.arange(start, start + 50)
+        t = 100.0 + idx / true_rate + rng.normal(0, 0.002, 50)  # 2 ms jitter
+        clock.update(idx, t)
+    est = clock.time_of([20000])[0]
+    assert abs(est - (100.0 + 20000 / true_rate)) < 2e-4
+    assert clock.sample_of(100.0 + 12345 / true_rate) == 12345
+
+
+def test_gap_is_recorded_when_stream_vanishes_and_returns(uid):
+    sfreq, n_ch, src = 1000.0, 4, f"src-{uid}"
+    out = make_outlet(f"eeg-{uid}", n_ch, sfreq, src)
+    inlet = EEGInlet(resolve_stream(name=f"eeg-{uid}", timeout_s=3))
+    t0 = pylsl.local_clock()
+    p = Pusher(out, n_ch, sfreq, 1.5, t0=t0)
+    p.start()
+    received = []
+    gaps = []
+
+    def drain(until, n_wanted=None):
+        while time.monotonic() < until:
+            got = inlet.pull()
+            if got is None:
+                if n_wanted is not None and inlet.next_sample >= n_wanted:
+                    return
+                time.sleep(0.002)
+                continue
+            received.append((inlet.next_sample - got[0].shape[0], got[0][:, 0].copy()))
+            gaps.extend(got[2])
+
+    drain(time.monotonic() + 10, n_wanted=1500)
+    p.join()
+    assert inlet.next_sample == 1500
+    p.outlet = None
+    del out  # the amplifier software dies ...
+    time.sleep(1.0)
+    out2 = make_outlet(f"eeg-{uid}", n_ch, sfreq, src)  # ... and comes back, same source id
+    restart_index = int(round((pylsl.local_clock() - t0) * sfreq))
+    p2 = Pusher(out2, n_ch, sfreq, 1.0, t0=t0, start_index=restart_index)
+    p2.start()
+    # liblsl's recovery re-resolves the source id: it takes a few seconds
+    drain(time.monotonic() + 15, n_wanted=p2.stop_at)
+    p2.join()
+    assert len(gaps) == 1, gaps
+    gap = gaps[0]
+    assert gap.sample == 1500
+    # the inlet reconnects after the restart, so it misses the new stream's first samples
+    # too: the gap runs to the first sample it actually got, and indices stay true
+    s_after, v_after = [(s, v) for s, v in received if s >= 1500][0]
+    assert abs(gap.sample + gap.duration - s_after) == 0
+    assert s_after >= restart_index
+    assert v_after[0] == pytest.approx(s_after % 100000, abs=2)
+    assert gap.duration >= 900  # at least the 1 s during which nothing was streaming
+    del out2
+
+
+def test_markers_align_to_samples(uid):
+    sfreq, n_ch = 5000.0, 8
+    out = make_outlet(f"eeg-{uid}", n_ch, sfreq, f"src-{uid}")
+    minfo = pylsl.StreamInfo(f"eeg-{uid}-markers", "Markers", 1, 0, "string", f"m-{uid}")
+    mout = pylsl.StreamOutlet(minfo)
+    t0 = pylsl.local_clock() + 0.3
+    p = Pusher(out, n_ch, sfreq, 3.0, t0=t0)
+    src = LSLSource.resolve(name=f"eeg-{uid}", timeout_s=3, marker_timeout_s=2)
+    assert src.markers is not None and src.markers.name == f"eeg-{uid}-markers"
+    p.start()
+    marker_samples = [2500, 7777, 12001]
+    sent = 0
+    events = []
+    seen = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (p.is_alive() or src.eeg.next_sample < p.stop_at):
+        if sent < len(marker_samples) and p.i > marker_samples[sent] - 500:
+            mout.push_sample([f"TMS"], t0 + marker_samples[sent] / sfreq)
+            sent += 1
+        block = src.read()
+        if block is None:
+            time.sleep(0.001)
+            continue
+        seen.append(block.data[0])
+        events.extend(block.events)
+    data = np.concatenate(seen)
+    # no lost or reordered samples
+    np.testing.assert_array_equal(data, np.arange(len(data)) % 100000)
+    got = [e.sample for e in events if e.label == "TMS"]
+    assert len(got) == 3
+    assert all(abs(g - m) <= 1 for g, m in zip(got, marker_samples)), got

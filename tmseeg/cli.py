@@ -1,0 +1,260 @@
+"""The ``tmseeg`` command.
+
+Subcommands (each documented in the README and by ``tmseeg COMMAND --help``):
+
+``demo``      simulated amplifier + stimulator on loopback LSL, the engine, a live status line
+``simulate``  the simulated TMS-EEG amplifier alone, as LSL streams
+``replay``    a recording (FIF, BrainVision, EDF/BDF, EEGLAB, XDF) as live LSL streams
+``record``    record LSL EEG + markers to BrainVision, crash-safe
+``run``       the engine on live LSL streams (headless)
+``bench``     ingest benchmark (LSL pull + ring buffer vs np.roll)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tmseeg import __version__
+
+log = logging.getLogger("tmseeg")
+
+
+class StatusPrinter:
+    """Prints engine status: one rewritten line on a terminal, one line per update otherwise."""
+
+    def __init__(self, stream=sys.stdout) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, status) -> None:
+        if self.tty:
+            self.stream.write("\r" + status.line()[:200])
+        else:
+            self.stream.write(status.line() + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _install_sigterm_as_interrupt() -> None:
+    """SIGTERM (e.g. from a process manager) ends as cleanly as Ctrl-C."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        pass
+
+
+def _source_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input streams")
+    g.add_argument("--stream", default=None, help="EEG stream name (default: any of type EEG)")
+    g.add_argument("--stream-type", default="EEG", help="EEG stream type (default: EEG)")
+    g.add_argument("--source-id", default=None, help="EEG stream source id")
+    g.add_argument("--markers", default=None,
+                   help="marker stream name (default: '<eeg name>-markers', else any Markers)")
+    g.add_argument("--no-markers", action="store_true", help="do not read a marker stream")
+    g.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the EEG stream (default: 10)")
+
+
+def _open_source(args):
+    from tmseeg.stream.inlet import LSLSource
+    return LSLSource.resolve(name=args.stream, stype=args.stream_type, source_id=args.source_id,
+                             marker_name=args.markers, with_markers=not args.no_markers,
+                             timeout_s=args.timeout)
+
+
+def _default_live_stages(meta):
+    """Stages of the engine skeleton: markers that name a TMS pulse become pulse events."""
+    from tmseeg.pipeline.pulses import MarkerPulses
+    return [MarkerPulses()]
+
+
+def _run_engine(source, duration_s: float | None, record_dir: str | None,
+                status_every_s: float = 1.0) -> int:
+    from tmseeg.engine import Engine
+
+    sinks = []
+    recorder = None
+    if record_dir is not None:
+        from tmseeg.stream.recorder import BrainVisionRecorder
+        recorder = BrainVisionRecorder(Path(record_dir), source.meta)
+        sinks.append(RawRecorderSink(recorder))
+        print(f"recording to {recorder.path}")
+    engine = Engine(source, stages=_default_live_stages(source.meta), sinks=sinks)
+    printer = StatusPrinter()
+    try:
+        engine.run(duration_s=duration_s, status_every_s=status_every_s, on_status=printer)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        printer.done()
+        if recorder is not None:
+            recorder.close()
+            print(f"recording closed: {recorder.path} ({recorder.n_samples_written} samples)")
+        source.close()
+    status = engine.status()
+    print("final: " + status.line())
+    return 0
+
+
+class RawRecorderSink:
+    """Engine sink that records every raw block (as acquired) to a recorder."""
+
+    def __init__(self, recorder) -> None:
+        self.recorder = recorder
+
+    def on_block(self, raw, processed) -> None:
+        if raw is not None:
+            self.recorder.write(raw)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from tmseeg.stream.lslconfig import use_loopback_only
+    use_loopback_only(force=True)  # the demo's streams stay on this machine
+    from tmseeg.sim.amplifier import SimulatedAmplifier
+    from tmseeg.sim.model import SimConfig
+    from tmseeg.stream.inlet import LSLSource
+
+    config = SimConfig(n_channels=args.channels, sfreq=args.sfreq, seed=args.seed,
+                       schedule=args.schedule)
+    name = f"tmseeg-demo-{int(time.time() * 1000) % 100000}"
+    print(f"tmseeg {__version__} demo: simulated {config.n_channels}-channel TMS-EEG amplifier at "
+          f"{config.sfreq:g} Hz ({config.schedule} pulses) on loopback LSL as {name!r}; "
+          f"Ctrl-C to stop")
+    amp = SimulatedAmplifier(config, name=name)
+    amp.start()
+    try:
+        source = LSLSource.resolve(name=name, timeout_s=10, marker_name=f"{name}-markers")
+        return _run_engine(source, args.duration, args.record, status_every_s=0.5)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        amp.stop()
+        print(f"simulator stopped after {amp.simulator.n_generated} samples, "
+              f"{len(amp.truth.pulses)} pulses")
+
+
+def cmd_run(args) -> int:
+    from tmseeg.stream.lslconfig import use_loopback_only
+    if args.loopback:
+        use_loopback_only(force=True)
+    return _run_engine(_open_source(args), args.duration, args.record)
+
+
+def cmd_record(args) -> int:
+    from tmseeg.stream.lslconfig import use_loopback_only
+    if args.loopback:
+        use_loopback_only(force=True)
+    from tmseeg.stream.recorder import BrainVisionRecorder
+
+    source = _open_source(args)
+    recorder = BrainVisionRecorder(Path(args.out), source.meta, overwrite=args.overwrite)
+    print(f"recording {source.meta.name!r} ({source.meta.n_channels} ch @ "
+          f"{source.meta.sfreq:g} Hz) to {recorder.path}; Ctrl-C to stop")
+    t_end = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        while t_end is None or time.monotonic() < t_end:
+            block = source.read()
+            if block is None:
+                time.sleep(0.002)
+                continue
+            recorder.write(block)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        recorder.close()
+        source.close()
+    print(f"recorded {recorder.n_samples_written} samples to {recorder.path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from tmseeg.bench import main as bench_main
+    return bench_main(args.duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tmseeg",
+        description="Real-time TMS-EEG acquisition and analysis over Lab Streaming Layer.")
+    parser.add_argument("--version", action="version", version=f"tmseeg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="simulated TMS-EEG amplifier -> LSL -> engine, live status")
+    p.add_argument("--duration", type=float, default=20.0,
+                   help="seconds to run (default 20; 0 = until Ctrl-C)")
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--sfreq", type=float, default=5000.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schedule", default="single",
+                   help="pulse schedule: single, paired, train-1hz, train-10hz, itbs, ctbs")
+    p.add_argument("--record", metavar="DIR", default=None, help="also record to BrainVision")
+    p.set_defaults(func=cmd_demo)
+
+    from tmseeg.sim import cli as sim_cli
+    p = sub.add_parser("simulate", help="simulated TMS-EEG amplifier + stimulator on LSL")
+    sim_cli.add_arguments(p)
+    p.set_defaults(func=sim_cli.run)
+
+    from tmseeg.stream import replay
+    p = sub.add_parser("replay", help="replay a recording as live LSL EEG + Markers streams")
+    replay.add_arguments(p)
+    p.set_defaults(func=replay.run)
+
+    p = sub.add_parser("record", help="record LSL EEG + markers to BrainVision (crash-safe)")
+    _source_arguments(p)
+    p.add_argument("--out", required=True, help="output .vhdr file or directory")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing recording")
+    p.add_argument("--loopback", action="store_true", help="look for streams on this machine only")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("run", help="the engine on live LSL streams (headless)")
+    _source_arguments(p)
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
+    p.add_argument("--record", metavar="DIR", default=None, help="record raw data to BrainVision")
+    p.add_argument("--loopback", action="store_true", help="look for streams on this machine only")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="ingest benchmark: LSL pull + ring buffer vs np.roll")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per LSL case")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "duration", None) == 0:
+        args.duration = None
+    _install_sigterm_as_interrupt()
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 0
+    except (FileNotFoundError, ValueError, RuntimeError, LookupError) as err:
+        # the documented errors: say what is wrong and what to do, no traceback
+        print(f"tmseeg {args.command}: error: {err}", file=sys.stderr)
+        if args.verbose:
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

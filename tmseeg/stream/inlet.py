@@ -1,0 +1,523 @@
+"""LSL ingest: find EEG and marker streams, pull without blocking, keep time, record gaps.
+
+The pieces, each usable alone:
+
+- :func:`resolve_stream` finds one stream by name / type / source id, or raises
+  :class:`StreamNotFoundError` listing what *is* on the network.
+- :class:`SampleClock` dejitters timestamps with an exponentially-forgetting linear fit of
+  time against sample index, and maps marker times back to sample indices.
+- :class:`EEGInlet` pulls chunks with ``timeout=0`` into a preallocated buffer, converts to
+  microvolts, numbers samples absolutely, and records a :data:`~tmseeg.stream.block.EVENT_GAP`
+  whenever samples are missing (a stream that vanished and came back, or dropped packets): a gap
+  is never silently bridged.
+- :class:`MarkerInlet` pulls string markers with their clock-corrected times.
+- :class:`LSLSource` joins the two and emits :class:`~tmseeg.stream.block.Block` objects whose
+  events are aligned to EEG samples.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, Block, Event, StreamMeta
+
+log = logging.getLogger(__name__)
+
+
+def _pylsl():
+    """Import pylsl lazily so that a missing liblsl gives our error, not an import crash."""
+    try:
+        import pylsl
+    except Exception as err:  # pragma: no cover - depends on the machine
+        raise RuntimeError(
+            f"pylsl could not be imported ({err}). Install it with `pip install pylsl` "
+            "(its Linux/macOS/Windows wheels carry liblsl)."
+        ) from err
+    return pylsl
+
+
+class StreamNotFoundError(RuntimeError):
+    """No LSL stream matched the request within the timeout."""
+
+
+class StreamLostError(RuntimeError):
+    """A stream disappeared and could not be recovered within the allowed time."""
+
+
+def _describe(info) -> str:
+    return (f"name={info.name()!r} type={info.type()!r} source_id={info.source_id()!r} "
+            f"channels={info.channel_count()} rate={info.nominal_srate():g} Hz "
+            f"host={info.hostname()!r}")
+
+
+def resolve_stream(
+    name: str | None = None,
+    stype: str | None = "EEG",
+    source_id: str | None = None,
+    timeout_s: float = 5.0,
+):
+    """Find one LSL stream by name, type and/or source id.
+
+    Parameters
+    ----------
+    name, stype, source_id : str or None
+        Properties the stream must have (None = any).
+    timeout_s : float
+        How long to wait for the stream to appear.
+
+    Returns
+    -------
+    pylsl.StreamInfo
+        The first match (the newest created, if several match).
+
+    Raises
+    ------
+    StreamNotFoundError
+        Nothing matched; the message lists the streams that are visible, and what to check.
+    """
+    pylsl = _pylsl()
+    wanted = {"name": name, "type": stype, "source_id": source_id}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = pylsl.resolve_streams(wait_time=min(0.5, max(0.05, timeout_s)))
+        matches = [
+            s for s in found
+            if (name is None or s.name() == name)
+            and (stype is None or s.type().lower() == stype.lower())
+            and (source_id is None or s.source_id() == source_id)
+        ]
+        if matches:
+            return max(matches, key=lambda s: s.created_at())
+        if time.monotonic() >= deadline:
+            break
+    criteria = ", ".join(f"{k}={v!r}" for k, v in wanted.items() if v is not None) or "any"
+    visible = "\n  ".join(_describe(s) for s in found) or "(none)"
+    raise StreamNotFoundError(
+        f"No LSL stream with {criteria} appeared within {timeout_s:g} s.\n"
+        f"Visible streams:\n  {visible}\n"
+        "Check that the amplifier software (or `tmseeg simulate` / `tmseeg replay FILE`) is "
+        "streaming, that the name/type match, and that both programs share a network "
+        "(liblsl config LSLAPICFG)."
+    )
+
+
+_UNIT_SCALE_TO_UV = {
+    "microvolts": 1.0, "microvolt": 1.0, "uv": 1.0, "µv": 1.0, "μv": 1.0,
+    "millivolts": 1e3, "millivolt": 1e3, "mv": 1e3,
+    "volts": 1e6, "volt": 1e6, "v": 1e6,
+    "nanovolts": 1e-3, "nanovolt": 1e-3, "nv": 1e-3,
+}
+_TYPE_MAP = {"eeg": "eeg", "emg": "emg", "eog": "eog", "ecg": "ecg", "stim": "stim",
+             "trigger": "stim", "trig": "stim", "marker": "stim", "misc": "misc"}
+
+
+def unit_scale_to_uv(unit: str | None) -> float:
+    """Factor that converts values in ``unit`` to microvolts (1.0 when unknown or absent).
+
+    Integer strings follow the mne-lsl convention of a power of ten of volts (``"-6"`` = µV).
+    """
+    if unit is None:
+        return 1.0
+    u = unit.strip().lower()
+    if u in _UNIT_SCALE_TO_UV:
+        return _UNIT_SCALE_TO_UV[u]
+    if re.fullmatch(r"[+-]?\d+", u):
+        return 10.0 ** (int(u) + 6)
+    return 1.0
+
+
+def meta_from_info(info) -> tuple[StreamMeta, np.ndarray]:
+    """Channel names, types and µV scale factors from a stream's XDF-style description."""
+    n = info.channel_count()
+    labels = info.get_channel_labels() or [None] * n
+    types = info.get_channel_types() or [None] * n
+    units = info.get_channel_units() or [None] * n
+    # descriptions with fewer entries than channels happen in the wild: pad, do not crash
+    labels = (list(labels) + [None] * n)[:n]
+    types = (list(types) + [None] * n)[:n]
+    units = (list(units) + [None] * n)[:n]
+    ch_names = [lab if lab else f"Ch{i + 1}" for i, lab in enumerate(labels)]
+    stream_type = info.type().lower()
+    ch_types = []
+    for lab, typ in zip(ch_names, types):
+        t = _TYPE_MAP.get((typ or "").lower())
+        if t is None:
+            t = "emg" if lab.upper().startswith("EMG") else ("eeg" if stream_type == "eeg" else "misc")
+        ch_types.append(t)
+    scales = np.array([unit_scale_to_uv(u) if t in ("eeg", "emg", "eog", "ecg") else 1.0
+                       for u, t in zip(units, ch_types)])
+    meta = StreamMeta(ch_names=tuple(ch_names), sfreq=float(info.nominal_srate()),
+                      ch_types=tuple(ch_types), name=info.name(), source_id=info.source_id())
+    return meta, scales
+
+
+class SampleClock:
+    """Dejittered sample times: exponentially-forgetting least-squares fit of time on index.
+
+    ``t(n) = t_ref + slope * (n - n_ref)``. Until enough samples are in, the slope is the
+    nominal ``1 / sfreq``; the fit then follows the real rate of the amplifier clock.
+
+    Parameters
+    ----------
+    sfreq : float
+        Nominal rate in Hz.
+    halflife_s : float
+        Half-life of the forgetting (liblsl's own dejitter uses 90 s).
+    """
+
+    def __init__(self, sfreq: float, halflife_s: float = 90.0) -> None:
+        self.sfreq = float(sfreq)
+        self._lambda = 0.5 ** (1.0 / max(1.0, halflife_s * sfreq))
+        self._n_ref: float | None = None
+        self._t_ref = 0.0
+        # weighted sums in coordinates relative to (n_ref, t_ref)
+        self._sw = self._sn = self._st = self._snn = self._snt = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self._n_ref is not None
+
+    def update(self, sample_idx: np.ndarray, times_s: np.ndarray) -> None:
+        """Feed raw (index, time) pairs of one chunk."""
+        if len(sample_idx) == 0:
+            return
+        if self._n_ref is None:
+            self._n_ref = float(sample_idx[0])
+            self._t_ref = float(times_s[0])
+        n = np.asarray(sample_idx, dtype=np.float64) - self._n_ref
+        t = np.asarray(times_s, dtype=np.float64) - self._t_ref
+        k = len(n)
+        w = self._lambda ** np.arange(k - 1, -1, -1, dtype=np.float64)
+        decay = self._lambda ** k
+        self._sw = self._sw * decay + w.sum()
+        self._sn = self._sn * decay + (w * n).sum()
+        self._st = self._st * decay + (w * t).sum()
+        self._snn = self._snn * decay + (w * n * n).sum()
+        self._snt = self._snt * decay + (w * n * t).sum()
+
+    def _fit(self) -> tuple[float, float, float]:
+        """(mean_n, mean_t, slope) of the current fit."""
+        mean_n = self._sn / self._sw
+        mean_t = self._st / self._sw
+        var_n = self._snn / self._sw - mean_n ** 2
+        slope = 1.0 / self.sfreq
+        if var_n > (0.25 * self.sfreq) ** 2:  # need at least ~1 s of spread to trust the rate
+            fitted = (self._snt / self._sw - mean_n * mean_t) / var_n
+            # an amplifier clock is off by ppm, not percent: keep the fit sane
+            if abs(fitted * self.sfreq - 1.0) < 0.01:
+                slope = fitted
+        return mean_n, mean_t, slope
+
+    def time_of(self, sample_idx) -> np.ndarray:
+        """Dejittered LSL time of absolute sample indices."""
+        if self._n_ref is None:
+            raise RuntimeError("SampleClock has no data yet")
+        mean_n, mean_t, slope = self._fit()
+        n = np.asarray(sample_idx, dtype=np.float64) - self._n_ref
+        return self._t_ref + mean_t + slope * (n - mean_n)
+
+    def sample_of(self, time_s: float) -> int:
+        """Nearest absolute sample index of an LSL time."""
+        if self._n_ref is None:
+            raise RuntimeError("SampleClock has no data yet")
+        mean_n, mean_t, slope = self._fit()
+        return int(round(self._n_ref + mean_n + (time_s - self._t_ref - mean_t) / slope))
+
+    def shift(self, n_samples: int) -> None:
+        """Account for ``n_samples`` inserted (a gap): no-op here, indices are absolute."""
+
+
+@dataclass
+class InletStats:
+    """Running counters of an :class:`EEGInlet`, for status displays and logs."""
+
+    n_samples: int = 0
+    n_chunks: int = 0
+    n_gaps: int = 0
+    n_missing: int = 0
+    last_pull_s: float = float("nan")
+    last_data_s: float = float("nan")
+    transport_latency_s: float = float("nan")
+    rate_hz: float = float("nan")
+    clock_offset_s: float = float("nan")
+    recoveries: int = 0
+    _rate_window: list = field(default_factory=list, repr=False)
+
+
+class EEGInlet:
+    """Non-blocking EEG inlet with absolute sample numbering and gap detection.
+
+    Parameters
+    ----------
+    info : pylsl.StreamInfo
+        From :func:`resolve_stream`.
+    max_chunk : int
+        Most samples pulled per call (the preallocated destination buffer's length).
+    gap_tolerance_s : float
+        A jump of the raw timestamps beyond the dejittered prediction by more than this is
+        recorded as a gap of the corresponding number of samples.
+    stale_s : float
+        No data for this long marks the stream as stalled (reported in :attr:`stalled`); when
+        data come back the jump in time is recorded as a gap.
+    expected_channels : int or None
+        If given, a stream with another channel count is refused (clear error).
+    """
+
+    def __init__(self, info, max_chunk: int = 4096, gap_tolerance_s: float = 0.05,
+                 stale_s: float = 1.0, expected_channels: int | None = None) -> None:
+        pylsl = _pylsl()
+        if expected_channels is not None and info.channel_count() != expected_channels:
+            raise ValueError(
+                f"channel-count mismatch: stream {info.name()!r} has {info.channel_count()} "
+                f"channels but {expected_channels} were expected (montage/config). Select the "
+                "right stream or fix the configuration."
+            )
+        if info.nominal_srate() <= 0:
+            raise ValueError(
+                f"stream {info.name()!r} has an irregular rate; an EEG stream needs a nominal "
+                "sampling rate. Is this a marker stream? Resolve the EEG stream instead."
+            )
+        self._pylsl = pylsl
+        self._info_query = info
+        self._inlet = pylsl.StreamInlet(info, max_buflen=30, recover=True,
+                                        processing_flags=pylsl.proc_clocksync)
+        self._inlet.open_stream(timeout=5.0)
+        full = self._inlet.info(timeout=5.0)
+        self.meta, self.scales_to_uv = meta_from_info(full)
+        self._uniform_scale = bool(np.all(self.scales_to_uv == self.scales_to_uv[0]))
+        fmt = full.channel_format()
+        self._dtype = {pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64,
+                       pylsl.cf_int32: np.int32, pylsl.cf_int16: np.int16}.get(fmt)
+        if self._dtype is None:
+            raise ValueError(f"stream {self.meta.name!r} has channel format {fmt}; tmseeg reads "
+                             "float32, double64, int32 or int16 EEG streams")
+        self._dest = np.zeros((max_chunk, self.meta.n_channels), dtype=self._dtype)
+        self.max_chunk = max_chunk
+        self.clock = SampleClock(self.meta.sfreq)
+        self.gap_tolerance_s = gap_tolerance_s
+        self.stale_s = stale_s
+        self.next_sample = 0
+        self.stats = InletStats()
+        self._last_offset_check = 0.0
+
+    @property
+    def stalled(self) -> bool:
+        """True when no data came for ``stale_s`` seconds."""
+        last = self.stats.last_data_s
+        return not math.isnan(last) and self._pylsl.local_clock() - last > self.stale_s
+
+    def pull(self) -> tuple[np.ndarray, np.ndarray, list[Event]] | None:
+        """Pull what is available now.
+
+        Returns
+        -------
+        (samples, timestamps, gap_events) or None
+            ``samples`` (n, n_channels) in microvolts, float64 or the stream's float type scaled;
+            ``timestamps`` the dejittered LSL times; ``gap_events`` any gap recorded just
+            before these samples (their sample indices are absolute). None when nothing came.
+        """
+        pylsl = self._pylsl
+        now = pylsl.local_clock()
+        self.stats.last_pull_s = now
+        try:
+            view, raw_ts = self._inlet.pull_chunk(timeout=0.0, max_samples=self.max_chunk,
+                                                  dest_obj=self._dest, as_numpy=True)
+        except pylsl.LostError as err:  # only when recovery is impossible
+            raise StreamLostError(
+                f"EEG stream {self.meta.name!r} was lost and cannot be recovered ({err}). "
+                "Restart the amplifier stream; data already recorded are kept."
+            ) from err
+        k = len(raw_ts)
+        if k == 0:
+            return None
+        raw_ts = np.asarray(raw_ts, dtype=np.float64)
+        gaps: list[Event] = []
+        if self.clock.ready:
+            predicted = float(self.clock.time_of(self.next_sample))
+            jump_s = raw_ts[0] - predicted
+            if jump_s > self.gap_tolerance_s:
+                n_missing = int(round(jump_s * self.meta.sfreq))
+                gaps.append(Event(sample=self.next_sample, label="gap", kind=EVENT_GAP,
+                                  time_s=predicted, duration=n_missing,
+                                  extra={"seconds": jump_s}))
+                self.stats.n_gaps += 1
+                self.stats.n_missing += n_missing
+                log.warning("EEG stream %r: %d samples (%.3f s) missing before sample %d",
+                            self.meta.name, n_missing, jump_s, self.next_sample)
+                self.next_sample += n_missing
+        idx = np.arange(self.next_sample, self.next_sample + k)
+        self.clock.update(idx, raw_ts)
+        ts = self.clock.time_of(idx)
+        samples = np.array(view[:k], dtype=np.float64)
+        if not self._uniform_scale or self.scales_to_uv[0] != 1.0:
+            samples *= self.scales_to_uv
+        self.next_sample += k
+        st = self.stats
+        st.n_samples += k
+        st.n_chunks += 1
+        st.last_data_s = now
+        st.transport_latency_s = now - raw_ts[-1]
+        st._rate_window.append((now, st.n_samples))
+        while len(st._rate_window) > 2 and now - st._rate_window[0][0] > 2.0:
+            st._rate_window.pop(0)
+        (t_a, n_a), (t_b, n_b) = st._rate_window[0], st._rate_window[-1]
+        if t_b > t_a + 0.2:
+            st.rate_hz = (n_b - n_a) / (t_b - t_a)
+        if now - self._last_offset_check > 5.0:
+            self._last_offset_check = now
+            try:
+                st.clock_offset_s = self._inlet.time_correction(timeout=0.0)
+            except Exception:  # a timeout only means no estimate yet
+                pass
+        return samples, ts, gaps
+
+    def close(self) -> None:
+        self._inlet.close_stream()
+
+
+class MarkerInlet:
+    """String marker stream: pulls ``(label, local time)`` pairs without blocking."""
+
+    def __init__(self, info) -> None:
+        pylsl = _pylsl()
+        if info.channel_format() != pylsl.cf_string:
+            raise ValueError(f"marker stream {info.name()!r} must carry strings, "
+                             f"it has channel format {info.channel_format()}")
+        self._pylsl = pylsl
+        self.name = info.name()
+        self._inlet = pylsl.StreamInlet(info, max_buflen=360, recover=True,
+                                        processing_flags=pylsl.proc_clocksync)
+        self._inlet.open_stream(timeout=5.0)
+
+    def pull(self) -> list[tuple[str, float]]:
+        try:
+            samples, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
+        except self._pylsl.LostError:
+            return []
+        return [(str(s[0]), float(t)) for s, t in zip(samples, ts)]
+
+    def close(self) -> None:
+        self._inlet.close_stream()
+
+
+def parse_marker(label: str) -> tuple[str, dict]:
+    """Split a marker string into its label and extra fields (JSON markers carry both)."""
+    text = label.strip()
+    if text.startswith("{"):
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            return text, {}
+        if isinstance(payload, dict):
+            return str(payload.get("label", payload.get("event", text))), payload
+    return text, {}
+
+
+class LSLSource:
+    """EEG (+ optional markers) over LSL, delivered as :class:`Block` objects.
+
+    Markers are aligned to EEG sample indices through the EEG stream's dejittered clock. A
+    marker whose sample has not yet arrived is held until it has, so every event is delivered
+    in (or after) the block that contains its sample; a late marker (its sample already
+    delivered) comes with the next block, carrying its true, earlier sample index.
+
+    Parameters
+    ----------
+    eeg : EEGInlet
+    markers : MarkerInlet or None
+    max_marker_wait_s : float
+        A marker pointing further than this into the future is delivered anyway (its sample
+        index is still exact), so a bad clock cannot hold events back forever.
+    """
+
+    def __init__(self, eeg: EEGInlet, markers: MarkerInlet | None = None,
+                 max_marker_wait_s: float = 2.0) -> None:
+        self.eeg = eeg
+        self.markers = markers
+        self.meta = eeg.meta
+        self.max_marker_wait_s = max_marker_wait_s
+        self._pending: list[tuple[str, float, dict]] = []
+
+    @classmethod
+    def resolve(cls, name: str | None = None, stype: str = "EEG", source_id: str | None = None,
+                marker_name: str | None = None, marker_type: str = "Markers",
+                with_markers: bool = True, timeout_s: float = 5.0,
+                marker_timeout_s: float = 2.0) -> "LSLSource":
+        """Find the EEG stream and (optionally) a marker stream and open both.
+
+        When no marker name is given, a marker stream whose name starts with the EEG stream's
+        name is preferred (``<eeg>-markers``), else any ``Markers`` stream that is not an
+        engine output (``tmseeg-triggers``, ``tmseeg-metrics``).
+        """
+        eeg_info = resolve_stream(name=name, stype=stype, source_id=source_id,
+                                  timeout_s=timeout_s)
+        marker_inlet = None
+        if with_markers:
+            try:
+                if marker_name is not None:
+                    m_info = resolve_stream(name=marker_name, stype=marker_type,
+                                            timeout_s=marker_timeout_s)
+                else:
+                    m_info = _pick_marker_stream(eeg_info.name(), marker_type, marker_timeout_s)
+                marker_inlet = MarkerInlet(m_info) if m_info is not None else None
+            except StreamNotFoundError:
+                if marker_name is not None:
+                    raise
+        if marker_inlet is None:
+            log.info("no marker stream: pulses must come from a trigger channel or the data")
+        return cls(EEGInlet(eeg_info), marker_inlet)
+
+    def read(self) -> Block | None:
+        """The next block (None when no new EEG samples arrived)."""
+        if self.markers is not None:
+            for label, t in self.markers.pull():
+                text, extra = parse_marker(label)
+                self._pending.append((text, t, extra))
+        got = self.eeg.pull()
+        if got is None:
+            return None
+        samples, ts, gaps = got
+        first = self.eeg.next_sample - samples.shape[0]
+        events: list[Event] = list(gaps)
+        still: list[tuple[str, float, dict]] = []
+        for text, t, extra in self._pending:
+            sample = self.eeg.clock.sample_of(t)
+            if sample < self.eeg.next_sample or t - ts[-1] > self.max_marker_wait_s:
+                events.append(Event(sample=sample, label=text, kind=EVENT_MARKER, time_s=t,
+                                    extra=extra))
+            else:
+                still.append((text, t, extra))
+        self._pending = still
+        events.sort(key=lambda e: e.sample)
+        return Block(data=np.ascontiguousarray(samples.T), first_sample=first, timestamps=ts,
+                     meta=self.meta, events=events, received_s=self.eeg.stats.last_pull_s)
+
+    def close(self) -> None:
+        self.eeg.close()
+        if self.markers is not None:
+            self.markers.close()
+
+
+ENGINE_OUTPUT_STREAMS = ("tmseeg-triggers", "tmseeg-metrics")
+
+
+def _pick_marker_stream(eeg_name: str, marker_type: str, timeout_s: float):
+    pylsl = _pylsl()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [s for s in pylsl.resolve_streams(wait_time=0.3)
+                 if s.type().lower() == marker_type.lower()
+                 and s.name() not in ENGINE_OUTPUT_STREAMS]
+        own = [s for s in found if s.name().startswith(eeg_name)]
+        if own:
+            return own[0]
+        if found and time.monotonic() >= deadline:
+            return found[0]
+        if time.monotonic() >= deadline:
+            return None
