@@ -44,7 +44,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["tmseeg", "tmseeg.*"]),
     package_data={"tmseeg": ["py.typed", "data/*"]},
     ext_modules=cythonize(

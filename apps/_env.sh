@@ -1,0 +1,35 @@
+# Shared set-up for apps/demo.sh and apps/test.sh: a virtual environment in .venv with tmseeg
+# built and installed (editable, so edits to tmseeg/ take effect; ext/*.pyx changes rebuild).
+# Sourced, not run. Re-running is cheap: the install is redone only when the build inputs change.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+VENV="${TMSEEG_VENV:-$ROOT/.venv}"
+EXTRAS="${1:-test}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[tmseeg] creating virtual environment $VENV"
+    if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+        # Debian/Ubuntu ship venv separately
+        if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+            "$PYTHON" -m venv "$VENV"
+        else
+            echo "[tmseeg] python3 -m venv failed: install the python3-venv package" >&2
+            exit 1
+        fi
+    fi
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+
+# Rebuild when anything that goes into the build changed (Cython kernels, build scripts).
+STAMP="$VENV/.tmseeg-build-$EXTRAS"
+HASH="$(cat setup.py pyproject.toml ext/*.pyx ext/*.pyi 2>/dev/null | sha256sum | cut -c1-16)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ] \
+        || ! ls tmseeg/_ext/*.so >/dev/null 2>&1; then
+    echo "[tmseeg] installing tmseeg[$EXTRAS] and compiling the Cython kernels"
+    "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+    echo "$HASH" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
