@@ -1,0 +1,310 @@
+"""Cut pulse-locked epochs from the processed stream as soon as each is complete.
+
+The :class:`Epocher` is not a stage: it consumes the blocks that come out of the stage chain
+and emits :class:`Epoch` objects, which the metrics accumulate. It keeps its own
+:class:`~tmseeg.stream.ringbuffer.RingBuffer`, so a pulse event that arrives late (in a block
+after the one holding its sample, e.g. a marker delayed on the network, or a detector that
+needed to see the whole artifact) is still cut, as long as its samples are still in the buffer
+(``max_delay_s``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from tmseeg.pipeline.channels import resolve_picks
+from tmseeg.stream.block import Block, Event, StreamMeta
+from tmseeg.stream.ringbuffer import RingBuffer
+
+__all__ = ["Epoch", "Epocher"]
+
+
+@dataclass
+class Epoch:
+    """One pulse-locked, baseline-corrected epoch.
+
+    Parameters
+    ----------
+    event : Event
+        The pulse.
+    data_uv : ndarray, shape (n_channels, n_times)
+        Baseline-corrected data in µV (NaN where samples were missing).
+    times_ms : ndarray, shape (n_times,)
+        Time of each column relative to the pulse.
+    ch_names : tuple of str
+        Row labels.
+    first_sample : int
+        Absolute sample index of ``data_uv[:, 0]``.
+    sfreq : float
+        Sampling rate in Hz.
+    rejected : bool
+        True if the epoch should not enter averages.
+    reason : str
+        Why it was rejected (empty if not).
+    ptp_uv : ndarray, shape (n_channels,)
+        Per-channel peak-to-peak amplitude outside the pulse window (NaN-aware).
+    max_abs_uv : ndarray, shape (n_channels,)
+        Per-channel maximum absolute (baseline-corrected) amplitude outside the pulse window.
+    bads : tuple of str
+        Channels that were bad when the epoch was cut (not used for rejection).
+    """
+
+    event: Event
+    data_uv: np.ndarray
+    times_ms: np.ndarray
+    ch_names: tuple[str, ...]
+    first_sample: int
+    sfreq: float
+    rejected: bool = False
+    reason: str = ""
+    ptp_uv: np.ndarray = field(default_factory=lambda: np.empty(0))
+    max_abs_uv: np.ndarray = field(default_factory=lambda: np.empty(0))
+    bads: tuple[str, ...] = ()
+
+    @property
+    def sample(self) -> int:
+        """Absolute sample of the pulse."""
+        return self.event.sample
+
+
+class Epocher:
+    """Turn a stream of processed blocks into pulse-locked epochs.
+
+    Parameters
+    ----------
+    tmin_ms, tmax_ms : float
+        Epoch window around the pulse (default -500 .. 500 ms; both ends included, as in MNE).
+    baseline_ms : (float, float) or None
+        Window whose per-channel mean is subtracted (default -500 .. -10 ms, clear of the
+        pulse), clipped to the epoch; NaN samples are ignored in the mean. ``None``: no
+        baseline correction.
+    reject_uv : float or None
+        Amplitude limit in µV (default 150). ``None`` disables amplitude rejection.
+    reject_mode : {"ptp", "abs"}
+        ``"ptp"``: peak-to-peak per channel above ``reject_uv`` rejects (default);
+        ``"abs"``: any baseline-corrected sample beyond ``±reject_uv`` rejects.
+    pulse_window_ms : (float, float)
+        Excluded from the amplitude test (and from ``ptp_uv``/``max_abs_uv``): what is left of
+        the pulse after interpolation is not brain. Default ``(-2, 10)``. NaN inside it is
+        tolerated too.
+    picks : str or sequence of str
+        Channels in the epoch (default ``"eeg"``).
+    bads_from : object with a ``bads`` mapping, optional
+        Usually the session's bad-channel detector: bad channels are kept in the epoch but do
+        not trigger rejection (neither amplitude nor NaN).
+    max_delay_s : float
+        How late a pulse event may arrive (after its post-window was received) and still be
+        cut; sets the ring-buffer length. Default 5 s.
+
+    Notes
+    -----
+    Rejection reasons, checked in this order:
+
+    * ``"pre-window missing: pulse ... ms after the start of the recording"`` — the pulse came
+      before ``-tmin_ms`` of data existed (available samples are returned, the rest NaN);
+    * ``"overwritten: ..."`` — the event arrived later than ``max_delay_s`` (data all NaN);
+    * ``"incomplete: ..."`` — only from :meth:`flush`: the recording ended before the
+      post-window did (available samples returned, the rest NaN);
+    * ``"NaN in data (stream gap) on ..."`` — missing samples outside the pulse window;
+    * ``"amplitude: ..."`` — ``reject_uv`` exceeded (the worst channel is named).
+
+    Epochs are emitted in order of their pulse sample within one :meth:`push`; a pulse is cut
+    once (repeated events for the same sample are ignored).
+    """
+
+    def __init__(
+        self,
+        tmin_ms: float = -500.0,
+        tmax_ms: float = 500.0,
+        baseline_ms: tuple[float, float] | None = (-500.0, -10.0),
+        reject_uv: float | None = 150.0,
+        reject_mode: str = "ptp",
+        pulse_window_ms: tuple[float, float] = (-2.0, 10.0),
+        picks: str | Sequence[str] = "eeg",
+        bads_from=None,
+        max_delay_s: float = 5.0,
+    ) -> None:
+        if tmin_ms > 0 or tmax_ms <= 0:
+            raise ValueError(f"need tmin_ms <= 0 < tmax_ms, got {tmin_ms}, {tmax_ms}")
+        if reject_mode not in ("ptp", "abs"):
+            raise ValueError(f"reject_mode must be 'ptp' or 'abs', got {reject_mode!r}")
+        if baseline_ms is not None:
+            # clipped to the epoch (as MNE does), so a shorter tmin_ms keeps the default usable
+            baseline_ms = (max(baseline_ms[0], tmin_ms), min(baseline_ms[1], tmax_ms))
+            if baseline_ms[0] >= baseline_ms[1]:
+                raise ValueError(f"baseline_ms={baseline_ms} (clipped to the epoch {tmin_ms}.."
+                                 f"{tmax_ms} ms) is empty; pick a window inside the epoch")
+        self.tmin_ms = float(tmin_ms)
+        self.tmax_ms = float(tmax_ms)
+        self.baseline_ms = baseline_ms
+        self.reject_uv = reject_uv
+        self.reject_mode = reject_mode
+        self.pulse_window_ms = pulse_window_ms
+        self.picks = picks
+        self.bads_from = bads_from
+        self.max_delay_s = float(max_delay_s)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the buffer and pending pulses (a new stream begins)."""
+        self._ring: RingBuffer | None = None
+        self._meta: StreamMeta | None = None
+        self._rows: np.ndarray | None = None
+        self._pending: list[Event] = []
+        self._seen: set[int] = set()
+        self.n_emitted = 0
+        self.n_rejected = 0
+
+    # -- geometry ---------------------------------------------------------------------------
+    def _setup(self, meta: StreamMeta) -> None:
+        sf = meta.sfreq
+        self._meta = meta
+        self._rows = resolve_picks(meta, self.picks)
+        if len(self._rows) == 0:
+            raise ValueError(f"Epocher: picks={self.picks!r} selects no channel of stream "
+                             f"{meta.name!r} (types: {sorted(set(meta.ch_types))})")
+        self.ch_names = tuple(meta.ch_names[i] for i in self._rows)
+        self.n_pre = int(round(-self.tmin_ms * sf / 1000.0))
+        self.n_post = int(round(self.tmax_ms * sf / 1000.0))
+        self.times_ms = np.arange(-self.n_pre, self.n_post + 1) * 1000.0 / sf
+        cap = self.n_pre + self.n_post + 1 + int(np.ceil(self.max_delay_s * sf))
+        self._ring = RingBuffer(len(self._rows), cap)
+        t = self.times_ms
+        if self.baseline_ms is not None:
+            self._base = (t >= self.baseline_ms[0]) & (t <= self.baseline_ms[1])
+            if not self._base.any():
+                raise ValueError(f"baseline_ms={self.baseline_ms} contains no sample")
+        lo, hi = self.pulse_window_ms
+        self._test = ~((t >= lo) & (t <= hi))
+
+    @property
+    def n_times(self) -> int:
+        """Samples per epoch (known after the first block)."""
+        return self.n_pre + self.n_post + 1
+
+    # -- streaming --------------------------------------------------------------------------
+    def push(self, block: Block) -> list[Epoch]:
+        """Take the next processed block; return the epochs completed by it.
+
+        Parameters
+        ----------
+        block : Block
+            Output of the stage chain (may be empty, may carry late pulse events).
+
+        Returns
+        -------
+        list of Epoch
+        """
+        if self._ring is None:
+            self._setup(block.meta)
+        elif block.meta.sfreq != self._meta.sfreq or block.meta.ch_names != self._meta.ch_names:
+            raise ValueError("Epocher: the stream's channels or rate changed; call reset() first.")
+        ring = self._ring
+        if block.n_samples:
+            if block.first_sample < ring.n_written:
+                raise ValueError(
+                    f"Epocher: block starts at sample {block.first_sample} but samples up to "
+                    f"{ring.n_written} were already received (overlapping or repeated block)."
+                )
+            ring.write_gap(block.first_sample - ring.n_written)
+            ring.write(block.data[self._rows])
+        elif block.first_sample > ring.n_written:
+            ring.write_gap(block.first_sample - ring.n_written)
+        for ev in block.pulses():
+            if ev.sample not in self._seen:
+                self._seen.add(ev.sample)
+                self._pending.append(ev)
+        self._pending.sort(key=lambda e: e.sample)
+        out = []
+        keep = []
+        for ev in self._pending:
+            if ev.sample + self.n_post + 1 <= ring.n_written:
+                out.append(self._cut(ev))
+            else:
+                keep.append(ev)
+        self._pending = keep
+        return out
+
+    def flush(self) -> list[Epoch]:
+        """End of the recording: pulses whose post-window never completed, rejected "incomplete".
+
+        Their data hold what was received (NaN beyond), so a caller may still inspect them.
+        """
+        out = [self._cut(ev, incomplete=True) for ev in self._pending]
+        self._pending = []
+        return out
+
+    # -- cutting ----------------------------------------------------------------------------
+    def _cut(self, ev: Event, incomplete: bool = False) -> Epoch:
+        ring = self._ring
+        sf = self._meta.sfreq
+        start = ev.sample - self.n_pre
+        stop = ev.sample + self.n_post + 1
+        data = np.full((len(self._rows), self.n_times), np.nan)
+        lo = max(start, ring.first_available, 0)
+        hi = min(stop, ring.n_written)
+        reason = ""
+        if start < 0:
+            reason = (f"pre-window missing: pulse {ev.sample * 1000.0 / sf:.1f} ms after the start "
+                      f"of the recording, epoch needs {-self.tmin_ms:g} ms")
+        elif start < ring.first_available:
+            reason = (f"overwritten: pulse event arrived more than {self.max_delay_s:g} s late "
+                      f"(samples {start}..{stop} no longer buffered)")
+        elif incomplete:
+            reason = (f"incomplete: recording ended {(ring.n_written - ev.sample) * 1000.0 / sf:.1f}"
+                      f" ms after the pulse, epoch needs {self.tmax_ms:g} ms")
+        if hi > lo:
+            data[:, lo - start:hi - start] = ring.read(lo, hi)
+        if self.baseline_ms is not None:
+            base = data[:, self._base]
+            with np.errstate(all="ignore"):
+                n_ok = np.isfinite(base).sum(axis=1)
+                mean = np.where(n_ok > 0, np.nansum(base, axis=1) / np.maximum(n_ok, 1), np.nan)
+            if not reason:
+                data -= mean[:, None]
+            else:
+                data -= np.where(np.isfinite(mean), mean, 0.0)[:, None]
+        test = data[:, self._test]
+        with np.errstate(all="ignore"), _quiet():
+            ptp = np.nanmax(test, axis=1) - np.nanmin(test, axis=1)
+            mx = np.nanmax(np.abs(test), axis=1)
+        bads = tuple(self.bads_from.bads) if self.bads_from is not None else ()
+        good = np.array([n not in bads for n in self.ch_names], dtype=bool)
+        if not reason and good.any():
+            nan_ch = good & ~np.isfinite(test).all(axis=1)
+            if nan_ch.any():
+                names = [self.ch_names[i] for i in np.flatnonzero(nan_ch)]
+                n_nan = int((~np.isfinite(test[nan_ch])).any(axis=0).sum())
+                reason = (f"NaN in data (stream gap) on {len(names)} channel(s) "
+                          f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''}), "
+                          f"{n_nan * 1000.0 / sf:.1f} ms missing")
+        if not reason and self.reject_uv is not None and good.any():
+            metric = ptp if self.reject_mode == "ptp" else mx
+            gi = np.flatnonzero(good)
+            worst = gi[int(np.argmax(metric[gi]))]
+            if metric[worst] > self.reject_uv:
+                reason = (f"amplitude: {self.reject_mode} {metric[worst]:.1f} uV > "
+                          f"{self.reject_uv:g} uV on {self.ch_names[worst]}")
+        self.n_emitted += 1
+        self.n_rejected += bool(reason)
+        return Epoch(
+            event=ev, data_uv=data, times_ms=self.times_ms.copy(), ch_names=self.ch_names,
+            first_sample=start, sfreq=sf, rejected=bool(reason), reason=reason,
+            ptp_uv=ptp, max_abs_uv=mx, bads=bads,
+        )
+
+
+class _quiet:
+    """Silence numpy's all-NaN slice warnings."""
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
