@@ -71,6 +71,11 @@ class BrainVisionRecorder:
     vhdr_path, vmrk_path, eeg_path : Path
         The three files.
 
+    Notes
+    -----
+    ``write`` is meant to be called from one thread (the sink of one stream); the ``os.fsync``
+    calls run on a background thread and never block it.
+
     Examples
     --------
     >>> with BrainVisionRecorder("session.vhdr", block.meta) as rec:  # doctest: +SKIP
@@ -120,6 +125,8 @@ class BrainVisionRecorder:
         self._seg_file: list[int] = []
         self._mk_number = 1
         self._closed = False
+        # guards the file descriptors between fsync (background thread / flush()) and close();
+        # write() never takes it, so a slow fsync never stalls the stream being recorded
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._stop = threading.Event()
@@ -292,17 +299,15 @@ class BrainVisionRecorder:
                         self._marker_line("New Segment", "Gap", self.n_samples_written, missing)
                     )
             payload = np.ascontiguousarray(block.data.T, dtype="<f4").tobytes()
-            with self._lock:
-                written = os.write(self._eeg_fd, payload)
-                while written < len(payload):  # regular files complete in one call; be safe
-                    written += os.write(self._eeg_fd, payload[written:])
+            written = os.write(self._eeg_fd, payload)
+            while written < len(payload):  # regular files complete in one call; be safe
+                written += os.write(self._eeg_fd, payload[written:])
             self.n_samples_written += n
             self._next_abs = block.stop_sample
         for ev in block.events:
             lines.append(self._event_line(ev))
         if lines:
-            with self._lock:
-                os.write(self._vmrk_fd, "".join(lines).encode("utf-8"))
+            os.write(self._vmrk_fd, "".join(lines).encode("utf-8"))
         if n or lines:
             self._dirty.set()
 

@@ -1,0 +1,316 @@
+"""read_recording: every format lands in µV with the right channels, types and events."""
+import struct
+from datetime import datetime, timezone
+
+import mne
+import numpy as np
+import pytest
+
+from tmseeg.stream.block import StreamMeta, Event
+from tmseeg.stream.io import (
+    DEFAULT_PULSE_PATTERN,
+    Recording,
+    RecordingError,
+    read_recording,
+)
+
+SFREQ = 250.0
+N = 750
+
+
+def _raw(seed=5, stim=False):
+    rng = np.random.default_rng(seed)
+    names = ["Fp1", "Cz", "Oz", "EMG_FDI"] + (["STI 014"] if stim else [])
+    # the EMG channel is typed misc, as many exporters leave it: the reader retypes it by name
+    types = ["eeg", "eeg", "eeg", "misc"] + (["stim"] if stim else [])
+    data_uv = rng.standard_normal((len(names), N)) * 20.0
+    if stim:
+        data_uv[-1] = 0.0
+        data_uv[-1, [100, 400]] = [1, 7]
+    scale = np.array([1e-6] * 4 + ([1.0] if stim else []))
+    raw = mne.io.RawArray(data_uv * scale[:, None], mne.create_info(names, SFREQ, types),
+                          verbose="error")
+    raw.set_meas_date(datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc))
+    raw.set_annotations(mne.Annotations([0.4, 1.2, 2.0], 0, ["TMS", "rest", "Pulse 80%"],
+                                        orig_time=raw.info["meas_date"]))
+    return raw, data_uv
+
+
+def test_fif_units_types_events(tmp_path):
+    raw, data_uv = _raw(stim=True)
+    path = tmp_path / "a_raw.fif"
+    raw.save(path, fmt="double", verbose="error")
+    rec = read_recording(path)
+    assert rec.meta.ch_names == ("Fp1", "Cz", "Oz", "EMG_FDI", "STI 014")
+    assert rec.meta.ch_types == ("eeg", "eeg", "eeg", "emg", "stim")
+    assert rec.meta.sfreq == SFREQ and rec.meta.name == "a_raw.fif"
+    # EEG back in µV; the misc-typed EMG (volts in the file) retyped emg, so scaled to µV too;
+    # stim unscaled
+    np.testing.assert_allclose(rec.data_uv[:4], data_uv[:4], rtol=1e-12)
+    np.testing.assert_array_equal(rec.data_uv[4], data_uv[4])
+    got = [(e.sample, e.label, e.kind) for e in rec.events]
+    assert got == [(100, "TMS", "pulse"), (100, "1", "marker"), (300, "rest", "marker"),
+                   (400, "7", "marker"), (500, "Pulse 80%", "pulse")]
+    assert rec.meas_date == datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    # a stim code becomes a pulse when the lab says so
+    rec1 = read_recording(path, pulse_pattern=r"^7$")
+    assert [e.sample for e in rec1.events if e.kind == "pulse"] == [400]
+
+
+def test_fif_gz_and_cropped_start(tmp_path):
+    raw, data_uv = _raw()
+    raw.crop(tmin=1.0)  # first_samp = 250: events must stay relative to the data start
+    path = tmp_path / "b_raw.fif.gz"
+    raw.save(path, fmt="double", verbose="error")
+    rec = read_recording(path)
+    assert rec.n_samples == N - 250
+    assert rec.t0_s == pytest.approx(1.0)
+    np.testing.assert_allclose(rec.data_uv[:3], data_uv[:3, 250:], rtol=1e-12)
+    assert [(e.sample, e.label) for e in rec.events] == [(50, "rest"), (250, "Pulse 80%")]
+
+
+def test_to_raw_roundtrip(tmp_path):
+    raw, data_uv = _raw()
+    rec = read_recording(_save(raw, tmp_path / "c_raw.fif"))
+    back = rec.to_raw()
+    np.testing.assert_allclose(back.get_data(), raw.get_data(), rtol=1e-12, atol=0)
+    assert back.get_channel_types() == ["eeg", "eeg", "eeg", "emg"]
+    assert list(back.annotations.description) == ["TMS", "rest", "Pulse 80%"]
+    np.testing.assert_allclose(back.annotations.onset, [0.4, 1.2, 2.0])
+
+
+def _save(raw, path):
+    raw.save(path, fmt="double", verbose="error", overwrite=True)
+    return path
+
+
+def test_brainvision_pybv(tmp_path):
+    import pybv
+
+    rng = np.random.default_rng(1)
+    data_uv = rng.standard_normal((3, N)) * 15
+    pybv.write_brainvision(
+        data=data_uv * 1e-6, sfreq=SFREQ, ch_names=["C3", "C4", "EMG1"], fname_base="x",
+        folder_out=tmp_path, fmt="binary_float32", resolution=0.01,
+        events=[{"onset": 10, "description": 1, "type": "Stimulus"},
+                {"onset": 20, "description": 2, "type": "Stimulus"},
+                {"onset": 30, "description": "TMS single", "type": "Comment"}],
+    )
+    rec = read_recording(tmp_path / "x.vhdr")
+    assert rec.meta.ch_types == ("eeg", "eeg", "emg")
+    np.testing.assert_allclose(rec.data_uv, data_uv, rtol=1e-6, atol=1e-6)
+    assert [(e.sample, e.label, e.kind) for e in rec.events] == [
+        (10, "Stimulus/S  1", "pulse"), (20, "Stimulus/S  2", "marker"),
+        (30, "Comment/TMS single", "pulse")]
+
+
+@pytest.mark.parametrize("ext", ["edf", "bdf"])
+def test_edf_bdf_export(tmp_path, ext):
+    raw, data_uv = _raw()
+    raw.set_channel_types({"EMG_FDI": "emg"}, on_unit_change="ignore")
+    path = tmp_path / f"d.{ext}"
+    mne.export.export_raw(path, raw, fmt=ext, verbose="error")
+    rec = read_recording(path)
+    assert rec.meta.ch_names == ("Fp1", "Cz", "Oz", "EMG_FDI")
+    assert rec.meta.ch_types[3] == "emg"
+    assert rec.meta.sfreq == SFREQ
+    # 16-bit (EDF) / 24-bit (BDF) quantisation of the physical range
+    span = np.ptp(data_uv[:4])
+    tol = span / (2 ** 16 if ext == "edf" else 2 ** 24) * 2
+    np.testing.assert_allclose(rec.data_uv[:, :N], data_uv[:4], atol=tol)
+    assert [(e.sample, e.label, e.kind) for e in rec.events] == [
+        (100, "TMS", "pulse"), (300, "rest", "marker"), (500, "Pulse 80%", "pulse")]
+
+
+def test_eeglab_export(tmp_path):
+    raw, data_uv = _raw()
+    path = tmp_path / "e.set"
+    mne.export.export_raw(path, raw, fmt="eeglab", verbose="error")
+    rec = read_recording(path)
+    assert rec.meta.ch_names == ("Fp1", "Cz", "Oz", "EMG_FDI")
+    assert rec.meta.ch_types == ("eeg", "eeg", "eeg", "emg")
+    np.testing.assert_allclose(rec.data_uv[:3], data_uv[:3], rtol=1e-5, atol=1e-5)
+    assert [(e.sample, e.kind) for e in rec.events] == [(100, "pulse"), (300, "marker"),
+                                                       (500, "pulse")]
+
+
+# ---------------------------------------------------------------------------------------------
+# XDF, written by hand following the XDF 1.0 specification
+# (https://github.com/sccn/xdf/wiki/Specifications): "XDF:" magic, then chunks of
+# [NumLengthBytes u8][Length][Tag u16][Content]; Length counts the tag and the content.
+# ---------------------------------------------------------------------------------------------
+
+def _varlen(n: int) -> bytes:
+    if n < 256:
+        return struct.pack("<BB", 1, n)
+    if n < 2 ** 32:
+        return struct.pack("<BI", 4, n)
+    return struct.pack("<BQ", 8, n)
+
+
+def _chunk(tag: int, content: bytes) -> bytes:
+    return _varlen(len(content) + 2) + struct.pack("<H", tag) + content
+
+
+def _stream_header(sid, name, stype, n_ch, srate, fmt, channels=()):
+    chans = "".join(
+        f"<channel><label>{lab}</label><type>{typ}</type><unit>{unit}</unit></channel>"
+        for lab, typ, unit in channels
+    )
+    xml = (
+        '<?xml version="1.0"?><info>'
+        f"<name>{name}</name><type>{stype}</type><channel_count>{n_ch}</channel_count>"
+        f"<nominal_srate>{srate}</nominal_srate><channel_format>{fmt}</channel_format>"
+        f"<source_id>{name}-sid</source_id><version>1.1</version><created_at>0</created_at>"
+        f"<uid>{name}-uid</uid><session_id>default</session_id><hostname>test</hostname>"
+        f"<desc><channels>{chans}</channels></desc></info>"
+    )
+    return _chunk(2, struct.pack("<I", sid) + xml.encode())
+
+
+def _numeric_samples(sid, ts, values):  # values: (n_samples, n_ch) float32
+    body = b"".join(
+        struct.pack("<Bd", 8, t) + np.asarray(v, "<f4").tobytes() for t, v in zip(ts, values)
+    )
+    return _chunk(3, struct.pack("<I", sid) + _varlen(len(ts)) + body)
+
+
+def _string_samples(sid, ts, labels):
+    body = b"".join(
+        struct.pack("<Bd", 8, t) + _varlen(len(s.encode())) + s.encode()
+        for t, s in zip(ts, labels)
+    )
+    return _chunk(3, struct.pack("<I", sid) + _varlen(len(ts)) + body)
+
+
+def _footer(sid, first, last, count):
+    xml = (
+        '<?xml version="1.0"?><info>'
+        f"<first_timestamp>{first}</first_timestamp><last_timestamp>{last}</last_timestamp>"
+        f"<sample_count>{count}</sample_count><clock_offsets><offset><time>{first}</time>"
+        "<value>0</value></offset></clock_offsets></info>"
+    )
+    return _chunk(6, struct.pack("<I", sid) + xml.encode())
+
+
+def write_xdf(path, data, t0, srate, marker_ts, marker_labels, units=("microvolts",) * 4):
+    """A LabRecorder-like file: an EEG stream (2 sample chunks) and a Markers stream."""
+    n_ch, n = data.shape
+    ts = t0 + np.arange(n) / srate
+    chans = [("Fp1", "EEG", units[0]), ("Cz", "EEG", units[1]), ("EMG_R", "EMG", units[2]),
+             ("TRIG", "STIM", units[3])][:n_ch]
+    out = b"XDF:"
+    out += _chunk(1, b'<?xml version="1.0"?><info><version>1.0</version>'
+                     b"<datetime>2024-05-06T07:08:09+0000</datetime></info>")
+    out += _stream_header(1, "amp", "EEG", n_ch, srate, "float32", chans)
+    out += _stream_header(2, "stim-markers", "Markers", 1, 0, "string")
+    half = n // 2
+    out += _numeric_samples(1, ts[:half], data[:, :half].T)
+    out += _chunk(4, struct.pack("<Idd", 1, ts[half], 0.0))
+    out += _string_samples(2, marker_ts, marker_labels)
+    out += _numeric_samples(1, ts[half:], data[:, half:].T)
+    out += _chunk(5, bytes.fromhex("4321f2ab3c6d5e8f9a0b1c2d3e4f5a6b"))  # boundary chunk
+    out += _footer(1, ts[0], ts[-1], n)
+    out += _footer(2, marker_ts[0], marker_ts[-1], len(marker_ts))
+    path.write_bytes(out)
+    return ts
+
+
+def test_xdf_handwritten(tmp_path):
+    rng = np.random.default_rng(9)
+    data = (rng.standard_normal((4, N)) * 10).astype(np.float32)
+    data[3] = 0
+    t0 = 1234.5
+    m_samples = [50, 333, 600]
+    # marker times slightly off the sample grid (as real LSL markers are): nearest sample wins
+    m_ts = [t0 + s / SFREQ + 0.3 / SFREQ for s in m_samples]
+    path = tmp_path / "f.xdf"
+    write_xdf(path, data, t0, SFREQ, m_ts, ["TMS", "block2", "tms"])
+    rec = read_recording(path)
+    assert rec.meta.ch_names == ("Fp1", "Cz", "EMG_R", "TRIG")
+    assert rec.meta.ch_types == ("eeg", "eeg", "emg", "stim")
+    assert rec.meta.sfreq == SFREQ and rec.meta.source_id == "amp-sid"
+    np.testing.assert_array_equal(rec.data_uv, data.astype(np.float64))
+    assert rec.t0_s == pytest.approx(t0, abs=1e-9)
+    assert [(e.sample, e.label, e.kind) for e in rec.events] == [
+        (50, "TMS", "pulse"), (333, "block2", "marker"), (600, "tms", "pulse")]
+    assert rec.events[0].time_s == pytest.approx(m_ts[0])
+    assert rec.meas_date == datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+
+
+def test_xdf_volts_scaled_and_stream_choice(tmp_path):
+    data = np.ones((4, 100), np.float32) * 1e-5
+    path = tmp_path / "v.xdf"
+    write_xdf(path, data, 10.0, SFREQ, [10.1], ["x"], units=("volts", "volts", "mV", "n/a"))
+    rec = read_recording(path)
+    np.testing.assert_allclose(rec.data_uv[:, 0], [10.0, 10.0, 1e-2, 1e-5], rtol=1e-6)
+    with pytest.raises(RecordingError, match="no numeric stream named 'nope'.*'amp'"):
+        read_recording(path, stream_name="nope")
+    assert read_recording(path, stream_name="amp").meta.name == "v.xdf"
+
+
+def test_xdf_errors(tmp_path):
+    bad = tmp_path / "bad.xdf"
+    bad.write_bytes(b"not an xdf file at all")
+    with pytest.raises(RecordingError, match="not an XDF file"):
+        read_recording(bad)
+    only_markers = tmp_path / "m.xdf"
+    only_markers.write_bytes(
+        b"XDF:" + _chunk(1, b'<?xml version="1.0"?><info><version>1.0</version></info>')
+        + _stream_header(2, "mk", "Markers", 1, 0, "string")
+        + _string_samples(2, [1.0], ["TMS"])
+    )
+    with pytest.raises(RecordingError, match="cannot pick the EEG stream.*'mk'"):
+        read_recording(only_markers)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(RecordingError, match="no such file"):
+        read_recording(tmp_path / "gone.vhdr")
+    empty = tmp_path / "empty_raw.fif"
+    empty.touch()
+    with pytest.raises(RecordingError, match="empty"):
+        read_recording(empty)
+    with pytest.raises(RecordingError, match="unknown recording format.*Supported"):
+        read_recording(tmp_path / "x.csv")
+    with pytest.raises(RecordingError, match="pass the header file 'y.vhdr'"):
+        read_recording(tmp_path / "y.eeg")
+    raw, _ = _raw()
+    good = _save(raw, tmp_path / "t_raw.fif")
+    truncated = tmp_path / "trunc_raw.fif"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    with pytest.raises(RecordingError, match="trunc_raw.fif.*cannot read it as FIF"):
+        read_recording(truncated)
+    garbage = tmp_path / "g.edf"
+    garbage.write_bytes(b"\x00" * 1000)
+    with pytest.raises(RecordingError, match="g.edf.*EDF"):
+        read_recording(garbage)
+    # BrainVision header whose data file is missing
+    import shutil
+    import pybv
+    pybv.write_brainvision(data=np.zeros((2, 10)), sfreq=SFREQ, ch_names=["a", "b"],
+                           fname_base="h", folder_out=tmp_path)
+    (tmp_path / "h.eeg").unlink()
+    with pytest.raises(RecordingError, match="h.vhdr.*beside it"):
+        read_recording(tmp_path / "h.vhdr")
+    with pytest.raises(RecordingError, match="regex"):
+        read_recording(good, pulse_pattern="(")
+    del shutil
+
+
+def test_default_pulse_pattern_documented_cases():
+    import re
+
+    p = re.compile(DEFAULT_PULSE_PATTERN, re.IGNORECASE)
+    for yes in ["TMS", "tms_pulse", "Stimulus/TMS", "pulse", "Stimulus/S  1", "S 1"]:
+        assert p.search(yes), yes
+    for no in ["Stimulus/S 11", "Stimulus/S  2", "Comment/pre", "stimulation", "atms", "1"]:
+        assert not p.search(no), no
+
+
+def test_recording_checks_shape():
+    meta = StreamMeta(["a", "b"], 100.0)
+    with pytest.raises(ValueError, match="channel-count mismatch"):
+        Recording(np.zeros((3, 10)), meta)
+    rec = Recording(np.zeros((2, 10)), meta, events=[Event(5, "b"), Event(1, "a")])
+    assert [e.sample for e in rec.events] == [1, 5] and rec.duration_s == 0.1
