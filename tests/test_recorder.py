@@ -109,10 +109,15 @@ def test_refuses_overwrite_and_bad_input_keeps_data(tmp_path):
     with BrainVisionRecorder(path, meta, overwrite=True) as rec2:
         rec2.write(next(blocks_from_array(x[:, :10], meta, 10)))
     assert (tmp_path / "keep.eeg").stat().st_size == 10 * meta.n_channels * 4
-    # a directory: file named after the stream
-    with BrainVisionRecorder(tmp_path, _meta(name="sess1")) as rec3:
-        rec3.write(next(blocks_from_array(x, meta, 20)))
-    assert (tmp_path / "sess1.vhdr").exists() and (tmp_path / "sess1.eeg").exists()
+    # a directory (created when missing): file named after the stream, never overwritten
+    folder = tmp_path / "sessions"
+    paths = []
+    for _ in range(2):
+        with BrainVisionRecorder(folder, _meta(name="sub 01/TMS")) as rec3:
+            rec3.write(next(blocks_from_array(x, meta, 20)))
+        paths.append(rec3.path)
+    assert [p.name for p in paths] == ["sub_01_TMS.vhdr", "sub_01_TMS-2.vhdr"]
+    assert all(p.with_suffix(".eeg").stat().st_size == 20 * 6 * 4 for p in paths)
 
 
 def test_readable_while_recording(tmp_path):

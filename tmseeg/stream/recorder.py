@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,15 +53,18 @@ class BrainVisionRecorder:
     Parameters
     ----------
     path : str or Path
-        ``NAME.vhdr`` (the ``.vmrk`` and ``.eeg`` files go beside it), or an existing
-        directory, in which case the files are ``directory/<meta.name>.vhdr``.
+        ``NAME.vhdr`` (the ``.vmrk`` and ``.eeg`` files go beside it), or a directory (created
+        if missing; any path without a suffix counts as one), in which case the files are
+        ``directory/<meta.name>.vhdr`` -- with ``-2``, ``-3``, ... appended when that name is
+        already taken, so recording twice into one folder never fails and never overwrites.
     meta : StreamMeta
         Channels and rate of the stream to record; every block must carry the same channels.
     flush_interval_s : float
         Longest time between ``os.fsync`` calls of the data and marker files.
     overwrite : bool
         Replace an existing recording of the same name. By default an existing ``.vhdr``,
-        ``.vmrk`` or ``.eeg`` of that name is an error, so nothing recorded is lost.
+        ``.vmrk`` or ``.eeg`` of that name is an error (for an explicit ``.vhdr`` path), so
+        nothing recorded is lost.
 
     Attributes
     ----------
@@ -91,14 +95,14 @@ class BrainVisionRecorder:
         overwrite: bool = False,
     ) -> None:
         path = Path(path)
-        if path.is_dir():
-            stem = (meta.name or "recording").replace(os.sep, "_")
-            path = path / f"{stem}.vhdr"
-        elif path.suffix.lower() != ".vhdr":
-            raise ValueError(
-                f"BrainVisionRecorder: {path} must end in .vhdr (or be an existing directory); "
-                f"e.g. {path.with_suffix('.vhdr')}"
-            )
+        if path.suffix.lower() != ".vhdr":
+            if path.suffix and not path.is_dir():
+                raise ValueError(
+                    f"BrainVisionRecorder: {path} must end in .vhdr (or name a directory); "
+                    f"e.g. {path.with_suffix('.vhdr')}"
+                )
+            path.mkdir(parents=True, exist_ok=True)
+            path = self._fresh_name(path, meta.name, overwrite)
         if not path.parent.is_dir():
             raise FileNotFoundError(
                 f"BrainVisionRecorder: folder {path.parent} does not exist; create it first."
@@ -156,6 +160,24 @@ class BrainVisionRecorder:
         self._fsync_dir()
         self._syncer = threading.Thread(target=self._sync_loop, name="bv-fsync", daemon=True)
         self._syncer.start()
+
+    @staticmethod
+    def _fresh_name(folder: Path, stream_name: str, overwrite: bool) -> Path:
+        """``folder/<stream name>.vhdr``; ``-2``, ``-3``, ... appended if that is taken."""
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stream_name or "") or "recording"
+        candidate = folder / f"{stem}.vhdr"
+        k = 1
+        while not overwrite and any(
+            candidate.with_suffix(ext).exists() for ext in (".vhdr", ".vmrk", ".eeg")
+        ):
+            k += 1
+            candidate = folder / f"{stem}-{k}.vhdr"
+        return candidate
+
+    @property
+    def path(self) -> Path:
+        """The ``.vhdr`` header file of this recording."""
+        return self.vhdr_path
 
     # ---------------------------------------------------------------------------------------
     def _write_header(self) -> None:
