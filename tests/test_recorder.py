@@ -206,3 +206,47 @@ def test_sigkill_loses_nothing_written(tmp_path):
     assert list(onsets) == expected
     assert set(raw.annotations.description) == {"Stimulus/TMS"}
     print(f"SIGKILL after {last} printed samples: {n} on disk, {last - min(n, last)} lost")
+
+
+def test_record_a_replayed_lsl_stream(tmp_path, uid):
+    """File -> Player -> loopback LSL -> Blocks -> recorder -> file: samples and pulses intact."""
+    import pylsl
+
+    from tmseeg.stream.io import Recording
+    from tmseeg.stream.replay import Player
+
+    meta = StreamMeta([f"E{i}" for i in range(6)], 1000.0, name="src")
+    x = _data(meta, 1500, seed=4)
+    src = Recording(x, meta, events=[Event(200, "TMS", "pulse"), Event(1100, "TMS", "pulse")])
+    player = Player(src, name=f"rec-{uid}", speed=4.0, chunk_ms=10.0)
+    eeg = pylsl.StreamInlet(pylsl.resolve_byprop("name", player.name, timeout=5)[0],
+                            processing_flags=0)
+    mrk = pylsl.StreamInlet(pylsl.resolve_byprop("name", player.marker_name, timeout=5)[0],
+                            processing_flags=0)
+    eeg.open_stream(5)
+    mrk.open_stream(5)
+    live_meta = StreamMeta(meta.ch_names, 1000.0, name=player.name)
+    path = tmp_path / "live.vhdr"
+    got = 0
+    with player, BrainVisionRecorder(path, live_meta) as rec:
+        t_end = time.monotonic() + 10
+        pending = []
+        while got < 1500 and time.monotonic() < t_end:
+            m, mts = mrk.pull_chunk(timeout=0.0)
+            pending += [(v[0], t) for v, t in zip(m, mts)]
+            chunk, ts = eeg.pull_chunk(timeout=0.0, max_samples=1500 - got)
+            if not ts:
+                time.sleep(0.002)
+                continue
+            evs = [Event(int(round((t - player.t0_s) * 1000.0)), lab, "pulse", t)
+                   for lab, t in pending]
+            pending = []
+            rec.write(Block(np.asarray(chunk, float).T, got, np.asarray(ts), live_meta, evs))
+            got += len(ts)
+        eeg.close_stream()
+        mrk.close_stream()
+    on_disk = np.fromfile(tmp_path / "live.eeg", "<f4").reshape(-1, 6).T
+    np.testing.assert_array_equal(on_disk, x.astype(np.float32))  # bit for bit
+    back = read_recording(path)
+    np.testing.assert_allclose(back.data_uv, x.astype(np.float32), rtol=1e-7)
+    assert [(e.sample, e.kind) for e in back.events] == [(200, "pulse"), (1100, "pulse")]
