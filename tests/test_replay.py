@@ -221,3 +221,34 @@ def test_recording_roundtrip_through_player(vhdr_file, uid):
     rec = read_recording(path)
     np.testing.assert_allclose(rec.data_uv, data_uv.astype(np.float32), rtol=1e-6)
     assert [e.kind for e in rec.events] == ["pulse", "marker", "pulse"]
+
+
+def test_cli_ctrl_c_is_clean(fif_file, uid):
+    """`replay --loop` runs until SIGINT, then stops its thread and exits 0 with a summary."""
+    import signal
+    import subprocess
+    import sys
+
+    path, _, _ = fif_file
+    code = (
+        "import argparse, sys; from tmseeg.stream import replay; p = argparse.ArgumentParser(); "
+        "replay.add_arguments(p); sys.exit(replay.run(p.parse_args(sys.argv[1:])))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), "--loop", "--name", f"cc-{uid}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("replaying"), first + proc.stderr.read()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "pushed" in out and "Traceback" not in err
+    n = int(out.split("pushed")[1].split()[0])
+    assert 0 < n < 5 * N  # it was really streaming in real time
