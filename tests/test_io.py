@@ -286,7 +286,6 @@ def test_bad_files(tmp_path):
     with pytest.raises(RecordingError, match="g.edf.*EDF"):
         read_recording(garbage)
     # BrainVision header whose data file is missing
-    import shutil
     import pybv
     pybv.write_brainvision(data=np.zeros((2, 10)), sfreq=SFREQ, ch_names=["a", "b"],
                            fname_base="h", folder_out=tmp_path)
@@ -295,7 +294,6 @@ def test_bad_files(tmp_path):
         read_recording(tmp_path / "h.vhdr")
     with pytest.raises(RecordingError, match="regex"):
         read_recording(good, pulse_pattern="(")
-    del shutil
 
 
 def test_default_pulse_pattern_documented_cases():
