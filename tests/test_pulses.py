@@ -1,0 +1,217 @@
+"""Pulse detection: markers, trigger channel, and the pulse artifact in the data."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from tmseeg.pipeline.base import Chain, concat_blocks
+from tmseeg.pipeline.pulses import (
+    DEFAULT_PULSE_PATTERN,
+    DataPulses,
+    MarkerPulses,
+    TriggerChannelPulses,
+)
+from tmseeg.sim.model import SimConfig, TMSEEGSimulator
+from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
+
+SFREQ = 5000.0
+
+
+def run_blocks(stage, data, meta, events=(), rng=None, max_block=400):
+    """Feed ``data`` in random block sizes; return the concatenated output block."""
+    rng = rng or np.random.default_rng(0)
+    ordered = sorted(events, key=lambda e: e.sample)
+    outs, start, n = [], 0, data.shape[1]
+    while start < n:
+        stop = min(n, start + int(rng.integers(1, max_block + 1)))
+        evs = [e for e in ordered if start <= e.sample < stop]
+        blk = Block(np.ascontiguousarray(data[:, start:stop]), start,
+                    np.arange(start, stop) / meta.sfreq, meta, evs)
+        outs.append(stage.process(blk))
+        start = stop
+    rest = stage.flush()
+    if rest is not None:
+        outs.append(rest)
+    outs = [o for o in outs if o.n_samples or o.events]
+    return concat_blocks(outs)
+
+
+def pulse_samples(block):
+    return sorted(e.sample for e in block.events if e.kind == EVENT_PULSE)
+
+
+def simulate(schedule, seconds, seed=1, **kw):
+    sim = TMSEEGSimulator(SimConfig(n_channels=32, sfreq=SFREQ, seed=seed, schedule=schedule,
+                                    **kw))
+    data, events = sim.generate(int(seconds * SFREQ))
+    return sim, data, events
+
+
+# --------------------------------------------------------------------------- markers
+@pytest.mark.parametrize("label", ["TMS", "tms", "TMS pulse", "tms_pulse", "pulse",
+                                   "Stimulus/S  1", "S  1", "S1"])
+def test_default_pattern_matches_common_pulse_labels(label):
+    assert MarkerPulses().matches(label)
+
+
+@pytest.mark.parametrize("label", ["pre", "post", "New Segment/", "boundary", "Comment/rest",
+                                   "Stimulus/S 12", "bad_segment"])
+def test_default_pattern_ignores_other_markers(label):
+    assert not MarkerPulses().matches(label)
+
+
+def test_marker_pulses_convert_and_shift_keeping_other_events():
+    meta = StreamMeta([f"E{i}" for i in range(3)], SFREQ)
+    evs = [Event(100, "pre"), Event(1000, "R128", time_s=0.2), Event(2000, "Stimulus/S  1"),
+           Event(3000, "gap", kind="gap", duration=5)]
+    blk = Block(np.zeros((3, 4000)), 0, np.arange(4000) / SFREQ, meta, list(evs))
+    out = MarkerPulses(pattern=r"R128|S\s*1$", offset_ms=-3.0).process(blk)
+    kinds = {(e.sample, e.kind) for e in out.events}
+    assert kinds == {(100, EVENT_MARKER), (985, EVENT_PULSE), (1985, EVENT_PULSE),
+                     (3000, "gap")}
+    p = [e for e in out.events if e.kind == EVENT_PULSE][0]
+    assert p.extra["marker_sample"] == 1000 and p.label == "R128"
+    assert p.time_s == pytest.approx(0.197)
+    assert out.data is blk.data  # no copy of the samples
+    with pytest.raises(ValueError, match="not a valid regex"):
+        MarkerPulses(pattern="(")
+    assert DEFAULT_PULSE_PATTERN and re.compile(DEFAULT_PULSE_PATTERN)
+
+
+# --------------------------------------------------------------------------- trigger channel
+def test_trigger_channel_edges_across_random_blocks():
+    n = 30000
+    meta = StreamMeta(["C3", "C4", "STI"], SFREQ, ["eeg", "eeg", "stim"])
+    data = np.random.default_rng(1).standard_normal((3, n))
+    data[2] = 0.0
+    onsets = [1000, 1100, 5000, 5012, 20000, 29999]  # 5012: bounce inside refractory (2.4 ms)
+    for s in onsets:
+        data[2, s:s + 5] = 1.0  # 1 ms TTL
+    for seed in range(4):
+        out = run_blocks(TriggerChannelPulses("STI", refractory_ms=5.0), data, meta,
+                         rng=np.random.default_rng(seed), max_block=50)
+        assert pulse_samples(out) == [1000, 1100, 5000, 20000, 29999]
+    out = run_blocks(TriggerChannelPulses("sti", edge="falling", refractory_ms=5.0), data, meta)
+    assert pulse_samples(out) == [1005, 1105, 5005, 20005]  # 5017 within refractory
+    # analog trigger in µV with a threshold
+    analog = data.copy()
+    analog[2] = 20.0 * np.random.default_rng(2).standard_normal(n) + 5e6 * (data[2] > 0)
+    out = run_blocks(TriggerChannelPulses("STI", threshold=2.5e6, refractory_ms=5.0), analog,
+                     meta)
+    assert pulse_samples(out) == [1000, 1100, 5000, 20000, 29999]
+    with pytest.raises(KeyError, match="not in stream"):
+        TriggerChannelPulses("TRIG").process(Block(data[:, :10], 0, np.arange(10) / SFREQ,
+                                                   meta))
+
+
+def test_trigger_pulse_replaces_lagging_marker_pulse():
+    n = 20000
+    meta = StreamMeta(["C3", "STI"], SFREQ, ["eeg", "stim"])
+    data = np.zeros((2, n))
+    data[1, 5000:5005] = 1
+    data[1, 15000:15005] = 1
+    # marker pulses 2 ms late; one is in the same block, one arrives a block later
+    events = [Event(5010, "TMS", kind=EVENT_PULSE), Event(15010, "TMS", kind=EVENT_PULSE)]
+    blocks = [(0, 5008), (5008, 15005), (15005, n)]
+    stage = TriggerChannelPulses("STI")
+    outs = []
+    for a, b in blocks:
+        evs = [e for e in events if a <= e.sample < b]
+        outs.append(stage.process(Block(data[:, a:b], a, np.arange(a, b) / SFREQ, meta, evs)))
+    out = concat_blocks(outs)
+    assert pulse_samples(out) == [5000, 15000]
+    dup = sorted((e.sample, e.extra["duplicate_of"]) for e in out.events
+                 if e.kind == EVENT_MARKER)
+    assert dup == [(5010, 5000), (15010, 15000)]
+
+
+# --------------------------------------------------------------------------- data
+@pytest.mark.parametrize("schedule,seconds,kw", [
+    ("train-1hz", 6, {}),
+    ("single", 12, {}),
+    ("train-10hz", 5.5, {}),
+    ("itbs", 3.2, {}),
+    ("paired", 12, {"ipi_ms": 3.0}),
+    ("paired", 12, {"ipi_ms": 1.2}),
+])
+def test_data_pulses_find_every_simulated_pulse_exactly(schedule, seconds, kw):
+    sim, data, _ = simulate(schedule, seconds, **kw)
+    truth = [p.sample for p in sim.truth.pulses]
+    assert len(truth) >= 5
+    stage = DataPulses()
+    out = run_blocks(stage, data, sim.meta, rng=np.random.default_rng(len(truth)))
+    found = pulse_samples(out)
+    assert len(found) == len(truth), (found, truth)  # every pulse, no false positive
+    assert np.max(np.abs(np.array(found) - np.array(truth))) <= 1  # onset within 1 sample
+    assert out.n_samples == data.shape[1] and out.first_sample == 0
+    assert np.array_equal(out.data, data)  # detection never changes the samples
+    assert stage.n_detected == len(truth)
+
+
+def test_data_pulses_no_false_positives_on_blinks_line_noise_pops():
+    sim, data, _ = simulate("external", 20, seed=4, blink_rate_hz=2.0, line_noise_hz=60.0,
+                            noisy_channels=("Fp1", "O2"), noisy_channel_uv=80.0)
+    data = data.copy()
+    # an electrode pop: a 500 µV step on one channel
+    data[5, 40000:] += 500.0
+    # a 10 Hz 100 µV oscillation burst on a quarter of the channels (alpha-like, steep-ish)
+    t = np.arange(5000) / SFREQ
+    data[:8, 60000:65000] += 100 * np.sin(2 * np.pi * 10 * t)
+    assert np.abs(np.diff(data[0])).max() > 0  # sanity
+    out = run_blocks(DataPulses(), data, sim.meta)
+    assert pulse_samples(out) == []
+
+
+def test_data_pulses_saturation_and_split_jump():
+    sim, data, _ = simulate("train-1hz", 5, seed=2)
+    truth = [p.sample for p in sim.truth.pulses]
+    data = data.copy()
+    rail = 800.0
+    for s in truth:
+        # amplifier stuck at the rails for 6 ms, then an abrupt return (opposite jump)
+        seg = data[:, s:s + 30]
+        data[:, s:s + 30] = np.where(np.abs(seg[:, :1]) > rail, np.sign(seg[:, :1]) * rail, seg)
+        # the pulse falls between samples: a third of the first jump lands one sample early
+        data[:, s - 1] += (data[:, s] - data[:, s - 1]) / 3
+    out = run_blocks(DataPulses(), data, sim.meta)
+    found = np.array(pulse_samples(out))
+    assert found.size == len(truth)
+    assert np.all(np.abs(found - np.array(truth)) <= 1)
+
+
+def test_data_pulses_fixed_threshold_and_min_channels():
+    sim, data, _ = simulate("train-1hz", 4, seed=3)
+    truth = [p.sample for p in sim.truth.pulses]
+    out = run_blocks(DataPulses(threshold_uv_per_ms=2000.0, min_channels=3), data, sim.meta)
+    assert pulse_samples(out) == truth
+    # an absurd threshold finds nothing; min_channels larger than the channel count is refused
+    out = run_blocks(DataPulses(threshold_uv_per_ms=1e9), data, sim.meta)
+    assert pulse_samples(out) == []
+    with pytest.raises(ValueError, match="min_channels"):
+        DataPulses(channels=["C3", "C4"], min_channels=3).process(
+            Block(data[:, :10], 0, np.arange(10) / SFREQ, sim.meta))
+
+
+def test_marker_plus_data_keeps_one_pulse_at_the_data_onset():
+    sim, data, events = simulate("single", 12, seed=5)
+    truth = [p.sample for p in sim.truth.pulses]
+    lag = 15  # markers 3 ms late, as plain markers (an LSL marker stream)
+    markers = [Event(e.sample + lag, "TMS", kind=EVENT_MARKER) for e in events
+               if e.kind == EVENT_PULSE]
+    chain = Chain([MarkerPulses(), DataPulses(merge_ms=5.0)])
+    rng = np.random.default_rng(9)
+    outs, start, n = [], 0, data.shape[1]
+    ordered = sorted(markers, key=lambda e: e.sample)
+    while start < n:
+        stop = min(n, start + int(rng.integers(1, 300)))
+        evs = [e for e in ordered if start <= e.sample < stop]
+        outs.append(chain.process(Block(data[:, start:stop], start,
+                                        np.arange(start, stop) / SFREQ, sim.meta, evs)))
+        start = stop
+    outs += list(chain.flush())
+    out = concat_blocks([o for o in outs if o.n_samples or o.events])
+    assert pulse_samples(out) == truth
+    demoted = sorted(e.sample for e in out.events if e.extra.get("duplicate_of") is not None)
+    assert demoted == [s + lag for s in truth]

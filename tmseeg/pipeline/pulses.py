@@ -1,0 +1,409 @@
+"""Pulse detection stages: turn what we know about TMS pulses into ``"pulse"`` events.
+
+Three sources of knowledge, each a stage that adds :data:`~tmseeg.stream.block.EVENT_PULSE`
+events to the blocks passing through (all other events are kept):
+
+* :class:`MarkerPulses` — marker events whose label matches a pattern (``"TMS"``,
+  BrainVision ``"Stimulus/S  1"``, ...), optionally shifted by a known marker lag.
+* :class:`TriggerChannelPulses` — edges on a stimulus/trigger channel recorded with the EEG.
+* :class:`DataPulses` — the pulse artifact itself: a steep jump in many EEG channels at once.
+
+They can be combined (e.g. markers for labels, the data for the exact onset): a stage that finds
+a pulse within ``merge_ms`` of a pulse event it received keeps one of them and demotes the other
+to a ``"marker"`` event (``extra["duplicate_of"]`` names the kept sample), so later stages never
+cut the same pulse twice.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import deque
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from tmseeg.pipeline.base import empty_block_like
+from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
+
+try:  # one pattern for file reading and live markers
+    from tmseeg.stream.io import DEFAULT_PULSE_PATTERN
+except ImportError:  # pragma: no cover - io not available (minimal install)
+    #: Case-insensitive regex for marker labels that are TMS pulses.
+    DEFAULT_PULSE_PATTERN = r"(?:\btms)|(?:pulse)|(?:^(?:stimulus/)?s\s*1$)"
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_PULSE_PATTERN",
+    "MarkerPulses",
+    "TriggerChannelPulses",
+    "DataPulses",
+]
+
+
+def _ms_to_samples(ms: float, sfreq: float) -> int:
+    return int(math.floor(abs(ms) * sfreq / 1000.0 + 0.5)) * (1 if ms >= 0 else -1)
+
+
+class _PulseMerger:
+    """Shared duplicate handling for stages that find pulses themselves.
+
+    A pulse found by the stage is compared with the pulse events it receives (from an earlier
+    stage): within ``merge_ms`` of each other they are the same pulse. The stage's own pulse is
+    kept (a trigger channel or the data give the exact onset; markers may lag) and the received
+    one is demoted to a ``"marker"`` event, unless the received one already went downstream in
+    an earlier block — then the stage's own pulse is dropped (with a debug log).
+    """
+
+    def __init__(self, merge_ms: float) -> None:
+        if merge_ms < 0:
+            raise ValueError(f"merge_ms must be >= 0, got {merge_ms}")
+        self.merge_ms = float(merge_ms)
+        self._recent_in: deque[int] = deque(maxlen=256)  # received pulses already passed on
+        self._recent_own: deque[int] = deque(maxlen=256)  # own pulses already passed on
+
+    def _reset_merge(self) -> None:
+        self._recent_in.clear()
+        self._recent_own.clear()
+
+    def _merge(self, events: list[Event], own: list[Event], sfreq: float) -> list[Event]:
+        tol = self.merge_ms * sfreq / 1000.0
+        incoming = [e for e in events if e.kind == EVENT_PULSE]
+        kept_own: list[Event] = []
+        demote: dict[int, int] = {}  # id(incoming event) -> own sample it duplicates
+        for ev in own:
+            same_block = [e for e in incoming if abs(e.sample - ev.sample) <= tol]
+            if same_block:
+                for e in same_block:
+                    demote[id(e)] = ev.sample
+                kept_own.append(ev)
+            elif any(abs(s - ev.sample) <= tol for s in self._recent_in):
+                log.debug("pulse found at %d duplicates a pulse event already passed on",
+                          ev.sample)
+            else:
+                kept_own.append(ev)
+        for e in incoming:
+            if id(e) in demote:
+                continue
+            near = [s for s in self._recent_own if abs(s - e.sample) <= tol]
+            if near:
+                demote[id(e)] = near[0]
+        out: list[Event] = []
+        for e in events:
+            if id(e) in demote:
+                out.append(replace(e, kind=EVENT_MARKER,
+                                   extra={**e.extra, "duplicate_of": demote[id(e)]}))
+            else:
+                out.append(e)
+                if e.kind == EVENT_PULSE:
+                    self._recent_in.append(e.sample)
+        for ev in kept_own:
+            self._recent_own.append(ev.sample)
+        return out + kept_own
+
+
+class MarkerPulses:
+    """Marker events whose label matches a regex become pulse events.
+
+    Parameters
+    ----------
+    pattern : str
+        Regular expression searched (case-insensitive) in each ``"marker"`` event's label.
+        The default, :data:`DEFAULT_PULSE_PATTERN` (shared with :mod:`tmseeg.stream.io`),
+        matches ``"TMS"``, ``"tms_pulse"``, anything containing ``"pulse"``, and BrainVision
+        ``"Stimulus/S  1"``/``"S  1"``. For other conventions pass your own, e.g. ``"R128"``
+        or ``r"^Stimulus/S\\s*128$"``.
+    offset_ms : float
+        Added to the marker time to get the pulse sample (negative when markers lag the pulse,
+        e.g. ``-3.0`` for a stimulator whose marker is sent 3 ms after the pulse).
+    """
+
+    name = "marker_pulses"
+
+    def __init__(self, pattern: str = DEFAULT_PULSE_PATTERN, offset_ms: float = 0.0) -> None:
+        try:
+            self._re = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"MarkerPulses: pattern {pattern!r} is not a valid regex: {exc}"
+                             ) from exc
+        self.pattern = pattern
+        self.offset_ms = float(offset_ms)
+
+    def matches(self, label: str) -> bool:
+        """Whether a marker label is a pulse under this stage's pattern."""
+        return self._re.search(label) is not None
+
+    def process(self, block: Block) -> Block:
+        if not block.events:
+            return block
+        shift = _ms_to_samples(self.offset_ms, block.meta.sfreq)
+        events = []
+        for e in block.events:
+            if e.kind == EVENT_MARKER and self.matches(e.label):
+                e = replace(e, sample=e.sample + shift, kind=EVENT_PULSE,
+                            time_s=e.time_s + self.offset_ms / 1000.0,
+                            extra={**e.extra, "source": "marker", "marker_sample": e.sample})
+            events.append(e)
+        return replace(block, events=events)
+
+    def flush(self) -> Block | None:
+        return None
+
+    def reset(self) -> None:
+        return None
+
+
+class TriggerChannelPulses(_PulseMerger):
+    """Edges on a trigger/stimulus channel become pulse events.
+
+    Parameters
+    ----------
+    channel : str
+        Name of the trigger channel.
+    threshold : float, optional
+        Level the channel crosses at an edge, in the channel's units. ``None`` uses 0.5, which
+        suits digital stim channels (0 = idle, event codes >= 1, MNE's convention) and TTL in
+        volts; give a threshold for analog trigger inputs scaled to µV.
+    edge : {"rising", "falling"}
+        Which crossing marks the pulse.
+    refractory_ms : float
+        Edges closer than this to the previous pulse are ignored (contact bounce).
+    merge_ms : float
+        A pulse event received from an earlier stage within this distance of an edge is the same
+        pulse: the edge's sample is kept, the other is demoted to a marker.
+
+    Notes
+    -----
+    The last sample of each block is carried, so an edge between two blocks is found at the
+    first sample at or beyond the threshold. The first sample of the stream is never an edge.
+    """
+
+    name = "trigger_pulses"
+
+    def __init__(self, channel: str, threshold: float | None = None, edge: str = "rising",
+                 refractory_ms: float = 1.0, merge_ms: float = 5.0) -> None:
+        if edge not in ("rising", "falling"):
+            raise ValueError(f"edge must be 'rising' or 'falling', got {edge!r}")
+        super().__init__(merge_ms)
+        self.channel = channel
+        self.threshold = 0.5 if threshold is None else float(threshold)
+        self.edge = edge
+        self.refractory_ms = float(refractory_ms)
+        self.reset()
+
+    def reset(self) -> None:
+        self._last = math.nan
+        self._last_pulse: int | None = None
+        self._row: int | None = None
+        self._reset_merge()
+
+    def flush(self) -> Block | None:
+        return None
+
+    def process(self, block: Block) -> Block:
+        if self._row is None:
+            self._row = int(block.meta.index(self.channel)[0])
+        x = block.data[self._row]
+        if x.size == 0:
+            return replace(block, events=self._merge(block.events, [], block.meta.sfreq))
+        prev = np.concatenate([[self._last], x[:-1]])
+        if self.edge == "rising":
+            hits = np.flatnonzero((prev < self.threshold) & (x >= self.threshold))
+        else:
+            hits = np.flatnonzero((prev >= self.threshold) & (x < self.threshold))
+        self._last = x[-1]
+        refr = self.refractory_ms * block.meta.sfreq / 1000.0
+        own = []
+        for j in hits:
+            s = block.first_sample + int(j)
+            if self._last_pulse is not None and s - self._last_pulse < refr:
+                continue
+            self._last_pulse = s
+            own.append(Event(sample=s, label=self.channel, kind=EVENT_PULSE,
+                             time_s=float(block.timestamps[j]),
+                             extra={"source": "trigger", "value": float(x[j])}))
+        return replace(block, events=self._merge(block.events, own, block.meta.sfreq))
+
+
+class DataPulses(_PulseMerger):
+    """Find TMS pulses in the EEG itself: a steep jump in many channels at the same sample.
+
+    The derivative (µV/ms, one-sample difference) of each chosen channel is compared with a
+    threshold; a sample where at least ``min_channels`` channels exceed it is a pulse onset (the
+    first such sample, so the onset is the first sample of the jump, not its peak).
+
+    After a pulse, ``refractory_ms`` is dead time. For ``pattern_gate_ms`` after a pulse a new
+    onset must also look like the previous pulse: its jump across channels must point the same
+    way (cosine >= 0.8) and be at least half as large. That rejects what follows a pulse inside
+    its own artifact — the return from amplifier saturation, ringing, the TMS-evoked muscle burst
+    — while accepting the next pulse of a pair, a 10 Hz train or a 50 Hz theta burst, whose
+    artifacts repeat the first one's spatial pattern.
+
+    Parameters
+    ----------
+    channels : list of str, optional
+        Channels to watch; default all EEG channels.
+    threshold_uv_per_ms : float, optional
+        Derivative threshold in µV/ms for all channels. Default ``None``: per channel
+        ``k_mad`` times the robust standard deviation of its derivative (1.4826 x median
+        absolute derivative) over the first ``calibration_ms`` of data.
+    k_mad : float
+        Multiplier for the automatic threshold (default 20: an EEG/line-noise derivative almost
+        never reaches it, a TMS artifact exceeds it many times over).
+    refractory_ms : float
+        Dead time after a pulse (default 1.0 ms). This is the shortest inter-pulse interval
+        resolved: paired pulses 1-3 ms apart are found as two pulses if the first pulse's
+        artifact has not saturated the amplifier (a saturated channel cannot show the second
+        jump) and both jumps share their spatial pattern.
+    min_channels : int, optional
+        Channels that must exceed the threshold at the same sample; default a quarter of the
+        watched channels (at least 1). One channel jumping (an electrode pop) is not a pulse.
+    pattern_gate_ms : float
+        How long after a pulse a new onset must repeat the pulse's jump pattern (default 50 ms,
+        longer than the pulse artifact and its muscle response).
+    calibration_ms : float
+        Data used to set the automatic threshold (default 500 ms). These first samples are held
+        back (released, with their pulses, once the threshold is known); not used when
+        ``threshold_uv_per_ms`` is given.
+    merge_ms : float
+        A pulse event received from an earlier stage (a marker) within this distance of a
+        detected onset is the same pulse: the detected onset is kept, the marker is demoted.
+
+    Attributes
+    ----------
+    threshold : ndarray or None
+        Per-channel thresholds in µV/ms once known.
+    n_detected : int
+        Pulses found so far.
+    """
+
+    name = "data_pulses"
+
+    def __init__(
+        self,
+        channels: Sequence[str] | None = None,
+        threshold_uv_per_ms: float | None = None,
+        k_mad: float = 20.0,
+        refractory_ms: float = 1.0,
+        min_channels: int | None = None,
+        pattern_gate_ms: float = 50.0,
+        calibration_ms: float = 500.0,
+        merge_ms: float = 5.0,
+    ) -> None:
+        super().__init__(merge_ms)
+        if threshold_uv_per_ms is not None and not threshold_uv_per_ms > 0:
+            raise ValueError(f"threshold_uv_per_ms must be positive, got {threshold_uv_per_ms}")
+        if refractory_ms <= 0:
+            raise ValueError(f"refractory_ms must be positive, got {refractory_ms}")
+        self.channels = None if channels is None else list(channels)
+        self.threshold_uv_per_ms = threshold_uv_per_ms
+        self.k_mad = float(k_mad)
+        self.refractory_ms = float(refractory_ms)
+        self.min_channels = min_channels
+        self.pattern_gate_ms = float(pattern_gate_ms)
+        self.calibration_ms = float(calibration_ms)
+        self.reset()
+
+    def reset(self) -> None:
+        self._rows: np.ndarray | None = None
+        self._min_ch = 1
+        self.threshold: np.ndarray | None = None
+        self._prev: np.ndarray | None = None
+        self._held: list[Block] = []
+        self._last_pulse: int | None = None
+        self._last_pattern: np.ndarray | None = None
+        self.n_detected = 0
+        self._reset_merge()
+
+    def _setup(self, meta: StreamMeta) -> None:
+        if self.channels is not None:
+            rows = meta.index(self.channels)
+        else:
+            rows = meta.picks("eeg")
+            if rows.size == 0:
+                raise ValueError(
+                    f"DataPulses: stream {meta.name!r} has no EEG channels; name the channels "
+                    "to watch with channels=[...]")
+        self._rows = rows
+        n = rows.size
+        self._min_ch = (max(1, math.ceil(n / 4)) if self.min_channels is None
+                        else int(self.min_channels))
+        if not 1 <= self._min_ch <= n:
+            raise ValueError(f"min_channels={self._min_ch} but only {n} channels are watched")
+        if self.threshold_uv_per_ms is not None:
+            self.threshold = np.full(n, float(self.threshold_uv_per_ms))
+
+    def _calibrate(self, data: np.ndarray, sfreq: float) -> None:
+        d = np.abs(np.diff(data, axis=1)) * (sfreq / 1000.0)
+        with np.errstate(all="ignore"):
+            sigma = 1.4826 * np.nanmedian(d, axis=1)
+        thr = self.k_mad * sigma
+        # a flat or dead channel (sigma 0 / NaN) cannot vote
+        thr[~(thr > 0)] = np.inf
+        self.threshold = thr
+        log.info("DataPulses: thresholds %.1f..%.1f uV/ms (median %.1f) from %d samples",
+                 np.nanmin(thr), np.nanmax(thr[np.isfinite(thr)]) if np.isfinite(thr).any()
+                 else np.inf, np.median(thr), data.shape[1])
+
+    def _detect(self, block: Block) -> list[Event]:
+        x = block.data[self._rows]
+        if x.shape[1] == 0:
+            return []
+        sfreq = block.meta.sfreq
+        prev = self._prev if self._prev is not None else x[:, 0]
+        d = np.diff(np.concatenate([prev[:, None], x], axis=1), axis=1) * (sfreq / 1000.0)
+        self._prev = x[:, -1].copy()
+        with np.errstate(invalid="ignore"):
+            count = (np.abs(d) > self.threshold[:, None]).sum(axis=0)
+        cand = np.flatnonzero(count >= self._min_ch)
+        refr = self.refractory_ms * sfreq / 1000.0
+        gate = self.pattern_gate_ms * sfreq / 1000.0
+        found = []
+        for j in cand:
+            s = block.first_sample + int(j)
+            v = np.nan_to_num(d[:, j])
+            if self._last_pulse is not None:
+                since = s - self._last_pulse
+                if since < refr:
+                    continue
+                if since < gate and self._last_pattern is not None:
+                    ref = self._last_pattern
+                    nv, nr = np.linalg.norm(v), np.linalg.norm(ref)
+                    if nv < 0.5 * nr or nv == 0 or float(v @ ref) < 0.8 * nv * nr:
+                        continue
+            self._last_pulse = s
+            self._last_pattern = v
+            self.n_detected += 1
+            found.append(Event(sample=s, label="TMS (detected)", kind=EVENT_PULSE,
+                               time_s=float(block.timestamps[j]),
+                               extra={"source": "data", "n_channels": int(count[j])}))
+        return found
+
+    def process(self, block: Block) -> Block:
+        if self._rows is None:
+            self._setup(block.meta)
+        if self.threshold is None:
+            self._held.append(block)
+            have = sum(b.n_samples for b in self._held)
+            if have < self.calibration_ms * block.meta.sfreq / 1000.0:
+                return empty_block_like(block, first_sample=self._held[0].first_sample)
+            return self._release_held()
+        own = self._detect(block)
+        return replace(block, events=self._merge(block.events, own, block.meta.sfreq))
+
+    def _release_held(self) -> Block:
+        from tmseeg.pipeline.base import concat_blocks
+
+        whole = concat_blocks(self._held)
+        self._held = []
+        if self.threshold is None:
+            self._calibrate(whole.data[self._rows], whole.meta.sfreq)
+        own = self._detect(whole)
+        return replace(whole, events=self._merge(whole.events, own, whole.meta.sfreq))
+
+    def flush(self) -> Block | None:
+        if not self._held:
+            return None
+        return self._release_held()
