@@ -6,7 +6,9 @@ Subcommands (each documented in the README and by ``tmseeg COMMAND --help``):
 ``simulate``  the simulated TMS-EEG amplifier alone, as LSL streams
 ``replay``    a recording (FIF, BrainVision, EDF/BDF, EEGLAB, XDF) as live LSL streams
 ``record``    record LSL EEG + markers to BrainVision, crash-safe
-``run``       the engine on live LSL streams (headless)
+``run``       the engine on live LSL streams (headless), metrics on ``tmseeg-metrics``
+``analyze``   the same pipeline over a recording: summary.json, pulses.csv, report.html
+``config``    print (or check) the pipeline configuration
 ``bench``     ingest benchmark (LSL pull + ring buffer vs np.roll)
 """
 from __future__ import annotations
@@ -29,17 +31,22 @@ class StatusPrinter:
     def __init__(self, stream=sys.stdout) -> None:
         self.stream = stream
         self.tty = stream.isatty()
+        self._drawn = False
 
-    def __call__(self, status) -> None:
-        if self.tty:
-            self.stream.write("\r" + status.line()[:200])
+    def __call__(self, status, tep: dict | None = None) -> None:
+        text = status.line()
+        if tep is not None:
+            text += "\n  " + tep_line(tep)
+        if self.tty:  # rewrite the two lines in place
+            self.stream.write(("\x1b[2F" if self._drawn else "") + "\x1b[J" + text + "\n"
+                              + ("" if tep is not None else "\n"))
+            self._drawn = True
         else:
-            self.stream.write(status.line() + "\n")
+            self.stream.write(text + "\n")
         self.stream.flush()
 
     def done(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+        self.stream.flush()
 
 
 def _install_sigterm_as_interrupt() -> None:
@@ -71,16 +78,15 @@ def _open_source(args):
                              timeout_s=args.timeout)
 
 
-def _default_live_stages(meta):
-    """Stages of the engine skeleton: markers that name a TMS pulse become pulse events."""
-    from tmseeg.pipeline.pulses import MarkerPulses
-    return [MarkerPulses()]
-
-
 def _run_engine(source, duration_s: float | None, record_dir: str | None,
-                status_every_s: float = 1.0) -> int:
+                status_every_s: float = 1.0, config: str | None = None,
+                roi: list[str] | None = None, publish: bool = True) -> int:
+    """The live engine: stages + epochs + TEP on ``source``, metrics on LSL, optional recording."""
     from tmseeg.engine import Engine
+    from tmseeg.pipeline.config import load_config
+    from tmseeg.session import TEPSession
 
+    session = TEPSession(load_config(config), source.meta, roi=roi)
     sinks = []
     recorder = None
     if record_dir is not None:
@@ -88,10 +94,22 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
         recorder = BrainVisionRecorder(Path(record_dir), source.meta)
         sinks.append(RawRecorderSink(recorder))
         print(f"recording to {recorder.path}")
-    engine = Engine(source, stages=_default_live_stages(source.meta), sinks=sinks)
+    outlet = None
+    if publish:
+        from tmseeg.stream.metrics_outlet import MetricsOutlet
+        outlet = MetricsOutlet(source_id=f"tmseeg-metrics-{source.meta.source_id or source.meta.name}")
+        session.listeners.append(outlet)
+    engine = Engine(source, stages=session.chain, sinks=sinks,
+                    on_processed=lambda block: session.after_stages(block, block.received_s))
     printer = StatusPrinter()
+
+    def on_status(status) -> None:
+        printer(status, session.tep_summary())
+        if outlet is not None:
+            outlet.send_status(status)
+
     try:
-        engine.run(duration_s=duration_s, status_every_s=status_every_s, on_status=printer)
+        engine.run(duration_s=duration_s, status_every_s=status_every_s, on_status=on_status)
     except KeyboardInterrupt:
         pass
     finally:
@@ -100,9 +118,26 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
             recorder.close()
             print(f"recording closed: {recorder.path} ({recorder.n_samples_written} samples)")
         source.close()
-    status = engine.status()
-    print("final: " + status.line())
+    print("final: " + engine.status().line())
+    print("       " + tep_line(session.tep_summary()))
     return 0
+
+
+def tep_line(tep: dict) -> str:
+    """The running TEP in one line: epochs, SNR, trials needed, early and N100 peaks at the ROI."""
+    if not tep.get("n_averaged"):
+        return "TEP: waiting for the first complete epoch"
+    snr, need = tep.get("snr"), tep.get("trials_needed")
+    parts = [f"TEP: {tep['n_averaged']} epochs ({tep.get('n_rejected', 0)} rejected)",
+             f"ROI {','.join(tep.get('roi', []))}",
+             f"SNR {snr:.2f}" if snr is not None else "SNR n/a"]
+    if need is not None:
+        parts.append(f"~{need:.0f} epochs for SNR {tep['target_snr']:g}")
+    for name in ("P30", "N45", "N100"):
+        p = tep.get("peaks", {}).get(name, {})
+        if p.get("found"):
+            parts.append(f"{name} {p['amplitude_uv']:+.1f} uV @ {p['latency_ms']:.0f} ms")
+    return " | ".join(parts)
 
 
 class RawRecorderSink:
@@ -135,7 +170,8 @@ def cmd_demo(args) -> int:
     amp.start()
     try:
         source = LSLSource.resolve(name=name, timeout_s=10, marker_name=f"{name}-markers")
-        return _run_engine(source, args.duration, args.record, status_every_s=0.5)
+        return _run_engine(source, args.duration, args.record, status_every_s=1.0,
+                           config=args.config)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -148,7 +184,9 @@ def cmd_run(args) -> int:
     from tmseeg.stream.lslconfig import use_loopback_only
     if args.loopback:
         use_loopback_only(force=True)
-    return _run_engine(_open_source(args), args.duration, args.record)
+    roi = args.roi.split(",") if args.roi else None
+    return _run_engine(_open_source(args), args.duration, args.record, config=args.config,
+                       roi=roi)
 
 
 def cmd_record(args) -> int:
@@ -178,6 +216,33 @@ def cmd_record(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    import json
+
+    from tmseeg.report.analyze import analyze_file
+    roi = args.roi.split(",") if args.roi else None
+    summary = analyze_file(args.file, args.out, config=args.config, roi=roi,
+                           progress=not args.no_progress, report=not args.no_report)
+    peaks = {k: (round(v["latency_ms"], 1), round(v["amplitude_uv"], 2))
+             for k, v in summary["peaks"].items() if v.get("found")}
+    print(f"{summary['n_pulses']} pulses, {summary['n_kept']} kept, {summary['n_rejected']} "
+          f"rejected {summary['rejection_reasons'] or ''}")
+    print(f"coil site {summary['coil_site']}, ROI {','.join(summary['roi'])}; SNR "
+          f"{summary['snr']}; peaks (latency ms, amplitude uV): {json.dumps(peaks)}")
+    print(f"outputs in {args.out}: summary.json, pulses.csv, report.html, *-epo.fif, *-ave.fif")
+    return 0
+
+
+def cmd_config(args) -> int:
+    from tmseeg.pipeline.config import DEFAULT_CONFIG_TOML, load_config
+    if args.check:
+        load_config(args.check)
+        print(f"{args.check}: valid")
+        return 0
+    sys.stdout.write(DEFAULT_CONFIG_TOML)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from tmseeg.bench import main as bench_main
     return bench_main(args.duration)
@@ -200,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="single",
                    help="pulse schedule: single, paired, train-1hz, train-10hz, itbs, ctbs")
     p.add_argument("--record", metavar="DIR", default=None, help="also record to BrainVision")
+    p.add_argument("--config", default=None, help="pipeline configuration (TOML)")
     p.set_defaults(func=cmd_demo)
 
     from tmseeg.sim import cli as sim_cli
@@ -224,8 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     _source_arguments(p)
     p.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
     p.add_argument("--record", metavar="DIR", default=None, help="record raw data to BrainVision")
+    p.add_argument("--config", default=None, help="pipeline configuration (TOML)")
+    p.add_argument("--roi", default=None, help="ROI channels, comma-separated (default: coil site"
+                   " found from the pulse artifact + neighbours)")
     p.add_argument("--loopback", action="store_true", help="look for streams on this machine only")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("analyze", help="run the pipeline over a recording; write summary.json, "
+                       "pulses.csv, report.html, -epo.fif, -ave.fif")
+    p.add_argument("file", help="recording: .fif, .vhdr, .edf, .bdf, .set or .xdf")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--config", default=None, help="pipeline configuration (TOML)")
+    p.add_argument("--roi", default=None, help="ROI channels, comma-separated")
+    p.add_argument("--no-report", action="store_true", help="skip report.html (faster)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("config", help="print the default pipeline configuration (TOML)")
+    p.add_argument("--check", metavar="FILE", default=None, help="validate a configuration file")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("bench", help="ingest benchmark: LSL pull + ring buffer vs np.roll")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per LSL case")

@@ -1,0 +1,135 @@
+"""Where is the coil? Find the stimulation site from the pulse artifact, and the ROI around it.
+
+The TMS pulse and decay artifacts are largest under the coil. :class:`CoilSiteDetector` looks
+at the raw data 1..8 ms after each of the first pulses (before any cleaning), takes the channel
+with the largest median deviation from its pre-pulse level, and proposes a region of interest:
+that channel and its nearest neighbours on the scalp. It passes blocks through unchanged.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from tmseeg.pipeline.channels import _montage, resolve_picks
+from tmseeg.stream.block import Block, StreamMeta
+
+__all__ = ["CoilSiteDetector", "roi_around"]
+
+
+def roi_around(site: str, ch_names: Sequence[str], n_neighbors: int = 4,
+               montage: str = "auto") -> list[str]:
+    """The channel ``site`` and its ``n_neighbors`` nearest channels among ``ch_names``.
+
+    Distances are between 3-D electrode positions of a standard 10-05 montage. Channels without
+    a position are ignored; if ``site`` itself has none, only ``[site]`` is returned.
+    """
+    mont = _montage(montage)
+    pos = {k.lower(): v for k, v in mont.get_positions()["ch_pos"].items()}
+    if site.lower() not in pos:
+        return [site]
+    here = pos[site.lower()]
+    others = [(float(np.linalg.norm(pos[n.lower()] - here)), n) for n in ch_names
+              if n.lower() in pos and n.lower() != site.lower()]
+    others.sort()
+    return [site] + [n for _, n in others[:n_neighbors]]
+
+
+class CoilSiteDetector:
+    """Pass-through stage that estimates the coil site from the first pulses' artifacts.
+
+    Parameters
+    ----------
+    n_pulses : int
+        Pulses to use: the site is the channel with the largest median artifact over them
+        (default 5).
+    window_ms : (float, float)
+        Post-pulse window where the artifact amplitude is measured (default 1..8 ms).
+    baseline_ms : (float, float)
+        Pre-pulse window giving each channel's level (default -20..-3 ms).
+    n_neighbors : int
+        Neighbours in the proposed ROI.
+    picks : str
+        Channels considered (default EEG).
+
+    Attributes
+    ----------
+    site : str or None
+        Best estimate so far.
+    roi : list of str
+        ``site`` and its neighbours (empty until the first pulse was measured).
+    amplitudes_uv : list of ndarray
+        Per-pulse artifact amplitude per channel.
+    """
+
+    name = "coil_site"
+
+    def __init__(self, n_pulses: int = 5, window_ms: tuple[float, float] = (1.0, 8.0),
+                 baseline_ms: tuple[float, float] = (-20.0, -3.0), n_neighbors: int = 4,
+                 picks: str = "eeg") -> None:
+        self.n_pulses = n_pulses
+        self.window_ms = window_ms
+        self.baseline_ms = baseline_ms
+        self.n_neighbors = n_neighbors
+        self.picks = picks
+        self.reset()
+
+    def reset(self) -> None:
+        self.site: str | None = None
+        self.roi: list[str] = []
+        self.amplitudes_uv: list[np.ndarray] = []
+        self._tail: np.ndarray | None = None
+        self._tail_start = 0
+        self._pending: list[int] = []
+        self._meta: StreamMeta | None = None
+
+    def flush(self) -> Block | None:
+        return None
+
+    def process(self, block: Block) -> Block:
+        if len(self.amplitudes_uv) >= self.n_pulses:
+            return block
+        if self._meta is None:
+            self._meta = block.meta
+            self._rows = resolve_picks(block.meta, self.picks)
+            sf = block.meta.sfreq
+            self._b0 = int(round(self.baseline_ms[0] * sf / 1e3))
+            self._b1 = int(round(self.baseline_ms[1] * sf / 1e3))
+            self._w0 = int(round(self.window_ms[0] * sf / 1e3))
+            self._w1 = int(round(self.window_ms[1] * sf / 1e3))
+        self._pending.extend(e.sample for e in block.pulses())
+        data = block.data[self._rows]
+        if self._tail is None:
+            self._tail, self._tail_start = data, block.first_sample
+        else:
+            self._tail = np.concatenate([self._tail, data], axis=1)
+        stop = self._tail_start + self._tail.shape[1]
+        still = []
+        for s in self._pending:
+            if s + self._w1 >= stop:
+                still.append(s)
+                continue
+            lo = s + self._b0 - self._tail_start
+            if lo < 0:  # the pre-pulse level is gone (pulse at the start): skip this pulse
+                continue
+            base = np.nanmedian(self._tail[:, lo:s + self._b1 - self._tail_start + 1], axis=1)
+            seg = self._tail[:, s + self._w0 - self._tail_start:s + self._w1 - self._tail_start + 1]
+            self.amplitudes_uv.append(np.nanmax(np.abs(seg - base[:, None]), axis=1))
+        self._pending = still
+        # keep only what a pending or future pulse can still need
+        keep = max(-self._b0 + self._w1 + 1, 1) + 4 * block.n_samples
+        if self._tail.shape[1] > keep:
+            cut = self._tail.shape[1] - keep
+            if self._pending:
+                cut = min(cut, self._pending[0] + self._b0 - self._tail_start)
+            if cut > 0:
+                self._tail = self._tail[:, cut:]
+                self._tail_start += cut
+        if self.amplitudes_uv:
+            med = np.nanmedian(np.vstack(self.amplitudes_uv), axis=0)
+            names = [block.meta.ch_names[i] for i in self._rows]
+            site = names[int(np.nanargmax(med))]
+            if site != self.site:
+                self.site = site
+                self.roi = roi_around(site, names, self.n_neighbors)
+        return block

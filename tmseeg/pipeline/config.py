@@ -1,0 +1,175 @@
+"""Pipeline configuration: one TOML file declares the stages, their order and their settings.
+
+The defaults below are the documentation: ``tmseeg config`` prints them, a user's file only
+needs the keys it changes, and unknown keys are refused with the list of valid ones (a typo
+must not silently fall back to a default). The configuration and a hash of it are written
+into every output.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_TOML = """\
+# tmseeg pipeline configuration (defaults). Times in ms relative to the pulse, µV, Hz.
+
+[pulses]
+# where TMS pulses come from: "markers" (LSL markers / file annotations), "trigger"
+# (a trigger channel), "data" (steep jumps in the EEG itself), or "markers+data".
+source = "markers"
+# regex (case-insensitive) for marker labels that are pulses; "" = the built-in pattern
+# (TMS, pulse, stim, BrainVision "Stimulus/S  1" ...)
+pattern = ""
+marker_offset_ms = 0.0      # added to marker times (negative if markers lag the pulse)
+trigger_channel = ""        # for source = "trigger"
+data_channels = []          # for source = "data"; [] = all EEG channels
+data_threshold_uv_per_ms = 0.0   # 0 = automatic (robust, 20 x MAD of the derivative)
+refractory_ms = 1.0
+
+[coil]
+# the region of interest for LMFP / ROI TEP; [] = the coil site found from the pulse
+# artifact plus its 4 nearest neighbours
+roi = []
+n_neighbors = 4
+
+[interpolation]
+enabled = true
+window_ms = [-2.0, 10.0]    # samples replaced around each pulse (TESA's usual -2..10 ms)
+method = "cubic"            # "cubic" or "linear"
+fit_ms = 1.0                # clean data either side used by the cubic fit
+max_delay_ms = 100.0        # how late a pulse marker may arrive and still be cut (live)
+
+[decay]
+enabled = true
+model = "exp"               # "exp" or "double_exp"
+fit_window_ms = [10.0, 100.0]
+
+[bad_channels]
+detect = true
+interpolate = true
+bads = []                   # channels known to be bad from the start
+window_s = 2.0
+flat_uv = 0.5
+noisy_z = 5.0
+
+[filter]
+mode = "causal"             # "causal" (live, identical offline) or "zero_phase" (offline only)
+l_freq_hz = 1.0
+h_freq_hz = 80.0
+order = 4
+notch_hz = 50.0             # 0 = no notch; 60 in the Americas
+notch_harmonics = 2
+
+[reference]
+type = "average"            # "average" or "none"
+
+[epochs]
+tmin_ms = -500.0
+tmax_ms = 500.0
+baseline_ms = [-500.0, -10.0]
+reject_uv = 150.0           # peak-to-peak outside the pulse window; 0 = no rejection
+
+[tep]
+early_window_ms = [15.0, 60.0]
+post_window_ms = [15.0, 250.0]   # SNR numerator
+pre_window_ms = [-400.0, -10.0]  # SNR denominator
+target_snr = 3.0                 # trials-needed estimate aims at this SNR
+[tep.peak_windows_ms]   # a table in your file replaces this whole list
+N15 = [10.0, 20.0]
+P30 = [22.0, 38.0]
+N45 = [38.0, 55.0]
+P60 = [55.0, 80.0]
+N100 = [85.0, 140.0]
+P180 = [150.0, 250.0]
+"""
+
+DEFAULT_CONFIG: dict[str, Any] = tomllib.loads(DEFAULT_CONFIG_TOML)
+
+#: sections whose keys are free (user-named), not checked against the defaults
+_FREE_SECTIONS = {("tep", "peak_windows_ms")}
+
+
+class ConfigError(ValueError):
+    """The configuration file is wrong: the message names the key and the fix."""
+
+
+def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        here = path + (key,)
+        if path in _FREE_SECTIONS:  # user-named keys (e.g. extra TEP peaks)
+            out[key] = value
+            continue
+        if key not in base:
+            valid = ", ".join(sorted(base)) or "(none)"
+            where = ".".join(path) or "top level"
+            raise ConfigError(f"unknown configuration key {'.'.join(here)!r} (in [{where}]); "
+                              f"valid keys there: {valid}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"configuration key {'.'.join(here)!r} must be a table")
+            if here in _FREE_SECTIONS:
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = _merge(base[key], value, here)
+        else:
+            expected = type(base[key])
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"configuration key {'.'.join(here)!r} must be "
+                                  f"{expected.__name__}, got {value!r}")
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """The defaults, updated by a TOML file and then by ``overrides`` (same structure)."""
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} does not exist; print the defaults "
+                              "with `tmseeg config` and save them to start from")
+        try:
+            user = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {err}") from err
+        cfg = _merge(cfg, user)
+    if overrides:
+        cfg = _merge(cfg, overrides)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: dict) -> None:
+    src = cfg["pulses"]["source"]
+    if src not in ("markers", "trigger", "data", "markers+data"):
+        raise ConfigError(f"pulses.source must be markers, trigger, data or markers+data, "
+                          f"got {src!r}")
+    if src == "trigger" and not cfg["pulses"]["trigger_channel"]:
+        raise ConfigError("pulses.source = 'trigger' needs pulses.trigger_channel")
+    if cfg["filter"]["mode"] not in ("causal", "zero_phase"):
+        raise ConfigError(f"filter.mode must be causal or zero_phase, got "
+                          f"{cfg['filter']['mode']!r}")
+    if cfg["reference"]["type"] not in ("average", "none"):
+        raise ConfigError(f"reference.type must be average or none, got "
+                          f"{cfg['reference']['type']!r}")
+    for key in ("window_ms",):
+        lo, hi = cfg["interpolation"][key]
+        if not lo < hi:
+            raise ConfigError(f"interpolation.{key} must be [start, stop] with start < stop")
+    for name, win in cfg["tep"]["peak_windows_ms"].items():
+        if name[:1].upper() not in ("N", "P") or len(win) != 2 or not win[0] < win[1]:
+            raise ConfigError(f"tep.peak_windows_ms.{name} must be named N.../P... and be "
+                              "[start, stop] with start < stop")
+
+
+def config_hash(cfg: dict) -> str:
+    """Short, stable hash of a configuration (key order does not matter)."""
+    text = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -1,0 +1,193 @@
+"""``tmseeg analyze FILE --out DIR``: the live pipeline, run over a recording.
+
+The file is cut into blocks and fed through a :class:`~tmseeg.session.TEPSession`, exactly as
+a live stream would be (file events enter as plain markers, as LSL markers do, so the same
+pulse-detection stage decides what a pulse is). Outputs, in ``DIR``:
+
+``summary.json``   pulses, rejections, TEP peaks (ROI and GMFP), SNR, trials needed, config
+                   and its hash, tmseeg version, input file
+``pulses.csv``     one row per pulse: time, kept or rejected and why, single-trial measures
+``report.html``    an :class:`mne.Report` with the figures an analyst looks at first
+``<stem>-epo.fif`` all epochs (rejected ones dropped with their reason in the drop log)
+``<stem>-ave.fif`` the average TEP (accepted epochs)
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tmseeg import __version__
+from tmseeg.pipeline.config import load_config
+from tmseeg.session import TEPSession
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, StreamMeta, blocks_from_array
+from tmseeg.stream.io import Recording, read_recording
+from tmseeg.utils import jsonable
+
+log = logging.getLogger(__name__)
+
+#: Offline block length. Any length gives the same numbers (the stages are block-size
+#: invariant, which the tests check); this one keeps Python overhead low.
+OFFLINE_BLOCK_MS = 100.0
+
+
+def events_as_markers(recording: Recording):
+    """The file's events as the live path sees them: every non-gap event is a plain marker."""
+    return [e if e.kind == EVENT_GAP else replace(e, kind=EVENT_MARKER)
+            for e in recording.events]
+
+
+def run_session(recording: Recording, cfg: dict, roi: list[str] | None = None,
+                keep_epochs: bool = True, progress: bool = False,
+                block_ms: float = OFFLINE_BLOCK_MS) -> TEPSession:
+    """Feed a whole recording through a fresh session, block by block, and finish it."""
+    session = TEPSession(cfg, recording.meta, roi=roi, keep_epochs=keep_epochs)
+    block_size = max(1, int(round(block_ms * recording.meta.sfreq / 1e3)))
+    blocks = blocks_from_array(recording.data_uv, recording.meta, block_size,
+                               events=events_as_markers(recording))
+    n_blocks = math.ceil(recording.n_samples / block_size)
+    if progress:
+        from tqdm import tqdm
+        blocks = tqdm(blocks, total=n_blocks, unit="block", desc=recording.meta.name,
+                      mininterval=0.5)
+    for block in blocks:
+        session.process(block)
+    session.finish()
+    return session
+
+
+def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | None = None,
+                 roi: list[str] | None = None, progress: bool = True,
+                 overrides: dict | None = None, report: bool = True) -> dict:
+    """Analyze one recording and write all outputs; returns the summary dict.
+
+    Parameters
+    ----------
+    path : path
+        Any file :func:`~tmseeg.stream.io.read_recording` reads.
+    out_dir : path
+        Created if needed; existing outputs of the same names are replaced.
+    config : path, optional
+        TOML pipeline configuration (defaults: :mod:`tmseeg.pipeline.config`).
+    roi : list of str, optional
+        ROI channels (default: detected coil site and neighbours).
+    progress : bool
+        Show a progress bar.
+    overrides : dict, optional
+        Configuration keys overriding the file (same structure).
+    report : bool
+        Write ``report.html`` (the slowest output).
+    """
+    path = Path(path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(config, overrides)
+    recording = read_recording(path)
+    if not recording.meta.picks("eeg").size:
+        raise ValueError(f"{path} has no EEG channel (types: "
+                         f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")
+    session = run_session(recording, cfg, roi=roi, progress=progress)
+    summary = build_summary(session, recording, path)
+    stem = path.name.split(".")[0]
+    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
+    write_pulses_csv(session.pulses, out / "pulses.csv")
+    if session.tep is not None and session.epochs:
+        epochs, evoked = to_mne(session, recording.meta)
+        epochs.save(out / f"{stem}-epo.fif", overwrite=True, verbose="error")
+        evoked.save(out / f"{stem}-ave.fif", overwrite=True, verbose="error")
+    if report:
+        from tmseeg.report.html import write_report
+        comparison = None
+        if cfg["decay"]["enabled"] and session.tep is not None:
+            # the same pipeline without decay removal, to show what it did to the early TEP
+            plain = copy.deepcopy(cfg)
+            plain["decay"]["enabled"] = False
+            comparison = run_session(recording, plain, roi=session.tep.roi, keep_epochs=False)
+        write_report(session, summary, out / "report.html", comparison=comparison)
+    return summary
+
+
+def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict:
+    """``summary.json`` content."""
+    tep = session.tep_summary()
+    n_pulses = len(session.pulses)
+    return {
+        "tmseeg_version": __version__,
+        "input": {"file": str(path), "n_channels": recording.meta.n_channels,
+                  "sfreq_hz": recording.meta.sfreq, "duration_s": recording.duration_s},
+        "config_hash": session.config_hash,
+        "config": session.cfg,
+        "stages": session.stages.names,
+        "n_pulses": n_pulses,
+        "n_kept": int(sum(p["kept"] for p in session.pulses)),
+        "n_rejected": int(sum(not p["kept"] for p in session.pulses)),
+        "rejection_reasons": _count_reasons(session.pulses),
+        "coil_site": session.stages.coil.site,
+        "roi": tep.get("roi", []),
+        "peaks": tep.get("peaks", {}),
+        "snr": tep.get("snr"),
+        "target_snr": session.cfg["tep"]["target_snr"],
+        "trials_needed": tep.get("trials_needed"),
+        "bad_channels": tep.get("bad_channels", {}),
+        "markers": [{"sample": s, "time_s": s / recording.meta.sfreq, "label": lab}
+                    for s, lab in session.markers],
+    }
+
+
+def _count_reasons(rows: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        if not r["kept"]:
+            key = r["reason"].split(":")[0] or "unknown"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+PULSE_COLUMNS = ["pulse_index", "sample", "time_s", "label", "kept", "reason",
+                 "early_tep_ptp_uv", "max_ptp_uv", "n_bad_channels", "bad_channels",
+                 "n_averaged", "snr_after"]
+
+
+def write_pulses_csv(rows: list[dict], path: Path) -> None:
+    """One row per pulse; extra keys (from later metrics) become extra columns."""
+    columns = list(PULSE_COLUMNS)
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
+                        for k, v in r.items()})
+
+
+def to_mne(session: TEPSession, meta: StreamMeta):
+    """MNE ``EpochsArray`` (rejected epochs dropped with their reasons) and ``Evoked``."""
+    import mne
+
+    epochs_list = session.epochs
+    ch_names = list(epochs_list[0].ch_names)
+    info = mne.create_info(ch_names, meta.sfreq, ch_types="eeg")
+    with mne.utils.use_log_level("error"):
+        montage = mne.channels.make_standard_montage("standard_1005")
+        info.set_montage(montage, on_missing="ignore", match_case=False)
+    data_v = np.stack([np.nan_to_num(e.data_uv) for e in epochs_list]) * 1e-6
+    events = np.array([[e.sample, 0, 1] for e in epochs_list], dtype=int)
+    tmin_s = float(epochs_list[0].times_ms[0]) / 1e3
+    epochs = mne.EpochsArray(data_v, info, events=events, tmin=tmin_s, event_id={"TMS": 1},
+                             baseline=None, verbose="error")
+    drop = [i for i, e in enumerate(epochs_list) if not session.pulses[i]["kept"]]
+    for i in drop:  # one reason each, as the epocher gave it
+        epochs.drop([i - drop.index(i)], reason=session.pulses[i]["reason"] or "rejected",
+                    verbose="error")
+    evoked = mne.EvokedArray(session.tep.average_uv * 1e-6, info, tmin=tmin_s,
+                             nave=session.tep.n, comment="TMS (tmseeg running average)",
+                             verbose="error")
+    return epochs, evoked

@@ -1,0 +1,251 @@
+"""One processing session: stages -> epochs -> TEP, the same object live and offline.
+
+:class:`TEPSession` is built from a configuration (:mod:`tmseeg.pipeline.config`) and a stream's
+:class:`~tmseeg.stream.block.StreamMeta`. Give it raw blocks in order (from LSL or cut from a
+file); it runs the stage chain, cuts epochs, updates the running TEP, keeps one row per pulse,
+and tells its listeners about every pulse and TEP update. ``tmseeg run`` and ``tmseeg analyze``
+both drive this class, which is why their numbers agree.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from tmseeg import __version__
+from tmseeg.metrics.tep import RunningTEP
+from tmseeg.pipeline.base import Chain
+from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation
+from tmseeg.pipeline.coil import CoilSiteDetector
+from tmseeg.pipeline.config import config_hash
+from tmseeg.pipeline.epochs import Epoch, Epocher
+from tmseeg.pipeline.filters import BandpassFilter, NotchFilter
+from tmseeg.pipeline.pulses import DataPulses, MarkerPulses, TriggerChannelPulses
+from tmseeg.pipeline.reference import AverageReference
+from tmseeg.stream.block import Block, StreamMeta
+
+log = logging.getLogger(__name__)
+
+
+def _clock_s() -> float:
+    try:
+        import pylsl
+        return pylsl.local_clock()
+    except Exception:  # pragma: no cover
+        return time.monotonic()
+
+
+@dataclass
+class SessionStages:
+    """The stage objects of a session, by role (for displays and reports)."""
+
+    coil: CoilSiteDetector
+    bad_detector: BadChannelDetector | None
+    chain: Chain
+    names: list[str] = field(default_factory=list)
+
+
+def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
+    """The stage chain a configuration declares, in the documented order.
+
+    Order: pulse detection -> coil-site estimate -> bad-channel detection -> pulse-window
+    interpolation -> decay-artifact removal -> band-pass / notch -> bad-channel interpolation
+    -> average reference. Filters come after interpolation so they never smear the pulse.
+    """
+    stages: list = []
+    p = cfg["pulses"]
+    source = p["source"]
+    if source in ("markers", "markers+data"):
+        kw = {"pattern": p["pattern"]} if p["pattern"] else {}
+        stages.append(MarkerPulses(offset_ms=p["marker_offset_ms"], **kw))
+    if source == "trigger":
+        stages.append(TriggerChannelPulses(channel=p["trigger_channel"],
+                                           refractory_ms=p["refractory_ms"]))
+    if source in ("data", "markers+data"):
+        stages.append(DataPulses(
+            channels=p["data_channels"] or None,
+            threshold_uv_per_ms=p["data_threshold_uv_per_ms"] or None,
+            refractory_ms=p["refractory_ms"]))
+    c = cfg["coil"]
+    coil = CoilSiteDetector(n_neighbors=c["n_neighbors"])
+    stages.append(coil)
+    b = cfg["bad_channels"]
+    detector = None
+    if b["detect"]:
+        detector = BadChannelDetector(window_s=b["window_s"], flat_uv=b["flat_uv"],
+                                      noisy_z=b["noisy_z"],
+                                      initial_bads={n: "marked bad in the configuration"
+                                                    for n in b["bads"]})
+        stages.append(detector)
+    i = cfg["interpolation"]
+    if i["enabled"]:
+        from tmseeg.pipeline.artifact import PulseInterpolation
+        stages.append(PulseInterpolation(window_ms=tuple(i["window_ms"]), method=i["method"],
+                                         fit_ms=i["fit_ms"], max_delay_ms=i["max_delay_ms"]))
+    d = cfg["decay"]
+    if d["enabled"]:
+        from tmseeg.pipeline.artifact import DecayRemoval
+        stages.append(DecayRemoval(model=d["model"], fit_window_ms=tuple(d["fit_window_ms"]),
+                                   max_delay_ms=i["max_delay_ms"]))
+    f = cfg["filter"]
+    if f["l_freq_hz"] or f["h_freq_hz"]:
+        stages.append(BandpassFilter(l_freq_hz=f["l_freq_hz"] or None,
+                                     h_freq_hz=f["h_freq_hz"] or None, order=f["order"],
+                                     mode=f["mode"]))
+    if f["notch_hz"]:
+        stages.append(NotchFilter(freq_hz=f["notch_hz"], harmonics=f["notch_harmonics"],
+                                  mode=f["mode"]))
+    if b["interpolate"] and (detector is not None or b["bads"]):
+        stages.append(BadChannelInterpolation(bads_from=detector, bads=b["bads"]))
+    if cfg["reference"]["type"] == "average":
+        stages.append(AverageReference())
+    return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
+                         names=[getattr(s, "name", type(s).__name__) for s in stages])
+
+
+class TEPSession:
+    """Stages, epochs, running TEP and the per-pulse table of one recording or live stream.
+
+    Parameters
+    ----------
+    cfg : dict
+        From :func:`tmseeg.pipeline.config.load_config`.
+    meta : StreamMeta
+        The input stream.
+    roi : list of str, optional
+        Overrides ``cfg["coil"]["roi"]``; empty = the detected coil site and its neighbours.
+
+    Attributes
+    ----------
+    tep : RunningTEP or None
+        Created with the first epoch (its time axis and ROI are known then).
+    pulses : list of dict
+        One row per pulse (see :meth:`_pulse_row` for the columns).
+    epochs : list of Epoch
+        Kept when ``keep_epochs`` (offline analysis writes them to ``-epo.fif``).
+    """
+
+    def __init__(self, cfg: dict, meta: StreamMeta, roi: list[str] | None = None,
+                 keep_epochs: bool = False) -> None:
+        self.cfg = cfg
+        self.meta = meta
+        self.config_hash = config_hash(cfg)
+        self.version = __version__
+        self.stages = build_stages(cfg, meta)
+        self.chain = self.stages.chain
+        e = cfg["epochs"]
+        self.epocher = Epocher(tmin_ms=e["tmin_ms"], tmax_ms=e["tmax_ms"],
+                               baseline_ms=tuple(e["baseline_ms"]),
+                               reject_uv=e["reject_uv"] or None,
+                               pulse_window_ms=tuple(cfg["interpolation"]["window_ms"]),
+                               bads_from=self.stages.bad_detector)
+        self.fixed_roi = list(roi or cfg["coil"]["roi"])
+        self.tep: RunningTEP | None = None
+        self.pulses: list[dict] = []
+        self.epochs: list[Epoch] = []
+        self.keep_epochs = keep_epochs
+        self.listeners: list[Callable[[dict], None]] = []
+        self.markers: list[tuple[int, str]] = []
+
+    # -- feeding ----------------------------------------------------------------------------
+    def process(self, raw: Block) -> Block:
+        """Run one raw block through the stages and everything after them."""
+        out = self.chain.process(raw)
+        self.after_stages(out, received_s=raw.received_s)
+        return out
+
+    def after_stages(self, block: Block, received_s: float = math.nan) -> None:
+        """Epochs and metrics from a processed block (the engine calls this as ``on_processed``)."""
+        for ev in block.events:
+            if ev.kind == "marker":
+                self.markers.append((ev.sample, ev.label))
+        for epoch in self.epocher.push(block):
+            self._take_epoch(epoch, received_s)
+
+    def finish(self) -> None:
+        """End of the recording: release held samples and the last epochs."""
+        for rest in self.chain.flush():
+            self.after_stages(rest)
+        for epoch in self.epocher.flush():
+            self._take_epoch(epoch, math.nan)
+
+    # -- epochs -> metrics -------------------------------------------------------------------
+    def roi(self) -> list[str]:
+        """The ROI in force: configured, else around the detected coil site."""
+        if self.fixed_roi:
+            return self.fixed_roi
+        if self.stages.coil.roi:
+            return list(self.stages.coil.roi)
+        return list(self.epocher.ch_names)
+
+    def _take_epoch(self, epoch: Epoch, received_s: float) -> None:
+        if self.tep is None:
+            t = self.cfg["tep"]
+            self.tep = RunningTEP(epoch.ch_names, epoch.times_ms, self.roi(),
+                                  peak_windows_ms={k: tuple(v) for k, v in
+                                                   t["peak_windows_ms"].items()},
+                                  early_window_ms=tuple(t["early_window_ms"]),
+                                  post_window_ms=tuple(t["post_window_ms"]),
+                                  pre_window_ms=tuple(t["pre_window_ms"]))
+        added = self.tep.add(epoch)
+        if self.keep_epochs:
+            self.epochs.append(epoch)
+        row = self._pulse_row(epoch, added)
+        self.pulses.append(row)
+        latency_ms = ((_clock_s() - received_s) * 1e3 if not math.isnan(received_s)
+                      else math.nan)
+        update = {"type": "pulse", "pulse": row, "tep": self.tep_summary(),
+                  "latency_ms": latency_ms}
+        for listener in self.listeners:
+            try:
+                listener(update)
+            except Exception:
+                log.exception("session listener %r failed", listener)
+
+    def _pulse_row(self, epoch: Epoch, added: bool) -> dict:
+        tep = self.tep
+        early = tep.single_trial_early_uv(epoch) if tep is not None else math.nan
+        return {
+            "pulse_index": len(self.pulses),
+            "sample": int(epoch.sample),
+            "time_s": float(epoch.sample / self.meta.sfreq),
+            "label": epoch.event.label,
+            "kept": bool(added),
+            "reason": epoch.reason if epoch.rejected else ("" if added else "non-finite data"),
+            "early_tep_ptp_uv": float(early),
+            "max_ptp_uv": float(np.nanmax(epoch.ptp_uv)) if epoch.ptp_uv.size else math.nan,
+            "n_bad_channels": len(epoch.bads),
+            "bad_channels": " ".join(epoch.bads),
+            "n_averaged": int(tep.n) if tep is not None else 0,
+            "snr_after": float(tep.snr()) if tep is not None and tep.n else math.nan,
+        }
+
+    def tep_summary(self) -> dict[str, Any]:
+        """Peaks, SNR and trial counts of the running TEP, JSON-ready."""
+        if self.tep is None:
+            return {"n_averaged": 0}
+        tep = self.tep
+        target = self.cfg["tep"]["target_snr"]
+        return {
+            "n_averaged": int(tep.n),
+            "n_rejected": int(sum(1 for p in self.pulses if not p["kept"])),
+            "roi": list(tep.roi),
+            "coil_site": self.stages.coil.site,
+            "peaks": {k: {kk: (float(vv) if isinstance(vv, (float, np.floating)) else vv)
+                          for kk, vv in v.items() if kk != "window_ms"}
+                      for k, v in tep.peaks().items()},
+            "snr": _finite_or_none(tep.snr()),
+            "target_snr": target,
+            "trials_needed": _finite_or_none(tep.trials_needed(target)),
+            "bad_channels": dict(self.stages.bad_detector.bads)
+            if self.stages.bad_detector is not None else {},
+        }
+
+
+def _finite_or_none(x: float) -> float | None:
+    """JSON has no NaN/inf: missing values become null."""
+    return float(x) if x is not None and math.isfinite(x) else None
