@@ -154,3 +154,18 @@ def test_bad_arguments():
     ep.push(b)
     with pytest.raises(ValueError, match="overlapping"):
         ep.push(b)
+
+
+def test_empty_blocks_from_holding_stages_carry_events_only():
+    data = _data(3000, seed=7)
+    ep = Epocher(tmin_ms=-200, tmax_ms=200, reject_uv=None, baseline_ms=(-200, -10))
+    out = []
+    for b in blocks_from_array(data, _meta(), 100):
+        # a holding stage announces the pulse at 1000 in an empty block that "starts" later
+        if b.first_sample == 900:
+            empty = Block(np.empty((4, 0)), 1500, np.empty(0), _meta(), [_pulse(1000)])
+            out += ep.push(empty)
+        out += ep.push(b)
+    assert len(out) == 1 and not out[0].rejected
+    seg = data[:3, 800:1201]
+    np.testing.assert_allclose(out[0].data_uv, seg - seg[:, :191].mean(1, keepdims=True), atol=1e-12)

@@ -20,7 +20,10 @@ import numpy as np
 
 from tmseeg.stream.block import Block, StreamMeta
 
-__all__ = ["resolve_picks", "BadChannelDetector", "BadChannelInterpolation", "spline_matrix"]
+__all__ = [
+    "resolve_picks", "BadChannelDetector", "BadChannelInterpolation", "spline_matrix",
+    "standard_montage",
+]
 
 
 def resolve_picks(meta: StreamMeta, picks: str | Sequence[str]) -> np.ndarray:
@@ -281,7 +284,18 @@ class BadChannelDetector:
             self.bads = {**self._initial, **reasons}
 
 
-def _montage(montage: str):
+def standard_montage(montage: str = "auto"):
+    """An MNE built-in montage, ``"auto"`` = ``colin27_1005`` (MNE >= 1.13) or ``standard_1005``.
+
+    Parameters
+    ----------
+    montage : str
+        Built-in montage name or ``"auto"``.
+
+    Returns
+    -------
+    mne.channels.DigMontage
+    """
     import mne
 
     if montage == "auto":
@@ -290,6 +304,9 @@ def _montage(montage: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return mne.channels.make_standard_montage(montage)
+
+
+_montage = standard_montage  # used by tmseeg.pipeline.coil
 
 
 def spline_matrix(
@@ -321,7 +338,7 @@ def spline_matrix(
     import mne
 
     names = list(ch_names)
-    mont = _montage(montage)
+    mont = standard_montage(montage)
     known = {n.lower() for n in mont.ch_names}
     missing = [n for n in names if n.lower() not in known]
     if missing:

@@ -210,8 +210,8 @@ class Epocher:
                 )
             ring.write_gap(block.first_sample - ring.n_written)
             ring.write(block.data[self._rows])
-        elif block.first_sample > ring.n_written:
-            ring.write_gap(block.first_sample - ring.n_written)
+        # an empty block (a stage holding samples back) carries events only: its first_sample
+        # says nothing about missing data, the next non-empty block does
         for ev in block.pulses():
             if ev.sample not in self._seen:
                 self._seen.add(ev.sample)
