@@ -147,7 +147,8 @@ class BadChannelDetector:
         self.bads: dict[str, str] = dict(self._initial)
         self.history: list[tuple[int, str, str]] = []
         self.last_stats: dict[str, np.ndarray] = {}
-        self._pending: list[Block] = []
+        self._pending: list[tuple[int, np.ndarray]] = []
+        self._store: tuple[int, np.ndarray, np.ndarray] | None = None
         self._pulses: list[int] = []
         self._rows: np.ndarray | None = None
         self._names: list[str] = []
@@ -168,80 +169,82 @@ class BadChannelDetector:
         for ev in block.pulses():
             self._pulses.append(ev.sample)
         if block.n_samples:
-            self._pending.append(block)
+            self._pending.append((block.first_sample, block.data[self._rows]))
         sf = block.meta.sfreq
         win_n = int(round(self.window_s * sf))
         lo = int(np.floor(self.exclude_ms[0] * sf / 1000.0))
         hi = int(np.ceil(self.exclude_ms[1] * sf / 1000.0))
-        while self._pending:
-            start = self._pending[0].first_sample
-            newest = self._pending[-1].stop_sample
+        while self._pending or self._store is not None:
+            start = self._store[0] if self._store is not None else self._pending[0][0]
+            last = self._pending[-1] if self._pending else None
+            newest = (last[0] + last[1].shape[1]) if last else self._store[0] + self._store[1].shape[1]
             # Wait until win_n usable samples are surely collected (upper bound on what the
             # pulse windows remove) and late markers had hi samples to arrive: then one mask.
             stop = newest - max(hi, 0)
             n_excl = sum(1 for p in self._pulses if p + hi >= start and p + lo < stop)
             if stop - start - n_excl * (hi - lo + 1) < win_n:
                 break
-            usable = self._usable_mask(start, stop, lo, hi)
+            first, data, present = self._consolidate()
+            usable = self._usable_mask(first, present, stop, lo, hi)
             if usable.sum() < win_n:  # samples missing between blocks: wait for more
                 break
-            end = start + int(np.searchsorted(np.cumsum(usable), win_n)) + 1
-            self._evaluate(start, end, lo, hi)
-            self._drop_before(end, hi)
+            end = first + int(np.searchsorted(np.cumsum(usable), win_n)) + 1
+            self._evaluate(data[:, :end - first][:, usable[:end - first]], end)
+            self._store = (end, data[:, end - first:], present[end - first:])
+            if self._store[1].shape[1] == 0:
+                self._store = None
+            self._pulses = [p for p in self._pulses if p + hi + 1 > end]
         return block
 
     # -- internals -----------------------------------------------------------------------------
-    def _usable_mask(self, start: int, stop: int, lo: int, hi: int) -> np.ndarray:
-        n = max(stop - start, 0)
-        mask = np.zeros(n, dtype=bool)
-        for b in self._pending:
-            a, e = max(b.first_sample, start), min(b.stop_sample, stop)
-            if e > a:
-                mask[a - start:e - start] = True
+    def _consolidate(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """Merge newly arrived chunks into one contiguous store (NaN + absent where missing)."""
+        parts = ([] if self._store is None else [self._store[:2]]) + self._pending
+        first = parts[0][0]
+        stop = max(f + d.shape[1] for f, d in parts)
+        data = np.full((len(self._rows), stop - first), np.nan)
+        present = np.zeros(stop - first, dtype=bool)
+        if self._store is not None:
+            n = self._store[1].shape[1]
+            data[:, :n] = self._store[1]
+            present[:n] = self._store[2]
+        for f, d in self._pending:
+            data[:, f - first:f - first + d.shape[1]] = d
+            present[f - first:f - first + d.shape[1]] = True
+        self._pending = []
+        self._store = (first, data, present)
+        return first, data, present
+
+    def _usable_mask(self, first: int, present: np.ndarray, stop: int, lo: int, hi: int) -> np.ndarray:
+        mask = present[:max(stop - first, 0)].copy()
         for p in self._pulses:
-            a, e = max(p + lo, start), min(p + hi + 1, stop)
+            a, e = max(p + lo, first), min(p + hi + 1, stop)
             if e > a:
-                mask[a - start:e - start] = False
+                mask[a - first:e - first] = False
         return mask
 
-    def _collect(self, start: int, stop: int, lo: int, hi: int) -> np.ndarray:
-        mask = self._usable_mask(start, stop, lo, hi)
-        full = np.full((len(self._rows), stop - start), np.nan)
-        for b in self._pending:
-            a, e = max(b.first_sample, start), min(b.stop_sample, stop)
-            if e > a:
-                full[:, a - start:e - start] = b.data[self._rows, a - b.first_sample:e - b.first_sample]
-        return full[:, mask]
-
-    def _drop_before(self, end: int, hi: int) -> None:
-        keep = []
-        for b in self._pending:
-            if b.stop_sample <= end:
-                continue
-            if b.first_sample < end:
-                k = end - b.first_sample
-                b = Block(data=b.data[:, k:], first_sample=end, timestamps=b.timestamps[k:],
-                          meta=b.meta, events=[], received_s=b.received_s)
-            keep.append(b)
-        self._pending = keep
-        self._pulses = [p for p in self._pulses if p + hi + 1 > end]
-
-    def _evaluate(self, start: int, end: int, lo: int, hi: int) -> None:
-        x = self._collect(start, end, lo, hi)
+    def _evaluate(self, x: np.ndarray, end: int) -> None:
         n_ch = x.shape[0]
         finite = np.isfinite(x)
         valid_frac = finite.mean(axis=1) if x.shape[1] else np.zeros(n_ch)
+        all_finite = bool(finite.all())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            rms = np.nanstd(x, axis=1)
             d = np.diff(x, axis=1)
-            hf = np.sqrt(np.nanmean(d ** 2, axis=1)) if d.shape[1] else np.full(n_ch, np.nan)
-            xmax = np.nanmax(x, axis=1)
-            xmin = np.nanmin(x, axis=1)
+            if all_finite and x.shape[1] > 1:  # fast path (the usual case)
+                rms = np.std(x, axis=1)
+                hf = np.sqrt(np.einsum("ij,ij->i", d, d) / d.shape[1])
+                xmax = x.max(axis=1)
+                xmin = x.min(axis=1)
+            else:
+                rms = np.nanstd(x, axis=1)
+                hf = np.sqrt(np.nanmean(d ** 2, axis=1)) if d.shape[1] else np.full(n_ch, np.nan)
+                xmax = np.nanmax(x, axis=1)
+                xmin = np.nanmin(x, axis=1)
         tol = 1e-6 * np.maximum(xmax - xmin, 1e-12)
         n_valid = np.maximum(finite.sum(axis=1), 1)
-        at_max = (np.abs(x - xmax[:, None]) <= tol[:, None]).sum(axis=1)
-        at_min = (np.abs(x - xmin[:, None]) <= tol[:, None]).sum(axis=1)
+        at_max = (x >= (xmax - tol)[:, None]).sum(axis=1)
+        at_min = (x <= (xmin + tol)[:, None]).sum(axis=1)
         clip = np.maximum(at_max, at_min) / n_valid
 
         reasons: dict[str, str] = {}
