@@ -384,3 +384,46 @@ def test_lsl_amplifier_realtime(uid, tmp_path):
     assert ("TRIG", tp.sample) in got
     back = GroundTruth.load(tmp_path / "truth.json")
     assert [p.sample for p in back.pulses] == [p.sample for p in amp.truth.pulses]
+
+
+def test_sample_data_matches_its_truth():
+    from pathlib import Path
+
+    import mne
+
+    root = Path(__file__).resolve().parents[1] / "sample_data"
+    vhdr = root / "tmseeg_sample.vhdr"
+    if not vhdr.exists():
+        pytest.skip("sample_data not generated (python apps/make_sample_data.py)")
+    raw = mne.io.read_raw_brainvision(vhdr, preload=True, verbose="error")
+    truth = GroundTruth.load(root / "tmseeg_sample_truth.json")
+    onsets = [int(round(a["onset"] * raw.info["sfreq"])) for a in raw.annotations
+              if a["description"] == "Stimulus/TMS"]
+    assert len(onsets) >= 40 and onsets == list(truth.pulse_samples())
+    assert raw.info["sfreq"] >= 2000 and raw.ch_names == truth.ch_names
+    # the stored data are the simulator's, within the 16-bit quantisation
+    cfg = SimConfig.from_dict(truth.config)
+    ref, _ = TMSEEGSimulator(cfg).generate(20000)
+    got = raw.get_data(stop=20000) * 1e6
+    assert np.max(np.abs(got - ref)) < 1.01  # at most half the coarsest resolution step (2 µV)
+    assert np.median(np.abs(got - ref)) < 0.06
+
+
+def test_cli_streams_for_a_duration(uid, tmp_path, capsys):
+    import argparse
+
+    from tmseeg.sim import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--channels", "32", "--sfreq", "1000", "--duration", "1.5",
+                              "--isi", "0.2,0.3", "--name", f"cli-{uid}", "--triggers",
+                              f"trig-{uid}", "--truth", str(tmp_path / "t.json"), "--no-emg"])
+    assert cli.config_from_args(args).isi_range_s == (0.2, 0.3)
+    assert cli.run(args) == 0
+    out = capsys.readouterr().out
+    truth = GroundTruth.load(tmp_path / "t.json")
+    assert f"{len(truth.pulses)} pulses" in out and len(truth.pulses) >= 2
+    assert "EMG" not in truth.ch_names and 1300 <= truth.n_generated <= 1700
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--isi", "3,1"])

@@ -261,7 +261,8 @@ class SimConfig:
         Depth of the mu-phase modulation, the phase of maximum excitability (0 = mu peak) and
         depth of the mu-power modulation of TEP and MEP size.
     mep_threshold_pct, mep_slope_pct, mep_max_uv : float
-        Sigmoid recruitment curve of the MEP.
+        Sigmoid recruitment curve of the MEP; ``mep_max_uv`` is the plateau of the median
+        curve (single trials scatter around it by ``mep_variability`` and the state factor).
     mep_variability : float
         SD of the log of the trial-to-trial MEP factor (0 = none).
     mep_latency_ms : float
@@ -730,6 +731,7 @@ class GroundTruth:
         path = Path(path)
         jpath = path if path.suffix == ".json" else path.with_name(path.name + ".json")
         npath = jpath.with_suffix(".npz")
+        jpath.parent.mkdir(parents=True, exist_ok=True)
         doc = {
             "format": "tmseeg-sim-truth/1",
             "sfreq": self.sfreq,
