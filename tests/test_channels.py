@@ -8,7 +8,7 @@ from tmseeg.pipeline.channels import (
     BadChannelDetector, BadChannelInterpolation, resolve_picks, spline_matrix, _montage,
 )
 from tmseeg.pipeline.reference import AverageReference, average_reference
-from tmseeg.stream.block import Block, Event, StreamMeta, blocks_from_array, EVENT_PULSE
+from tmseeg.stream.block import Event, StreamMeta, blocks_from_array, EVENT_PULSE
 
 SF = 1000.0
 NAMES = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "FC5", "FC1", "FC2", "FC6", "T7", "C3", "Cz",

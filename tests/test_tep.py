@@ -59,7 +59,25 @@ def test_running_mean_and_variance_equal_numpy_and_rejected_skipped():
     np.testing.assert_allclose(tep.sem_uv, arr.std(0, ddof=1) / np.sqrt(38), rtol=1e-9)
     np.testing.assert_allclose(tep.roi_average_uv, arr.mean(0)[[0, 1, 2]].mean(0), atol=1e-10)
     tep.reset()
-    assert tep.n == 0 and not tep.average_uv.any()
+    assert tep.n == 0 and np.isnan(tep.average_uv).all()
+
+
+def test_nan_on_bad_channel_keeps_the_epoch_per_element_counts():
+    eps = _epochs(30, 10.0, 7)
+    for k in range(0, 30, 3):  # Oz (index 7) and C3 (ROI) dead with NaN in every third epoch
+        eps[k].data_uv[[1, 7]] = np.nan
+        eps[k].bads = ("C3", "Oz")
+    tep = RunningTEP(NAMES, TIMES, ROI)
+    assert all(tep.add(e) for e in eps) and tep.n == 30
+    arr = np.stack([e.data_uv for e in eps])
+    np.testing.assert_allclose(tep.average_uv, np.nanmean(arr, 0), atol=1e-10)
+    np.testing.assert_allclose(tep.variance_uv2, np.nanvar(arr, 0, ddof=1), rtol=1e-9, atol=1e-9)
+    roi = np.nanmean(arr[:, [0, 1, 2]], axis=1).mean(0)  # ROI mean over finite ROI channels
+    np.testing.assert_allclose(tep.roi_average_uv, roi, atol=1e-10)
+    # NaN on a channel that is not marked bad: the epoch is skipped
+    e = _epochs(1, 10.0, 8)[0]
+    e.data_uv[4, 10] = np.nan
+    assert not tep.add(e) and tep.n == 30
 
 
 def test_gmfp_and_lmfp_equal_direct_formulas():

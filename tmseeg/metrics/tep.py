@@ -171,6 +171,7 @@ class RunningTEP:
         self.n = 0
         self._mean = np.zeros(shape)
         self._m2 = np.zeros(shape)
+        self._count = np.zeros(shape)  # per-element number of finite samples accumulated
         self._rmean = np.zeros(self.times_ms.size)  # ROI-mean trace: mean and M2
         self._rm2 = np.zeros(self.times_ms.size)
         self._hist_n: list[int] = []
@@ -178,30 +179,47 @@ class RunningTEP:
         self.n_skipped = 0
 
     def add(self, epoch: Epoch) -> bool:
-        """Accumulate one epoch; rejected or non-finite epochs are skipped.
+        """Accumulate one epoch in O(n_channels x n_times).
+
+        Rejected epochs are skipped, and so are epochs with NaN on a channel that is not in
+        ``epoch.bads`` (the epocher rejects those anyway). NaN on a *bad* channel (a dead
+        electrode sending NaN, not interpolated) does not cost the epoch: those elements are
+        simply not accumulated (per-element counts), and the ROI trace averages the ROI
+        channels that are finite at each sample (the epoch is skipped if none is).
 
         Returns
         -------
         bool
             True if the epoch was added.
         """
-        if epoch.rejected or epoch.data_uv.shape != self._mean.shape:
-            if not epoch.rejected:
-                raise ValueError(f"epoch shape {epoch.data_uv.shape} does not match the running TEP "
-                                 f"{self._mean.shape}")
+        if epoch.rejected:
             self.n_skipped += 1
             return False
         x = epoch.data_uv
-        if tuple(epoch.ch_names) != self.ch_names:
-            raise ValueError("epoch channels differ from the running TEP's; build one per layout")
-        if not np.isfinite(x).all():
-            self.n_skipped += 1
-            return False
+        if x.shape != self._mean.shape or tuple(epoch.ch_names) != self.ch_names:
+            raise ValueError(f"epoch {x.shape} on {len(epoch.ch_names)} channels does not match the "
+                             f"running TEP {self._mean.shape}; build one RunningTEP per layout")
+        finite = np.isfinite(x)
+        if finite.all():
+            self._count += 1.0
+            r = x[self._roi_idx].mean(axis=0)
+            d = x - self._mean
+            self._mean += d / self._count
+            self._m2 += d * (x - self._mean)
+        else:
+            row_ok = finite.all(axis=1)
+            bad = np.array([n in set(epoch.bads) for n in self.ch_names])
+            roi_f = finite[self._roi_idx]
+            if (~row_ok & ~bad).any() or not roi_f.any(axis=0).all():
+                self.n_skipped += 1
+                return False
+            xz = np.where(finite, x, 0.0)
+            r = (np.where(roi_f, x[self._roi_idx], 0.0).sum(axis=0) / roi_f.sum(axis=0))
+            self._count += finite
+            d = np.where(finite, xz - self._mean, 0.0)
+            self._mean += d / np.maximum(self._count, 1.0)
+            self._m2 += d * np.where(finite, xz - self._mean, 0.0)
         self.n += 1
-        d = x - self._mean
-        self._mean += d / self.n
-        self._m2 += d * (x - self._mean)
-        r = x[self._roi_idx].mean(axis=0)
         dr = r - self._rmean
         self._rmean += dr / self.n
         self._rm2 += dr * (r - self._rmean)
@@ -212,20 +230,19 @@ class RunningTEP:
     # -- accessors --------------------------------------------------------------------------
     @property
     def average_uv(self) -> np.ndarray:
-        """Average TEP, shape (n_channels, n_times) (zeros before the first epoch)."""
-        return self._mean.copy()
+        """Average TEP, shape (n_channels, n_times) (NaN where nothing was accumulated)."""
+        return np.where(self._count > 0, self._mean, np.nan)
 
     @property
     def variance_uv2(self) -> np.ndarray:
         """Across-trial sample variance per channel and time (ddof=1; NaN below 2 epochs)."""
-        if self.n < 2:
-            return np.full_like(self._mean, np.nan)
-        return self._m2 / (self.n - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self._count >= 2, self._m2 / np.maximum(self._count - 1, 1), np.nan)
 
     @property
     def sem_uv(self) -> np.ndarray:
         """Standard error of the average TEP."""
-        return np.sqrt(self.variance_uv2 / max(self.n, 1))
+        return np.sqrt(self.variance_uv2 / np.maximum(self._count, 1))
 
     @property
     def roi_average_uv(self) -> np.ndarray:
@@ -234,8 +251,12 @@ class RunningTEP:
 
     @property
     def gmfp_uv(self) -> np.ndarray:
-        """Global mean field power of the average TEP, shape (n_times,); see :func:`gmfp`."""
-        return gmfp(self._mean)
+        """Global mean field power of the average TEP, shape (n_times,); see :func:`gmfp`.
+
+        Channels with no accumulated data (NaN throughout, e.g. dead from the start) are left out.
+        """
+        rows = (self._count > 0).all(axis=1)
+        return gmfp(self._mean[rows]) if rows.any() else np.full(self.times_ms.size, np.nan)
 
     @property
     def lmfp_uv(self) -> np.ndarray:

@@ -42,7 +42,7 @@ from scipy import signal
 
 from tmseeg.pipeline.base import empty_block_like, concat_blocks
 from tmseeg.pipeline.channels import resolve_picks
-from tmseeg.stream.block import Block, Event
+from tmseeg.stream.block import Block
 
 __all__ = [
     "SosFilter",
