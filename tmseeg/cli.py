@@ -114,6 +114,7 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
         pass
     finally:
         printer.done()
+        session.finish()  # release held-back samples; epochs cut short are marked incomplete
         if recorder is not None:
             recorder.close()
             print(f"recording closed: {recorder.path} ({recorder.n_samples_written} samples)")
@@ -160,6 +161,8 @@ def cmd_demo(args) -> int:
     from tmseeg.sim.model import SimConfig
     from tmseeg.stream.inlet import LSLSource
 
+    from tmseeg.pipeline.config import load_config
+    load_config(args.config)  # a bad configuration fails before anything starts
     config = SimConfig(n_channels=args.channels, sfreq=args.sfreq, seed=args.seed,
                        schedule=args.schedule)
     name = f"tmseeg-demo-{int(time.time() * 1000) % 100000}"

@@ -51,6 +51,9 @@ class CoilSiteDetector:
         Neighbours in the proposed ROI.
     picks : str
         Channels considered (default EEG).
+    max_delay_ms : float
+        How late a pulse event may arrive after its sample (a marker on a slow network) and
+        still be measured: raw data that old are kept (default 500 ms).
 
     Attributes
     ----------
@@ -66,12 +69,13 @@ class CoilSiteDetector:
 
     def __init__(self, n_pulses: int = 5, window_ms: tuple[float, float] = (1.0, 8.0),
                  baseline_ms: tuple[float, float] = (-20.0, -3.0), n_neighbors: int = 4,
-                 picks: str = "eeg") -> None:
+                 picks: str = "eeg", max_delay_ms: float = 500.0) -> None:
         self.n_pulses = n_pulses
         self.window_ms = window_ms
         self.baseline_ms = baseline_ms
         self.n_neighbors = n_neighbors
         self.picks = picks
+        self.max_delay_ms = max_delay_ms
         self.reset()
 
     def reset(self) -> None:
@@ -117,7 +121,8 @@ class CoilSiteDetector:
             self.amplitudes_uv.append(np.nanmax(np.abs(seg - base[:, None]), axis=1))
         self._pending = still
         # keep only what a pending or future pulse can still need
-        keep = max(-self._b0 + self._w1 + 1, 1) + 4 * block.n_samples
+        keep = (-self._b0 + self._w1 + 1
+                + int(round(self.max_delay_ms * block.meta.sfreq / 1e3)))
         if self._tail.shape[1] > keep:
             cut = self._tail.shape[1] - keep
             if self._pending:

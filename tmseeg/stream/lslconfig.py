@@ -19,7 +19,7 @@ ResolveScope = machine
 [lab]
 KnownPeers = {127.0.0.1}
 [log]
-level = -2
+level = -3
 """
 
 
