@@ -427,3 +427,27 @@ def test_cli_streams_for_a_duration(uid, tmp_path, capsys):
     assert "EMG" not in truth.ch_names and 1300 <= truth.n_generated <= 1700
     with pytest.raises(SystemExit):
         parser.parse_args(["--isi", "3,1"])
+
+
+def test_background_is_pink_and_spatially_smooth():
+    from tmseeg.sim.model import _distance_cm, _unit
+
+    # per-channel noise alone: 1/f power (log-log slope -1 from 1 to 100 Hz), 6 µV RMS
+    cfg = SimConfig(ch_names=("C3", "Cz", "C4", "Oz"), sfreq=1000.0, schedule="external",
+                    n_smooth_sources=0, alpha=False, mu=False, blinks=False, line_noise_hz=0.0,
+                    include_emg=False)
+    d, _ = TMSEEGSimulator(cfg).generate(120000)
+    f, p = signal.welch(d, fs=1000.0, nperseg=8000)
+    m = (f >= 1) & (f <= 100)
+    slope = np.polyfit(np.log10(f[m]), np.log10(p[:, m].mean(0)), 1)[0]
+    assert -1.1 < slope < -0.9
+    assert np.allclose(d.std(1), 6.0, rtol=0.1)
+    # full background: neighbours correlate, distant channels hardly; 10-20 µV RMS
+    cfg = SimConfig(sfreq=500.0, schedule="external", blinks=False, line_noise_hz=0.0)
+    sim = TMSEEGSimulator(cfg)
+    d, _ = sim.generate(30000)
+    c = np.corrcoef(d[:64])
+    u = _unit(sim.meta.ch_names[:64])
+    dist = np.array([_distance_cm(u, v) for v in u])
+    assert c[(dist > 0) & (dist < 4)].mean() > 0.6 and abs(c[dist > 12].mean()) < 0.25
+    assert 10.0 < d[:64].std(1).mean() < 20.0
