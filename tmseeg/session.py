@@ -23,7 +23,8 @@ from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation
 from tmseeg.pipeline.coil import CoilSiteDetector
 from tmseeg.pipeline.config import config_hash
 from tmseeg.pipeline.epochs import Epoch, Epocher
-from tmseeg.pipeline.filters import BandpassFilter, NotchFilter
+from tmseeg.pipeline.artifact import PulseInterpolation
+from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
 from tmseeg.pipeline.pulses import DataPulses, MarkerPulses, TriggerChannelPulses
 from tmseeg.pipeline.reference import AverageReference
 from tmseeg.stream.block import Block, StreamMeta
@@ -52,9 +53,11 @@ class SessionStages:
 def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     """The stage chain a configuration declares, in the documented order.
 
-    Order: pulse detection -> coil-site estimate -> bad-channel detection -> pulse-window
-    interpolation -> decay-artifact removal -> band-pass / notch -> bad-channel interpolation
-    -> average reference. Filters come after interpolation so they never smear the pulse.
+    Order: pulse detection -> coil-site estimate -> pulse-window interpolation -> decay-artifact
+    removal -> bad-channel detection -> (optional causal band-pass / notch) -> bad-channel
+    interpolation -> average reference. The TEP path's zero-phase filter runs per epoch
+    (:class:`~tmseeg.pipeline.filters.EpochFilter`), on data whose pulse window was already
+    interpolated, so no filter ever smears the pulse.
     """
     stages: list = []
     p = cfg["pulses"]
@@ -73,6 +76,17 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     c = cfg["coil"]
     coil = CoilSiteDetector(n_neighbors=c["n_neighbors"])
     stages.append(coil)
+    i = cfg["interpolation"]
+    if i["enabled"]:
+        stages.append(PulseInterpolation(window_ms=tuple(i["window_ms"]), method=i["method"],
+                                         fit_ms=i["fit_ms"], max_delay_ms=i["max_delay_ms"]))
+    d = cfg["decay"]
+    if d["enabled"]:
+        from tmseeg.pipeline.artifact import DecayRemoval
+        stages.append(DecayRemoval(model=d["model"], fit_window_ms=tuple(d["fit_window_ms"]),
+                                   max_delay_ms=i["max_delay_ms"]))
+    # after the artifact stages (they hold samples back, so the detector sees clean data);
+    # before the filters (clipping is only visible unfiltered)
     b = cfg["bad_channels"]
     detector = None
     if b["detect"]:
@@ -81,28 +95,18 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
                                       initial_bads={n: "marked bad in the configuration"
                                                     for n in b["bads"]})
         stages.append(detector)
-    i = cfg["interpolation"]
-    if i["enabled"]:
-        from tmseeg.pipeline.artifact import PulseInterpolation
-        stages.append(PulseInterpolation(window_ms=tuple(i["window_ms"]), method=i["method"],
-                                         fit_ms=i["fit_ms"], max_delay_ms=i["max_delay_ms"]))
-    d = cfg["decay"]
-    if d["enabled"]:
-        from tmseeg.pipeline.artifact import DecayRemoval
-        stages.append(DecayRemoval(model=d["model"], fit_window_ms=tuple(d["fit_window_ms"]),
-                                   max_delay_ms=i["max_delay_ms"]))
     f = cfg["filter"]
-    if f["l_freq_hz"] or f["h_freq_hz"]:
-        stages.append(BandpassFilter(l_freq_hz=f["l_freq_hz"] or None,
-                                     h_freq_hz=f["h_freq_hz"] or None, order=f["order"],
-                                     mode=f["mode"]))
-    if f["notch_hz"]:
-        stages.append(NotchFilter(freq_hz=f["notch_hz"], harmonics=f["notch_harmonics"],
-                                  mode=f["mode"]))
+    if f["continuous"]:
+        if f["l_freq_hz"] or f["h_freq_hz"]:
+            stages.append(BandpassFilter(l_freq_hz=f["l_freq_hz"] or None,
+                                         h_freq_hz=f["h_freq_hz"] or None, order=f["order"]))
+        if f["notch_hz"]:
+            stages.append(NotchFilter(freq_hz=f["notch_hz"], harmonics=f["notch_harmonics"]))
+    fixed_bads = [] if detector is not None else list(b["bads"])
     if b["interpolate"] and (detector is not None or b["bads"]):
-        stages.append(BadChannelInterpolation(bads_from=detector, bads=b["bads"]))
+        stages.append(BadChannelInterpolation(bads_from=detector, bads=fixed_bads))
     if cfg["reference"]["type"] == "average":
-        stages.append(AverageReference())
+        stages.append(AverageReference(bads_from=detector, bads=fixed_bads))
     return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
                          names=[getattr(s, "name", type(s).__name__) for s in stages])
 
@@ -137,12 +141,17 @@ class TEPSession:
         self.version = __version__
         self.stages = build_stages(cfg, meta)
         self.chain = self.stages.chain
-        e = cfg["epochs"]
+        e, f = cfg["epochs"], cfg["filter"]
         self.epocher = Epocher(tmin_ms=e["tmin_ms"], tmax_ms=e["tmax_ms"],
                                baseline_ms=tuple(e["baseline_ms"]),
                                reject_uv=e["reject_uv"] or None,
                                pulse_window_ms=tuple(cfg["interpolation"]["window_ms"]),
-                               bads_from=self.stages.bad_detector)
+                               bads_from=self.stages.bad_detector,
+                               epoch_filter=EpochFilter(
+                                   l_freq_hz=f["l_freq_hz"], h_freq_hz=f["h_freq_hz"],
+                                   order=f["order"], notch_hz=f["notch_hz"],
+                                   notch_harmonics=f["notch_harmonics"],
+                                   pad_ms=f["epoch_pad_ms"]))
         self.fixed_roi = list(roi or cfg["coil"]["roi"])
         self.tep: RunningTEP | None = None
         self.pulses: list[dict] = []

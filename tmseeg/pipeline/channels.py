@@ -13,6 +13,7 @@ after them, before the average reference.
 """
 from __future__ import annotations
 
+import bisect
 import warnings
 from typing import Mapping, Sequence
 
@@ -22,7 +23,7 @@ from tmseeg.stream.block import Block, StreamMeta
 
 __all__ = [
     "resolve_picks", "BadChannelDetector", "BadChannelInterpolation", "spline_matrix",
-    "standard_montage",
+    "standard_montage", "bad_segments",
 ]
 
 
@@ -59,8 +60,9 @@ def _robust_z(x: np.ndarray, mad_floor: float) -> np.ndarray:
 class BadChannelDetector:
     """Live detection of flat, clipped and noisy EEG channels (data pass through unchanged).
 
-    Samples are collected per channel outside the pulse windows; every ``window_s`` seconds of
-    pulse-free data the window is evaluated and :attr:`bads` is updated. Tests, in order (the
+    Windows of ``window_s`` on a fixed sample grid are evaluated on their samples outside the
+    pulse windows, and :attr:`bads` is updated; :meth:`bads_at` says which set applies at any
+    sample (what the interpolation, the reference and the epocher use). Tests, in order (the
     first that fires gives the reason):
 
     1. **no data**: fewer than ``min_valid_fraction`` (50 %) of the window's samples are finite
@@ -88,6 +90,8 @@ class BadChannelDetector:
         Thresholds, see above.
     picks : str or sequence of str
         Channels examined (default ``"eeg"``); others are never marked.
+    min_usable_fraction : float
+        A window with fewer pulse-free samples than this fraction is skipped (default 0.25).
     sticky : bool
         If True (default) a channel once marked stays bad until :meth:`clear` (a dying
         electrode that flickers back would otherwise make the interpolation and reference
@@ -127,6 +131,7 @@ class BadChannelDetector:
         min_valid_fraction: float = 0.5,
         picks: str | Sequence[str] = "eeg",
         sticky: bool = True,
+        min_usable_fraction: float = 0.25,
         initial_bads: Mapping[str, str] | None = None,
     ) -> None:
         self.window_s = float(window_s)
@@ -137,6 +142,7 @@ class BadChannelDetector:
         self.mad_floor = float(mad_floor)
         self.max_rms_uv = max_rms_uv
         self.min_valid_fraction = float(min_valid_fraction)
+        self.min_usable_fraction = float(min_usable_fraction)
         self.picks = picks
         self.sticky = sticky
         self._initial = dict(initial_bads or {})
@@ -152,54 +158,76 @@ class BadChannelDetector:
         self._pulses: list[int] = []
         self._rows: np.ndarray | None = None
         self._names: list[str] = []
+        self._next_end: int | None = None
+        self._newest = 0
+        # (first sample from which a bad set applies, the set): see bads_at()
+        self._timeline: list[tuple[int, dict[str, str]]] = [(-(2 ** 62), dict(self.bads))]
 
     def clear(self) -> None:
         """Mark every channel good again (e.g. after fixing electrodes); data kept."""
         self.bads = {}
+        self._timeline.append((self._newest, {}))
+
+    def bads_at(self, sample: int) -> dict[str, str]:
+        """The bad channels in force at an absolute sample.
+
+        A window's verdict applies from its *effective sample*: the window's end plus the
+        late-marker wait (``exclude_ms[1]``), the first sample at which the verdict can exist
+        whatever the block sizes. Stages downstream switch exactly there, which keeps live and
+        offline results identical.
+        """
+        i = bisect.bisect_right(self._timeline, sample, key=lambda t: t[0]) - 1
+        return self._timeline[max(i, 0)][1]
 
     def flush(self) -> Block | None:
         """Nothing is held back."""
         return None
 
     def process(self, block: Block) -> Block:
-        """Collect the block's samples and pulse events; evaluate when a window is complete."""
+        """Collect the block's samples and pulse events; evaluate each complete window.
+
+        Windows lie on a fixed grid of ``window_s`` from the first sample. A window is evaluated
+        once data ``exclude_ms[1]`` past its end have arrived (late markers can still exclude
+        their pulse), on its pulse-free samples; a window with fewer than
+        ``min_usable_fraction`` of its samples usable (dense rTMS trains, gaps) is skipped.
+        """
         if self._rows is None:
             self._rows = resolve_picks(block.meta, self.picks)
             self._names = [block.meta.ch_names[i] for i in self._rows]
         for ev in block.pulses():
             self._pulses.append(ev.sample)
-        if block.n_samples:
-            self._pending.append((block.first_sample, block.data[self._rows]))
         sf = block.meta.sfreq
-        win_n = int(round(self.window_s * sf))
+        win_n = max(1, int(round(self.window_s * sf)))
         lo = int(np.floor(self.exclude_ms[0] * sf / 1000.0))
         hi = int(np.ceil(self.exclude_ms[1] * sf / 1000.0))
-        while self._pending or self._store is not None:
-            start = self._store[0] if self._store is not None else self._pending[0][0]
-            last = self._pending[-1] if self._pending else None
-            newest = (last[0] + last[1].shape[1]) if last else self._store[0] + self._store[1].shape[1]
-            # Wait until win_n usable samples are surely collected (upper bound on what the
-            # pulse windows remove) and late markers had hi samples to arrive: then one mask.
-            stop = newest - max(hi, 0)
-            n_excl = sum(1 for p in self._pulses if p + hi >= start and p + lo < stop)
-            if stop - start - n_excl * (hi - lo + 1) < win_n:
-                break
+        if block.n_samples:
+            if self._next_end is None:
+                self._next_end = block.first_sample + win_n
+            self._pending.append((block.first_sample, block.data[self._rows]))
+            self._newest = max(self._newest, block.stop_sample)
+        while self._next_end is not None and self._next_end + max(hi, 0) <= self._newest:
+            w1 = self._next_end
+            w0 = w1 - win_n
             first, data, present = self._consolidate()
-            usable = self._usable_mask(first, present, stop, lo, hi)
-            if usable.sum() < win_n:  # samples missing between blocks: wait for more
-                break
-            end = first + int(np.searchsorted(np.cumsum(usable), win_n)) + 1
-            self._evaluate(data[:, :end - first][:, usable[:end - first]], end)
-            self._store = (end, data[:, end - first:], present[end - first:])
+            a, b = max(w0, first), max(min(w1, first + data.shape[1]), max(w0, first))
+            usable = self._usable_mask(a, present[a - first:b - first], b, lo, hi)
+            if usable.sum() >= self.min_usable_fraction * win_n:
+                self._evaluate(data[:, a - first:b - first][:, usable], w1)
+                self._timeline.append((w1 + max(hi, 0), dict(self.bads)))
+            keep = b - first
+            self._store = (b, data[:, keep:], present[keep:])
             if self._store[1].shape[1] == 0:
                 self._store = None
-            self._pulses = [p for p in self._pulses if p + hi + 1 > end]
+            self._pulses = [p for p in self._pulses if p + hi + 1 > w1]
+            self._next_end = w1 + win_n
         return block
 
     # -- internals -----------------------------------------------------------------------------
     def _consolidate(self) -> tuple[int, np.ndarray, np.ndarray]:
         """Merge newly arrived chunks into one contiguous store (NaN + absent where missing)."""
         parts = ([] if self._store is None else [self._store[:2]]) + self._pending
+        if not parts:
+            return self._next_end - 1, np.empty((len(self._rows), 0)), np.zeros(0, dtype=bool)
         first = parts[0][0]
         stop = max(f + d.shape[1] for f, d in parts)
         data = np.full((len(self._rows), stop - first), np.nan)
@@ -287,6 +315,24 @@ class BadChannelDetector:
             self.bads = {**self._initial, **reasons}
 
 
+def bad_segments(bads_from, fixed: Sequence[str], start: int,
+                 stop: int) -> list[tuple[int, int, frozenset]]:
+    """Split samples ``[start, stop)`` where the bad-channel set changes.
+
+    ``bads_from`` offers ``bads_at(sample)`` (a :class:`BadChannelDetector`) or just ``bads``
+    (then one set applies to the whole range). Returns ``(a, b, set)`` runs.
+    """
+    fixed_set = frozenset(fixed)
+    if bads_from is None:
+        return [(start, stop, fixed_set)]
+    if not hasattr(bads_from, "bads_at"):
+        return [(start, stop, fixed_set | frozenset(bads_from.bads))]
+    cuts = [t for t, _ in bads_from._timeline if start < t < stop]
+    edges = [start] + cuts + [stop]
+    return [(a, b, fixed_set | frozenset(bads_from.bads_at(a)))
+            for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
 def standard_montage(montage: str = "auto"):
     """An MNE built-in montage, ``"auto"`` = ``colin27_1005`` (MNE >= 1.13) or ``standard_1005``.
 
@@ -309,7 +355,6 @@ def standard_montage(montage: str = "auto"):
         return mne.channels.make_standard_montage(montage)
 
 
-_montage = standard_montage  # used by tmseeg.pipeline.coil
 
 
 def spline_matrix(
@@ -411,21 +456,32 @@ class BadChannelInterpolation:
         return out
 
     def process(self, block: Block) -> Block:
-        """Return the block with its bad EEG channels interpolated."""
+        """Return the block with its bad EEG channels interpolated.
+
+        The bad set in force is taken per sample (:func:`bad_segments`), so a channel found bad
+        is interpolated from the same sample whatever the block sizes.
+        """
         if self._rows is None:
             self._rows = resolve_picks(block.meta, self.picks)
-        names = [block.meta.ch_names[i] for i in self._rows]
-        bads = [b for b in self.current_bads() if b in names]
-        if not bads or block.n_samples == 0:
+        if block.n_samples == 0:
             return block
-        key = frozenset(bads)
-        if key not in self.cache:
-            self.cache[key] = spline_matrix(names, sorted(bads, key=names.index), self.montage)
-        bad_idx, good_idx, mat = self.cache[key]
-        data = block.data.copy()
+        names = [block.meta.ch_names[i] for i in self._rows]
+        data = None
         rows = self._rows
-        data[rows[bad_idx]] = mat @ block.data[rows[good_idx]]
-        return block.with_data(data)
+        for a, b, bad_set in bad_segments(self.bads_from, self.fixed_bads, block.first_sample,
+                                          block.stop_sample):
+            bads = [n for n in names if n in bad_set]
+            if not bads:
+                continue
+            key = frozenset(bads)
+            if key not in self.cache:
+                self.cache[key] = spline_matrix(names, bads, self.montage)
+            bad_idx, good_idx, mat = self.cache[key]
+            if data is None:
+                data = block.data.copy()
+            sl = slice(a - block.first_sample, b - block.first_sample)
+            data[rows[bad_idx], sl] = mat @ block.data[rows[good_idx], sl]
+        return block if data is None else block.with_data(data)
 
     def flush(self) -> Block | None:
         """Nothing is held back."""

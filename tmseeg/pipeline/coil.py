@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.channels import _montage, resolve_picks
+from tmseeg.pipeline.channels import resolve_picks, standard_montage
 from tmseeg.stream.block import Block, StreamMeta
 
 __all__ = ["CoilSiteDetector", "roi_around"]
@@ -24,7 +24,7 @@ def roi_around(site: str, ch_names: Sequence[str], n_neighbors: int = 4,
     Distances are between 3-D electrode positions of a standard 10-05 montage. Channels without
     a position are ignored; if ``site`` itself has none, only ``[site]`` is returned.
     """
-    mont = _montage(montage)
+    mont = standard_montage(montage)
     pos = {k.lower(): v for k, v in mont.get_positions()["ch_pos"].items()}
     if site.lower() not in pos:
         return [site]

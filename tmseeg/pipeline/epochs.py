@@ -97,6 +97,11 @@ class Epocher:
     max_delay_s : float
         How late a pulse event may arrive (after its post-window was received) and still be
         cut; sets the ring-buffer length. Default 5 s.
+    epoch_filter : callable, optional
+        ``f(data_uv, sfreq_hz) -> data_uv`` applied to each epoch before baseline correction
+        and rejection, e.g. :class:`~tmseeg.pipeline.filters.EpochFilter`. Its ``pad_ms``
+        attribute (if any) makes the epocher cut that much more data on both sides, filter,
+        then crop; the epoch is emitted once the padding after it has arrived.
 
     Notes
     -----
@@ -125,6 +130,7 @@ class Epocher:
         picks: str | Sequence[str] = "eeg",
         bads_from=None,
         max_delay_s: float = 5.0,
+        epoch_filter=None,
     ) -> None:
         if tmin_ms > 0 or tmax_ms <= 0:
             raise ValueError(f"need tmin_ms <= 0 < tmax_ms, got {tmin_ms}, {tmax_ms}")
@@ -145,6 +151,7 @@ class Epocher:
         self.picks = picks
         self.bads_from = bads_from
         self.max_delay_s = float(max_delay_s)
+        self.epoch_filter = epoch_filter
         self.reset()
 
     def reset(self) -> None:
@@ -169,7 +176,10 @@ class Epocher:
         self.n_pre = int(round(-self.tmin_ms * sf / 1000.0))
         self.n_post = int(round(self.tmax_ms * sf / 1000.0))
         self.times_ms = np.arange(-self.n_pre, self.n_post + 1) * 1000.0 / sf
-        cap = self.n_pre + self.n_post + 1 + int(np.ceil(self.max_delay_s * sf))
+        pad_ms = getattr(self.epoch_filter, "pad_ms", 0.0) if self.epoch_filter else 0.0
+        self.n_pad = int(round(pad_ms * sf / 1000.0))
+        cap = (self.n_pre + self.n_post + 1 + 2 * self.n_pad
+               + int(np.ceil(self.max_delay_s * sf)))
         self._ring = RingBuffer(len(self._rows), cap)
         t = self.times_ms
         if self.baseline_ms is not None:
@@ -220,7 +230,7 @@ class Epocher:
         out = []
         keep = []
         for ev in self._pending:
-            if ev.sample + self.n_post + 1 <= ring.n_written:
+            if ev.sample + self.n_post + 1 + self.n_pad <= ring.n_written:
                 out.append(self._cut(ev))
             else:
                 keep.append(ev)
@@ -242,9 +252,10 @@ class Epocher:
         sf = self._meta.sfreq
         start = ev.sample - self.n_pre
         stop = ev.sample + self.n_post + 1
-        data = np.full((len(self._rows), self.n_times), np.nan)
-        lo = max(start, ring.first_available, 0)
-        hi = min(stop, ring.n_written)
+        pad = self.n_pad
+        data = np.full((len(self._rows), self.n_times + 2 * pad), np.nan)
+        lo = max(start - pad, ring.first_available, 0)
+        hi = min(stop + pad, ring.n_written)
         reason = ""
         if start < 0:
             reason = (f"pre-window missing: pulse {ev.sample * 1000.0 / sf:.1f} ms after the start "
@@ -256,7 +267,10 @@ class Epocher:
             reason = (f"incomplete: recording ended {(ring.n_written - ev.sample) * 1000.0 / sf:.1f}"
                       f" ms after the pulse, epoch needs {self.tmax_ms:g} ms")
         if hi > lo:
-            data[:, lo - start:hi - start] = ring.read(lo, hi)
+            data[:, lo - start + pad:hi - start + pad] = ring.read(lo, hi)
+        if self.epoch_filter is not None:
+            data = self.epoch_filter(data, sf)
+        data = np.ascontiguousarray(data[:, pad:pad + self.n_times])
         if self.baseline_ms is not None:
             base = data[:, self._base]
             with np.errstate(all="ignore"):
@@ -270,7 +284,10 @@ class Epocher:
         with np.errstate(all="ignore"), _quiet():
             ptp = np.nanmax(test, axis=1) - np.nanmin(test, axis=1)
             mx = np.nanmax(np.abs(test), axis=1)
-        bads = tuple(self.bads_from.bads) if self.bads_from is not None else ()
+        bads: tuple[str, ...] = ()
+        if self.bads_from is not None:  # the set in force at the epoch's last sample
+            at = getattr(self.bads_from, "bads_at", None)
+            bads = tuple(at(stop - 1) if at is not None else self.bads_from.bads)
         good = np.array([n not in bads for n in self.ch_names], dtype=bool)
         if not reason and good.any():
             nan_ch = good & ~np.isfinite(test).all(axis=1)

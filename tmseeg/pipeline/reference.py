@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.channels import resolve_picks
+from tmseeg.pipeline.channels import bad_segments, resolve_picks
 from tmseeg.stream.block import Block
 
 __all__ = ["AverageReference", "average_reference"]
@@ -92,9 +92,12 @@ class AverageReference:
             self._names = [block.meta.ch_names[i] for i in self._rows]
         if block.n_samples == 0 or len(self._rows) == 0:
             return block
-        use = None
-        if self.exclude_bads:
-            bads = self.current_bads()
+        data = block.data.copy()
+        segments = (bad_segments(self.bads_from, self.fixed_bads, block.first_sample,
+                                 block.stop_sample) if self.exclude_bads
+                    else [(block.first_sample, block.stop_sample, frozenset())])
+        for a, b, bads in segments:
+            use = None
             if bads:
                 use = np.array([n not in bads for n in self._names])
                 if not use.any():
@@ -102,8 +105,8 @@ class AverageReference:
                         "AverageReference: every EEG channel is marked bad; nothing left to "
                         "average. Check the electrodes or clear the bad-channel list."
                     )
-        data = block.data.copy()
-        data[self._rows] = average_reference(block.data[self._rows], use)
+            sl = slice(a - block.first_sample, b - block.first_sample)
+            data[self._rows, sl] = average_reference(block.data[self._rows, sl], use)
         return block.with_data(data)
 
     def flush(self) -> Block | None:
