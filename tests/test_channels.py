@@ -5,7 +5,7 @@ from scipy import signal
 
 from tmseeg.pipeline.base import Chain, concat_blocks
 from tmseeg.pipeline.channels import (
-    BadChannelDetector, BadChannelInterpolation, resolve_picks, spline_matrix, _montage,
+    BadChannelDetector, BadChannelInterpolation, resolve_picks, spline_matrix, standard_montage,
 )
 from tmseeg.pipeline.reference import AverageReference, average_reference
 from tmseeg.stream.block import Event, StreamMeta, blocks_from_array, EVENT_PULSE
@@ -22,7 +22,7 @@ def _meta(emg=True):
 
 
 def _positions():
-    mont = _montage("auto").get_positions()["ch_pos"]
+    mont = standard_montage("auto").get_positions()["ch_pos"]
     lookup = {k.lower(): v for k, v in mont.items()}
     pos = np.array([lookup[n.lower()] for n in NAMES])
     return pos / np.linalg.norm(pos, axis=1, keepdims=True)

@@ -189,3 +189,47 @@ def test_bad_parameters_raise_clear_errors():
     st.process(b)
     with pytest.raises(ValueError, match="already filtered"):
         st.process(b)
+
+
+def test_epoch_filter_keeps_tep_latencies_where_a_causal_filter_shifts_them():
+    """The TEP path filters each padded epoch forward and backward: no latency shift."""
+    from tmseeg.pipeline.filters import EpochFilter, design_bandpass, sosfilt_nan
+
+    sf = 5000.0
+    t_ms = np.arange(-1000, 1000, 1000 / sf)
+    wave = -6 * np.exp(-0.5 * ((t_ms - 100) / 15) ** 2) + 4 * np.exp(-0.5 * ((t_ms - 185) / 25) ** 2)
+    data = np.vstack([wave, 0.5 * wave])
+    filt = EpochFilter(1.0, 80.0, order=2, notch_hz=50.0, pad_ms=500.0)
+    out = filt(data, sf)
+    causal = sosfilt_nan(design_bandpass(sf, 1.0, 80.0, 4), data)
+    win = (t_ms > 60) & (t_ms < 140)
+    lat_zero = t_ms[win][np.argmin(out[0, win])]
+    lat_causal = t_ms[win][np.argmin(causal[0, win])]
+    assert abs(lat_zero - 100.0) <= 0.4
+    assert lat_causal - 100.0 > 2.0  # what the live path would report with causal filters
+    core = np.abs(t_ms) < 500
+    assert np.corrcoef(out[0, core], wave[core])[0, 1] > 0.98
+
+
+def test_epocher_with_epoch_filter_crops_padding_and_waits_for_it():
+    from tmseeg.pipeline.epochs import Epocher
+    from tmseeg.pipeline.filters import EpochFilter
+
+    sf = 1000.0
+    meta = StreamMeta(("A", "B"), sf)
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(2, 6000))
+    events = [Event(sample=2500, label="TMS", kind=EVENT_PULSE)]
+    filt = EpochFilter(1.0, 40.0, notch_hz=None, pad_ms=300.0)
+    ep = Epocher(tmin_ms=-500, tmax_ms=500, baseline_ms=None, reject_uv=None, epoch_filter=filt)
+    got = []
+    for block in blocks_from_array(data, meta, 100, events=events):
+        new = ep.push(block)
+        if new:
+            # emitted by the block that completes tmax + pad, not tmax alone
+            assert block.stop_sample >= 2500 + 500 + 300 + 1
+            assert block.first_sample < 2500 + 500 + 300 + 1
+        got += new
+    assert len(got) == 1 and got[0].data_uv.shape == (2, 1001)
+    want = filt(data[:, 2500 - 800:2500 + 801], sf)[:, 300:1301]
+    np.testing.assert_allclose(got[0].data_uv, want, atol=1e-12)
