@@ -3,7 +3,15 @@
 The simulator's mu source under C3 has a known instantaneous phase at every sample
 (``sim.truth.mu_phase``); estimates at ``newest + delay`` are compared with the truth at the
 target sample. Numbers measured when this was written (seed 7, 32 ch, 5 kHz, 200 random
-points, top 50 % by the estimator's own amplitude) are printed by the tests (``pytest -s``).
+points, top 50 % by the estimator's own amplitude; printed with ``pytest -s``):
+
+* AR (Burg, defaults): delay 0 ms mean +3.4 deg SD 24.8 deg; delay 10 ms mean +6.2 SD 25.7
+  (all points: SD 36.8 / 37.7); ~0.25 ms per estimate.
+* ETP: delay 0 ms mean +6.8 SD 16.6; delay 10 ms mean +7.2 SD 16.8 (learned period 91.7 ms).
+* mu SNR (power) C3 0.15 -> C3 Laplacian 0.51; corr(estimated, true envelope) 0.77.
+
+Across seeds 1-3 (scratch runs) the AR top-50 % SD ranged 19-32 deg and ETP 21-26 deg with
+ETP means up to +13 deg, hence the looser ETP bounds (SD <= 45, |mean| <= 20).
 """
 from __future__ import annotations
 
