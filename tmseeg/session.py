@@ -8,6 +8,7 @@ both drive this class, which is why their numbers agree.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tmseeg import __version__
+from tmseeg.metrics import PLUGINS
 from tmseeg.metrics.tep import RunningTEP
 from tmseeg.pipeline.base import Chain
 from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation
@@ -159,6 +161,11 @@ class TEPSession:
         self.keep_epochs = keep_epochs
         self.listeners: list[Callable[[dict], None]] = []
         self.markers: list[tuple[int, str]] = []
+        self.metrics: list = []
+        for module in PLUGINS:  # see tmseeg.metrics.base
+            metric = importlib.import_module(module).make_metric(cfg, self)
+            if metric is not None:
+                self.metrics.append(metric)
 
     # -- feeding ----------------------------------------------------------------------------
     def process(self, raw: Block) -> Block:
@@ -172,6 +179,8 @@ class TEPSession:
         for ev in block.events:
             if ev.kind == "marker":
                 self.markers.append((ev.sample, ev.label))
+        for metric in self.metrics:
+            metric.on_block(block)
         for epoch in self.epocher.push(block):
             self._take_epoch(epoch, received_s)
 
@@ -181,6 +190,9 @@ class TEPSession:
             self.after_stages(rest)
         for epoch in self.epocher.flush():
             self._take_epoch(epoch, math.nan)
+        for metric in self.metrics:
+            if hasattr(metric, "finish"):
+                metric.finish()
 
     # -- epochs -> metrics -------------------------------------------------------------------
     def roi(self) -> list[str]:
@@ -204,11 +216,13 @@ class TEPSession:
         if self.keep_epochs:
             self.epochs.append(epoch)
         row = self._pulse_row(epoch, added)
+        for metric in self.metrics:
+            metric.on_epoch(epoch, row)
         self.pulses.append(row)
         latency_ms = ((_clock_s() - received_s) * 1e3 if not math.isnan(received_s)
                       else math.nan)
         update = {"type": "pulse", "pulse": row, "tep": self.tep_summary(),
-                  "latency_ms": latency_ms}
+                  "metrics": self.metrics_summary(), "latency_ms": latency_ms}
         for listener in self.listeners:
             try:
                 listener(update)
@@ -232,6 +246,10 @@ class TEPSession:
             "n_averaged": int(tep.n) if tep is not None else 0,
             "snr_after": float(tep.snr()) if tep is not None and tep.n else math.nan,
         }
+
+    def metrics_summary(self) -> dict[str, Any]:
+        """Summaries of the plug-in metrics, by name (JSON-ready)."""
+        return {m.name: m.summary() for m in self.metrics}
 
     def tep_summary(self) -> dict[str, Any]:
         """Peaks, SNR and trial counts of the running TEP, JSON-ready."""

@@ -1,0 +1,8 @@
+"""Metrics computed from epochs: TEP (always), and plug-ins listed in :data:`PLUGINS`.
+
+See :mod:`tmseeg.metrics.base` for the plug-in contract.
+"""
+
+#: modules whose ``make_metric`` the session calls (see tmseeg.metrics.base); order = column
+#: order in pulses.csv
+PLUGINS: list[str] = []

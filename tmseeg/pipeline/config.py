@@ -92,6 +92,20 @@ N100 = [85.0, 140.0]
 P180 = [150.0, 250.0]
 """
 
+
+def _with_plugins(base: str) -> str:
+    """The base configuration followed by every metric plug-in's own sections."""
+    import importlib
+
+    from tmseeg.metrics import PLUGINS
+
+    parts = [base]
+    for module in PLUGINS:
+        parts.append(importlib.import_module(module).CONFIG_TOML)
+    return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+
+DEFAULT_CONFIG_TOML = _with_plugins(DEFAULT_CONFIG_TOML)
 DEFAULT_CONFIG: dict[str, Any] = tomllib.loads(DEFAULT_CONFIG_TOML)
 
 #: sections whose keys are free (user-named), not checked against the defaults

@@ -138,6 +138,7 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         "bad_channels": tep.get("bad_channels", {}),
         "markers": [{"sample": s, "time_s": s / recording.meta.sfreq, "label": lab}
                     for s, lab in session.markers],
+        "metrics": session.metrics_summary(),
     }
 
 

@@ -194,6 +194,9 @@ def write_report(session, summary: dict, path: Path, comparison=None) -> None:
         if topo is not None:
             report.add_figure(topo, title="Topographies at the peaks", section="TEP")
             plt.close(topo)
+    for metric in session.metrics:  # plug-ins add their own sections (tmseeg.metrics.base)
+        if hasattr(metric, "report"):
+            metric.report(report, session)
     report.add_html(_rejected_html(session.pulses), title="Rejected pulses", section="Pulses")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
