@@ -5,4 +5,7 @@ See :mod:`tmseeg.metrics.base` for the plug-in contract.
 
 #: modules whose ``make_metric`` the session calls (see tmseeg.metrics.base); order = column
 #: order in pulses.csv
-PLUGINS: list[str] = []
+PLUGINS: list[str] = [
+    "tmseeg.metrics.mep",
+    "tmseeg.metrics.pcist",
+]

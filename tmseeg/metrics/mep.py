@@ -719,3 +719,123 @@ def fit_recruitment_curve(
                             se={"mep_max_uv": float(se[0]), "i50_pct": float(se[1]),
                                 "slope_pct": float(se[2])},
                             n_trials=int(i.size), warnings=warn)
+
+
+# -- session plug-in (tmseeg.metrics.base) -----------------------------------------------------
+
+CONFIG_TOML = """\
+[mep]
+enabled = true
+channel = ""                    # EMG channel; "" = the stream's EMG-type channel (if exactly one)
+window_ms = [15.0, 50.0]        # where the MEP is measured
+pre_window_ms = [-100.0, -5.0]  # background EMG (pre-innervation check)
+preinnervation_rms_uv = 15.0    # background RMS above this: trial flagged pre-innervated
+min_ptp_uv = 50.0               # an MEP is present when its peak-to-peak reaches this
+criterion_uv = 50.0             # motor threshold criterion (Rossini et al.)
+"""
+
+
+class MEPMetric:
+    """MEPs from the EMG channel, one row per pulse, with motor-threshold estimates.
+
+    EMG epochs (-150..+100 ms, no amplitude rejection) are cut by an epocher of their own from
+    the processed blocks (EMG passes the EEG stages untouched); each EEG epoch's row then gets
+    the MEP columns of the same pulse.
+    """
+
+    name = "mep"
+
+    def __init__(self, section: dict, channel: str, sfreq: float) -> None:
+        from tmseeg.pipeline.epochs import Epocher
+
+        self.cfg = section
+        self.channel = channel
+        self.epocher = Epocher(tmin_ms=-150.0, tmax_ms=100.0, baseline_ms=None, reject_uv=None,
+                               picks=[channel], max_delay_s=10.0)
+        self.tracker = MEPTracker(channel=channel, window_ms=tuple(section["window_ms"]),
+                                  pre_window_ms=tuple(section["pre_window_ms"]),
+                                  preinnervation_rms_uv=section["preinnervation_rms_uv"],
+                                  min_ptp_uv=section["min_ptp_uv"])
+        self._by_sample: dict[int, dict] = {}
+        self._mt_cache: tuple[int, dict] | None = None
+
+    def on_block(self, block) -> None:
+        for epoch in self.epocher.push(block):
+            self.tracker.add(epoch)
+            self._by_sample[int(epoch.sample)] = self.tracker.rows[-1]
+
+    def on_epoch(self, epoch, row: dict) -> None:
+        mep = self._by_sample.pop(int(epoch.sample), None)
+        for key in MEPTracker.columns:
+            if key.startswith("mep_") or key == "intensity_pct":
+                row[key] = mep[key] if mep is not None else math.nan
+
+    def finish(self) -> None:
+        for epoch in self.epocher.flush():
+            self.tracker.add(epoch)
+
+    def summary(self) -> dict[str, Any]:
+        out = self.tracker.summary()
+        out["channel"] = self.channel
+        n = self.tracker.n_accepted
+        if self._mt_cache is None or self._mt_cache[0] != n:
+            self._mt_cache = (n, self._thresholds())
+        out.update(self._mt_cache[1])
+        return out
+
+    def _thresholds(self) -> dict[str, Any]:
+        """Motor threshold when intensities varied (a threshold hunt or recruitment curve)."""
+        inten, ptp = self.tracker.pairs()
+        if inten.size < 10 or np.unique(inten).size < 3:
+            return {"motor_threshold": None}
+        crit = self.cfg["criterion_uv"]
+        out: dict[str, Any] = {}
+        try:
+            ml = motor_threshold_ml(inten, ptp, criterion_uv=crit)
+            out["motor_threshold_ml_pct"] = _num(ml.mt_pct)
+            out["motor_threshold_ml_ci_pct"] = [_num(c) for c in ml.ci_pct]
+        except ValueError as err:
+            out["motor_threshold_ml_pct"] = None
+            out["motor_threshold_ml_note"] = str(err)
+        rf = motor_threshold_relative_frequency(inten, ptp, criterion_uv=crit)
+        out["motor_threshold_rf_pct"] = _num(rf.mt_pct)
+        out["motor_threshold_rf_warnings"] = list(rf.warnings)
+        return out
+
+    def report(self, report, session) -> None:
+        """MEP amplitudes over pulses (and against intensity when it varied)."""
+        import matplotlib.pyplot as plt
+
+        rows = [r for r in self.tracker.rows if not r["mep_rejected"]]
+        if not rows:
+            return
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        axes[0].plot([r["pulse_index"] for r in rows], [r["mep_ptp_uv"] for r in rows], "o",
+                     ms=3)
+        axes[0].set_xlabel("pulse")
+        axes[0].set_ylabel("MEP peak-to-peak (µV)")
+        axes[0].set_yscale("log")
+        inten, ptp = self.tracker.pairs()
+        if inten.size:
+            axes[1].plot(inten, ptp, "o", ms=3)
+            axes[1].axhline(self.cfg["criterion_uv"], color="k", ls="--", lw=0.8)
+            axes[1].set_yscale("log")
+        axes[1].set_xlabel("intensity (% MSO)")
+        fig.tight_layout()
+        report.add_figure(fig, title=f"MEPs ({self.channel})", section="MEP")
+        plt.close(fig)
+
+
+def make_metric(cfg: dict, session) -> MEPMetric | None:
+    """The MEP plug-in for a session, or None when disabled or there is no EMG channel."""
+    section = cfg["mep"]
+    if not section["enabled"]:
+        return None
+    meta = session.meta
+    if section["channel"]:
+        meta.index(section["channel"])  # clear error if the configured channel is missing
+        return MEPMetric(section, section["channel"], meta.sfreq)
+    emg = [meta.ch_names[i] for i in meta.picks("emg")]
+    if len(emg) != 1:
+        return None  # no EMG (or several: the user must say which, via mep.channel)
+    return MEPMetric(section, emg[0], meta.sfreq)

@@ -363,3 +363,80 @@ class RunningPCIst:
         if self.result is not None:
             out.update(self.result.to_dict())
         return out
+
+
+# -- session plug-in (tmseeg.metrics.base) -----------------------------------------------------
+
+CONFIG_TOML = """\
+[pcist]
+enabled = true
+every_n_epochs = 10             # recompute on the running average this often
+min_epochs = 20                 # no value before this many epochs (noise dominates)
+decimate_to_hz = 1000.0         # the TEP is band-limited by the epoch filter: compute at ~1 kHz
+baseline_window_ms = [-400.0, -50.0]
+response_window_ms = [0.0, 300.0]
+k = 1.2
+min_snr = 1.1
+max_var_pct = 99.0
+"""
+
+
+class _DecimatedAverage:
+    """Read-only view of a RunningTEP's average at a lower rate (every ``step``-th sample)."""
+
+    def __init__(self, tep, step: int) -> None:
+        self._tep = tep
+        self.step = step
+        self.times_ms = np.asarray(tep.times_ms)[::step]
+
+    @property
+    def n(self) -> int:
+        return self._tep.n
+
+    @property
+    def average_uv(self) -> np.ndarray:
+        return self._tep.average_uv[:, ::self.step]
+
+
+class PCIstMetric:
+    """PCIst of the session's running average TEP (see :class:`RunningPCIst`)."""
+
+    name = "pcist"
+
+    def __init__(self, section: dict, session) -> None:
+        self.cfg = section
+        self.session = session
+        self.running: RunningPCIst | None = None
+
+    def on_block(self, block) -> None:
+        return None
+
+    def on_epoch(self, epoch, row: dict) -> None:
+        tep = self.session.tep
+        if tep is None:
+            return
+        if self.running is None:
+            sf = epoch.sfreq
+            step = max(1, int(round(sf / self.cfg["decimate_to_hz"])))
+            c = self.cfg
+            self.running = RunningPCIst(
+                _DecimatedAverage(tep, step), every_n_epochs=c["every_n_epochs"],
+                min_epochs=c["min_epochs"],
+                baseline_window_ms=tuple(c["baseline_window_ms"]),
+                response_window_ms=tuple(c["response_window_ms"]), k=c["k"],
+                min_snr=c["min_snr"], max_var_pct=c["max_var_pct"])
+        self.running.update()
+
+    def finish(self) -> None:
+        if self.running is not None:
+            self.running.update(force=True)
+
+    def summary(self) -> dict[str, Any]:
+        if self.running is None:
+            return {"value": None}
+        return self.running.summary()
+
+
+def make_metric(cfg: dict, session) -> PCIstMetric | None:
+    """The PCIst plug-in, or None when disabled."""
+    return PCIstMetric(cfg["pcist"], session) if cfg["pcist"]["enabled"] else None
