@@ -93,7 +93,8 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     detector = None
     if b["detect"]:
         detector = BadChannelDetector(window_s=b["window_s"], flat_uv=b["flat_uv"],
-                                      noisy_z=b["noisy_z"],
+                                      noisy_z=b["noisy_z"], exclude_ms=tuple(b["exclude_ms"]),
+                                      max_bad_fraction=b["max_bad_fraction"],
                                       initial_bads={n: "marked bad in the configuration"
                                                     for n in b["bads"]})
         stages.append(detector)
@@ -232,6 +233,7 @@ class TEPSession:
     def _pulse_row(self, epoch: Epoch, added: bool) -> dict:
         tep = self.tep
         early = tep.single_trial_early_uv(epoch) if tep is not None else math.nan
+        windows = tep.single_trial_window_means_uv(epoch) if tep is not None else {}
         return {
             "pulse_index": len(self.pulses),
             "sample": int(epoch.sample),
@@ -245,6 +247,7 @@ class TEPSession:
             "bad_channels": " ".join(epoch.bads),
             "n_averaged": int(tep.n) if tep is not None else 0,
             "snr_after": float(tep.snr()) if tep is not None and tep.n else math.nan,
+            **windows,
         }
 
     def metrics_summary(self) -> dict[str, Any]:

@@ -306,6 +306,21 @@ class RunningTEP:
             return math.nan
         return float(r.max() - r.min())
 
+    def single_trial_window_means_uv(self, epoch: Epoch) -> dict[str, float]:
+        """Mean ROI amplitude of one trial in each peak window, keyed ``tep_<name>_uv``.
+
+        The mean over the component's window (not the single-trial extremum, which noise
+        biases away from zero) is the per-trial measure block comparisons use.
+        """
+        r = epoch.data_uv[self._roi_idx].mean(axis=0)
+        out = {}
+        for name, (lo, hi) in self.peak_windows_ms.items():
+            m = (self.times_ms >= lo) & (self.times_ms <= hi)
+            seg = r[m]
+            out[f"tep_{name}_uv"] = float(seg.mean()) if seg.size and np.isfinite(seg).all() \
+                else math.nan
+        return out
+
     def _powers(self) -> tuple[float, float]:
         r = self._rmean
         return float(np.mean(r[self._post] ** 2)), float(np.mean(r[self._pre] ** 2))

@@ -92,6 +92,10 @@ class BadChannelDetector:
         Channels examined (default ``"eeg"``); others are never marked.
     min_usable_fraction : float
         A window with fewer pulse-free samples than this fraction is skipped (default 0.25).
+    max_bad_fraction : float
+        At most this fraction of the channels may be bad (default 0.2); when more look
+        "noisy" at once, only the worst are marked (counted in ``n_noisy_capped``): many noisy
+        channels at once is an artifact or a movement, not broken electrodes.
     sticky : bool
         If True (default) a channel once marked stays bad until :meth:`clear` (a dying
         electrode that flickers back would otherwise make the interpolation and reference
@@ -132,6 +136,7 @@ class BadChannelDetector:
         picks: str | Sequence[str] = "eeg",
         sticky: bool = True,
         min_usable_fraction: float = 0.25,
+        max_bad_fraction: float = 0.2,
         initial_bads: Mapping[str, str] | None = None,
     ) -> None:
         self.window_s = float(window_s)
@@ -143,6 +148,7 @@ class BadChannelDetector:
         self.max_rms_uv = max_rms_uv
         self.min_valid_fraction = float(min_valid_fraction)
         self.min_usable_fraction = float(min_usable_fraction)
+        self.max_bad_fraction = float(max_bad_fraction)
         self.picks = picks
         self.sticky = sticky
         self._initial = dict(initial_bads or {})
@@ -160,6 +166,7 @@ class BadChannelDetector:
         self._names: list[str] = []
         self._next_end: int | None = None
         self._newest = 0
+        self.n_noisy_capped = 0
         # (first sample from which a bad set applies, the set): see bads_at()
         self._timeline: list[tuple[int, dict[str, str]]] = [(-(2 ** 62), dict(self.bads))]
 
@@ -305,6 +312,22 @@ class BadChannelDetector:
                     reasons[nm] = f"noisy (RMS {rms[i]:.3g} uV > {self.max_rms_uv:g} uV)"
         self.last_stats = {"rms_uv": rms, "diff_rms_uv": hf, "clip_fraction": clip,
                            "z_rms": z_rms, "z_hf": z_hf, "names": np.array(self._names)}
+        # Never let "noisy" take a large part of the cap: if it would, the window is dominated by
+        # something that is not a channel fault (an artifact on many channels, a movement); keep
+        # only the worst few so interpolation still has good neighbours to draw on.
+        budget = int(self.max_bad_fraction * n_ch) - len(
+            [nm for nm in set(self.bads) | set(reasons) if not reasons.get(nm, "").startswith(
+                "noisy")])
+        noisy = [nm for nm, why in reasons.items() if why.startswith("noisy")
+                 and nm not in self.bads]
+        if len(noisy) > max(budget, 0):
+            score = {nm: np.nanmax([z_rms[self._names.index(nm)], z_hf[self._names.index(nm)]])
+                     for nm in noisy}
+            keep = sorted(noisy, key=lambda nm: -score[nm])[:max(budget, 0)]
+            for nm in noisy:
+                if nm not in keep:
+                    del reasons[nm]
+            self.n_noisy_capped += len(noisy) - len(keep)
         for nm, why in reasons.items():
             if nm not in self.bads:
                 self.history.append((end, nm, why))

@@ -55,6 +55,8 @@ bads = []                   # channels known to be bad from the start
 window_s = 2.0
 flat_uv = 0.5
 noisy_z = 5.0
+exclude_ms = [-10.0, 500.0]  # around each pulse: artifact tails and the TEP are not noise
+max_bad_fraction = 0.2      # never more than this share of channels (see the docs)
 
 [filter]
 # Epochs are band-passed and notched forward-backward (zero phase, no latency shift of the
