@@ -161,6 +161,8 @@ class TEPSession:
         self.epochs: list[Epoch] = []
         self.keep_epochs = keep_epochs
         self.listeners: list[Callable[[dict], None]] = []
+        #: called as ``f(epoch, row)`` after each epoch entered the TEP (displays need the data)
+        self.epoch_listeners: list[Callable[[Epoch, dict], None]] = []
         self.markers: list[tuple[int, str]] = []
         self.metrics: list = []
         for module in PLUGINS:  # see tmseeg.metrics.base
@@ -229,6 +231,11 @@ class TEPSession:
                 listener(update)
             except Exception:
                 log.exception("session listener %r failed", listener)
+        for epoch_listener in self.epoch_listeners:
+            try:
+                epoch_listener(epoch, row)
+            except Exception:
+                log.exception("session epoch listener %r failed", epoch_listener)
 
     def _pulse_row(self, epoch: Epoch, added: bool) -> dict:
         tep = self.tep
