@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -402,4 +402,518 @@ class PulseInterpolation:
         release = self._process_final(self._buf.stop, at_end=True)
         out = self._buf.release(release)
         self._pending.clear()
+        return out
+
+
+# ============================================================================ decay removal
+@dataclass(frozen=True)
+class DecayFit:
+    """Result of :func:`fit_decay` for each channel.
+
+    Attributes
+    ----------
+    amps_uv : ndarray, shape (n_channels, n_exp)
+        Amplitude of each exponential at the first fitted sample (µV).
+    tau_ms : ndarray, shape (n_channels, n_exp)
+        Time constants (ms), ascending within a channel.
+    offset_uv : ndarray, shape (n_channels,)
+        The constant ``c`` (not subtracted: it is the EEG's own level).
+    r2 : ndarray, shape (n_channels,)
+        Explained variance of the whole model on the fitted data (NaN if undefined).
+    snr : ndarray, shape (n_channels,)
+        Size of the exponentials at the first fitted sample (``|sum_k a_k|``) over the RMS of
+        the fit residual: how clearly a decay stands out of the EEG.
+    ok : ndarray of bool, shape (n_channels,)
+        Whether the fit passed the quality checks (only those channels are corrected).
+    """
+
+    amps_uv: np.ndarray
+    tau_ms: np.ndarray
+    offset_uv: np.ndarray
+    r2: np.ndarray
+    snr: np.ndarray
+    ok: np.ndarray
+
+    def model_uv(self, n_samples: int, sfreq: float, start: int = 0) -> np.ndarray:
+        """The fitted exponentials (without the constant) for samples ``start .. start+n-1``
+        after the first fitted sample, shape (n_channels, n_samples); zero where not ``ok``."""
+        t_ms = (np.arange(start, start + n_samples) * (1000.0 / sfreq))
+        out = np.zeros((self.amps_uv.shape[0], n_samples))
+        rows = np.flatnonzero(self.ok)
+        for k in range(self.amps_uv.shape[1]):
+            out[rows] += self.amps_uv[rows, k, None] * np.exp(
+                -t_ms[None, :] / self.tau_ms[rows, k, None])
+        return out
+
+
+class DecayFitter:
+    """Variable-projection fit of ``sum_k a_k exp(-t / tau_k) + c`` to many channels at once.
+
+    The fit runs on box means of ``m`` consecutive samples (at most ``max_points`` boxes):
+    the mean of an exponential over a box is exactly the exponential at the box start times a
+    factor that depends only on tau, so the time constants are unbiased and the amplitudes are
+    corrected by that factor; noise is averaged, not aliased.
+
+    1. Grid search: for every tau (``"exp"``) or tau pair with ``tau2 / tau1 >= min_ratio``
+       (``"double_exp"``) on a log grid within ``tau_ms``, the amplitudes and ``c`` are a linear
+       least-squares problem; the residual of all channels for all grid points is one matrix
+       product with precomputed orthonormal bases.
+    2. Levenberg-Marquardt on (amplitudes, c, log tau) from the best grid point, vectorised
+       across channels, taus kept inside the bounds and apart by ``min_ratio``.
+
+    Parameters
+    ----------
+    n_samples : int
+        Length of the fit window in samples.
+    sfreq : float
+        Sampling rate in Hz.
+    n_exp : int
+        1 or 2 exponentials.
+    tau_ms : (float, float)
+        Bounds of the time constants in ms.
+    n_grid : int
+        Log-spaced grid taus.
+    max_points : int
+        Upper bound on fitted box means.
+    min_ratio : float
+        Least ratio of the two time constants (keeps the two exponentials apart).
+    n_iter : int
+        Levenberg-Marquardt iterations.
+    """
+
+    def __init__(self, n_samples: int, sfreq: float, n_exp: int = 2,
+                 tau_ms: tuple[float, float] = (2.0, 500.0), n_grid: int = 20,
+                 max_points: int = 300, min_ratio: float = 2.0, n_iter: int = 12) -> None:
+        if n_exp not in (1, 2):
+            raise ValueError(f"n_exp must be 1 or 2, got {n_exp}")
+        if not 0 < tau_ms[0] < tau_ms[1]:
+            raise ValueError(f"tau_ms must be (low, high) with 0 < low < high, got {tau_ms}")
+        self.n_samples = int(n_samples)
+        self.sfreq = float(sfreq)
+        self.n_exp = n_exp
+        self.m = max(1, self.n_samples // max_points)
+        self.n_boxes = self.n_samples // self.m
+        if self.n_boxes < 2 * n_exp + 2:
+            raise ValueError(f"a fit window of {n_samples} samples is too short for {n_exp} "
+                             "exponential(s)")
+        self.t_ms = np.arange(self.n_boxes) * (self.m * 1000.0 / self.sfreq)
+        self.log_lo, self.log_hi = math.log(tau_ms[0]), math.log(tau_ms[1])
+        self.min_ratio = float(min_ratio)
+        self.n_iter = int(n_iter)
+        taus = np.geomspace(tau_ms[0], tau_ms[1], n_grid)
+        if n_exp == 1:
+            combos = taus[:, None]
+        else:
+            combos = np.array([(a, b) for i, a in enumerate(taus) for b in taus[i + 1:]
+                               if b / a >= min_ratio * (1 - 1e-9)])
+        self.grid_tau_ms = combos
+        basis = np.concatenate(
+            [np.exp(-self.t_ms[None, :, None] / combos[:, None, :]),
+             np.ones((len(combos), self.n_boxes, 1))], axis=2)
+        q, _ = np.linalg.qr(basis)
+        n_g, n_b, k = q.shape
+        self._qt = np.ascontiguousarray(q.transpose(0, 2, 1).reshape(n_g * k, n_b))
+        self._k = k
+
+    def _boxes(self, y: np.ndarray) -> np.ndarray:
+        m, nb = self.m, self.n_boxes
+        if m == 1:
+            return y[:, :nb]
+        return y[:, :nb * m].reshape(y.shape[0], nb, m).mean(axis=2)
+
+    def _linear(self, yb: np.ndarray, log_tau: np.ndarray):
+        """Amplitudes and c for fixed taus; residual cost; the exponentials."""
+        n_ch, nb, K = yb.shape[0], self.n_boxes, self.n_exp
+        e = np.exp(-self.t_ms[None, :, None] * np.exp(-log_tau)[:, None, :])  # (c, t, K)
+        a = np.concatenate([e, np.ones((n_ch, nb, 1))], axis=2)
+        ata = np.einsum("cti,ctj->cij", a, a)
+        aty = np.einsum("cti,ct->ci", a, yb)
+        ata += 1e-12 * np.trace(ata, axis1=1, axis2=2)[:, None, None] * np.eye(K + 1)
+        coef = np.linalg.solve(ata, aty[..., None])[..., 0]
+        res = yb - np.einsum("cti,ci->ct", a, coef)
+        return coef, np.einsum("ct,ct->c", res, res), e, res
+
+    def _constrain(self, log_tau: np.ndarray) -> np.ndarray:
+        log_tau = np.clip(log_tau, self.log_lo, self.log_hi)
+        if self.n_exp == 2:
+            log_tau = np.sort(log_tau, axis=1)
+            need = math.log(self.min_ratio)
+            close = (log_tau[:, 1] - log_tau[:, 0]) < need
+            if close.any():
+                mid = np.clip(0.5 * (log_tau[close, 0] + log_tau[close, 1]),
+                              self.log_lo + need / 2, self.log_hi - need / 2)
+                log_tau[close, 0] = mid - need / 2
+                log_tau[close, 1] = mid + need / 2
+        return log_tau
+
+    def fit(self, y_uv: np.ndarray, max_gain: float = 20.0) -> DecayFit:
+        """Fit every row of ``y_uv`` (n_channels, n_samples); see :class:`DecayFit`.
+
+        A channel's fit is marked not ok when it has non-finite data, or an amplitude larger
+        than ``max_gain`` times the data range (two exponentials cancelling each other).
+        """
+        y = np.asarray(y_uv, dtype=np.float64)
+        if y.ndim != 2 or y.shape[1] != self.n_samples:
+            raise ValueError(f"expected (n_channels, {self.n_samples}) data, got {y.shape}")
+        n_ch, K = y.shape[0], self.n_exp
+        finite = np.isfinite(y).all(axis=1)
+        yb = self._boxes(np.where(finite[:, None], y, 0.0))
+        # 1. grid: projection energy of every channel on every grid basis
+        proj = (self._qt @ yb.T).reshape(-1, self._k, n_ch)
+        best = np.einsum("gkc,gkc->gc", proj, proj).argmax(axis=0)
+        log_tau = np.log(self.grid_tau_ms[best])
+        coef, cost, e, res = self._linear(yb, log_tau)
+        # 2. Levenberg-Marquardt on all parameters, vectorised across channels
+        lam = np.full(n_ch, 1e-3)
+        t = self.t_ms[None, :, None]
+        eye = np.eye(2 * K + 1)
+        for _ in range(self.n_iter):
+            tau = np.exp(log_tau)
+            jac = np.concatenate([e, np.ones((n_ch, self.n_boxes, 1)),
+                                  e * coef[:, None, :K] * (t / tau[:, None, :])], axis=2)
+            jtj = np.einsum("cti,ctj->cij", jac, jac)
+            jtr = np.einsum("cti,ct->ci", jac, res)
+            diag = np.einsum("cii->ci", jtj)
+            damp = lam[:, None, None] * (eye * diag[:, :, None]) + 1e-12 * eye
+            with np.errstate(all="ignore"):
+                step = np.linalg.solve(jtj + damp, jtr[..., None])[..., 0]
+            step = np.nan_to_num(step)
+            trial = self._constrain(log_tau + step[:, K + 1:])
+            c2, cost2, e2, res2 = self._linear(yb, trial)
+            better = cost2 < cost
+            if not better.any() and lam.min() > 1e6:
+                break
+            log_tau = np.where(better[:, None], trial, log_tau)
+            coef = np.where(better[:, None], c2, coef)
+            cost = np.where(better, cost2, cost)
+            e = np.where(better[:, None, None], e2, e)
+            res = np.where(better[:, None], res2, res)
+            lam = np.where(better, lam * 0.3, lam * 10.0)
+        tau = np.exp(log_tau)
+        # box means of exp(-t/tau) are exp(-t0/tau) * gain(tau): undo the gain
+        q = np.exp(-1000.0 / (self.sfreq * tau))
+        gain = (1.0 - q ** self.m) / (self.m * (1.0 - q)) if self.m > 1 else np.ones_like(tau)
+        amps = coef[:, :K] / gain
+        ss_tot = np.einsum("ct,ct->c", yb - yb.mean(1, keepdims=True),
+                           yb - yb.mean(1, keepdims=True))
+        with np.errstate(all="ignore"):
+            r2 = np.where(ss_tot > 0, 1.0 - cost / ss_tot, np.nan)
+            span = np.ptp(yb, axis=1)
+            snr = np.abs(amps.sum(axis=1)) / np.sqrt(cost / self.n_boxes)
+        ok = finite & np.isfinite(r2) & np.all(np.isfinite(amps), axis=1) \
+            & np.all(np.abs(amps) <= max_gain * np.maximum(span, 1e-12)[:, None], axis=1)
+        return DecayFit(amps_uv=amps, tau_ms=tau, offset_uv=coef[:, K], r2=r2,
+                        snr=np.nan_to_num(snr, nan=0.0, posinf=np.inf), ok=ok)
+
+
+def fit_decay(
+    y_uv: np.ndarray,
+    sfreq: float,
+    model: str = "double_exp",
+    tau_ms: tuple[float, float] = (2.0, 500.0),
+) -> DecayFit:
+    """Fit a (double) exponential plus a constant to each row of ``y_uv``.
+
+    Parameters
+    ----------
+    y_uv : ndarray, shape (n_channels, n_samples)
+        Data of the fit window; time 0 is its first sample.
+    sfreq : float
+        Sampling rate in Hz.
+    model : {"exp", "double_exp"}
+        One or two exponentials.
+    tau_ms : (float, float)
+        Bounds of the time constants.
+
+    Returns
+    -------
+    DecayFit
+    """
+    n_exp = _MODELS.get(model)
+    if n_exp is None:
+        raise ValueError(f"model must be 'exp' or 'double_exp', got {model!r}")
+    return DecayFitter(y_uv.shape[1], sfreq, n_exp, tau_ms).fit(y_uv)
+
+
+_MODELS = {"exp": 1, "double_exp": 2}
+
+
+class DecayRemoval:
+    """Fit and subtract the slow decay artifact that follows each TMS pulse (live or offline).
+
+    Per pulse and channel, ``a exp(-t/tau) + c`` (``"exp"``) or
+    ``a exp(-t/tau1) + b exp(-t/tau2) + c`` (``"double_exp"``) is fitted to the fit window,
+    which starts right after the cut window; the exponentials (not ``c``, the EEG's own level)
+    are subtracted from the first fitted sample on, and beyond the fit window for as long as
+    they exceed ``tail_uv`` (they decay to zero, so no step is made). Then the cut window is
+    interpolated again (same rules as :class:`PulseInterpolation`) so that it joins the
+    corrected data without a step.
+
+    The TEP lies inside the fit window, and whatever part of it looks like an exponential is
+    removed with the artifact. A long window lets the late data pin the slow exponential down;
+    the default ``(10, 800)`` ms with two exponentials is what kept the early TEP best on the
+    simulator (see ``tests/test_artifact.py``), at the cost of 800 ms of hold-back. A channel's
+    fit is not used (the channel is left as it is, and the reason logged) when the decay does
+    not stand out — its size at the fit start is below ``min_snr`` times the residual RMS, or
+    the model explains less than ``min_r2`` of the variance: then there is no decay to remove,
+    and fitting would only eat EEG.
+
+    Pulses close together: a fit window ends where the next pulse's cut window begins, and so
+    does the subtraction of that fit; the next pulse's fit sees what is left of the earlier
+    decay together with its own (decays of one channel share its time constants, so their sum
+    is again of the fitted form) and removes both. When the clipped window is shorter than
+    ``min_fit_ms`` (paired pulses, 50 Hz bursts) the pulse is not fitted on its own at all.
+
+    Parameters
+    ----------
+    fit_window_ms : (float, float)
+        Fit window in ms after the pulse; the first fitted sample is the one right after
+        ``fit_window_ms[0]`` (so the default start is the end of the default cut window).
+    model : {"double_exp", "exp"}
+        Two exponentials (fast electrode/amplifier decay plus a slow one) or one.
+    channels : "eeg" | list of str | None
+        Channels to correct.
+    tau_ms : (float, float)
+        Bounds of the time constants, in ms.
+    min_snr : float
+        Least size of the fitted decay at the fit start, in residual RMS units (box means).
+    min_r2 : float
+        Least explained variance of a channel's fit for it to be subtracted.
+    min_fit_ms : float
+        Least fit window (after clipping at the next pulse) worth fitting.
+    cut_window_ms : (float, float) or None
+        Window re-interpolated after the subtraction (None: do not re-interpolate).
+    interp_method, interp_fit_ms
+        As ``method`` and ``fit_ms`` of :class:`PulseInterpolation`.
+    tail_uv : float
+        The subtraction continues after the fit window until every channel's model is below
+        this (µV), at most ``4 x`` the fit window.
+    max_delay_ms : float
+        How late a pulse event may arrive (see :class:`PulseInterpolation`).
+
+    Attributes
+    ----------
+    fits : list of dict
+        One record per pulse: ``sample``, ``fit`` (:class:`DecayFit` or None), ``reason``.
+    """
+
+    name = "decay"
+
+    def __init__(
+        self,
+        fit_window_ms: tuple[float, float] = (10.0, 800.0),
+        model: str = "double_exp",
+        channels: str | Sequence[str] | None = "eeg",
+        tau_ms: tuple[float, float] = (2.0, 500.0),
+        min_snr: float = 3.0,
+        min_r2: float = 0.05,
+        min_fit_ms: float = 30.0,
+        cut_window_ms: tuple[float, float] | None = (-2.0, 10.0),
+        interp_method: str = "cubic",
+        interp_fit_ms: float = 1.0,
+        tail_uv: float = 0.05,
+        max_delay_ms: float = 0.0,
+    ) -> None:
+        if model not in _MODELS:
+            raise ValueError(f"model must be 'exp' or 'double_exp', got {model!r}")
+        if not fit_window_ms[1] > fit_window_ms[0]:
+            raise ValueError(f"fit_window_ms {fit_window_ms}: the end must follow the start")
+        self.fit_window_ms = (float(fit_window_ms[0]), float(fit_window_ms[1]))
+        self.model = model
+        self.channels = channels
+        self.tau_ms = (float(tau_ms[0]), float(tau_ms[1]))
+        self.min_r2 = float(min_r2)
+        self.min_snr = float(min_snr)
+        self.min_fit_ms = float(min_fit_ms)
+        self.cut_window_ms = None if cut_window_ms is None else (float(cut_window_ms[0]),
+                                                                 float(cut_window_ms[1]))
+        self.interp_method = interp_method
+        self.interp_fit_ms = float(interp_fit_ms)
+        self.tail_uv = float(tail_uv)
+        self.max_delay_ms = float(max_delay_ms)
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf = _HoldBuffer()
+        self._pending: list[int] = []
+        self._done: list[int] = []  # processed pulses still near the buffer (for span merging)
+        self._active: list[list] = []  # [fit_start, applied_until, end, DecayFit]
+        self._rows: np.ndarray | None = None
+        self._fitters: dict[int, DecayFitter] = {}
+        self._lo: int | None = None
+        self.fits: list[dict] = []
+
+    def _setup(self, block: Block) -> None:
+        fs = block.meta.sfreq
+        self._fs = fs
+        self._rows = _resolve_rows(block.meta, self.channels)
+        self._n0 = _ms_to_samples(self.fit_window_ms[0], fs) + 1
+        self._n1 = _ms_to_samples(self.fit_window_ms[1], fs) + 1  # exclusive
+        self._delay = _ms_to_samples(self.max_delay_ms, fs)
+        self._min_fit = max(2 * _MODELS[self.model] + 2, _ms_to_samples(self.min_fit_ms, fs))
+        if self.cut_window_ms is not None:
+            self._interp = _interp_params(self.cut_window_ms, self.interp_method,
+                                          self.interp_fit_ms, fs)
+        else:
+            self._interp = None
+        self._lo = block.first_sample
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _fitter(self, n: int) -> DecayFitter:
+        f = self._fitters.get(n)
+        if f is None:
+            if len(self._fitters) > 16:
+                self._fitters.clear()
+            f = self._fitters[n] = DecayFitter(n, self._fs, _MODELS[self.model], self.tau_ms)
+        return f
+
+    def _apply_active(self) -> None:
+        """Subtract every active model from the buffered samples it has not touched yet."""
+        buf = self._buf
+        keep = []
+        for item in self._active:
+            start, done, end, fit = item
+            a, b = max(done, buf.start), min(end, buf.stop)
+            if b > a:
+                model = fit.model_uv(b - a, self._fs, start=a - start)
+                buf.data[self._rows, a - buf.start:b - buf.start] -= model
+                item[1] = b
+            if item[1] < end:
+                keep.append(item)
+        self._active = keep
+
+    def _tail_end(self, fit: DecayFit, start: int, n_fit: int) -> int:
+        rows = np.flatnonzero(fit.ok)
+        if rows.size == 0:
+            return start
+        amp = np.abs(fit.amps_uv[rows]) * fit.amps_uv.shape[1]
+        with np.errstate(divide="ignore"):
+            t_ms = np.where(amp > self.tail_uv,
+                            fit.tau_ms[rows] * np.log(np.maximum(amp, 1e-300) / self.tail_uv),
+                            0.0)
+        n = int(math.ceil(t_ms.max() * self._fs / 1000.0)) + 1
+        return start + min(max(n, n_fit), 4 * (self._n1 - self._n0))
+
+    def _reinterp(self, p: int, at_end: bool) -> None:
+        if self._interp is None:
+            return
+        w0, w1, n_fit, order = self._interp
+        near = sorted(set(self._done) | set(self._pending) | {p})
+        buf = self._buf
+        for span in plan_spans(near, w0, w1, n_fit, order, self._lo, buf.stop):
+            if span.start <= p + w1 and span.stop > p + w0:
+                if span.start - span.n_left < buf.start:
+                    log.warning("decay: cut window of pulse %d starts before the held data; "
+                                "not re-interpolated", p)
+                    return
+                _apply_span(buf.data, buf.start, self._rows, span)
+                return
+
+    def _fit_pulse(self, p: int, horizon: int) -> None:
+        fs_, fe_ = p + self._n0, p + self._n1
+        later = [q for q in self._pending if q > p]
+        c0 = self._interp[0] if self._interp is not None else 0
+        clipped = bool(later) and later[0] + min(c0, 0) < fe_
+        if clipped:
+            fe_ = later[0] + min(c0, 0)
+        fe_ = min(fe_, horizon)
+        record = {"sample": p, "fit": None, "reason": ""}
+        n = fe_ - fs_
+        if fs_ < self._buf.start:
+            record["reason"] = "fit window already released (pulse arrived late)"
+        elif n < self._min_fit:
+            record["reason"] = f"fit window {n} samples < min_fit_ms (next pulse or end too close)"
+        else:
+            y = self._buf.data[self._rows, fs_ - self._buf.start:fe_ - self._buf.start]
+            fit = self._fitter(n).fit(y)
+            good = fit.ok & (fit.r2 >= self.min_r2) & (fit.snr >= self.min_snr)
+            fit = replace(fit, ok=good)
+            record["fit"] = fit
+            n_bad = int((~good).sum())
+            if n_bad:
+                record["reason"] = (f"{n_bad}/{good.size} channels not corrected (decay below "
+                                    f"{self.min_snr} x residual RMS, R2 < {self.min_r2}, or an "
+                                    "unstable fit)")
+                log.info("decay: pulse %d: %s", p, record["reason"])
+            if good.any():
+                # clipped by the next pulse: stop there, the next fit sees (and removes) what is
+                # left of this decay — a sum of exponentials with the channel's own taus
+                end = fe_ if clipped else self._tail_end(fit, fs_, n)
+                self._active.append([fs_, fs_, end, fit])
+                self._apply_active()
+        if record["fit"] is None:
+            log.info("decay: pulse %d not fitted: %s", p, record["reason"])
+        self.fits.append(record)
+        if len(self.fits) > 10000:
+            del self.fits[:5000]
+
+    def _step(self, at_end: bool) -> int:
+        """Process every pulse whose fit window is complete; return the release point."""
+        buf = self._buf
+        horizon = buf.stop
+        self._apply_active()
+        while self._pending:
+            p = self._pending[0]
+            ready_at = p + self._n1 + self._delay
+            if not at_end and horizon < ready_at:
+                break
+            self._pending.pop(0)
+            self._fit_pulse(p, horizon)
+            self._done.append(p)
+            self._reinterp(p, at_end)
+        if at_end:
+            return horizon
+        # what unknown and pending pulses may still touch
+        back = 0
+        if self._interp is not None:
+            w0, _, n_fit, _ = self._interp
+            back = -min(w0, 0) + n_fit
+        release = horizon - self._delay - back
+        if self._pending:
+            near = sorted(set(self._done) | set(self._pending))
+            first = self._pending[0]
+            if self._interp is not None:
+                w0, w1, n_fit, order = self._interp
+                for span in plan_spans(near, w0, w1, n_fit, order, self._lo, horizon + 10**9):
+                    if span.stop > first + w0:
+                        release = min(release, span.start - span.n_left)
+                        break
+            release = min(release, first + self._n0)
+        # forget processed pulses the release has moved well past
+        self._done = [q for q in self._done if q + self._n1 >= release - 10 * (back + 1)]
+        return max(buf.start, min(release, horizon))
+
+    # -- Stage API ---------------------------------------------------------------------------
+    def process(self, block: Block) -> Block:
+        if self._rows is None:
+            self._setup(block)
+        if self._buf.data is not None and block.first_sample != self._buf.stop:
+            log.warning("decay: samples %d..%d missing; pending fits are cut short",
+                        self._buf.stop, block.first_sample)
+            out = self.flush()
+            self._buf = _HoldBuffer()
+            self._lo = block.first_sample
+            self._active = []
+            self._done = []
+            self._buf.append(block)
+            self._take_pulses(block)
+            return out if out is not None else empty_block_like(block)
+        self._buf.append(block)
+        self._take_pulses(block)
+        return self._buf.release(self._step(at_end=False))
+
+    def _take_pulses(self, block: Block) -> None:
+        for ev in block.events:
+            if ev.kind == EVENT_PULSE:
+                s = int(ev.sample)
+                if s not in self._pending and s not in self._done:
+                    self._pending.append(s)
+        self._pending.sort()
+
+    def flush(self) -> Block | None:
+        if self._buf.data is None:
+            return None
+        release = self._step(at_end=True)
+        out = self._buf.release(release)
+        self._pending = []
         return out
