@@ -67,7 +67,7 @@ setup(
     ],
     extras_require={
         "gui": ["pyqtgraph>=0.13.7", "PySide6-Essentials==6.9.3"],
-        "test": ["pytest>=7.4", "pytest-timeout>=2.2"],
+        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "mne-connectivity>=0.7"],
     },
     entry_points={"console_scripts": ["tmseeg = tmseeg.cli:main"]},
 )

@@ -289,6 +289,12 @@ class SimConfig:
         Extra noise RMS on ``noisy_channels``.
     ch_names : tuple of str or None
         Explicit EEG channel list (10-05 names) instead of ``n_channels``.
+    coupling : bool
+        Add three band-limited sources for connectivity tests (default False; see
+        :class:`_CouplingSources`): ``coupling_sites[1]`` follows ``coupling_sites[0]`` with a
+        delay of ``coupling_lag_ms`` and coherence ``coupling_strength``; ``coupling_sites[2]``
+        is independent. Band ``coupling_band_hz``, ``coupling_uv`` RMS at each source's centre,
+        topography a difference of Gaussians of sigma ``coupling_sigma_cm``.
     """
 
     n_channels: int = 64
@@ -336,6 +342,14 @@ class SimConfig:
     noisy_channels: tuple[str, ...] = ()
     noisy_channel_uv: float = 50.0
     ch_names: tuple[str, ...] | None = None
+    # coupled sources (connectivity ground truth; off by default, see _CouplingSources)
+    coupling: bool = False
+    coupling_sites: tuple[str, str, str] = ("C3", "C4", "Oz")
+    coupling_band_hz: tuple[float, float] = (15.0, 25.0)
+    coupling_lag_ms: float = 10.0
+    coupling_strength: float = 0.8
+    coupling_uv: float = 6.0
+    coupling_sigma_cm: float = 2.5
 
     def __post_init__(self) -> None:
         self.isi_range_s = tuple(float(x) for x in self.isi_range_s)  # type: ignore[assignment]
@@ -400,6 +414,8 @@ class SimConfig:
             raise ValueError("SimConfig.first_pulse_s, train_off_s must be >= 0 and train_on_s > 0.")
         if self.n_smooth_sources < 0:
             raise ValueError("SimConfig.n_smooth_sources must be >= 0.")
+        if self.coupling:
+            _validate_coupling(self, pos)
 
     def to_dict(self) -> dict:
         """JSON-ready dict of all fields."""
@@ -559,6 +575,88 @@ class _Oscillator:
         return self.k.amplitude(n) * np.cos(self.k.phase(n))
 
 
+def _validate_coupling(cfg: "SimConfig", pos: dict) -> None:
+    """Raise ``ValueError`` for a bad coupled-source setting (see :class:`_CouplingSources`)."""
+    sites = tuple(cfg.coupling_sites)
+    if len(sites) != 3 or len(set(sites)) != 3 or any(x not in pos for x in sites):
+        raise ValueError(f"SimConfig.coupling_sites={cfg.coupling_sites!r}: give three distinct "
+                         "10-05 labels (leader, follower, independent), e.g. ('C3', 'C4', 'Oz').")
+    lo, hi = cfg.coupling_band_hz
+    if not 0 < lo < hi < 0.45 * cfg.sfreq:
+        raise ValueError(f"SimConfig.coupling_band_hz={cfg.coupling_band_hz}: need "
+                         f"0 < lo < hi < {0.45 * cfg.sfreq:g} Hz.")
+    if not 0 <= cfg.coupling_strength <= 1:
+        raise ValueError(f"SimConfig.coupling_strength={cfg.coupling_strength}: a coherence, "
+                         "0 (independent) .. 1 (identical up to the lag).")
+    if not 0 <= cfg.coupling_lag_ms <= 200:
+        raise ValueError(f"SimConfig.coupling_lag_ms={cfg.coupling_lag_ms}: use 0 .. 200 ms.")
+    if cfg.coupling_uv < 0 or cfg.coupling_sigma_cm <= 0:
+        raise ValueError("SimConfig.coupling_uv must be >= 0 and coupling_sigma_cm > 0.")
+
+
+class _CouplingSources:
+    """Three band-limited sources: a leader, a lagged coherent follower, an independent one.
+
+    With ``u1, u2, u3`` independent unit-variance band-pass noises (Butterworth, 4th order,
+    ``coupling_band_hz``; state carried across segments, so the process is stationary),
+
+    * leader ``a(t) = u1(t)``,
+    * follower ``b(t) = c u1(t - L) + sqrt(1 - c^2) u2(t)``,
+    * independent ``z(t) = u3(t)``,
+
+    each times ``coupling_uv`` and its topography (difference of Gaussians, sigma
+    ``coupling_sigma_cm``, 1 at its site). ``c`` = ``coupling_strength`` is the coherence of
+    ``a`` and ``b`` at every frequency of the band; ``L`` = ``coupling_lag_ms`` rounded to whole
+    samples, so the phase of their cross-spectrum is ``2 pi f L`` (the leader leads).
+    Random numbers: ``default_rng([seed, 109, segment])``.
+    """
+
+    _TAG = 109
+
+    def __init__(self, cfg: "SimConfig", eeg: Sequence[str], u: np.ndarray) -> None:
+        fs = float(cfg.sfreq)
+        self.cfg, self.fs = cfg, fs
+        self.sites = tuple(cfg.coupling_sites)
+        self.lag = int(round(cfg.coupling_lag_ms * fs / 1000.0))
+        self.c = float(cfg.coupling_strength)
+        self.sos = signal.butter(4, list(cfg.coupling_band_hz), btype="bandpass", fs=fs,
+                                 output="sos")
+        imp = np.zeros(int(10 * fs))
+        imp[0] = 1.0
+        self.gain = 1.0 / np.sqrt(np.sum(signal.sosfilt(self.sos, imp) ** 2))
+        self.topo = np.stack([_dog(_distance_cm(u, _unit([s])[0]), cfg.coupling_sigma_cm)
+                              for s in self.sites], axis=1)  # (n_eeg, 3)
+        self.eeg = list(eeg)
+        rng = np.random.default_rng([cfg.seed, self._TAG, 2 ** 31])
+        burn = rng.standard_normal((3, int(2 * fs) + self.lag))
+        self.zi = np.zeros((self.sos.shape[0], 3, 2))
+        y, self.zi = signal.sosfilt(self.sos, burn, axis=1, zi=self.zi)
+        self.hist = y[0, y.shape[1] - self.lag:] * self.gain if self.lag else np.zeros(0)
+
+    def segment(self, j: int, n: int) -> np.ndarray:
+        """The sources' contribution to segment ``j`` (``n`` samples), (n_eeg, n) µV."""
+        rng = np.random.default_rng([self.cfg.seed, self._TAG, j])
+        y, self.zi = signal.sosfilt(self.sos, rng.standard_normal((3, n)), axis=1, zi=self.zi)
+        y *= self.gain
+        u1 = np.concatenate([self.hist, y[0]])
+        delayed = u1[:n]  # u1(t - lag)
+        self.hist = u1[n:] if self.lag else np.zeros(0)
+        src = np.stack([y[0], self.c * delayed + np.sqrt(1 - self.c ** 2) * y[1], y[2]])
+        return self.cfg.coupling_uv * (self.topo @ src)
+
+    def truth(self) -> dict:
+        """JSON-ready ground truth: sites, channels (topography >= 0.5), band, lag, strength."""
+        chans = {role: [self.eeg[i] for i in np.flatnonzero(self.topo[:, k] >= 0.5)]
+                 for k, role in enumerate(("leader", "follower", "independent"))}
+        return {"sites": dict(zip(("leader", "follower", "independent"), self.sites)),
+                "channels": chans, "band_hz": [float(x) for x in self.cfg.coupling_band_hz],
+                "lag_ms": self.lag * 1000.0 / self.fs, "lag_samples": self.lag,
+                "strength": self.c, "amplitude_uv": float(self.cfg.coupling_uv),
+                "sigma_cm": float(self.cfg.coupling_sigma_cm),
+                "topography": {role: [float(v) for v in self.topo[:, k]] for k, role in
+                               enumerate(("leader", "follower", "independent"))}}
+
+
 def _pink_sos(sfreq: float) -> np.ndarray:
     """SOS filter turning unit white noise into unit-variance pink (1/f power) noise."""
     f_lo, per_decade = 0.2, 3
@@ -670,6 +768,8 @@ class GroundTruth:
         self.decay_tau_fast_ms = np.asarray(arrays.get("decay_tau_fast_ms", np.full(n_eeg, np.nan)))
         self.decay_tau_slow_ms = np.asarray(arrays.get("decay_tau_slow_ms", np.full(n_eeg, np.nan)))
         self.peaks = self._measure_peaks()
+        #: coupled sources (empty unless SimConfig.coupling), see _CouplingSources.truth
+        self.coupling: dict = {}
 
     @property
     def eeg_names(self) -> list[str]:
@@ -746,6 +846,7 @@ class GroundTruth:
             "markers": [[int(s), lab] for s, lab in self.markers],
             "mu_knot_samples": self.mu_knots.knot_samples,
             "arrays": npath.name,
+            "coupling": self.coupling,
         }
         tmp = npath.with_name(npath.name + ".tmp.npz")
         np.savez_compressed(
@@ -785,6 +886,7 @@ class GroundTruth:
         truth.n_generated = int(doc["n_generated"])
         truth.pulses = [PulseTruth(**p) for p in doc["pulses"]]
         truth.markers = [(int(s), str(lab)) for s, lab in doc["markers"]]
+        truth.coupling = doc.get("coupling", {})
         return truth
 
 
@@ -942,6 +1044,7 @@ class TMSEEGSimulator:
         self._mu = _Oscillator(cfg.mu_freq_hz, cfg.mu_amplitude_uv, mu_knots, cfg.seed, _TAG_MU)
         self._alpha = _Oscillator(cfg.alpha_freq_hz, cfg.alpha_uv, KnotPhase(self._knot, fs),
                                   cfg.seed, _TAG_ALPHA)
+        self._coupling = _CouplingSources(cfg, eeg, u) if cfg.coupling else None
 
         # smooth background mixing
         ns = cfg.n_smooth_sources
@@ -1027,6 +1130,8 @@ class TMSEEGSimulator:
             cfg.mu_site, cfg.to_dict(),
             arrays={"mu_topography": self._mu_topo, "decay_tau_fast_ms": tau_f,
                     "decay_tau_slow_ms": tau_s})
+        if self._coupling is not None:
+            self.truth.coupling = self._coupling.truth()
 
         # streaming state -------------------------------------------------------------------
         self._bg: np.ndarray | None = None
@@ -1173,6 +1278,8 @@ class TMSEEGSimulator:
             eeg[self._noisy] += cfg.noisy_channel_uv * rng.standard_normal((self._noisy.size, S))
         if cfg.mu:
             eeg += self._mu_topo[:, None] * self._mu.signal(start, start + S)[None, :]
+        if self._coupling is not None:
+            eeg += self._coupling.segment(j, S)
         if cfg.alpha:
             eeg += self._alpha_topo[:, None] * self._alpha.signal(start, start + S)[None, :]
         if cfg.line_noise_hz > 0:
