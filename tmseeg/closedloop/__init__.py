@@ -1,0 +1,14 @@
+"""Closed loop: protocol API and runner, phase estimators, spatial filters, safety guard, outputs.
+
+The names a protocol script needs are importable from here::
+
+    from tmseeg.closedloop import Protocol, TriggerRequest
+"""
+from tmseeg.closedloop.guard import GuardDecision, SafetyGuard, TriggerRequest
+from tmseeg.closedloop.protocol import (MarkerInfo, Protocol, ProtocolInfo, ProtocolLoadError,
+                                        ProtocolRunner, PulseInfo, State, build_runner,
+                                        load_protocol)
+
+__all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "ProtocolRunner",
+           "ProtocolLoadError", "load_protocol", "build_runner", "TriggerRequest",
+           "GuardDecision", "SafetyGuard"]

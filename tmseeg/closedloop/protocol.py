@@ -1,0 +1,1103 @@
+"""Closed-loop protocols: a small Python class decides, from the live state, when a pulse fires.
+
+Writing a protocol
+------------------
+Subclass :class:`Protocol`, set its configuration as class attributes, and implement any of the
+callbacks; each returns a :class:`~tmseeg.closedloop.guard.TriggerRequest` (most easily
+``state.trigger(...)``) or ``None``::
+
+    from tmseeg.closedloop import Protocol
+
+    class MuTrough(Protocol):
+        channels = "C3 Laplacian"      # spatial filter of the window (None: all channels)
+        estimator = "ar"               # phase/power at newest sample + delay_ms
+        delay_ms = 20.0
+        warmup_s = 10.0
+
+        def on_block(self, state):
+            if state.warming_up or abs(state.phase.phase_rad) < 2.8:
+                return None
+            return state.trigger(intensity_pct=60, label="mu-trough")
+
+Callbacks (all optional): ``setup(info)`` once; ``on_block(state)`` for the newest data;
+``on_pulse(pulse)`` when a pulse's epoch (TEP row, MEP columns) is complete;
+``on_marker(marker)`` for other markers; ``on_decision(decision)`` after the guard ruled on a
+request of this protocol. See :class:`State`, :class:`PulseInfo`, :class:`MarkerInfo`.
+
+Running it
+----------
+:class:`ProtocolRunner` is an engine sink (``Engine(..., sinks=[runner])``) and, through
+:meth:`ProtocolRunner.attach`, a session listener. It never lets the protocol slow acquisition:
+
+* the acquisition thread only copies the newest window (spatially filtered) into a one-slot
+  mailbox (newest wins) and returns; the protocol runs on a **worker thread**;
+* a callback running longer than ``callback_timeout_ms`` is **abandoned** (reported; its late
+  result is discarded; an exception is injected into it when it next runs Python code); while
+  it is stuck, later calls are **skipped** and counted, and acquisition continues;
+* a callback that **raises** is reported with its traceback; the protocol is then disabled
+  (``on_error = "disable"``, default) or called again (``"continue"``);
+* a return that is not ``None`` or a ``TriggerRequest`` is **rejected** with the reason;
+* every request goes through :meth:`SafetyGuard.check` (min interval, rates, counts, stale
+  data, gaps, intensity): nothing reaches an output without an accepted guard decision, so a
+  protocol that floods requests is held by the guard;
+* every decision (accepted or not) is sent to the outputs (the LSL ``tmseeg-triggers`` stream
+  by default) and logged with its latency trace: block received, newest sample time, decision
+  time, send time, target time, estimated phase and power.
+
+:func:`load_protocol` imports a protocol file and finds the class, with clear errors.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import json
+import logging
+import math
+import sys
+import threading
+import traceback
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from tmseeg.closedloop.guard import GuardDecision, SafetyGuard, TriggerRequest
+from tmseeg.closedloop.phase import ARPhaseEstimator, ETPPhaseEstimator, PhaseEstimate
+from tmseeg.closedloop.spatial import SpatialFilter
+from tmseeg.closedloop.triggers import TriggerOutput, lsl_clock, message_json
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, StreamMeta
+
+__all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "ProtocolRunner",
+           "ProtocolLoadError", "ProtocolConfigError", "load_protocol", "build_runner"]
+
+log = logging.getLogger(__name__)
+
+
+class ProtocolLoadError(ValueError):
+    """A protocol file could not be loaded (syntax error, import error, no Protocol class)."""
+
+
+class ProtocolConfigError(ValueError):
+    """A protocol's configuration attributes are invalid."""
+
+
+class ProtocolTimeout(BaseException):
+    """Injected into a callback that overran its deadline (BaseException: hard to swallow)."""
+
+
+# -- what callbacks receive ---------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class _Context:
+    newest_sample: int
+    newest_time_s: float
+    now_s: float
+    phase: PhaseEstimate | None = None
+    delay_ms: float = 0.0
+
+    def trigger(self, intensity_pct: float, label: str = "TMS", at_s: float | None = None,
+                after_ms: float | None = None) -> TriggerRequest:
+        """A request for one pulse, carrying this state's phase and amplitude for the log.
+
+        Parameters
+        ----------
+        intensity_pct : float
+            Stimulator output (% of maximum).
+        label : str
+            Marker text of the pulse.
+        at_s : float, optional
+            Absolute target time on the LSL clock.
+        after_ms : float, optional
+            Target = newest sample time + ``after_ms``. Without ``at_s`` and ``after_ms`` the
+            target is the phase estimate's target, ``newest_time_s + delay_ms``.
+
+        Returns
+        -------
+        TriggerRequest
+        """
+        if at_s is not None and after_ms is not None:
+            raise ValueError("trigger(): give at_s or after_ms, not both.")
+        if at_s is None:
+            off_ms = self.delay_ms if after_ms is None else float(after_ms)
+            at_s = self.newest_time_s + off_ms / 1000.0
+        ph = self.phase
+        return TriggerRequest(target_time_s=at_s, intensity_pct=intensity_pct, label=label,
+                              requested_at_s=self.newest_time_s,
+                              phase_rad=None if ph is None else ph.phase_rad,
+                              amplitude_uv=None if ph is None else ph.amplitude_uv)
+
+
+@dataclass(kw_only=True)
+class State(_Context):
+    """The live state handed to :meth:`Protocol.on_block`.
+
+    Attributes
+    ----------
+    window : ndarray
+        The newest ``window_ms`` of raw data (µV), spatially filtered to shape ``(n,)`` when
+        the protocol sets ``channels``, else ``(n_channels, n)``; a read-only copy. Shorter
+        than ``window_ms`` right after the start or a gap.
+    sfreq : float
+    newest_sample : int
+        Absolute index of the newest sample.
+    newest_time_s : float
+        Its LSL timestamp.
+    received_s : float
+        LSL time at which the block holding it was pulled.
+    now_s : float
+        LSL time when this state was built (just before the callback).
+    elapsed_s : float
+        Seconds of data since the first sample the runner saw.
+    warming_up : bool
+        True for the protocol's first ``warmup_s`` (requests are refused then).
+    phase : PhaseEstimate or None
+        Phase/amplitude/power at ``newest_time_s + delay_ms`` when an estimator is configured
+        and the window is full; None otherwise.
+    delay_ms : float
+        The technical delay the estimate looks ahead.
+    tep : dict
+        Running TEP summary (``TEPSession.tep_summary()``) as of the last completed epoch.
+    metrics : dict
+        Plug-in metric summaries (MEP, ...) as of the last completed epoch.
+    n_pulses : int
+        Pulses seen so far (any source).
+    last_pulse_time_s : float
+        LSL time of the last pulse seen (NaN: none).
+    last_trigger_time_s : float
+        Target time of the last accepted request of this protocol (NaN: none).
+    n_accepted : int
+        Accepted requests so far.
+    """
+
+    window: np.ndarray
+    sfreq: float
+    received_s: float = math.nan
+    elapsed_s: float = 0.0
+    warming_up: bool = False
+    tep: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    n_pulses: int = 0
+    last_pulse_time_s: float = math.nan
+    last_trigger_time_s: float = math.nan
+    n_accepted: int = 0
+
+    @property
+    def target_time_s(self) -> float:
+        """Time the phase estimate refers to: ``newest_time_s + delay_ms``."""
+        return self.newest_time_s + self.delay_ms / 1000.0
+
+
+@dataclass(kw_only=True)
+class PulseInfo(_Context):
+    """A pulse whose epoch is complete, handed to :meth:`Protocol.on_pulse`.
+
+    Attributes
+    ----------
+    sample : int
+        Absolute sample of the pulse.
+    time_s : float
+        Its LSL time.
+    row : dict
+        The session's per-pulse row (``pulses.csv`` columns: ``early_tep_ptp_uv``, ``kept``,
+        MEP columns such as ``mep_ptp_uv`` when there is an EMG channel, ...); empty when the
+        runner is not attached to a session.
+    tep, metrics : dict
+        Running TEP and plug-in summaries after this pulse.
+    trigger : dict or None
+        The accepted decision of this protocol whose target matches the pulse (within
+        ``match_tolerance_ms``), else None (a pulse the protocol did not ask for).
+    intensity_pct : float
+        From the matching trigger, else the row's ``intensity_pct``, else NaN.
+    """
+
+    sample: int
+    time_s: float
+    row: dict = field(default_factory=dict)
+    tep: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    trigger: dict | None = None
+    intensity_pct: float = math.nan
+
+
+@dataclass(kw_only=True)
+class MarkerInfo(_Context):
+    """A (non-pulse) marker, handed to :meth:`Protocol.on_marker`.
+
+    Attributes
+    ----------
+    label : str
+    sample : int
+    time_s : float
+        LSL time of the marker.
+    extra : dict
+        Fields of a JSON marker.
+    """
+
+    label: str
+    sample: int
+    time_s: float
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProtocolInfo:
+    """What :meth:`Protocol.setup` learns about the stream.
+
+    Attributes
+    ----------
+    ch_names : tuple of str
+    ch_types : tuple of str
+    sfreq : float
+    stream : str
+    spatial_filter : SpatialFilter or None
+    """
+
+    ch_names: tuple[str, ...]
+    ch_types: tuple[str, ...]
+    sfreq: float
+    stream: str
+    spatial_filter: SpatialFilter | None
+
+
+# -- the protocol base class ----------------------------------------------------------------------
+
+class Protocol:
+    """Base class of closed-loop protocols: configuration attributes + callbacks.
+
+    Attributes (configuration; override in the subclass)
+    ------------------------------------------------------
+    name : str
+        Shown in logs and decisions (default: the class name).
+    window_ms : float
+        Length of ``state.window`` (default 500 ms; raised to what the estimator needs).
+    channels : str, dict or None
+        Spatial filter spec (``"C3"``, ``"C3 Laplacian"``, ``{"C3": 1, "CP3": -1}``); None
+        (default) gives all channels.
+    estimator : {"ar", "etp", None}
+        Phase/power estimator (needs ``channels``). ``"etp"`` learns its cycle length from the
+        warm-up data (``warmup_s`` >= 10 s recommended).
+    band_hz : tuple of float
+        Band of the rhythm (default mu, 8-13 Hz).
+    delay_ms : float
+        Technical delay compensated by the estimator: ``state.phase`` is the phase at
+        ``newest sample + delay_ms``, and ``state.trigger()`` targets that time (default 0).
+    warmup_s : float
+        Seconds from the first sample during which requests are refused (default 0).
+    callback_timeout_ms : float
+        Deadline of one callback (default 100 ms).
+    on_error : {"disable", "continue"}
+        After a callback raises: stop calling the protocol (default), or go on.
+    guard : dict
+        Stricter safety limits for this protocol (``SafetyGuard`` parameters). They can only
+        tighten the runner's limits, never loosen them.
+    """
+
+    name: str = ""
+    window_ms: float = 500.0
+    channels: str | Mapping[str, float] | None = None
+    estimator: str | None = None
+    band_hz: tuple[float, float] = (8.0, 13.0)
+    delay_ms: float = 0.0
+    warmup_s: float = 0.0
+    callback_timeout_ms: float = 100.0
+    on_error: str = "disable"
+    guard: Mapping[str, Any] = {}
+
+    def setup(self, info: ProtocolInfo) -> None:
+        """Called once, on the worker thread, before any other callback."""
+
+    def on_block(self, state: State) -> TriggerRequest | None:
+        """New data arrived; return a request or None."""
+        return None
+
+    def on_pulse(self, pulse: PulseInfo) -> TriggerRequest | None:
+        """A pulse's epoch (TEP row, MEP columns) is complete; return a request or None."""
+        return None
+
+    def on_marker(self, marker: MarkerInfo) -> TriggerRequest | None:
+        """A non-pulse marker arrived; return a request or None."""
+        return None
+
+    def on_decision(self, decision: dict) -> None:
+        """The guard ruled on one of this protocol's requests (the logged decision record)."""
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+def load_protocol(path: str | Path, name: str | None = None) -> type[Protocol]:
+    """Import a protocol file and return its :class:`Protocol` subclass.
+
+    Parameters
+    ----------
+    path : str or Path
+        A Python file; ``FILE.py:ClassName`` picks one class when the file defines several.
+    name : str, optional
+        Class name to pick (same as the ``:ClassName`` suffix).
+
+    Returns
+    -------
+    type
+        The protocol class (instantiate it, or give it to :class:`ProtocolRunner`).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ProtocolLoadError
+        Syntax error (with file and line), an exception while importing (with its line), no
+        ``Protocol`` subclass, several without a name, or the named class is missing.
+    """
+    text = str(path)
+    if name is None and ":" in text and not Path(text).exists():
+        head, _, tail = text.rpartition(":")
+        if tail.isidentifier():
+            text, name = head, tail
+    p = Path(text)
+    if not p.is_file():
+        raise FileNotFoundError(f"protocol file {str(p)!r} not found; give the path of a .py "
+                                "file defining a tmseeg.closedloop.Protocol subclass (examples "
+                                "in apps/protocol_*.py).")
+    source = p.read_text(encoding="utf-8")
+    try:
+        code = compile(source, str(p), "exec")
+    except SyntaxError as err:
+        raise ProtocolLoadError(f"protocol {p}: syntax error at line {err.lineno}: {err.msg}"
+                                f"\n    {(err.text or '').rstrip()}\nfix the file and retry.") \
+            from None
+    mod_name = f"tmseeg_protocol_{p.stem}_{abs(hash(str(p.resolve()))) % 10**8}"
+    spec = importlib.util.spec_from_file_location(mod_name, p)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        exec(code, module.__dict__)
+    except Exception as err:
+        sys.modules.pop(mod_name, None)
+        tb = traceback.extract_tb(err.__traceback__)
+        lines = [f.lineno for f in tb if f.filename == str(p)]
+        where = f" at line {lines[-1]}" if lines else ""
+        raise ProtocolLoadError(f"protocol {p}: {type(err).__name__} while importing{where}: "
+                                f"{err}") from err
+    found = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, Protocol) and v is not Protocol
+             and v.__module__ == mod_name]
+    if name is not None:
+        match = [c for c in found if c.__name__ == name]
+        if not match:
+            raise ProtocolLoadError(f"protocol {p}: no Protocol subclass named {name!r}; it "
+                                    f"defines {[c.__name__ for c in found] or 'none'}.")
+        return match[0]
+    if not found:
+        raise ProtocolLoadError(f"protocol {p}: no Protocol subclass found; define "
+                                "`class MyProtocol(tmseeg.closedloop.Protocol):` with an "
+                                "on_block/on_pulse/on_marker method.")
+    if len(found) > 1:
+        names = ", ".join(c.__name__ for c in found)
+        raise ProtocolLoadError(f"protocol {p}: several Protocol subclasses ({names}); pick one "
+                                f"with {p}:ClassName.")
+    return found[0]
+
+
+# -- the runner -----------------------------------------------------------------------------------
+
+_TIGHTEN_MAX = ("min_interval_s", "refuse_if_gap_within_s", "train_break_s")
+_TIGHTEN_MIN = ("max_pulses_session", "max_pulses_train", "max_intensity_pct",
+                "max_data_age_ms", "max_lead_s", "past_tolerance_s")
+_GUARD_DEFAULTS = dict(min_interval_s=1.0, max_rate=((10.0, 6), (60.0, 30)),
+                       max_pulses_session=1500, max_pulses_train=None, train_break_s=5.0,
+                       max_intensity_pct=100.0, max_data_age_ms=100.0,
+                       refuse_if_gap_within_s=1.0, past_tolerance_s=0.0, max_lead_s=10.0)
+
+
+def _tightened(base: Mapping[str, Any], proto: Mapping[str, Any]) -> dict:
+    """Guard parameters where the protocol's settings may only make limits stricter."""
+    out = dict(base)
+    for k, v in dict(proto).items():
+        if k in _TIGHTEN_MAX:
+            out[k] = v if out.get(k) is None else max(out[k], v)
+        elif k in _TIGHTEN_MIN:
+            out[k] = v if out.get(k) is None else (out[k] if v is None else min(out[k], v))
+        elif k == "max_rate":
+            out[k] = tuple(out.get(k) or ()) + tuple(tuple(x) for x in v)
+        else:
+            raise ProtocolConfigError(f"protocol guard setting {k!r} is not a SafetyGuard limit; "
+                                      f"use {sorted(_TIGHTEN_MAX + _TIGHTEN_MIN + ('max_rate',))}.")
+    return out
+
+
+class _Window:
+    """Newest ``n`` samples of a 1-D or 2-D signal, contiguous reads, O(block) appends."""
+
+    def __init__(self, n: int, n_rows: int | None) -> None:
+        self.n = n
+        shape = (4 * n,) if n_rows is None else (n_rows, 4 * n)
+        self.buf = np.zeros(shape)
+        self.pos = 0
+        self.filled = 0
+
+    def reset(self) -> None:
+        self.pos = self.filled = 0
+
+    def append(self, x: np.ndarray) -> None:
+        k = x.shape[-1]
+        if k >= self.n:
+            self.buf[..., :self.n] = x[..., -self.n:]
+            self.pos, self.filled = self.n, self.n
+            return
+        if self.pos + k > self.buf.shape[-1]:
+            keep = min(self.filled, self.n)
+            self.buf[..., :keep] = self.buf[..., self.pos - keep:self.pos]
+            self.pos = keep
+        self.buf[..., self.pos:self.pos + k] = x
+        self.pos += k
+        self.filled = min(self.filled + k, self.n)
+
+    def latest(self) -> np.ndarray:
+        out = self.buf[..., self.pos - self.filled:self.pos].copy()
+        out.flags.writeable = False
+        return out
+
+
+@dataclass
+class _Job:
+    kind: str  # on_block | on_pulse | on_marker | on_decision
+    payload: Any
+    newest_sample: int
+    newest_time_s: float
+    received_s: float
+
+
+def _pick(req: Any, attr: str, phase: PhaseEstimate | None) -> float:
+    """The request's own estimate (``phase_rad`` / ``amplitude_uv``), else the runner's."""
+    v = getattr(req, attr, None) if req is not None else None
+    if v is not None:
+        return _fnum(v)
+    return getattr(phase, attr) if phase is not None else math.nan
+
+
+def _fnum(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+class ProtocolRunner:
+    """Runs a :class:`Protocol` next to the engine, contained, with every request guarded.
+
+    Parameters
+    ----------
+    protocol : Protocol or Protocol subclass
+    meta : StreamMeta
+        The EEG stream.
+    outputs : TriggerOutput or sequence of them, optional
+        Where decisions go (e.g. :class:`~tmseeg.closedloop.triggers.LSLTriggerOutput`). None:
+        decisions are only logged.
+    guard : SafetyGuard, optional
+        Default: a ``SafetyGuard`` with its documented defaults, tightened by
+        ``protocol.guard``. A guard given here is used as is.
+    log_path : str or Path, optional
+        Append every decision record as one JSON line.
+    match_tolerance_ms : float
+        A pulse within this of an accepted target is that trigger's pulse (default 20 ms).
+    max_records : int
+        Decision records kept in memory (newest; default 20000). Accepted ones are all kept.
+    interrupt_stuck : bool
+        Inject :class:`ProtocolTimeout` into a callback that overran (default True).
+    clock : callable
+        LSL clock (default ``pylsl.local_clock``).
+
+    Attributes
+    ----------
+    records : deque of dict
+        Decision records (newest last): ``decision_id, accepted, code, reason, label,
+        intensity_pct, target_time_s, newest_sample, last_sample_time_s, received_s,
+        decision_time_s, send_time_s, sent_s, fired_at_s, latency_ms, phase_rad,
+        amplitude_uv, power_uv2, est_phase_rad, callback, protocol``. ``phase_rad`` /
+        ``amplitude_uv`` are the request's (the phase the protocol aimed at), else the
+        estimator's; ``est_phase_rad`` is always the estimator's phase at newest + delay_ms;
+        ``latency_ms`` runs from the block's arrival (``received_s``) to ``sent_s``, when every
+        output has returned.
+    accepted : list of dict
+        Every accepted record.
+    counts : Counter
+        Decisions by ``code`` (``ok``, ``min_interval``, ``bad_return``, ``warmup``, ...).
+    errors : list of str
+        Reports of callbacks that raised, timed out, or returned nonsense (newest 200).
+    """
+
+    def __init__(self, protocol: Protocol | type[Protocol], meta: StreamMeta,
+                 outputs: TriggerOutput | Sequence[TriggerOutput] | None = None,
+                 guard: SafetyGuard | None = None, log_path: str | Path | None = None,
+                 match_tolerance_ms: float = 20.0, max_records: int = 20000,
+                 interrupt_stuck: bool = True, clock: Callable[[], float] = lsl_clock) -> None:
+        if isinstance(protocol, type):
+            if not issubclass(protocol, Protocol):
+                raise ProtocolConfigError(f"{protocol.__name__} is not a tmseeg.closedloop."
+                                          "Protocol subclass.")
+            protocol = protocol()
+        if not isinstance(protocol, Protocol):
+            raise ProtocolConfigError(f"expected a Protocol instance, got "
+                                      f"{type(protocol).__name__}.")
+        self.protocol = protocol
+        self.name = protocol.name or type(protocol).__name__
+        self.meta = meta
+        self.clock = clock
+        self._validate_config(protocol, meta)
+        self.guard = guard if guard is not None else SafetyGuard(
+            **_tightened(_GUARD_DEFAULTS, protocol.guard), clock=clock)
+        if outputs is None:
+            outputs = []
+        elif isinstance(outputs, TriggerOutput):
+            outputs = [outputs]
+        self.outputs: list[TriggerOutput] = list(outputs)
+        for out in self.outputs:
+            out.on_fired = self._on_fired
+            out.on_failed = self._on_failed
+        self.timeout_s = float(protocol.callback_timeout_ms) / 1000.0
+        self.match_tolerance_s = match_tolerance_ms / 1000.0
+        self.interrupt_stuck = interrupt_stuck
+        # state fed by the acquisition thread
+        fs = meta.sfreq
+        n_win = int(round(protocol.window_ms * fs / 1000.0))
+        if self.estimator is not None:
+            n_win = max(n_win, self.estimator.n_samples_needed)
+        self._win = _Window(n_win, None if self.spatial is not None else meta.n_channels)
+        self._training: list[np.ndarray] | None = [] if protocol.estimator == "etp" else None
+        self._t_first = math.nan
+        self._newest_sample = -1
+        self._newest_time = math.nan
+        self._received = math.nan
+        self._ref = (0, math.nan)  # (sample, LSL time) for sample -> time
+        self._last_gap_time: float | None = None
+        self._n_pulses = 0
+        self._last_pulse_time = math.nan
+        self._tep: dict = {}
+        self._metrics: dict = {}
+        self._session_attached = False
+        # worker
+        self._cv = threading.Condition()
+        self._block_job: _Job | None = None
+        self._events: deque[_Job] = deque(maxlen=1000)
+        self._busy: tuple[int, float, str] | None = None  # (generation, started, kind)
+        self._gen = 0
+        self._abandoned: set[int] = set()
+        self._stuck_since = math.nan
+        self._stop = False
+        self.disabled_reason = ""
+        self._setup_done = False
+        # bookkeeping
+        self.records: deque[dict] = deque(maxlen=max_records)
+        self.accepted: list[dict] = []
+        self.counts: Counter = Counter()
+        self.errors: deque[str] = deque(maxlen=200)
+        self.n_calls = Counter()
+        self.n_skipped = 0
+        self.n_timeouts = 0
+        self.n_exceptions = 0
+        self.n_dropped_events = 0
+        self._runner_ids = 0
+        self._pending: dict[int, tuple[GuardDecision, dict]] = {}
+        self._rec_lock = threading.Lock()
+        self._log_file = None
+        if log_path is not None:
+            self._log_file = open(Path(log_path), "a", encoding="utf-8", buffering=1)
+        self._thread = threading.Thread(target=self._worker, name=f"protocol-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- configuration ---------------------------------------------------------------------
+    def _validate_config(self, p: Protocol, meta: StreamMeta) -> None:
+        who = f"protocol {type(p).__name__}"
+
+        def pos(attr: str, allow_zero: bool = False) -> float:
+            v = getattr(p, attr)
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                f = math.nan
+            if not math.isfinite(f) or f < 0 or (f == 0 and not allow_zero):
+                raise ProtocolConfigError(f"{who}: {attr}={v!r} must be a finite number "
+                                          f"{'>= 0' if allow_zero else '> 0'}.")
+            return f
+
+        pos("window_ms")
+        pos("callback_timeout_ms")
+        pos("delay_ms", allow_zero=True)
+        warm = pos("warmup_s", allow_zero=True)
+        if p.on_error not in ("disable", "continue"):
+            raise ProtocolConfigError(f"{who}: on_error={p.on_error!r}; use 'disable' or "
+                                      "'continue'.")
+        if not isinstance(p.guard, Mapping):
+            raise ProtocolConfigError(f"{who}: guard must be a dict of SafetyGuard limits.")
+        self.spatial = None
+        if p.channels is not None:
+            try:
+                self.spatial = SpatialFilter.from_spec(p.channels, meta.ch_names)
+            except (ValueError, KeyError) as err:
+                raise ProtocolConfigError(f"{who}: channels={p.channels!r}: {err}") from None
+        self.estimator: ARPhaseEstimator | ETPPhaseEstimator | None = None
+        if p.estimator is not None:
+            if p.estimator not in ("ar", "etp"):
+                raise ProtocolConfigError(f"{who}: estimator={p.estimator!r}; use 'ar', 'etp' "
+                                          "or None.")
+            if self.spatial is None:
+                raise ProtocolConfigError(f"{who}: estimator={p.estimator!r} needs a single "
+                                          "signal: set channels (e.g. 'C3 Laplacian').")
+            cls = ARPhaseEstimator if p.estimator == "ar" else ETPPhaseEstimator
+            self.estimator = cls(meta.sfreq, band_hz=tuple(p.band_hz),
+                                 window_ms=max(500.0, float(p.window_ms)))
+            need = 2 * self.estimator.n_samples_needed / meta.sfreq
+            if p.estimator == "etp" and warm < max(need, 10.0):
+                raise ProtocolConfigError(f"{who}: estimator='etp' learns the cycle length from "
+                                          f"the warm-up data; set warmup_s >= 10 (got {warm:g}).")
+
+    # -- feeding (acquisition thread) ------------------------------------------------------
+    def attach(self, session) -> "ProtocolRunner":
+        """Receive the session's per-pulse updates (TEP/MEP rows) for ``on_pulse``."""
+        session.listeners.append(self.on_session_update)
+        self._session_attached = True
+        return self
+
+    def time_of(self, sample: int) -> float:
+        """LSL time of an absolute sample, from the newest block's timestamps."""
+        s0, t0 = self._ref
+        return t0 + (sample - s0) / self.meta.sfreq
+
+    def on_block(self, raw: Block | None, processed: Block | None) -> None:
+        """Engine sink: take the newest raw samples; hand the protocol a job; never wait."""
+        if raw is not None and raw.n_samples:
+            self._ingest(raw)
+        if processed is not None:
+            for ev in processed.events:
+                if ev.kind == EVENT_PULSE:
+                    self._n_pulses += 1
+                    t = ev.time_s if math.isfinite(ev.time_s) else self.time_of(ev.sample)
+                    self._last_pulse_time = t
+                    if not self._session_attached:
+                        self._post_event("on_pulse", PulseInfo(
+                            sample=ev.sample, time_s=t, newest_sample=self._newest_sample,
+                            newest_time_s=self._newest_time, now_s=math.nan,
+                            intensity_pct=_fnum(ev.extra.get("intensity_pct", math.nan))))
+                elif ev.kind == EVENT_MARKER:
+                    t = ev.time_s if math.isfinite(ev.time_s) else self.time_of(ev.sample)
+                    self._post_event("on_marker", MarkerInfo(
+                        label=ev.label, sample=ev.sample, time_s=t, extra=dict(ev.extra),
+                        newest_sample=self._newest_sample, newest_time_s=self._newest_time,
+                        now_s=math.nan))
+        if raw is not None and raw.n_samples:
+            self._post_block()
+        self._watchdog()
+
+    def _ingest(self, raw: Block) -> None:
+        for ev in raw.events:
+            if ev.kind == EVENT_GAP:
+                self._win.reset()  # never estimate across missing samples
+                self._last_gap_time = float(raw.timestamps[0])
+        if raw.first_sample != self._newest_sample + 1 and self._newest_sample >= 0:
+            self._win.reset()
+            self._last_gap_time = float(raw.timestamps[0])
+        x = self.spatial.apply(raw.data) if self.spatial is not None else raw.data
+        self._win.append(x)
+        self._newest_sample = raw.stop_sample - 1
+        self._newest_time = float(raw.timestamps[-1])
+        self._received = raw.received_s if math.isfinite(raw.received_s) else self.clock()
+        self._ref = (raw.first_sample, float(raw.timestamps[0]))
+        if math.isnan(self._t_first):
+            self._t_first = float(raw.timestamps[0])
+        if self._training is not None and self.spatial is not None:
+            if self._newest_time - self._t_first < self.protocol.warmup_s:
+                self._training.append(np.array(x, copy=True))
+
+    def _post_block(self) -> None:
+        job = _Job("on_block", self._win.latest(), self._newest_sample, self._newest_time,
+                   self._received)
+        with self._cv:
+            if self._stop or self.disabled_reason:
+                return
+            if self._busy is not None and self._busy[1] + self.timeout_s < self.clock() \
+                    or not math.isnan(self._stuck_since):
+                self.n_skipped += 1
+                return
+            self._block_job = job  # newest wins: an unprocessed older window is dropped
+            self._cv.notify()
+
+    def _post_event(self, kind: str, payload: Any) -> None:
+        job = _Job(kind, payload, self._newest_sample, self._newest_time, self._received)
+        with self._cv:
+            if self._stop or self.disabled_reason:
+                return
+            if len(self._events) == self._events.maxlen:
+                self.n_dropped_events += 1
+            self._events.append(job)
+            self._cv.notify()
+
+    def on_session_update(self, update: dict) -> None:
+        """Session listener: a pulse's epoch is complete (row, TEP and metric summaries)."""
+        if update.get("type") != "pulse":
+            return
+        self._tep = update.get("tep") or {}
+        self._metrics = update.get("metrics") or {}
+        row = dict(update.get("pulse") or {})
+        sample = int(row.get("sample", -1))
+        t = self.time_of(sample)
+        trig = self._match_trigger(t)
+        inten = trig["intensity_pct"] if trig is not None else _fnum(
+            row.get("intensity_pct", math.nan))
+        self._post_event("on_pulse", PulseInfo(
+            sample=sample, time_s=t, row=row, tep=self._tep, metrics=self._metrics,
+            trigger=trig, intensity_pct=inten, newest_sample=self._newest_sample,
+            newest_time_s=self._newest_time, now_s=math.nan))
+
+    def _match_trigger(self, t: float) -> dict | None:
+        with self._rec_lock:
+            best = None
+            for rec in reversed(self.accepted[-50:]):
+                d = abs(rec["target_time_s"] - t)
+                if d <= self.match_tolerance_s and (best is None or d < best[0]):
+                    best = (d, rec)
+            return None if best is None else best[1]
+
+    # -- watchdog ----------------------------------------------------------------------------
+    def _watchdog(self) -> None:
+        with self._cv:
+            busy = self._busy
+            if busy is None or busy[0] in self._abandoned:
+                return
+            gen, started, kind = busy
+            overrun = self.clock() - started
+            if overrun <= self.timeout_s:
+                return
+            self._abandoned.add(gen)
+            self._stuck_since = started
+            self.n_timeouts += 1
+        self._report(f"{kind} exceeded its {self.timeout_s * 1e3:g} ms deadline "
+                     f"({overrun * 1e3:.0f} ms so far): abandoned; later calls are skipped "
+                     "until it returns")
+        if self.interrupt_stuck:
+            try:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self._thread.ident), ctypes.py_object(ProtocolTimeout))
+            except Exception:  # pragma: no cover - CPython only
+                pass
+
+    def poll(self) -> None:
+        """Run the watchdog (the sink does this on every block; call it when idle)."""
+        self._watchdog()
+
+    # -- worker -----------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while True:
+            try:
+                with self._cv:
+                    while not self._stop and self._block_job is None and not self._events:
+                        self._cv.wait()
+                    if self._stop:
+                        return
+                    job = self._events.popleft() if self._events else self._block_job
+                    if job is self._block_job:
+                        self._block_job = None
+                    self._gen += 1
+                    gen = self._gen
+                    self._busy = (gen, self.clock(), job.kind)
+                try:
+                    self._execute(job, gen)
+                finally:
+                    with self._cv:
+                        self._busy = None
+                        if gen in self._abandoned:
+                            self._stuck_since = math.nan
+            except ProtocolTimeout:
+                continue  # landed outside the callback: that job is already abandoned
+            except Exception:  # the runner itself must not die
+                log.exception("protocol runner worker error")
+
+    def _call(self, kind: str, arg: Any, gen: int) -> tuple[bool, Any]:
+        """Call one callback; (ok, result). Exceptions are reported per the error policy."""
+        self.n_calls[kind] += 1
+        try:
+            return True, getattr(self.protocol, kind)(arg)
+        except ProtocolTimeout:
+            self._report(f"{kind} was interrupted after overrunning its deadline")
+            return False, None
+        except Exception as err:
+            self.n_exceptions += 1
+            tb = traceback.format_exc(limit=6)
+            if self.protocol.on_error == "disable":
+                self.disabled_reason = f"{kind} raised {type(err).__name__}: {err}"
+                self._report(f"{kind} raised {type(err).__name__}: {err}; protocol disabled "
+                             f"(on_error='disable'); acquisition continues\n{tb}")
+            elif self.n_exceptions <= 5 or self.n_exceptions % 100 == 0:
+                self._report(f"{kind} raised {type(err).__name__}: {err} (#{self.n_exceptions};"
+                             f" on_error='continue')\n{tb}")
+            return False, None
+
+    def _execute(self, job: _Job, gen: int) -> None:
+        if self.disabled_reason:
+            return
+        if not self._setup_done:
+            self._setup_done = True
+            ok, _ = self._call("setup", ProtocolInfo(
+                self.meta.ch_names, self.meta.ch_types, self.meta.sfreq, self.meta.name,
+                self.spatial), gen)
+            if not ok or gen in self._abandoned:
+                return
+        now = self.clock()
+        warming = (job.newest_time_s - self._t_first) < self.protocol.warmup_s
+        if job.kind == "on_block":
+            phase = self._estimate(job, warming)
+            ctx = State(window=job.payload, sfreq=self.meta.sfreq,
+                        newest_sample=job.newest_sample, newest_time_s=job.newest_time_s,
+                        received_s=job.received_s, now_s=now,
+                        elapsed_s=job.newest_time_s - self._t_first, warming_up=warming,
+                        phase=phase, delay_ms=float(self.protocol.delay_ms), tep=self._tep,
+                        metrics=self._metrics, n_pulses=self._n_pulses,
+                        last_pulse_time_s=self._last_pulse_time,
+                        last_trigger_time_s=(self.accepted[-1]["target_time_s"]
+                                             if self.accepted else math.nan),
+                        n_accepted=len(self.accepted))
+        elif job.kind == "on_decision":
+            self._call("on_decision", job.payload, gen)
+            return
+        else:
+            ctx = job.payload
+            ctx.now_s = now
+            ctx.delay_ms = float(self.protocol.delay_ms)
+            phase = None
+        ok, result = self._call(job.kind, ctx, gen)
+        if not ok:
+            return
+        if gen in self._abandoned:
+            self._report(f"{job.kind} returned after its deadline: result discarded")
+            return
+        if result is None:
+            return
+        self._decide(job, result, phase, warming)
+
+    def _estimate(self, job: _Job, warming: bool) -> PhaseEstimate | None:
+        est = self.estimator
+        if est is None or job.payload.shape[-1] < est.n_samples_needed:
+            return None
+        if isinstance(est, ETPPhaseEstimator) and not est.fitted:
+            if warming or not self._training:
+                return None
+            training, self._training = np.concatenate(self._training), None
+            try:
+                est.fit(training)
+            except ValueError as err:
+                self._report(f"ETP estimator could not learn the cycle length from the warm-up "
+                             f"data: {err}; state.phase stays None")
+                self.estimator = None
+                return None
+        try:
+            return est.estimate(job.payload, float(self.protocol.delay_ms),
+                                newest_sample=job.newest_sample)
+        except ValueError as err:  # NaN in the window (a dead channel), ...
+            self._report(f"phase estimate failed: {err}")
+            return None
+
+    # -- decisions ---------------------------------------------------------------------------
+    def _decide(self, job: _Job, result: Any, phase: PhaseEstimate | None,
+                warming: bool) -> None:
+        decision: GuardDecision | None = None
+        if not isinstance(result, TriggerRequest):
+            code, reason = "bad_return", (f"refused: {job.kind} returned "
+                                          f"{type(result).__name__} ({str(result)[:80]!r}); "
+                                          "return a TriggerRequest (state.trigger(...)) or None")
+            self._report(reason)
+            req = None
+        elif warming:
+            code, reason, req = "warmup", (f"refused: warm-up ({self.protocol.warmup_s:g} s) "
+                                           "not over"), result
+        else:
+            req = result
+            decision = self.guard.check(req, now_s=self.clock(),
+                                        newest_sample_time_s=job.newest_time_s,
+                                        last_gap_time_s=self._last_gap_time)
+            code, reason = decision.code, decision.reason
+        if decision is not None:
+            did = decision.decision_id
+            decided, target = decision.decided_at_s, decision.target_time_s
+        else:
+            self._runner_ids += 1
+            did = -self._runner_ids
+            decided = self.clock()
+            target = _fnum(getattr(req, "target_time_s", math.nan))
+        rec = {
+            "decision_id": did, "accepted": bool(decision is not None and decision.accepted),
+            "code": code, "reason": reason,
+            "label": str(getattr(req, "label", ""))[:200],
+            "intensity_pct": _fnum(getattr(req, "intensity_pct", math.nan)),
+            "target_time_s": target, "newest_sample": job.newest_sample,
+            "last_sample_time_s": job.newest_time_s, "received_s": job.received_s,
+            "decision_time_s": decided, "send_time_s": math.nan, "sent_s": math.nan,
+            "fired_at_s": math.nan, "latency_ms": math.nan,
+            "phase_rad": _pick(req, "phase_rad", phase),
+            "amplitude_uv": _pick(req, "amplitude_uv", phase),
+            "power_uv2": phase.power_uv2 if phase is not None else math.nan,
+            "est_phase_rad": phase.phase_rad if phase is not None else math.nan,
+            "callback": job.kind, "protocol": self.name,
+        }
+        if rec["accepted"]:
+            with self._rec_lock:
+                self._pending[did] = (decision, rec)
+        n_ok = 0
+        for out in self.outputs:
+            msg = dict(rec)
+            try:
+                out.send(msg)
+                n_ok += 1
+                if math.isnan(rec["send_time_s"]):
+                    rec["send_time_s"] = _fnum(msg.get("send_time_s", math.nan))
+            except Exception as err:
+                self._report(f"trigger output {out.name} failed on decision {did}: {err}")
+        rec["sent_s"] = self.clock()
+        rec["latency_ms"] = (rec["sent_s"] - job.received_s) * 1e3
+        if rec["accepted"]:
+            if self.outputs and n_ok == 0:
+                self.guard.cancel(decision)
+                rec["accepted"], rec["code"] = False, "output_failed"
+                rec["reason"] = "refused: every trigger output failed; slot released"
+                with self._rec_lock:
+                    self._pending.pop(did, None)
+            elif not self.outputs:  # no output: the decision is the result (logging only)
+                self.guard.commit(decision, rec["sent_s"])
+        with self._rec_lock:
+            self.counts[rec["code"]] += 1
+            self.records.append(rec)
+            if rec["accepted"]:
+                self.accepted.append(rec)
+        if self._log_file is not None:
+            try:
+                self._log_file.write(message_json(rec) + "\n")
+            except Exception as err:
+                self._report(f"decision log write failed: {err}")
+        if type(self.protocol).on_decision is not Protocol.on_decision:
+            self._post_event("on_decision", dict(rec))
+
+    def _on_fired(self, decision_id: int, at_s: float) -> None:
+        with self._rec_lock:
+            item = self._pending.pop(decision_id, None)
+        if item is None:
+            return
+        decision, rec = item
+        rec["fired_at_s"] = at_s
+        self.guard.commit(decision, at_s)
+
+    def _on_failed(self, decision_id: int, reason: str) -> None:
+        with self._rec_lock:
+            item = self._pending.pop(decision_id, None)
+        if item is not None:
+            item[1]["fire_error"] = reason
+        self._report(f"decision {decision_id} was not fired: {reason}")
+
+    def _report(self, text: str) -> None:
+        self.errors.append(text)
+        log.warning("protocol %s: %s", self.name, text)
+
+    # -- results -----------------------------------------------------------------------------
+    @property
+    def stuck(self) -> bool:
+        """True while an abandoned callback has not returned."""
+        return not math.isnan(self._stuck_since)
+
+    def summary(self) -> dict:
+        """Counts, latency percentiles and the protocol's state, JSON-ready."""
+        with self._rec_lock:
+            lat = [r["latency_ms"] for r in self.records if math.isfinite(r["latency_ms"])]
+            ph = [r["phase_rad"] for r in self.accepted if math.isfinite(r["phase_rad"])]
+        out = {
+            "protocol": self.name,
+            "accepted": int(self.counts.get("ok", 0)),
+            "rejected": int(sum(v for k, v in self.counts.items() if k != "ok")),
+            "by_code": dict(self.counts),
+            "calls": dict(self.n_calls), "skipped": self.n_skipped,
+            "timeouts": self.n_timeouts, "exceptions": self.n_exceptions,
+            "disabled": self.disabled_reason or None, "stuck": self.stuck,
+        }
+        if lat:
+            a = np.asarray(lat)
+            out.update(latency_ms_p50=float(np.percentile(a, 50)),
+                       latency_ms_p95=float(np.percentile(a, 95)),
+                       latency_ms_p99=float(np.percentile(a, 99)))
+        if ph:
+            z = np.mean(np.exp(1j * np.asarray(ph)))
+            out["est_phase_mean_deg"] = float(np.degrees(np.angle(z)))
+            r = min(max(abs(z), 1e-12), 1.0)
+            out["est_phase_sd_deg"] = abs(float(np.degrees(math.sqrt(-2 * math.log(r)))))
+        return out
+
+    def status_line(self) -> str:
+        """One line for the terminal dashboard."""
+        s = self.summary()
+        rej = ", ".join(f"{k} {v}" for k, v in sorted(s["by_code"].items()) if k != "ok")
+        parts = [f"closed loop {s['protocol']}: accepted {s['accepted']}, rejected "
+                 f"{s['rejected']}" + (f" ({rej})" if rej else "")]
+        if "latency_ms_p50" in s:
+            parts.append(f"latency p50 {s['latency_ms_p50']:.2f} ms p99 "
+                         f"{s['latency_ms_p99']:.2f} ms")
+        if "est_phase_mean_deg" in s:
+            parts.append(f"est. phase at triggers {s['est_phase_mean_deg']:+.0f} deg "
+                         f"(SD {s['est_phase_sd_deg']:.0f})")
+        if s["timeouts"] or s["exceptions"] or s["skipped"]:
+            parts.append(f"timeouts {s['timeouts']} exceptions {s['exceptions']} skipped "
+                         f"{s['skipped']}")
+        if s["disabled"]:
+            parts.append(f"DISABLED: {s['disabled']}")
+        return " | ".join(parts)
+
+    def close(self) -> None:
+        """Stop the worker (an abandoned callback is left behind: daemon thread), close outputs."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if not self.stuck:
+            self._thread.join(timeout=1.0)
+        for out in self.outputs:
+            try:
+                out.close()
+            except Exception:
+                log.exception("closing trigger output %s", out.name)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+def build_runner(protocol_path: str, meta: StreamMeta, trigger_output: str = "lsl",
+                 session=None, amplifier=None, log_path: str | Path | None = None,
+                 guard: SafetyGuard | None = None) -> ProtocolRunner:
+    """Load a protocol file and make its runner, as ``tmseeg run/demo --protocol`` do.
+
+    Parameters
+    ----------
+    protocol_path : str
+        ``FILE.py`` or ``FILE.py:ClassName``.
+    meta : StreamMeta
+    trigger_output : str
+        See :func:`tmseeg.closedloop.triggers.make_output` (default ``"lsl"``).
+    session : TEPSession, optional
+        Attach for ``on_pulse`` rows.
+    amplifier : SimulatedAmplifier, optional
+        For ``trigger_output="sim"``.
+    log_path : str or Path, optional
+        JSON-lines decision log.
+    guard : SafetyGuard, optional
+
+    Returns
+    -------
+    ProtocolRunner
+    """
+    from tmseeg.closedloop.triggers import make_output
+
+    cls = load_protocol(protocol_path)
+    output = make_output(trigger_output, amplifier=amplifier)
+    try:
+        runner = ProtocolRunner(cls, meta, outputs=[output], guard=guard, log_path=log_path)
+    except Exception:
+        output.close()
+        raise
+    if session is not None:
+        runner.attach(session)
+    return runner
