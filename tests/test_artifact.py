@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tmseeg._ext.expfit import lm_refine
 from tmseeg._ext.interp import interp_span
 from tmseeg.pipeline.artifact import (
     DecayFitter,
@@ -262,6 +263,82 @@ def test_live_holdback_is_bounded_and_late_pulses_are_reported(caplog):
 
 
 # --------------------------------------------------------------------------- decay fit
+def ref_lm_refine(yb, t, log_tau, log_lo, log_hi, log_ratio, n_iter):
+    """Plain numpy reference of the Levenberg-Marquardt kernel, vectorised across channels."""
+    n_ch, nb = yb.shape
+    K = log_tau.shape[1]
+
+    def linear(lt):
+        e = np.exp(-t[None, :, None] * np.exp(-lt)[:, None, :])
+        a = np.concatenate([e, np.ones((n_ch, nb, 1))], axis=2)
+        ata = np.einsum("cti,ctj->cij", a, a)
+        ata += 1e-12 * np.trace(ata, axis1=1, axis2=2)[:, None, None] * np.eye(K + 1)
+        coef = np.linalg.solve(ata, np.einsum("cti,ct->ci", a, yb)[..., None])[..., 0]
+        res = yb - np.einsum("cti,ci->ct", a, coef)
+        return coef, (res ** 2).sum(1), e, res
+
+    def constrain(lt):
+        lt = np.clip(lt, log_lo, log_hi)
+        if K == 2:
+            lt = np.sort(lt, axis=1)
+            close = lt[:, 1] - lt[:, 0] < log_ratio
+            mid = np.clip(lt[close].mean(1), log_lo + log_ratio / 2, log_hi - log_ratio / 2)
+            lt[close, 0], lt[close, 1] = mid - log_ratio / 2, mid + log_ratio / 2
+        return lt
+
+    lt = log_tau.copy()
+    coef, cost, e, res = linear(lt)
+    lam = np.full(n_ch, 1e-3)
+    eye = np.eye(2 * K + 1)
+    for _ in range(n_iter):
+        jac = np.concatenate([e, np.ones((n_ch, nb, 1)),
+                              e * coef[:, None, :K] * (t[None, :, None] / np.exp(lt)[:, None, :])],
+                             axis=2)
+        jtj = np.einsum("cti,ctj->cij", jac, jac)
+        jtr = np.einsum("cti,ct->ci", jac, res)
+        damp = lam[:, None, None] * eye * np.einsum("cii->ci", jtj)[:, :, None] + 1e-12 * eye
+        step = np.nan_to_num(np.linalg.solve(jtj + damp, jtr[..., None])[..., 0])
+        trial = constrain(lt + step[:, K + 1:])
+        c2, cost2, e2, res2 = linear(trial)
+        better = cost2 < cost
+        lt = np.where(better[:, None], trial, lt)
+        coef = np.where(better[:, None], c2, coef)
+        cost = np.where(better, cost2, cost)
+        e = np.where(better[:, None, None], e2, e)
+        res = np.where(better[:, None], res2, res)
+        lam = np.where(better, lam * 0.3, lam * 10.0)
+    return lt, coef, cost
+
+
+@pytest.mark.parametrize("K", [1, 2])
+def test_lm_kernel_matches_numpy_reference(K):
+    rng = np.random.default_rng(K)
+    n_ch, nb = 24, 300
+    t = np.arange(nb) * 2.6
+    tau_f = rng.uniform(4, 40, n_ch)
+    tau_s = rng.uniform(60, 300, n_ch)
+    yb = rng.uniform(-500, 500, (n_ch, 1)) * np.exp(-t / tau_f[:, None]) + rng.normal(0, 3, (n_ch, nb))
+    if K == 2:
+        yb += rng.uniform(-100, 100, (n_ch, 1)) * np.exp(-t / tau_s[:, None])
+        start = np.log(np.column_stack([tau_f * rng.uniform(0.6, 1.5, n_ch),
+                                        tau_s * rng.uniform(0.6, 1.5, n_ch)]))
+    else:
+        start = np.log(tau_f * rng.uniform(0.6, 1.5, n_ch))[:, None]
+    lo, hi, ratio = np.log(2.0), np.log(500.0), np.log(2.0)
+    ref_lt, ref_coef, ref_cost = ref_lm_refine(yb, t, start, lo, hi, ratio, 12)
+    lt = np.ascontiguousarray(start.copy())
+    coef = np.empty((n_ch, K + 1))
+    cost = np.empty(n_ch)
+    lm_refine(np.ascontiguousarray(yb), t, lt, coef, lo, hi, ratio, 12, cost)
+    np.testing.assert_allclose(cost, ref_cost, rtol=1e-9)
+    np.testing.assert_allclose(lt, ref_lt, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(coef, ref_coef, rtol=1e-7, atol=1e-7)
+    # the refinement really improves on the start values
+    _, _, start_cost = ref_lm_refine(yb, t, start, lo, hi, ratio, 0)
+    assert np.all(cost <= start_cost) and np.median(start_cost) > 1.3 * nb * 9.0
+    assert np.median(cost) < 1.1 * nb * 9.0  # down to the noise floor (sd 3)
+
+
 def test_fit_decay_recovers_double_and_single_exponentials():
     fs = 5000.0
     t = np.arange(3950) / fs * 1000

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tmseeg._ext.expfit import lm_refine
 from tmseeg._ext.interp import interp_span
 from tmseeg.pipeline.base import empty_block_like
 from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta
@@ -458,8 +459,9 @@ class DecayFitter:
        (``"double_exp"``) on a log grid within ``tau_ms``, the amplitudes and ``c`` are a linear
        least-squares problem; the residual of all channels for all grid points is one matrix
        product with precomputed orthonormal bases.
-    2. Levenberg-Marquardt on (amplitudes, c, log tau) from the best grid point, vectorised
-       across channels, taus kept inside the bounds and apart by ``min_ratio``.
+    2. Levenberg-Marquardt on (amplitudes, c, log tau) from the best grid point, channel by
+       channel in the Cython kernel :func:`tmseeg._ext.expfit.lm_refine`, taus kept inside the
+       bounds and apart by ``min_ratio``.
 
     Parameters
     ----------
@@ -521,31 +523,6 @@ class DecayFitter:
             return y[:, :nb]
         return y[:, :nb * m].reshape(y.shape[0], nb, m).mean(axis=2)
 
-    def _linear(self, yb: np.ndarray, log_tau: np.ndarray):
-        """Amplitudes and c for fixed taus; residual cost; the exponentials."""
-        n_ch, nb, K = yb.shape[0], self.n_boxes, self.n_exp
-        e = np.exp(-self.t_ms[None, :, None] * np.exp(-log_tau)[:, None, :])  # (c, t, K)
-        a = np.concatenate([e, np.ones((n_ch, nb, 1))], axis=2)
-        ata = np.einsum("cti,ctj->cij", a, a)
-        aty = np.einsum("cti,ct->ci", a, yb)
-        ata += 1e-12 * np.trace(ata, axis1=1, axis2=2)[:, None, None] * np.eye(K + 1)
-        coef = np.linalg.solve(ata, aty[..., None])[..., 0]
-        res = yb - np.einsum("cti,ci->ct", a, coef)
-        return coef, np.einsum("ct,ct->c", res, res), e, res
-
-    def _constrain(self, log_tau: np.ndarray) -> np.ndarray:
-        log_tau = np.clip(log_tau, self.log_lo, self.log_hi)
-        if self.n_exp == 2:
-            log_tau = np.sort(log_tau, axis=1)
-            need = math.log(self.min_ratio)
-            close = (log_tau[:, 1] - log_tau[:, 0]) < need
-            if close.any():
-                mid = np.clip(0.5 * (log_tau[close, 0] + log_tau[close, 1]),
-                              self.log_lo + need / 2, self.log_hi - need / 2)
-                log_tau[close, 0] = mid - need / 2
-                log_tau[close, 1] = mid + need / 2
-        return log_tau
-
     def fit(self, y_uv: np.ndarray, max_gain: float = 20.0) -> DecayFit:
         """Fit every row of ``y_uv`` (n_channels, n_samples); see :class:`DecayFit`.
 
@@ -561,34 +538,12 @@ class DecayFitter:
         # 1. grid: projection energy of every channel on every grid basis
         proj = (self._qt @ yb.T).reshape(-1, self._k, n_ch)
         best = np.einsum("gkc,gkc->gc", proj, proj).argmax(axis=0)
-        log_tau = np.log(self.grid_tau_ms[best])
-        coef, cost, e, res = self._linear(yb, log_tau)
-        # 2. Levenberg-Marquardt on all parameters, vectorised across channels
-        lam = np.full(n_ch, 1e-3)
-        t = self.t_ms[None, :, None]
-        eye = np.eye(2 * K + 1)
-        for _ in range(self.n_iter):
-            tau = np.exp(log_tau)
-            jac = np.concatenate([e, np.ones((n_ch, self.n_boxes, 1)),
-                                  e * coef[:, None, :K] * (t / tau[:, None, :])], axis=2)
-            jtj = np.einsum("cti,ctj->cij", jac, jac)
-            jtr = np.einsum("cti,ct->ci", jac, res)
-            diag = np.einsum("cii->ci", jtj)
-            damp = lam[:, None, None] * (eye * diag[:, :, None]) + 1e-12 * eye
-            with np.errstate(all="ignore"):
-                step = np.linalg.solve(jtj + damp, jtr[..., None])[..., 0]
-            step = np.nan_to_num(step)
-            trial = self._constrain(log_tau + step[:, K + 1:])
-            c2, cost2, e2, res2 = self._linear(yb, trial)
-            better = cost2 < cost
-            if not better.any() and lam.min() > 1e6:
-                break
-            log_tau = np.where(better[:, None], trial, log_tau)
-            coef = np.where(better[:, None], c2, coef)
-            cost = np.where(better, cost2, cost)
-            e = np.where(better[:, None, None], e2, e)
-            res = np.where(better[:, None], res2, res)
-            lam = np.where(better, lam * 0.3, lam * 10.0)
+        log_tau = np.ascontiguousarray(np.log(self.grid_tau_ms[best]))
+        # 2. Levenberg-Marquardt on all parameters, channel by channel (Cython, no GIL)
+        coef = np.empty((n_ch, K + 1))
+        cost = np.empty(n_ch)
+        lm_refine(np.ascontiguousarray(yb), self.t_ms, log_tau, coef, self.log_lo, self.log_hi,
+                  math.log(self.min_ratio), self.n_iter, cost)
         tau = np.exp(log_tau)
         # box means of exp(-t/tau) are exp(-t0/tau) * gain(tau): undo the gain
         q = np.exp(-1000.0 / (self.sfreq * tau))
