@@ -7,6 +7,8 @@ cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 VENV="${TMSEEG_VENV:-$ROOT/.venv}"
 EXTRAS="${1:-test}"
+# tests open the monitor (offscreen Qt) and the demo shows it: both need the "gui" extra
+if [ "$EXTRAS" = "test" ]; then EXTRAS="test,gui"; fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[tmseeg] creating virtual environment $VENV"
@@ -31,5 +33,20 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ] \
     echo "[tmseeg] installing tmseeg[$EXTRAS] and compiling the Cython kernels"
     "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
     echo "$HASH" > "$STAMP"
+fi
+# Qt (the monitor, and its offscreen GUI tests) needs a few system libraries; a fresh Debian
+# machine lacks them. Install the missing ones when we can (root + apt-get), quietly.
+QT_LIBS="libgl1 libegl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0"
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
+    MISSING=""
+    for pkg in $QT_LIBS; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || MISSING="$MISSING $pkg"
+    done
+    if [ -n "$MISSING" ]; then
+        echo "[tmseeg] installing system libraries for Qt:$MISSING"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends $MISSING) >/dev/null \
+            || echo "[tmseeg] could not install$MISSING: the GUI tests may fail" >&2
+    fi
 fi
 export PATH="$VENV/bin:$PATH"

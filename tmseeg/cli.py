@@ -7,6 +7,7 @@ Subcommands (each documented in the README and by ``tmseeg COMMAND --help``):
 ``replay``    a recording (FIF, BrainVision, EDF/BDF, EEGLAB, XDF) as live LSL streams
 ``record``    record LSL EEG + markers to BrainVision, crash-safe
 ``run``       the engine on live LSL streams (headless), metrics on ``tmseeg-metrics``
+``monitor``   the live monitor (engine in-process, or ``--attach`` to a running ``run``)
 ``analyze``   the same pipeline over a recording: summary.json, pulses.csv, report.html
 ``config``    print (or check) the pipeline configuration
 ``bench``     ingest benchmark (LSL pull + ring buffer vs np.roll)
@@ -173,6 +174,8 @@ def cmd_demo(args) -> int:
     amp.start()
     try:
         source = LSLSource.resolve(name=name, timeout_s=10, marker_name=f"{name}-markers")
+        if _monitor_wanted(args):  # a display, or snapshots requested: the live monitor
+            return _monitor_on(source, args, publish=True)
         return _run_engine(source, args.duration, args.record, status_every_s=1.0,
                            config=args.config)
     except KeyboardInterrupt:
@@ -181,6 +184,58 @@ def cmd_demo(args) -> int:
         amp.stop()
         print(f"simulator stopped after {amp.simulator.n_generated} samples, "
               f"{len(amp.truth.pulses)} pulses")
+
+
+def _monitor_wanted(args) -> bool:
+    """`tmseeg demo`: the monitor opens on a display unless --headless, or for snapshots."""
+    from tmseeg.gui.app import gui_available, has_display
+    want = bool(getattr(args, "snapshot_every", None)) or (
+        has_display() and not getattr(args, "headless", False))
+    if want:
+        ok, why = gui_available()
+        if not ok:
+            print(f"monitor unavailable, running headless: {why}", file=sys.stderr)
+            return False
+    return want
+
+
+def _monitor_on(source, args, publish: bool = False) -> int:
+    """The live monitor with the engine in-process (a thread) on ``source``."""
+    from tmseeg.gui.app import run_monitor
+    from tmseeg.gui.feed import LiveFeed
+    roi = args.roi.split(",") if getattr(args, "roi", None) else None
+    feed = LiveFeed(source, config=getattr(args, "config", None), roi=roi, publish=publish)
+    return run_monitor(feed, duration_s=args.duration,
+                       snapshot_every_s=getattr(args, "snapshot_every", None),
+                       snapshot_dir=getattr(args, "snapshot_dir", "."),
+                       headless=getattr(args, "headless", False))
+
+
+def cmd_monitor(args) -> int:
+    from tmseeg.gui.app import gui_available
+    from tmseeg.stream.lslconfig import use_loopback_only
+    ok, why = gui_available()
+    if not ok:
+        raise RuntimeError(why)
+    if args.loopback:
+        use_loopback_only(force=True)
+    if not args.attach:
+        return _monitor_on(_open_source(args), args, publish=args.publish)
+    from tmseeg.gui.app import run_monitor
+    from tmseeg.gui.feed import AttachedFeed
+    feed = AttachedFeed(_open_source(args), metrics_source_id=args.metrics_source_id,
+                        timeout_s=args.timeout)
+    return run_monitor(feed, duration_s=args.duration, snapshot_every_s=args.snapshot_every,
+                       snapshot_dir=args.snapshot_dir, headless=args.headless)
+
+
+def _monitor_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("monitor")
+    g.add_argument("--headless", action="store_true",
+                   help="no window (offscreen); with --snapshot-every, PNGs are still written")
+    g.add_argument("--snapshot-every", type=float, default=None, metavar="S",
+                   help="write a PNG of the monitor every S seconds (works without a display)")
+    g.add_argument("--snapshot-dir", default=".", metavar="DIR", help="where PNGs go")
 
 
 def cmd_run(args) -> int:
@@ -269,7 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pulse schedule: single, paired, train-1hz, train-10hz, itbs, ctbs")
     p.add_argument("--record", metavar="DIR", default=None, help="also record to BrainVision")
     p.add_argument("--config", default=None, help="pipeline configuration (TOML)")
+    _monitor_arguments(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("monitor", help="the live monitor: engine in-process on an LSL stream, "
+                       "or --attach to a running `tmseeg run`")
+    _source_arguments(p)
+    _monitor_arguments(p)
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until closed)")
+    p.add_argument("--config", default=None, help="pipeline configuration (TOML)")
+    p.add_argument("--roi", default=None, help="ROI channels, comma-separated")
+    p.add_argument("--attach", action="store_true",
+                   help="do not run the engine: follow `tmseeg run` via its tmseeg-metrics "
+                   "stream (+ the EEG stream for the raw display)")
+    p.add_argument("--metrics-source-id", default=None,
+                   help="with --attach: source id of the tmseeg-metrics stream (default: any)")
+    p.add_argument("--publish", action="store_true",
+                   help="also publish tmseeg-metrics, as `tmseeg run` does")
+    p.add_argument("--loopback", action="store_true", help="look for streams on this machine only")
+    p.set_defaults(func=cmd_monitor)
 
     from tmseeg.sim import cli as sim_cli
     p = sub.add_parser("simulate", help="simulated TMS-EEG amplifier + stimulator on LSL")

@@ -1,0 +1,230 @@
+"""The live monitor in a real (offscreen) Qt window on a simulated amplifier over loopback LSL.
+
+One window is shared by the tests of this module (in order): it must show the TEP the session
+computes, keep acquisition at pace while the GUI is slowed on purpose, write non-blank PNGs,
+reset, save the average, and close with the engine thread joined.
+"""
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pg = pytest.importorskip("pyqtgraph")
+from pyqtgraph.Qt import QtWidgets  # noqa: E402
+
+from tmseeg.gui.decimate import minmax_decimate_numpy  # noqa: E402
+from tmseeg.gui.feed import LiveFeed  # noqa: E402
+from tmseeg.gui.monitor import MonitorWindow  # noqa: E402
+from tmseeg.pipeline.config import load_config  # noqa: E402
+from tmseeg.sim.amplifier import SimulatedAmplifier  # noqa: E402
+from tmseeg.sim.model import SimConfig  # noqa: E402
+from tmseeg.stream.inlet import LSLSource  # noqa: E402
+
+pytestmark = pytest.mark.gui
+SFREQ = 5000.0
+
+
+def _spin(app, seconds, until=None):
+    """Run the Qt event loop for ``seconds`` (or until ``until()`` is true)."""
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        app.processEvents()
+        if until is not None and until():
+            return True
+        time.sleep(0.005)
+    return until() if until is not None else True
+
+
+@pytest.fixture(scope="module")
+def mon():
+    import uuid
+    name = f"mon-{uuid.uuid4().hex[:8]}"
+    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=SFREQ, seed=3, include_emg=True,
+                                       isi_range_s=(0.5, 0.7), first_pulse_s=0.6),
+                             name=name, listen_triggers=False)
+    amp.start()
+    cfg = load_config(None)
+    cfg["epochs"]["reject_uv"] = 0  # keep every epoch: the test is about display, not rejection
+    cfg["bad_channels"]["bads"] = ["Oz"]
+    src = LSLSource.resolve(name=name, timeout_s=10, marker_name=f"{name}-markers",
+                            marker_timeout_s=10)
+    feed = LiveFeed(src, config=cfg, roi=["C3", "FC1", "CP1", "CP5", "FC5"])
+    app = pg.mkQApp()
+    win = MonitorWindow(feed, window_s=4.0, n_buckets=800)
+    win.resize(1400, 900)
+    win.show()
+    win.start()
+    yield app, win, feed, amp
+    win.close()
+    amp.stop()
+
+
+def _n_avg(feed):
+    with feed.lock:
+        return 0 if feed.session.tep is None else feed.session.tep.n
+
+
+def _consistent_frame(app, win, feed):
+    """Draw until the frame shows the feed's current version; return the TEP state then."""
+    for _ in range(50):
+        win.frame()
+        with feed.lock:
+            if win._version == feed.version and feed.session.tep is not None:
+                tep = feed.session.tep
+                return tep.roi_average_uv, tep.average_uv, tep.n
+        app.processEvents()
+    raise AssertionError("display never caught up with the feed")
+
+
+def test_shows_tep_after_pulses(mon):
+    app, win, feed, amp = mon
+    assert _spin(app, 30, lambda: _n_avg(feed) >= 4), "no 4 epochs averaged within 30 s"
+    roi_uv, avg_uv, n = _consistent_frame(app, win, feed)
+    x, y = win.roi_curve.getData()
+    np.testing.assert_array_equal(x, feed.session.tep.times_ms)
+    np.testing.assert_allclose(y, roi_uv)  # the plotted ROI TEP is the session's, sample exact
+    assert np.abs(y).max() > 0.5
+    # butterfly: min/max envelope of every channel's average, NaN-separated
+    bx, by = win.butterfly_curve.getData()
+    n_ch, n_t = avg_uv.shape
+    bucket = max(1, n_t // 1000)
+    ref = minmax_decimate_numpy(avg_uv, bucket)
+    np.testing.assert_allclose(by.reshape(n_ch, -1)[:, :-1], ref)
+    assert win.tep_info.text().startswith(f"TEP: {n} epochs averaged")
+    # GMFP, peaks, per-pulse panels, single-trial image and MEP are drawn from the same state
+    np.testing.assert_allclose(win.gmfp_curve.getData()[1], feed.session.tep.gmfp_uv)
+    assert win.snap.trial_image_uv.shape[0] == n
+    assert len(win.early_kept.data) >= n
+    labelled = [k for k, lab in win.peak_labels.items() if lab.isVisible()]
+    assert labelled, "no TEP peak labelled"
+    assert win.mep_curve.getData()[1] is not None and len(win.mep_amp.data) >= 1
+    # raw display: the bad channel (configured) is drawn in the bad colour, with its reason
+    oz = feed.meta.ch_names.index("Oz")
+    bad_y = win.raw_bad_curve.getData()[1].reshape(feed.meta.n_channels, -1)
+    assert np.isfinite(bad_y[oz]).sum() > 100 and np.isnan(bad_y[oz - 1]).all()
+    assert "BAD" in win.raw_channel_info(-oz) and "configuration" in win.raw_channel_info(-oz)
+    # scalp map at a clicked latency = the precomputed interpolation of the average there
+    win.set_latency(30.0)
+    i = int(np.argmin(np.abs(win.snap.times_ms - 30.0)))
+    np.testing.assert_allclose(win.topo_image.image, win.topo.image(win.snap.average_uv[:, i]),
+                               equal_nan=True)
+
+
+def test_slow_gui_never_holds_back_acquisition(mon):
+    """A 200-ms frame (5 fps) must not slow the engine: samples and epochs keep pace."""
+    app, win, feed, amp = mon
+    def epochs_behind():
+        """Pulses of the simulator's truth older than 1.1 s, minus pulses epoched so far."""
+        done_by = amp.simulator.n_generated - int(1.1 * SFREQ)
+        return sum(1 for p in amp.truth.pulses if p.sample < done_by) - len(feed.session.pulses)
+
+    _spin(app, 0.5)
+    lag0 = epochs_behind()  # the pipeline's own hold-back (filters, bad-channel windows)
+    offset0 = amp.n_sent - feed.engine.ring.n_written  # samples sent before the inlet opened
+    win.before_frame.append(lambda: time.sleep(0.2))
+    try:
+        n0, t0 = feed.engine.ring.n_written, time.monotonic()
+        p0, f0 = len(feed.session.pulses), win.n_frames
+        _spin(app, 5.0)
+        n1, t1 = feed.engine.ring.n_written, time.monotonic()
+        lag1 = epochs_behind()
+        behind_s = (amp.n_sent - feed.engine.ring.n_written - offset0) / SFREQ
+    finally:
+        win.before_frame.clear()
+    rate = (n1 - n0) / (t1 - t0)
+    assert rate > 0.9 * SFREQ, f"engine fell behind: {rate:.0f} Hz with a slow GUI"
+    assert behind_s < 0.3, f"engine {behind_s:.2f} s behind the amplifier"
+    assert len(feed.session.pulses) - p0 >= 5  # ~0.6 s ISI over 5 s
+    assert lag1 <= lag0 + 1, f"epochs fell behind: {lag0} -> {lag1}"
+    assert (win.n_frames - f0) / (t1 - t0) < 6  # the display really was slow (<= 5 fps)
+
+
+def test_snapshot_png_not_blank(mon, tmp_path):
+    app, win, feed, amp = mon
+    win.frame()
+    path = win.save_snapshot(tmp_path / "snap.png")
+    from pyqtgraph.Qt import QtGui
+    img = QtGui.QImage(str(path))
+    assert img.width() >= 1000 and img.height() >= 600
+    img = img.convertToFormat(QtGui.QImage.Format.Format_Grayscale8)
+    ptr = img.constBits()
+    a = np.frombuffer(ptr, dtype=np.uint8, count=img.sizeInBytes()).reshape(
+        img.height(), img.bytesPerLine())[:, :img.width()].astype(float)
+    assert a.var() > 100, f"snapshot looks blank (pixel variance {a.var():.1f})"
+    left = a[:, : a.shape[1] // 3]  # the raw EEG traces are there: many dark pixels
+    assert (left < 100).mean() > 0.02
+
+
+def test_save_average_fif_and_npz(mon, tmp_path):
+    import mne
+    app, win, feed, amp = mon
+    p = win.save_average(tmp_path / "live-ave.fif")
+    ev = mne.read_evokeds(p, verbose="error")[0]
+    snap = feed.snapshot()
+    assert ev.nave == snap.n_averaged and ev.data.shape == snap.average_uv.shape
+    np.testing.assert_allclose(ev.data * 1e6, np.nan_to_num(snap.average_uv), atol=1e-3)
+    q = win.save_average(tmp_path / "live.npz")
+    z = np.load(q)
+    assert z["average_uv"].shape == snap.average_uv.shape
+    assert (tmp_path / "live.json").exists()
+
+
+def test_roi_choice_and_reset(mon):
+    app, win, feed, amp = mon
+    win.set_roi(["Cz", "C4"])
+    _consistent_frame(app, win, feed)
+    avg = win.snap.average_uv
+    idx = [feed.meta.ch_names.index(c) for c in ("Cz", "C4")]
+    np.testing.assert_allclose(win.roi_curve.getData()[1], avg[idx].mean(axis=0))
+    win.set_roi(["C3", "FC1", "CP1", "CP5", "FC5"])
+    win.reset()
+    assert _n_avg(feed) == 0
+    assert win.roi_curve.getData()[0] is None or len(win.roi_curve.getData()[0]) == 0
+    assert len(win.early_kept.data) == 0
+    win.frame()
+    assert win.snap.n_averaged == 0 and win.snap.pulse_index.size <= 1
+    assert _spin(app, 10, lambda: _n_avg(feed) >= 1)  # it averages again after the reset
+    roi_uv, _, n = _consistent_frame(app, win, feed)
+    np.testing.assert_allclose(win.roi_curve.getData()[1], roi_uv)
+    assert n < 5
+
+
+def test_pause_keeps_acquiring_and_close_joins_engine(mon):
+    app, win, feed, amp = mon
+    win.toggle_pause()
+    x_before = win.raw_curve.getData()[1].copy()
+    n0 = feed.engine.ring.n_written
+    _spin(app, 1.0)
+    assert feed.engine.ring.n_written - n0 > 0.8 * SFREQ
+    np.testing.assert_array_equal(win.raw_curve.getData()[1], x_before)  # display frozen
+    assert "PAUSED" in win.status_label.text()
+    win.toggle_pause()
+    win.close()
+    assert not feed.running and not feed._thread.is_alive()
+
+
+def test_cli_monitor_headless_snapshots(tmp_path, uid):
+    """`tmseeg monitor --snapshot-every` writes PNGs with no display."""
+    name = f"monc-{uid}"
+    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=2000.0, seed=4,
+                                       isi_range_s=(0.6, 0.8), first_pulse_s=0.5),
+                             name=name, listen_triggers=False)
+    amp.start()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "tmseeg.cli", "monitor", "--stream", name, "--markers",
+             f"{name}-markers", "--duration", "5", "--snapshot-every", "2",
+             "--snapshot-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
+            env=env)
+    finally:
+        amp.stop()
+    assert out.returncode == 0, out.stderr[-2000:]
+    pngs = sorted(tmp_path.glob("monitor-*.png"))
+    assert len(pngs) >= 2, out.stdout
+    assert all(p.stat().st_size > 20000 for p in pngs)
+    assert "final:" in out.stdout

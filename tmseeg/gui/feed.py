@@ -1,0 +1,452 @@
+"""What the monitor draws, produced away from the GUI thread.
+
+The engine runs in its own thread (:class:`LiveFeed`), or in another process whose
+``tmseeg-metrics`` stream this process follows (:class:`AttachedFeed`). Either way the GUI
+timer only calls :meth:`snapshot`, which copies the latest state under a short lock, and reads
+the raw ring buffer (which has its own lock). A slow frame therefore delays the next frame,
+never the acquisition.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from tmseeg.engine import Engine, EngineStatus
+from tmseeg.stream.block import Block, StreamMeta
+from tmseeg.stream.ringbuffer import RingBuffer
+
+log = logging.getLogger(__name__)
+
+#: epochs kept per trial for the single-trial image (time columns, all channels, float32)
+TRIAL_COLUMNS = 500
+#: trials kept for the image (oldest dropped)
+MAX_TRIALS = 400
+
+
+@dataclass
+class MonitorSnapshot:
+    """A consistent copy of everything the TEP panels show (µV, ms).
+
+    ``average_uv`` is None before the first epoch and in attach mode (the metrics stream carries
+    summaries, not curves).
+    """
+
+    version: int
+    n_averaged: int = 0
+    times_ms: np.ndarray | None = None
+    ch_names: tuple[str, ...] = ()
+    average_uv: np.ndarray | None = None
+    roi: list[str] = field(default_factory=list)
+    roi_average_uv: np.ndarray | None = None
+    gmfp_uv: np.ndarray | None = None
+    peaks: dict[str, dict] = field(default_factory=dict)
+    last_trial_roi_uv: np.ndarray | None = None
+    trial_times_ms: np.ndarray | None = None
+    trial_image_uv: np.ndarray | None = None  # (n_trials, n_columns) ROI traces
+    pulse_index: np.ndarray = field(default_factory=lambda: np.empty(0))
+    early_ptp_uv: np.ndarray = field(default_factory=lambda: np.empty(0))
+    kept: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+    snr_n: np.ndarray = field(default_factory=lambda: np.empty(0))
+    snr: np.ndarray = field(default_factory=lambda: np.empty(0))
+    snr_predicted: np.ndarray = field(default_factory=lambda: np.empty(0))
+    target_snr: float = math.nan
+    trials_needed: float = math.nan
+    mep_channel: str | None = None
+    mep_times_ms: np.ndarray | None = None
+    mep_last_uv: np.ndarray | None = None
+    mep_ptp_uv: np.ndarray = field(default_factory=lambda: np.empty(0))
+    metrics: dict[str, Any] = field(default_factory=dict)
+    bads: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+class _FeedBase:
+    """Engine thread, status and raw ring shared by both feeds."""
+
+    engine: Engine
+    meta: StreamMeta
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.version = 0
+        self.error: BaseException | None = None
+        self._status: EngineStatus | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ring(self) -> RingBuffer:
+        """The engine's raw ring buffer (µV, as acquired)."""
+        return self.engine.ring
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def status(self) -> EngineStatus:
+        """The engine status of the last second (computed in the engine thread)."""
+        with self.lock:
+            st = self._status
+        return st if st is not None else self.engine.status()
+
+    def _on_status(self, status: EngineStatus) -> None:
+        with self.lock:
+            self._status = status
+
+    def _loop(self) -> None:
+        try:
+            self.engine.run(duration_s=None, status_every_s=0.5, on_status=self._on_status)
+        except BaseException as err:  # keep it for the GUI to show, never kill silently
+            log.exception("engine thread stopped")
+            self.error = err
+
+    def start(self) -> None:
+        """Start acquisition in a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("feed already started")
+        self._thread = threading.Thread(target=self._loop, name="tmseeg-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the engine thread and wait for it (idempotent)."""
+        self.engine.stop()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("engine thread did not stop within %.1f s", timeout_s)
+        close = getattr(self.engine.source, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("closing the source failed")
+
+
+class LiveFeed(_FeedBase):
+    """The engine in-process: stages, epochs and running TEP on ``source``, in a thread.
+
+    Parameters
+    ----------
+    source : Source
+        Live LSL source (:class:`~tmseeg.stream.inlet.LSLSource`) or any block source.
+    config : str or dict or None
+        Pipeline configuration file, or an already loaded configuration.
+    roi : list of str, optional
+        ROI channels (default: coil site and neighbours).
+    buffer_s : float
+        Seconds of raw data kept for the display.
+    publish : bool
+        Also publish ``tmseeg-metrics`` (as ``tmseeg run`` does), so other monitors can attach.
+    """
+
+    def __init__(self, source, config: str | dict | None = None,
+                 roi: Sequence[str] | None = None, buffer_s: float = 10.0,
+                 publish: bool = False) -> None:
+        super().__init__()
+        from tmseeg.pipeline.config import load_config
+        from tmseeg.session import TEPSession
+
+        cfg = config if isinstance(config, dict) else load_config(config)
+        self.meta = source.meta
+        self.session = TEPSession(cfg, source.meta, roi=list(roi) if roi else None)
+        self.engine = Engine(source, stages=self.session.chain, buffer_s=buffer_s,
+                             on_processed=self._on_processed)
+        self.outlet = None
+        if publish:
+            from tmseeg.stream.metrics_outlet import MetricsOutlet
+            self.outlet = MetricsOutlet(
+                source_id=f"tmseeg-metrics-{source.meta.source_id or source.meta.name}")
+            self.session.listeners.append(self.outlet)
+        self.session.epoch_listeners.append(self._on_epoch)
+        self.session.listeners.append(self._on_update)
+        self._metrics_summary: dict[str, Any] = {}
+        self.display_roi: list[str] | None = None  # None = the session's ROI
+        self._reset_pulse = 0  # per-pulse panels show pulses from here on
+        self._trials: list[np.ndarray] = []  # (n_ch, TRIAL_COLUMNS) float32 per kept epoch
+        self._trial_step = 1
+        self._last_epoch = None
+        self._emg = self._make_emg_epocher()
+        self._mep_last: np.ndarray | None = None
+        self._mep_times: np.ndarray | None = None
+        self._mep_ptp: list[tuple[int, float]] = []
+
+    # -- engine thread -----------------------------------------------------------------------
+    def _on_processed(self, block: Block) -> None:
+        with self.lock:
+            self.session.after_stages(block, block.received_s)
+            if self._emg is not None:
+                for ep in self._emg.push(block):
+                    self._take_emg(ep)
+
+    def _on_status(self, status: EngineStatus) -> None:
+        super()._on_status(status)
+        if self.outlet is not None:
+            self.outlet.send_status(status)
+
+    def _on_update(self, update: dict) -> None:  # engine thread, under self.lock
+        # the session computed the plug-in summaries for this pulse already: reuse them, so
+        # the GUI never runs a (possibly costly) summary while holding the lock
+        self._metrics_summary = update.get("metrics") or {}
+
+    def _on_epoch(self, epoch, row: dict) -> None:  # under self.lock (inside after_stages)
+        self._last_epoch = epoch
+        if row["kept"]:
+            n_t = epoch.data_uv.shape[1]
+            self._trial_step = max(1, int(math.ceil(n_t / TRIAL_COLUMNS)))
+            self._trials.append(epoch.data_uv[:, ::self._trial_step].astype(np.float32))
+            if len(self._trials) > MAX_TRIALS:
+                del self._trials[0]
+        self.version += 1
+
+    def _make_emg_epocher(self):
+        from tmseeg.pipeline.epochs import Epocher
+        emg = [self.meta.ch_names[i] for i in self.meta.picks("emg")]
+        if not emg:
+            return None
+        self.mep_channel = emg[0]
+        return Epocher(tmin_ms=-50.0, tmax_ms=100.0, baseline_ms=(-50.0, -5.0), reject_uv=None,
+                       picks=[emg[0]], max_delay_s=10.0)
+
+    def _take_emg(self, epoch) -> None:
+        self._mep_last = epoch.data_uv[0].copy()
+        self._mep_times = epoch.times_ms
+        ptp = math.nan
+        mep = next((m for m in self.session.metrics if getattr(m, "name", "") == "mep"), None)
+        if mep is not None:  # the MEP plug-in's own measure of this pulse, when it has it
+            for r in reversed(mep.tracker.rows[-5:]):
+                if r["sample"] == int(epoch.sample):
+                    ptp = r["mep_ptp_uv"]
+                    break
+        if math.isnan(ptp):
+            w = (epoch.times_ms >= 15.0) & (epoch.times_ms <= 60.0)
+            seg = epoch.data_uv[0, w]
+            ptp = float(np.nanmax(seg) - np.nanmin(seg)) if np.isfinite(seg).any() else math.nan
+        self._mep_ptp.append((int(epoch.sample), ptp))
+        self.version += 1
+
+    # -- GUI thread --------------------------------------------------------------------------
+    def bads(self) -> dict[str, str]:
+        det = self.session.stages.bad_detector
+        with self.lock:
+            return dict(det.bads) if det is not None else {}
+
+    def reset(self) -> None:
+        """New coil position: forget the average and the per-pulse panels (not the raw data)."""
+        with self.lock:
+            if self.session.tep is not None:
+                self.session.tep.reset()
+            self._reset_pulse = len(self.session.pulses)
+            self._trials.clear()
+            self._last_epoch = None
+            self._mep_last = None
+            self._mep_ptp.clear()
+            self.version += 1
+
+    def set_roi(self, names: Sequence[str]) -> list[str]:
+        """Show the ROI average of ``names`` (validated against the stream's channels).
+
+        The average is recomputed from the running average of all channels, and the
+        single-trial image from the kept trials. Peaks, SNR and trials-needed stay those of
+        the session's ROI (its running variance is per ROI); a ``reset`` starts the session on
+        the new ROI.
+        """
+        names = list(names)
+        idx = self.meta.index(names)  # KeyError listing the channels if one is unknown
+        names = [self.meta.ch_names[i] for i in idx]
+        with self.lock:
+            self.display_roi = names
+            self.session.fixed_roi = names  # the next RunningTEP (after reset) uses it
+            if self.session.tep is not None and self._reset_pulse == len(self.session.pulses):
+                self.session.tep = None  # nothing averaged since reset: rebuild on the new ROI
+            self.version += 1
+        return names
+
+    def snapshot(self, since_version: int = -1) -> MonitorSnapshot | None:
+        """Copy of the TEP state, or None if nothing changed since ``since_version``."""
+        from tmseeg.metrics.tep import find_peak
+
+        with self.lock:
+            if self.version == since_version:
+                return None
+            s = self.session
+            snap = MonitorSnapshot(version=self.version)
+            det = s.stages.bad_detector
+            snap.bads = dict(det.bads) if det is not None else {}
+            rows = s.pulses[self._reset_pulse:]
+            snap.pulse_index = np.array([r["pulse_index"] for r in rows], dtype=float)
+            snap.early_ptp_uv = np.array([r["early_tep_ptp_uv"] for r in rows], dtype=float)
+            snap.kept = np.array([r["kept"] for r in rows], dtype=bool)
+            snap.metrics = dict(self._metrics_summary)
+            snap.target_snr = float(s.cfg["tep"]["target_snr"])
+            if self._emg is not None:
+                snap.mep_channel = self.mep_channel
+                snap.mep_times_ms = self._mep_times
+                snap.mep_last_uv = None if self._mep_last is None else self._mep_last.copy()
+                snap.mep_ptp_uv = np.array([p for _, p in self._mep_ptp], dtype=float)
+            tep = s.tep
+            if tep is None or tep.n == 0:
+                snap.note = "waiting for the first complete epoch"
+                if tep is not None:
+                    snap.times_ms = tep.times_ms
+                    snap.ch_names = tep.ch_names
+                    snap.roi = list(self.display_roi or tep.roi)
+                return snap
+            snap.n_averaged = int(tep.n)
+            snap.times_ms = tep.times_ms
+            snap.ch_names = tep.ch_names
+            snap.average_uv = tep.average_uv
+            snap.gmfp_uv = tep.gmfp_uv
+            roi = list(self.display_roi or tep.roi)
+            snap.roi = roi
+            lookup = {n: i for i, n in enumerate(tep.ch_names)}
+            ridx = np.array([lookup[n] for n in roi if n in lookup], dtype=np.intp)
+            same_roi = [n.lower() for n in roi] == [n.lower() for n in tep.roi]
+            if same_roi:
+                snap.roi_average_uv = tep.roi_average_uv
+                snap.peaks = tep.peaks()
+            else:
+                with np.errstate(invalid="ignore"):
+                    snap.roi_average_uv = np.nanmean(snap.average_uv[ridx], axis=0)
+                snap.peaks = {k: find_peak(snap.roi_average_uv, tep.times_ms, tuple(w),
+                                           k[0].upper())
+                              for k, w in tep.peak_windows_ms.items()}
+            n_hist, snr = tep.snr_history()
+            snap.snr_n, snap.snr = n_hist.astype(float), snr
+            snap.trials_needed = float(tep.trials_needed(snap.target_snr))
+            if tep.n >= 2:
+                grid = np.arange(1, max(int(tep.n * 2), 20) + 1)
+                snap.snr_predicted = np.asarray(tep.predicted_snr(grid), dtype=float)
+            last = self._last_epoch
+            if last is not None and tuple(last.ch_names) == tep.ch_names:
+                snap.last_trial_roi_uv = last.data_uv[ridx].mean(axis=0)
+            trials = list(self._trials)
+            step = self._trial_step
+        if trials:
+            stack = np.stack(trials)  # (n_trials, n_ch, n_cols) float32, outside the lock
+            snap.trial_image_uv = stack[:, ridx, :].mean(axis=1, dtype=np.float64)
+            snap.trial_times_ms = snap.times_ms[::step][:stack.shape[2]]
+        return snap
+
+
+class AttachedFeed(_FeedBase):
+    """Follow a running ``tmseeg run``: raw EEG from its LSL stream, the rest from
+    ``tmseeg-metrics``.
+
+    The metrics stream carries per-pulse rows and TEP summaries (peaks, SNR, trials needed,
+    bad channels, plug-in metrics) but not the averaged curves, so the TEP curve panels stay
+    empty in this mode; per-pulse panels, peaks and the metrics table are live.
+
+    Parameters
+    ----------
+    source : Source
+        The EEG stream (raw display only: no stages run here).
+    metrics_source_id : str or None
+        ``source_id`` of the ``tmseeg-metrics`` stream (default: any stream of type Metrics).
+    timeout_s : float
+        How long to wait for the metrics stream.
+    """
+
+    def __init__(self, source, metrics_source_id: str | None = None,
+                 timeout_s: float = 10.0, buffer_s: float = 10.0) -> None:
+        super().__init__()
+        import pylsl
+
+        from tmseeg.stream.inlet import StreamNotFoundError
+        from tmseeg.stream.metrics_outlet import METRICS_STREAM_TYPE
+
+        self.meta = source.meta
+        self.engine = Engine(source, stages=(), buffer_s=buffer_s)
+        prop, val = (("source_id", metrics_source_id) if metrics_source_id
+                     else ("type", METRICS_STREAM_TYPE))
+        infos = pylsl.resolve_byprop(prop, val, timeout=timeout_s)
+        if not infos:
+            raise StreamNotFoundError(
+                f"no tmseeg-metrics stream ({prop}={val!r}) within {timeout_s:g} s: start "
+                "`tmseeg run` first, or run the monitor without --attach")
+        self._inlet = pylsl.StreamInlet(infos[0])
+        self._inlet.open_stream(timeout=timeout_s)
+        self._rows: list[dict] = []
+        self._tep: dict = {}
+        self._metrics: dict = {}
+        self._remote_status: dict = {}
+        self._reset_pulse = 0
+        self._mthread: threading.Thread | None = None
+        self._mstop = threading.Event()
+
+    def _pull_metrics(self) -> None:
+        while not self._mstop.is_set():
+            sample, _ = self._inlet.pull_sample(timeout=0.1)
+            if sample is None:
+                continue
+            try:
+                msg = json.loads(sample[0])
+            except ValueError:
+                continue
+            with self.lock:
+                if msg.get("type") == "pulse":
+                    self._rows.append(msg.get("pulse", {}))
+                    self._tep = msg.get("tep", {})
+                    self._metrics = msg.get("metrics", {}) or {}
+                elif msg.get("type") == "status":
+                    self._remote_status = msg
+                self.version += 1
+
+    def start(self) -> None:
+        super().start()
+        self._mthread = threading.Thread(target=self._pull_metrics, name="tmseeg-metrics-in",
+                                         daemon=True)
+        self._mthread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._mstop.set()
+        if self._mthread is not None:
+            self._mthread.join(timeout_s)
+        super().stop(timeout_s)
+        self._inlet.close_stream()
+
+    def bads(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self._tep.get("bad_channels") or {})
+
+    def reset(self) -> None:
+        """Clear the per-pulse panels (the average lives in the engine process)."""
+        with self.lock:
+            self._reset_pulse = len(self._rows)
+            self.version += 1
+
+    def set_roi(self, names: Sequence[str]) -> list[str]:
+        raise RuntimeError("the ROI is set in the engine process (`tmseeg run --roi ...`)")
+
+    def snapshot(self, since_version: int = -1) -> MonitorSnapshot | None:
+        with self.lock:
+            if self.version == since_version:
+                return None
+            rows = self._rows[self._reset_pulse:]
+            tep = dict(self._tep)
+            snap = MonitorSnapshot(version=self.version, metrics=dict(self._metrics))
+
+        def col(key, dtype=float):
+            return np.array([(math.nan if r.get(key) is None else r.get(key)) for r in rows],
+                            dtype=dtype)
+        snap.pulse_index = col("pulse_index")
+        snap.early_ptp_uv = col("early_tep_ptp_uv")
+        snap.kept = np.array([bool(r.get("kept")) for r in rows], dtype=bool)
+        snap.snr_n = col("n_averaged")
+        snap.snr = col("snr_after")
+        snap.n_averaged = int(tep.get("n_averaged") or 0)
+        snap.roi = list(tep.get("roi") or [])
+        snap.peaks = {k: {"latency_ms": v.get("latency_ms") or math.nan,
+                          "amplitude_uv": v.get("amplitude_uv") or math.nan,
+                          "found": bool(v.get("found"))}
+                      for k, v in (tep.get("peaks") or {}).items()}
+        snap.target_snr = float(tep.get("target_snr") or math.nan)
+        snap.trials_needed = float(tep.get("trials_needed") or math.nan)
+        snap.bads = dict(tep.get("bad_channels") or {})
+        snap.note = "attached to tmseeg-metrics: TEP curves stay in the engine process"
+        return snap
