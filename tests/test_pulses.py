@@ -215,3 +215,31 @@ def test_marker_plus_data_keeps_one_pulse_at_the_data_onset():
     assert pulse_samples(out) == truth
     demoted = sorted(e.sample for e in out.events if e.extra.get("duplicate_of") is not None)
     assert demoted == [s + lag for s in truth]
+
+
+def test_data_pulses_during_calibration_and_at_20khz_through_the_chain():
+    """A pulse inside the 500 ms calibration stretch is still found (the stretch is held back
+    and released with its pulses); at 20 kHz / 64 ch, iTBS onsets stay within one sample, and
+    the detection -> interpolation -> decay chain accepts the held-back blocks."""
+    from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
+
+    sim, data, _ = simulate("single", 0.9, seed=3, first_pulse_s=0.2)
+    out = run_blocks(DataPulses(), data, sim.meta, max_block=20)
+    assert pulse_samples(out) == [p.sample for p in sim.truth.pulses] == [1000]
+    fs = 20000.0
+    sim = TMSEEGSimulator(SimConfig(n_channels=64, sfreq=fs, seed=3, schedule="itbs"))
+    data, _ = sim.generate(int(1.5 * fs))
+    chain = Chain([DataPulses(), PulseInterpolation(), DecayRemoval(fit_window_ms=(10, 150))])
+    outs = []
+    for start in range(0, data.shape[1], 20):
+        outs.append(chain.process(Block(data[:, start:start + 20], start,
+                                        np.arange(start, start + 20) / fs, sim.meta)))
+    outs += list(chain.flush())
+    out = concat_blocks([o for o in outs if o.n_samples or o.events])
+    truth = np.array([p.sample for p in sim.truth.pulses])
+    found = np.array(pulse_samples(out))
+    assert truth.size == 9 and found.size == truth.size
+    assert np.abs(found - truth).max() <= 1
+    assert out.n_samples == data.shape[1]
+    eeg = sim.meta.picks("eeg")
+    assert np.abs(out.data[eeg]).max() < 0.2 * np.abs(data[eeg]).max()  # artifacts cut

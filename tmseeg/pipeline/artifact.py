@@ -323,6 +323,7 @@ class PulseInterpolation:
         self.reset()
 
     def reset(self) -> None:
+        """Forget all state (a new stream begins)."""
         self._buf = _HoldBuffer()
         self._pending: set[int] = set()
         self._rows: np.ndarray | None = None
@@ -379,6 +380,7 @@ class PulseInterpolation:
 
     # -- Stage API -------------------------------------------------------------------------
     def process(self, block: Block) -> Block:
+        """Take the next block; return the cleaned samples that can no longer change."""
         if self._params is None:
             self._setup(block)
         if self._buf.data is not None and block.first_sample != self._buf.stop:
@@ -398,6 +400,7 @@ class PulseInterpolation:
         return self._buf.release(release)
 
     def flush(self) -> Block | None:
+        """End of stream: finish every pending pulse and release everything held."""
         if self._buf.data is None:
             return None
         release = self._process_final(self._buf.stop, at_end=True)
@@ -689,6 +692,7 @@ class DecayRemoval:
         self.reset()
 
     def reset(self) -> None:
+        """Forget all state (a new stream begins)."""
         self._buf = _HoldBuffer()
         self._pending: list[int] = []
         self._done: list[int] = []  # processed pulses still near the buffer (for span merging)
@@ -840,6 +844,7 @@ class DecayRemoval:
 
     # -- Stage API ---------------------------------------------------------------------------
     def process(self, block: Block) -> Block:
+        """Take the next block; return the cleaned samples that can no longer change."""
         if self._rows is None:
             self._setup(block)
         if self._buf.data is not None and block.first_sample != self._buf.stop:
@@ -866,6 +871,7 @@ class DecayRemoval:
         self._pending.sort()
 
     def flush(self) -> Block | None:
+        """End of stream: finish every pending pulse and release everything held."""
         if self._buf.data is None:
             return None
         release = self._step(at_end=True)

@@ -136,6 +136,7 @@ class MarkerPulses:
         return self._re.search(label) is not None
 
     def process(self, block: Block) -> Block:
+        """Return the block with pulse events added (see the class description)."""
         if not block.events:
             return block
         shift = _ms_to_samples(self.offset_ms, block.meta.sfreq)
@@ -149,9 +150,11 @@ class MarkerPulses:
         return replace(block, events=events)
 
     def flush(self) -> Block | None:
+        """Release what is still held back at the end of the stream (None if nothing)."""
         return None
 
     def reset(self) -> None:
+        """Forget all state (a new stream begins)."""
         return None
 
 
@@ -194,15 +197,18 @@ class TriggerChannelPulses(_PulseMerger):
         self.reset()
 
     def reset(self) -> None:
+        """Forget all state (a new stream begins)."""
         self._last = math.nan
         self._last_pulse: int | None = None
         self._row: int | None = None
         self._reset_merge()
 
     def flush(self) -> Block | None:
+        """Release what is still held back at the end of the stream (None if nothing)."""
         return None
 
     def process(self, block: Block) -> Block:
+        """Return the block with pulse events added (see the class description)."""
         if self._row is None:
             self._row = int(block.meta.index(self.channel)[0])
         x = block.data[self._row]
@@ -307,6 +313,7 @@ class DataPulses(_PulseMerger):
         self.reset()
 
     def reset(self) -> None:
+        """Forget all state (a new stream begins)."""
         self._rows: np.ndarray | None = None
         self._min_ch = 1
         self.threshold: np.ndarray | None = None
@@ -382,6 +389,7 @@ class DataPulses(_PulseMerger):
         return found
 
     def process(self, block: Block) -> Block:
+        """Return the block with pulse events added (see the class description)."""
         if self._rows is None:
             self._setup(block.meta)
         if self.threshold is None:
@@ -404,6 +412,7 @@ class DataPulses(_PulseMerger):
         return replace(whole, events=self._merge(whole.events, own, whole.meta.sfreq))
 
     def flush(self) -> Block | None:
+        """Release what is still held back at the end of the stream (None if nothing)."""
         if not self._held:
             return None
         return self._release_held()
