@@ -8,5 +8,7 @@ See :mod:`tmseeg.metrics.base` for the plug-in contract.
 PLUGINS: list[str] = [
     "tmseeg.metrics.mep",
     "tmseeg.metrics.pcist",
+    "tmseeg.metrics.connectivity",
+    "tmseeg.metrics.spread",
     "tmseeg.metrics.plasticity",  # last: it reads the columns the others add
 ]

@@ -495,6 +495,10 @@ class ConnectivityMetric:
             if w in self.region_acc:
                 self.region_acc[w].add(self.region_matrix @ xd)
 
+    def finish(self) -> None:
+        """End of the recording: the next summary uses every epoch."""
+        self._summary = None
+
     def _region_values(self, method: str, band: str, w: str) -> np.ndarray:
         if w in self.region_acc:
             return self.region_acc[w].band(method, band)

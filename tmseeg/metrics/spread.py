@@ -354,7 +354,8 @@ class SpreadMetric:
 
     def _update(self, force: bool = False) -> None:
         s = self.spread
-        if s is None or s.n_epochs < max(2, self.cfg["min_epochs"]):
+        # live: wait for min_epochs; at the end of a recording (force) test whatever there is
+        if s is None or s.n_epochs < (2 if force else max(2, self.cfg["min_epochs"])):
             return
         done = self.result.n_epochs if self.result is not None else 0
         if s.n_epochs == done or (not force and s.n_epochs - done < self.cfg["every_n_epochs"]):

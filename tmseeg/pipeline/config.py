@@ -111,7 +111,8 @@ DEFAULT_CONFIG_TOML = _with_plugins(DEFAULT_CONFIG_TOML)
 DEFAULT_CONFIG: dict[str, Any] = tomllib.loads(DEFAULT_CONFIG_TOML)
 
 #: sections whose keys are free (user-named), not checked against the defaults
-_FREE_SECTIONS = {("tep", "peak_windows_ms")}
+_FREE_SECTIONS = {("tep", "peak_windows_ms"), ("connectivity", "bands_hz"),
+                  ("connectivity", "regions")}
 
 
 class ConfigError(ValueError):
