@@ -9,7 +9,6 @@ average reference, pre-pulse windows): wPLI 0.91, debiased wPLI² 0.82, PLV 0.59
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np
@@ -223,17 +222,3 @@ def test_decimation_paths_agree():
         res[k] = a.band("wpli", "beta")
     assert res["sub"][0, 1] > 0.6
     np.testing.assert_allclose(res["sub"], res["fir"], atol=0.05)
-
-
-def test_per_epoch_cost_64ch():
-    """64 channels, 5 kHz epoch window decimated: one update well under 10 ms."""
-    rng = np.random.default_rng(0)
-    names = [f"c{i}" for i in range(64)]
-    acc = ConnectivityAccumulator(names, 250.0, 123)
-    x = rng.standard_normal((64, 2451))
-    times = []
-    for _ in range(20):
-        t0 = time.perf_counter()
-        acc.add(decimate_window(x, 20, lowpassed=True))
-        times.append(time.perf_counter() - t0)
-    assert np.median(times) < 0.010, np.median(times)
