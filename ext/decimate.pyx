@@ -8,7 +8,7 @@ maximum *interleaved* (``out[c, 2b] = min``, ``out[c, 2b + 1] = max``), which is
 connected line needs to draw the stroke. NaN samples (gaps in the stream) are skipped; a bucket
 with no finite sample gives NaN twice, so the line breaks there. The GIL is released.
 """
-from libc.math cimport NAN, isnan
+from libc.math cimport INFINITY, NAN
 
 
 def minmax_decimate(const double[:, ::1] data, Py_ssize_t bucket,
@@ -43,19 +43,18 @@ def minmax_decimate(const double[:, ::1] data, Py_ssize_t bucket,
         for c in range(n_ch):
             for b in range(n_b):
                 start = b * bucket
-                lo = NAN
-                hi = NAN
+                lo = INFINITY
+                hi = -INFINITY
                 for k in range(start, start + bucket):
+                    # comparisons with NaN are false: gaps are skipped without a test
                     v = data[c, k]
-                    if isnan(v):
-                        continue
-                    if isnan(lo):
+                    if v < lo:
                         lo = v
+                    if v > hi:
                         hi = v
-                    elif v < lo:
-                        lo = v
-                    elif v > hi:
-                        hi = v
+                if lo > hi:  # no finite sample in the bucket
+                    lo = NAN
+                    hi = NAN
                 out[c, 2 * b] = lo
                 out[c, 2 * b + 1] = hi
     return n_b

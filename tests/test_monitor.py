@@ -214,6 +214,8 @@ def test_cli_monitor_headless_snapshots(tmp_path, uid):
                                        isi_range_s=(0.6, 0.8), first_pulse_s=0.5),
                              name=name, listen_triggers=False)
     amp.start()
+    import pylsl
+    assert pylsl.resolve_byprop("name", f"{name}-markers", timeout=15), "simulator not up"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     try:
         out = subprocess.run(
