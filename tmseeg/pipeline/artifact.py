@@ -547,13 +547,46 @@ class DecayFitter:
         cost = np.empty(n_ch)
         lm_refine(np.ascontiguousarray(yb), self.t_ms, log_tau, coef, self.log_lo, self.log_hi,
                   math.log(self.min_ratio), self.n_iter, cost)
-        tau = np.exp(log_tau)
+        return self._finish(yb, finite, np.exp(log_tau), coef, cost, max_gain)
+
+    def fit_amplitudes(self, y_uv: np.ndarray, tau_ms: np.ndarray,
+                       max_gain: float = 20.0) -> DecayFit:
+        """Fit only the amplitudes and the constant, with given time constants (linear).
+
+        Parameters
+        ----------
+        y_uv : ndarray, shape (n_channels, n_samples)
+            Data of the fit window.
+        tau_ms : ndarray, shape (n_channels, n_exp)
+            Time constants per channel (e.g. from a fit of the average).
+        max_gain : float
+            As in :meth:`fit`.
+        """
+        y = np.asarray(y_uv, dtype=np.float64)
+        if y.ndim != 2 or y.shape[1] != self.n_samples:
+            raise ValueError(f"expected (n_channels, {self.n_samples}) data, got {y.shape}")
+        tau = np.asarray(tau_ms, dtype=np.float64).reshape(y.shape[0], self.n_exp)
+        finite = np.isfinite(y).all(axis=1) & np.all(np.isfinite(tau) & (tau > 0), axis=1)
+        yb = self._boxes(np.where(finite[:, None], y, 0.0))
+        tau = np.where(finite[:, None], tau, 1.0)
+        n_ch, K = y.shape[0], self.n_exp
+        e = np.exp(-self.t_ms[None, :, None] / tau[:, None, :])
+        a = np.concatenate([e, np.ones((n_ch, self.n_boxes, 1))], axis=2)
+        at = a.transpose(0, 2, 1)
+        ata = at @ a
+        ata += 1e-12 * np.trace(ata, axis1=1, axis2=2)[:, None, None] * np.eye(K + 1)
+        coef = np.linalg.solve(ata, at @ yb[..., None])[..., 0]
+        res = yb - (a @ coef[..., None])[..., 0]
+        return self._finish(yb, finite, tau, coef, np.einsum("ct,ct->c", res, res), max_gain)
+
+    def _finish(self, yb, finite, tau, coef, cost, max_gain) -> DecayFit:
+        K = self.n_exp
         # box means of exp(-t/tau) are exp(-t0/tau) * gain(tau): undo the gain
         q = np.exp(-1000.0 / (self.sfreq * tau))
         gain = (1.0 - q ** self.m) / (self.m * (1.0 - q)) if self.m > 1 else np.ones_like(tau)
         amps = coef[:, :K] / gain
-        ss_tot = np.einsum("ct,ct->c", yb - yb.mean(1, keepdims=True),
-                           yb - yb.mean(1, keepdims=True))
+        dev = yb - yb.mean(1, keepdims=True)
+        ss_tot = np.einsum("ct,ct->c", dev, dev)
         with np.errstate(all="ignore"):
             r2 = np.where(ss_tot > 0, 1.0 - cost / ss_tot, np.nan)
             span = np.ptp(yb, axis=1)
@@ -609,8 +642,9 @@ class DecayRemoval:
 
     The TEP lies inside the fit window, and whatever part of it looks like an exponential is
     removed with the artifact. A long window lets the late data pin the slow exponential down;
-    the default ``(10, 800)`` ms with two exponentials is what kept the early TEP best on the
-    simulator (see ``tests/test_artifact.py``), at the cost of 800 ms of hold-back. A channel's
+    the default ``(10, 800)`` ms with two exponentials and time constants taken from the running
+    average (``fit_on="average"``) is what kept the early TEP best on the simulator (see
+    ``tests/test_artifact.py``), at the cost of 800 ms of hold-back. A channel's
     fit is not used (the channel is left as it is, and the reason logged) when the decay does
     not stand out — its size at the fit start is below ``min_snr`` times the residual RMS, or
     the model explains less than ``min_r2`` of the variance: then there is no decay to remove,
@@ -648,6 +682,16 @@ class DecayRemoval:
         this (µV), at most ``4 x`` the fit window.
     max_delay_ms : float
         How late a pulse event may arrive (see :class:`PulseInterpolation`).
+    fit_on : {"average", "trial"}
+        ``"average"`` (default): the time constants come from a fit of the running average of
+        all full-length fit windows so far (this one included; causal, so live and offline
+        agree), and only the amplitudes and the constant are fitted per pulse (linear). An
+        electrode's decay keeps its time constants from pulse to pulse, and the average pins
+        them down better than one noisy trial; on the simulator this kept the early TEP
+        clearly better (r 0.92-0.95 against 0.88-0.94, see the tests). It assumes the
+        decays do not change shape during the recording (same site, intensity, electrodes);
+        use ``"trial"`` when they do: every pulse then gets its own full fit. Windows clipped
+        by a following pulse are always fitted on their own.
 
     Attributes
     ----------
@@ -671,7 +715,11 @@ class DecayRemoval:
         interp_fit_ms: float = 1.0,
         tail_uv: float = 0.05,
         max_delay_ms: float = 0.0,
+        fit_on: str = "average",
     ) -> None:
+        if fit_on not in ("trial", "average"):
+            raise ValueError(f"fit_on must be 'trial' or 'average', got {fit_on!r}")
+        self.fit_on = fit_on
         if model not in _MODELS:
             raise ValueError(f"model must be 'exp' or 'double_exp', got {model!r}")
         if not fit_window_ms[1] > fit_window_ms[0]:
@@ -701,6 +749,8 @@ class DecayRemoval:
         self._fitters: dict[int, DecayFitter] = {}
         self._lo: int | None = None
         self.fits: list[dict] = []
+        self._avg_sum: np.ndarray | None = None
+        self._avg_n: np.ndarray | None = None
 
     def _setup(self, block: Block) -> None:
         fs = block.meta.sfreq
@@ -784,7 +834,10 @@ class DecayRemoval:
             record["reason"] = f"fit window {n} samples < min_fit_ms (next pulse or end too close)"
         else:
             y = self._buf.data[self._rows, fs_ - self._buf.start:fe_ - self._buf.start]
-            fit = self._fitter(n).fit(y)
+            if self.fit_on == "average" and n == self._n1 - self._n0:
+                fit = self._fit_average(y)
+            else:
+                fit = self._fitter(n).fit(y)
             good = fit.ok & (fit.r2 >= self.min_r2) & (fit.snr >= self.min_snr)
             fit = replace(fit, ok=good)
             record["fit"] = fit
@@ -805,6 +858,22 @@ class DecayRemoval:
         self.fits.append(record)
         if len(self.fits) > 10000:
             del self.fits[:5000]
+
+    def _fit_average(self, y: np.ndarray) -> DecayFit:
+        """Taus from the running average of full fit windows, amplitudes from this pulse."""
+        finite = np.isfinite(y)
+        if self._avg_sum is None:
+            self._avg_sum = np.zeros(y.shape)
+            self._avg_n = np.zeros((y.shape[0], 1))
+        good = finite.all(axis=1)
+        self._avg_sum[good] += y[good]
+        self._avg_n[good] += 1
+        fitter = self._fitter(y.shape[1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg = self._avg_sum / self._avg_n
+        avg_fit = fitter.fit(avg)
+        fit = fitter.fit_amplitudes(y, avg_fit.tau_ms)
+        return replace(fit, ok=fit.ok & avg_fit.ok)
 
     def _step(self, at_end: bool) -> int:
         """Process every pulse whose fit window is complete; return the release point."""
