@@ -50,6 +50,7 @@ class SessionStages:
     bad_detector: BadChannelDetector | None
     chain: Chain
     names: list[str] = field(default_factory=list)
+    cleaning: Any = None  # tmseeg.pipeline.cleaning.ArtifactCleaning when [cleaning] is on
 
 
 def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
@@ -98,6 +99,13 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
                                       initial_bads={n: "marked bad in the configuration"
                                                     for n in b["bads"]})
         stages.append(detector)
+    cleaning = None
+    if cfg.get("cleaning", {}).get("enabled"):
+        # SOUND / SSP-SIR / ICA: after interpolation and decay removal (fitted on clean pulse
+        # windows), before filters, bad-channel interpolation and the reference
+        from tmseeg.pipeline.cleaning import make_stage
+        cleaning = make_stage(cfg, bads_from=detector)
+        stages.append(cleaning)
     f = cfg["filter"]
     if f["continuous"]:
         if f["l_freq_hz"] or f["h_freq_hz"]:
@@ -111,7 +119,8 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     if cfg["reference"]["type"] == "average":
         stages.append(AverageReference(bads_from=detector, bads=fixed_bads))
     return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
-                         names=[getattr(s, "name", type(s).__name__) for s in stages])
+                         names=[getattr(s, "name", type(s).__name__) for s in stages],
+                         cleaning=cleaning)
 
 
 class TEPSession:
@@ -254,6 +263,8 @@ class TEPSession:
             "bad_channels": " ".join(epoch.bads),
             "n_averaged": int(tep.n) if tep is not None else 0,
             "snr_after": float(tep.snr()) if tep is not None and tep.n else math.nan,
+            **({"cleaning": self.stages.cleaning.applied_at(epoch.sample)}
+               if self.stages.cleaning is not None else {}),
             **windows,
         }
 

@@ -71,6 +71,68 @@ epoch_pad_ms = 500.0        # the epoch is emitted this much later than tmax_ms
 # use; phase-shifting, so TEP metrics do not depend on it).
 continuous = false
 
+[cleaning]
+# TESA-grade cleaning after pulse interpolation / decay removal, before the reference:
+# fitted on the first calibration_pulses epochs, then applied per block as a matrix product.
+# Off by default: the fits take seconds (SOUND/SSP-SIR ~1 s, ICA ~10-30 s) while calibrating.
+enabled = false
+# any of "sound" (channel noise, Mutanen 2018), "sspsir" (TMS-evoked muscle, Mutanen 2016),
+# "sspsir_control" (sensory responses estimated from control epochs), "ica" (TESA-style
+# component labels); fitted and applied in this order. Add "sound" first when channels are
+# noisy: it smooths the topography a little (ROI peaks ~5-10 % lower on clean data).
+methods = ["sspsir"]
+calibration_pulses = 30
+min_pulses = 5              # fewest epochs a fit at the end of a short file accepts
+calibration_window_ms = [-500.0, 500.0]
+during_calibration = "hold" # "hold": clean every epoch (data wait for the fit); "pass": raw
+control_label = ""          # regex of control-condition labels (e.g. "sham") for sspsir_control
+[cleaning.leadfield]        # spherical head (MNE sphere model + shell source space), no MRI
+n_locations = 500
+shell_fraction = 0.8        # source shell radius / head radius
+min_elevation = -0.3
+orientation = "free"        # "free" (3 dipoles per location) or "fixed" (radial)
+[cleaning.sound]
+lambda0 = 1.0               # noise-to-signal ratio (~1 single trials, 0.01-0.1 averages)
+max_iter = 100
+tol = 0.001                 # convergence: largest relative change of a channel's noise SD
+[cleaning.sspsir]
+highpass_hz = 100.0         # artifact subspace from the >100 Hz content ...
+artifact_window_ms = [0.0, 50.0]   # ... of this post-pulse window
+baseline_ms = [-500.0, -10.0]
+estimator = "whitened"      # "whitened" (early vs baseline power) or "pca" (plain, as the paper)
+min_ratio = 3.0             # early/baseline high-frequency power a component must exceed
+variance_pct = 90.0         # "pca": components explaining up to this much
+n_components = 0            # 0 = automatic
+max_components = 5
+lambda0 = 0.01              # SIR regularisation (relative to the mean eigenvalue)
+weighting = "window"        # "window" (1 in apply_window_ms, cosine taper) or "envelope"
+apply_window_ms = [-2.0, 50.0]
+taper_ms = 10.0
+[cleaning.sspsir_control]
+control_window_ms = [0.0, 300.0]
+variance_pct = 90.0
+n_components = 0
+max_components = 5
+lambda0 = 0.01
+[cleaning.ica]
+method = "picard"           # "picard", "fastica" (needs scikit-learn) or "infomax"
+n_components = 0            # 0 = channels - 1 (rank after average reference), max 60
+max_fit_hz = 500.0          # the fit uses every k-th sample (the decomposition is spatial)
+seed = 0
+max_iter = 500
+keep = []                   # component indices kept whatever the rules say
+remove = []                 # component indices removed whatever the rules say
+[cleaning.ica.rules]        # TESA-style labels (Rogasch et al. 2017), first that fires wins
+muscle_window_ms = [11.0, 30.0]
+tms_muscle_ratio = 8.0      # mean |average| in the window / over the epoch
+blink_channels = ["Fp1", "Fp2"]
+blink_z = 2.5               # mean z-scored topography weight there
+move_channels = ["F7", "F8"]
+move_z = 2.0                # opposite-sign z at both
+muscle_freq_hz = [7.0, 70.0]
+muscle_slope = -0.31        # log-log spectral slope above this = persistent muscle
+electrode_z = 4.0           # one electrode's |z| above this = electrode noise
+
 [reference]
 type = "average"            # "average" or "none"
 
@@ -184,6 +246,17 @@ def _validate(cfg: dict) -> None:
         lo, hi = cfg["interpolation"][key]
         if not lo < hi:
             raise ConfigError(f"interpolation.{key} must be [start, stop] with start < stop")
+    cl = cfg["cleaning"]
+    bad_methods = [m for m in cl["methods"] if m not in
+                   ("sound", "sspsir", "sspsir_control", "ica")]
+    if bad_methods:
+        raise ConfigError(f"cleaning.methods: unknown {bad_methods}; valid: sound, sspsir, "
+                          "sspsir_control, ica")
+    if "sspsir_control" in cl["methods"] and not cl["control_label"]:
+        raise ConfigError("cleaning.methods has 'sspsir_control': set cleaning.control_label "
+                          "to the marker label of the control condition (e.g. 'sham')")
+    if cl["during_calibration"] not in ("hold", "pass"):
+        raise ConfigError("cleaning.during_calibration must be 'hold' or 'pass'")
     for name, win in cfg["tep"]["peak_windows_ms"].items():
         if name[:1].upper() not in ("N", "P") or len(win) != 2 or not win[0] < win[1]:
             raise ConfigError(f"tep.peak_windows_ms.{name} must be named N.../P... and be "

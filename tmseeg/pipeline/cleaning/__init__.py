@@ -1,0 +1,31 @@
+"""TESA-grade artifact cleaning: SOUND, SSP-SIR (muscle and control-data variants), ICA with
+TMS-aware component labels, on a spherical-head lead field; one stage applies them live.
+
+See :mod:`.leadfield`, :mod:`.sound`, :mod:`.sspsir`, :mod:`.ica` and :mod:`.stage`.
+"""
+from tmseeg.pipeline.cleaning.ica import ICARules, fit_ica, label_components
+from tmseeg.pipeline.cleaning.leadfield import sphere_leadfield
+from tmseeg.pipeline.cleaning.sound import sound
+from tmseeg.pipeline.cleaning.sspsir import fit_sspsir, fit_sspsir_control, sir_matrix
+from tmseeg.pipeline.cleaning.stage import ArtifactCleaning, CleaningFilter
+
+__all__ = ["ArtifactCleaning", "CleaningFilter", "ICARules", "fit_ica", "label_components",
+           "sphere_leadfield", "sound", "fit_sspsir", "fit_sspsir_control", "sir_matrix",
+           "make_stage"]
+
+
+def make_stage(cfg: dict, bads_from=None) -> ArtifactCleaning:
+    """The cleaning stage a configuration's ``[cleaning]`` section declares."""
+    c = cfg["cleaning"]
+    ica = dict(c["ica"])
+    rules = ica.pop("rules")
+    ica["rules"] = rules
+    return ArtifactCleaning(
+        methods=list(c["methods"]), calibration_pulses=c["calibration_pulses"],
+        min_pulses=c["min_pulses"], calibration_window_ms=tuple(c["calibration_window_ms"]),
+        during_calibration=c["during_calibration"], control_label=c["control_label"],
+        sound=dict(c["sound"]),
+        sspsir={k: (tuple(v) if isinstance(v, list) else v) for k, v in c["sspsir"].items()},
+        sspsir_control={k: (tuple(v) if isinstance(v, list) else v)
+                        for k, v in c["sspsir_control"].items()},
+        ica=ica, leadfield=dict(c["leadfield"]), bads_from=bads_from)
