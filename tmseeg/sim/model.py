@@ -66,6 +66,15 @@ At each pulse (intensity ``I`` in % of maximum stimulator output)
       P180    185          28         +7          9           Cz
       ======  ===========  =========  ==========  ==========  ==============================
 
+      Optional TMS-evoked oscillation (off unless ``evoked_oscillation_hz > 0``; the
+      "natural frequency" of the stimulated area, Rosanova et al. 2009): a damped sine
+      ``A exp(-(t - t0)/tau) sin(2 pi f (t - t0))`` for ``t >= t0`` (``t0`` =
+      ``evoked_oscillation_onset_ms`` = 15 ms, ``tau`` = ``evoked_oscillation_tau_ms`` = 80 ms,
+      ``A`` = ``evoked_oscillation_uv`` = 6 µV), topography a difference of Gaussians of sigma
+      ``evoked_oscillation_sigma_cm`` (4 cm) around the coil site, part of the template (so it
+      is phase-locked to the pulse and scaled like the TEP); recorded in
+      :attr:`GroundTruth.evoked_oscillation`.
+
       The template is exactly zero before the pulse. Per pulse it is multiplied by
       ``tep_gain_effective = tep_gain * (I / tep_reference_intensity_pct) * m * j`` with the
       state modulation ``m`` (below) and trial jitter ``j = max(0, 1 + tep_jitter N(0,1))``
@@ -350,6 +359,12 @@ class SimConfig:
     coupling_strength: float = 0.8
     coupling_uv: float = 6.0
     coupling_sigma_cm: float = 2.5
+    # TMS-evoked oscillation at a "natural frequency" (off by default; see the module doc)
+    evoked_oscillation_hz: float = 0.0
+    evoked_oscillation_uv: float = 6.0
+    evoked_oscillation_tau_ms: float = 80.0
+    evoked_oscillation_onset_ms: float = 15.0
+    evoked_oscillation_sigma_cm: float = 4.0
 
     def __post_init__(self) -> None:
         self.isi_range_s = tuple(float(x) for x in self.isi_range_s)  # type: ignore[assignment]
@@ -416,6 +431,15 @@ class SimConfig:
             raise ValueError("SimConfig.n_smooth_sources must be >= 0.")
         if self.coupling:
             _validate_coupling(self, pos)
+        if self.evoked_oscillation_hz:
+            if not 0 < self.evoked_oscillation_hz < 0.45 * self.sfreq:
+                raise ValueError(f"SimConfig.evoked_oscillation_hz={self.evoked_oscillation_hz}: "
+                                 f"use 0 (off) or a frequency below {0.45 * self.sfreq:g} Hz.")
+            if (self.evoked_oscillation_uv < 0 or self.evoked_oscillation_tau_ms <= 0
+                    or self.evoked_oscillation_sigma_cm <= 0
+                    or not 0 <= self.evoked_oscillation_onset_ms < TEP_TMAX_MS):
+                raise ValueError("SimConfig.evoked_oscillation_*: need uv >= 0, tau_ms > 0, "
+                                 f"sigma_cm > 0 and 0 <= onset_ms < {TEP_TMAX_MS:g}.")
 
     def to_dict(self) -> dict:
         """JSON-ready dict of all fields."""
@@ -770,6 +794,10 @@ class GroundTruth:
         self.peaks = self._measure_peaks()
         #: coupled sources (empty unless SimConfig.coupling), see _CouplingSources.truth
         self.coupling: dict = {}
+        #: TMS-evoked oscillation (empty unless SimConfig.evoked_oscillation_hz > 0): freq_hz,
+        #: amplitude_uv, tau_ms, onset_ms, sigma_cm, site, channels (topography >= 0.5),
+        #: topography (per EEG channel); it is part of ``tep_template_uv``
+        self.evoked_oscillation: dict = {}
 
     @property
     def eeg_names(self) -> list[str]:
@@ -847,6 +875,7 @@ class GroundTruth:
             "mu_knot_samples": self.mu_knots.knot_samples,
             "arrays": npath.name,
             "coupling": self.coupling,
+            "evoked_oscillation": self.evoked_oscillation,
         }
         tmp = npath.with_name(npath.name + ".tmp.npz")
         np.savez_compressed(
@@ -887,6 +916,7 @@ class GroundTruth:
         truth.pulses = [PulseTruth(**p) for p in doc["pulses"]]
         truth.markers = [(int(s), str(lab)) for s, lab in doc["markers"]]
         truth.coupling = doc.get("coupling", {})
+        truth.evoked_oscillation = doc.get("evoked_oscillation", {})
         return truth
 
 
@@ -1029,6 +1059,21 @@ class TMSEEGSimulator:
             topo = amp * topo / np.max(np.abs(topo))
             components[name] = topo
             template += np.outer(topo, np.exp(-0.5 * ((t - lat) / sig) ** 2))
+        evoked_osc: dict = {}
+        if cfg.evoked_oscillation_hz > 0:
+            eo_topo = _dog(d_coil, cfg.evoked_oscillation_sigma_cm)
+            t0 = cfg.evoked_oscillation_onset_ms
+            tt = np.clip(t - t0, 0.0, None) / 1000.0
+            wave = np.where(t >= t0, np.exp(-tt * 1000.0 / cfg.evoked_oscillation_tau_ms)
+                            * np.sin(2 * np.pi * cfg.evoked_oscillation_hz * tt), 0.0)
+            template += np.outer(cfg.evoked_oscillation_uv * eo_topo, wave)
+            evoked_osc = {"freq_hz": float(cfg.evoked_oscillation_hz),
+                          "amplitude_uv": float(cfg.evoked_oscillation_uv),
+                          "tau_ms": float(cfg.evoked_oscillation_tau_ms),
+                          "onset_ms": float(t0), "sigma_cm": float(cfg.evoked_oscillation_sigma_cm),
+                          "site": cfg.coil_site,
+                          "channels": [eeg[i] for i in np.flatnonzero(eo_topo >= 0.5)],
+                          "topography": [float(v) for v in eo_topo]}
         template[:, t < 0] = 0.0
         self._tep_post = np.ascontiguousarray(template[:, t >= 0])
         # ROI: coil site (if recorded) + nearest neighbours, 5 channels
@@ -1132,6 +1177,7 @@ class TMSEEGSimulator:
                     "decay_tau_slow_ms": tau_s})
         if self._coupling is not None:
             self.truth.coupling = self._coupling.truth()
+        self.truth.evoked_oscillation = evoked_osc
 
         # streaming state -------------------------------------------------------------------
         self._bg: np.ndarray | None = None
