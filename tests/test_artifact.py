@@ -319,7 +319,8 @@ def test_lm_kernel_matches_numpy_reference(K):
     t = np.arange(nb) * 2.6
     tau_f = rng.uniform(4, 40, n_ch)
     tau_s = rng.uniform(60, 300, n_ch)
-    yb = rng.uniform(-500, 500, (n_ch, 1)) * np.exp(-t / tau_f[:, None]) + rng.normal(0, 3, (n_ch, nb))
+    yb = rng.uniform(-500, 500, (n_ch, 1)) * np.exp(-t / tau_f[:, None])
+    yb += rng.normal(0, 3, (n_ch, nb))
     if K == 2:
         yb += rng.uniform(-100, 100, (n_ch, 1)) * np.exp(-t / tau_s[:, None])
         start = np.log(np.column_stack([tau_f * rng.uniform(0.6, 1.5, n_ch),

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "PulseInterpolation",
     "DecayRemoval",
+    "DecayFit",
+    "DecayFitter",
+    "fit_decay",
     "interpolate_pulses",
     "plan_spans",
     "Span",
@@ -209,49 +212,86 @@ def interpolate_pulses(
 
 
 class _HoldBuffer:
-    """Samples held back by a stage: data, timestamps and events from ``start`` on."""
+    """Samples held back by a stage: data, timestamps and events from ``start`` on.
+
+    The samples live in a preallocated array that grows by doubling; appending copies only the
+    new block and releasing only the released part (the live part is moved to the front when
+    the array's end is reached), so holding back 800 ms of 128 channels at 20 kHz costs
+    O(block) per block, not O(held).
+    """
 
     def __init__(self) -> None:
-        self.data: np.ndarray | None = None
-        self.times = np.empty(0)
+        self.arr: np.ndarray | None = None  # (n_channels, capacity)
+        self.tarr = np.empty(0)
+        self.off = 0  # column of ``start`` in ``arr``
+        self.n = 0  # held samples
         self.start = 0
         self.events: list[Event] = []
         self.meta: StreamMeta | None = None
         self.received_s = float("nan")
 
     @property
+    def data(self) -> np.ndarray | None:
+        """The held samples (a view: writing to it changes the held data)."""
+        return None if self.arr is None else self.arr[:, self.off:self.off + self.n]
+
+    @property
+    def arr_start(self) -> int:
+        """Absolute sample index of ``arr[:, 0]``."""
+        return self.start - self.off
+
+    @property
     def stop(self) -> int:
-        return self.start + (0 if self.data is None else self.data.shape[1])
+        return self.start + self.n
 
     def append(self, block: Block) -> None:
-        if self.data is None:
-            self.data = np.array(block.data, dtype=np.float64, order="C", copy=True)
-            self.times = np.array(block.timestamps, dtype=np.float64, copy=True)
+        k = block.n_samples
+        if self.arr is None:
+            cap = max(1024, 2 * k)
+            self.arr = np.empty((block.meta.n_channels, cap))
+            self.tarr = np.empty(cap)
+            self.off = self.n = 0
             self.start = block.first_sample
             self.meta = block.meta
-        else:
-            self.data = np.concatenate([self.data, block.data], axis=1)
-            self.times = np.concatenate([self.times, block.timestamps])
+        cap = self.arr.shape[1]
+        if self.off + self.n + k > cap:
+            need = self.n + k
+            live = slice(self.off, self.off + self.n)
+            if 2 * need > cap:
+                new_cap = max(2 * need, 1024)
+                arr = np.empty((self.arr.shape[0], new_cap))
+                tarr = np.empty(new_cap)
+                arr[:, :self.n] = self.arr[:, live]
+                tarr[:self.n] = self.tarr[live]
+                self.arr, self.tarr = arr, tarr
+            else:  # move the live part to the front (numpy buffers overlapping copies)
+                self.arr[:, :self.n] = self.arr[:, live]
+                self.tarr[:self.n] = self.tarr[live]
+            self.off = 0
+        end = self.off + self.n
+        self.arr[:, end:end + k] = block.data
+        self.tarr[end:end + k] = block.timestamps
+        self.n += k
         self.events.extend(block.events)
         self.received_s = block.received_s
 
     def release(self, upto: int) -> Block:
         """Cut off and return samples ``[start, upto)`` with the events before ``upto``."""
-        assert self.data is not None and self.meta is not None
+        assert self.arr is not None and self.meta is not None
         upto = max(self.start, min(upto, self.stop))
         k = upto - self.start
         out_events = [e for e in self.events if e.sample < upto]
         self.events = [e for e in self.events if e.sample >= upto]
         block = Block(
-            data=self.data[:, :k].copy(),
+            data=self.arr[:, self.off:self.off + k].copy(),
             first_sample=self.start,
-            timestamps=self.times[:k].copy(),
+            timestamps=self.tarr[self.off:self.off + k].copy(),
             meta=self.meta,
             events=out_events,
             received_s=self.received_s,
         )
-        self.data = np.ascontiguousarray(self.data[:, k:])
-        self.times = self.times[k:]
+        self.off += k
+        self.n -= k
         self.start = upto
         return block
 
@@ -372,7 +412,7 @@ class PulseInterpolation:
             lo = self._lo if self._done_stop is None else max(self._lo, self._done_stop)
             span = _finish_span(max(a, buf.start), b, lo, horizon, n_fit, order)
             if span is not None:
-                _apply_span(buf.data, buf.start, self._rows, span)
+                _apply_span(buf.arr, buf.arr_start, self._rows, span)
                 self.n_spans += 1
             self._done_stop = b
             self._pending = {p for p in self._pending if p + w0 >= b}
@@ -815,7 +855,7 @@ class DecayRemoval:
                     log.warning("decay: cut window of pulse %d starts before the held data; "
                                 "not re-interpolated", p)
                     return
-                _apply_span(buf.data, buf.start, self._rows, span)
+                _apply_span(buf.arr, buf.arr_start, self._rows, span)
                 return
 
     def _fit_pulse(self, p: int, horizon: int) -> None:
