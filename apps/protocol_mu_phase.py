@@ -51,5 +51,5 @@ class MuPhase(Protocol):
         if wait_ms > self.lookahead_ms:
             return None
         self.next_ok_s = state.newest_time_s + random.uniform(*self.isi_s)
-        req = state.trigger(self.intensity_pct, label="mu-phase", after_ms=self.delay_ms + wait_ms)
+        req = state.trigger(self.intensity_pct, label="TMS mu-phase", after_ms=self.delay_ms + wait_ms)
         return dataclasses.replace(req, phase_rad=self.target_phase_rad)  # predicted at target

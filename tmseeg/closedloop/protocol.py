@@ -49,6 +49,7 @@ Running it
 from __future__ import annotations
 
 import ctypes
+import re
 import importlib.util
 import json
 import logging
@@ -73,6 +74,12 @@ __all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "Prot
            "ProtocolLoadError", "ProtocolConfigError", "load_protocol", "build_runner"]
 
 log = logging.getLogger(__name__)
+
+try:
+    from tmseeg.pipeline.pulses import DEFAULT_PULSE_PATTERN
+except Exception:  # pragma: no cover
+    DEFAULT_PULSE_PATTERN = r"(?:\btms)|(?:pulse)"
+_PULSE_RE = re.compile(DEFAULT_PULSE_PATTERN, re.IGNORECASE)
 
 
 class ProtocolLoadError(ValueError):
@@ -599,6 +606,7 @@ class ProtocolRunner:
         self.n_exceptions = 0
         self.n_dropped_events = 0
         self._runner_ids = 0
+        self._warned_label = False
         self._pending: dict[int, tuple[GuardDecision, dict]] = {}
         self._rec_lock = threading.Lock()
         self._log_file = None
@@ -943,6 +951,11 @@ class ProtocolRunner:
         if rec["accepted"]:
             with self._rec_lock:
                 self._pending[did] = (decision, rec)
+            if not self._warned_label and not _PULSE_RE.search(rec["label"]):
+                self._warned_label = True
+                self._report(f"label {rec['label']!r} does not look like a pulse to the pipeline "
+                             "(it matches 'TMS', 'pulse', ...): the pulse will be a plain "
+                             "marker, without epoch or on_pulse; use e.g. 'TMS <name>'")
         n_ok = 0
         for out in self.outputs:
             msg = dict(rec)
@@ -1101,3 +1114,31 @@ def build_runner(protocol_path: str, meta: StreamMeta, trigger_output: str = "ls
     if session is not None:
         runner.attach(session)
     return runner
+
+
+def circular_stats_deg(phases_rad: Sequence[float],
+                       target_rad: float = 0.0) -> tuple[float, float]:
+    """Circular mean of ``phase - target`` and circular SD ``sqrt(-2 ln R)``, in degrees."""
+    a = np.asarray(phases_rad, dtype=float) - target_rad
+    if a.size == 0:
+        return math.nan, math.nan
+    z = np.mean(np.exp(1j * a))
+    r = min(max(abs(z), 1e-12), 1.0)
+    return float(np.degrees(np.angle(z))), abs(float(np.degrees(math.sqrt(-2 * math.log(r)))))
+
+
+def truth_line(runner: ProtocolRunner, amplifier) -> str:
+    """The demo's ground-truth line: pulses the simulator fired, true mu phase there, intervals."""
+    pulses = [p for p in amplifier.truth.pulses]
+    if not pulses:
+        return "closed loop truth: the simulator fired no pulse"
+    target = getattr(runner.protocol, "target_phase_rad", None)
+    mean, sd = circular_stats_deg([p.mu_phase_rad for p in pulses],
+                                  0.0 if target is None else float(target))
+    times = np.array([p.time_s for p in pulses])
+    iv = np.diff(times)
+    what = (f"error from target {math.degrees(target):.0f} deg: mean {mean:+.1f}"
+            if target is not None else f"mean {mean:+.1f}")
+    return (f"closed loop truth: {len(pulses)} pulses fired by the simulator; true mu phase "
+            f"{what} deg, circular SD {sd:.1f} deg"
+            + (f"; shortest interval {iv.min():.3f} s" if iv.size else ""))
