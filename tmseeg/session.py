@@ -25,7 +25,7 @@ from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation
 from tmseeg.pipeline.coil import CoilSiteDetector
 from tmseeg.pipeline.config import config_hash
 from tmseeg.pipeline.epochs import Epoch, Epocher
-from tmseeg.pipeline.artifact import PulseInterpolation
+from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
 from tmseeg.pipeline.pulses import DataPulses, MarkerPulses, TriggerChannelPulses
 from tmseeg.pipeline.reference import AverageReference
@@ -85,8 +85,10 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
                                          fit_ms=i["fit_ms"], max_delay_ms=i["max_delay_ms"]))
     d = cfg["decay"]
     if d["enabled"]:
-        from tmseeg.pipeline.artifact import DecayRemoval
         stages.append(DecayRemoval(model=d["model"], fit_window_ms=tuple(d["fit_window_ms"]),
+                                   tau_ms=tuple(d["tau_ms"]), min_snr=d["min_snr"],
+                                   cut_window_ms=tuple(i["window_ms"]) if i["enabled"] else None,
+                                   interp_method=i["method"], interp_fit_ms=i["fit_ms"],
                                    max_delay_ms=i["max_delay_ms"]))
     # after the artifact stages (they hold samples back, so the detector sees clean data);
     # before the filters (clipping is only visible unfiltered)

@@ -1,9 +1,9 @@
 """Where is the coil? Find the stimulation site from the pulse artifact, and the ROI around it.
 
 The TMS pulse and decay artifacts are largest under the coil. :class:`CoilSiteDetector` looks
-at the raw data 1..8 ms after each of the first pulses (before any cleaning), takes the channel
-with the largest median deviation from its pre-pulse level, and proposes a region of interest:
-that channel and its nearest neighbours on the scalp. It passes blocks through unchanged.
+at the raw data 1..8 ms after each of the first pulses (before any cleaning), takes each
+channel's median deviation from its pre-pulse level, takes the peak of that map smoothed over
+the scalp, and proposes a region of interest: that channel and its nearest neighbours. It passes blocks through unchanged.
 """
 from __future__ import annotations
 
@@ -14,7 +14,30 @@ import numpy as np
 from tmseeg.pipeline.channels import resolve_picks, standard_montage
 from tmseeg.stream.block import Block, StreamMeta
 
-__all__ = ["CoilSiteDetector", "roi_around"]
+__all__ = ["CoilSiteDetector", "centroid_channel", "roi_around"]
+
+
+def centroid_channel(amplitudes_uv: np.ndarray, ch_names: Sequence[str],
+                     montage: str = "auto", sigma_m: float = 0.03) -> str:
+    """The channel at the peak of the spatially smoothed artifact map.
+
+    One channel's artifact can be larger than its neighbours' for reasons that have nothing to
+    do with the coil (electrode impedance, a lead lying under the wing). Each candidate is
+    scored by the sum of all channels' amplitudes weighted by a Gaussian of their distance to it
+    (``sigma_m``, 3 cm: about one electrode spacing of a 64-channel cap), so the site is where the
+    artifact is large *and* its neighbours agree. Falls back to the maximum when positions are
+    unknown.
+    """
+    amps = np.nan_to_num(np.asarray(amplitudes_uv, dtype=float))
+    mont = standard_montage(montage)
+    pos = {k.lower(): v for k, v in mont.get_positions()["ch_pos"].items()}
+    known = [i for i, n in enumerate(ch_names) if n.lower() in pos]
+    if not known:
+        return ch_names[int(np.argmax(amps))]
+    xyz = np.array([pos[ch_names[i].lower()] for i in known])
+    d2 = ((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(axis=-1)
+    score = np.exp(-d2 / (2 * sigma_m ** 2)) @ amps[known]
+    return ch_names[known[int(np.argmax(score))]]
 
 
 def roi_around(site: str, ch_names: Sequence[str], n_neighbors: int = 4,
@@ -41,8 +64,8 @@ class CoilSiteDetector:
     Parameters
     ----------
     n_pulses : int
-        Pulses to use: the site is the channel with the largest median artifact over them
-        (default 5).
+        Pulses to use: the site is the peak of the smoothed map of the median artifact
+        over them (see :func:`centroid_channel`; default 5).
     window_ms : (float, float)
         Post-pulse window where the artifact amplitude is measured (default 1..8 ms).
     baseline_ms : (float, float)
@@ -133,7 +156,7 @@ class CoilSiteDetector:
         if self.amplitudes_uv:
             med = np.nanmedian(np.vstack(self.amplitudes_uv), axis=0)
             names = [block.meta.ch_names[i] for i in self._rows]
-            site = names[int(np.nanargmax(med))]
+            site = centroid_channel(med, names)
             if site != self.site:
                 self.site = site
                 self.roi = roi_around(site, names, self.n_neighbors)

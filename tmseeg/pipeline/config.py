@@ -45,8 +45,13 @@ max_delay_ms = 100.0        # how late a pulse marker may arrive and still be cu
 
 [decay]
 enabled = true
-model = "exp"               # "exp" or "double_exp"
-fit_window_ms = [10.0, 100.0]
+# a (double) exponential + constant fitted per pulse and channel right after the cut window
+# and subtracted; the long window pins the slow term so the early TEP survives (it costs that
+# much hold-back live). Pulses whose decay does not stand out are left alone.
+model = "double_exp"        # "double_exp" or "exp"
+fit_window_ms = [10.0, 800.0]
+min_snr = 3.0               # decay size at the fit start, in residual-RMS units
+tau_ms = [2.0, 500.0]       # allowed time constants
 
 [bad_channels]
 detect = true

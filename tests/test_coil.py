@@ -1,0 +1,44 @@
+"""Coil site and ROI from the pulse artifact."""
+import numpy as np
+
+from tmseeg.pipeline.channels import standard_montage
+from tmseeg.pipeline.coil import CoilSiteDetector, centroid_channel, roi_around
+from tmseeg.sim.model import SimConfig, TMSEEGSimulator
+from tmseeg.stream.block import blocks_from_array
+
+
+def _names_64():
+    return SimConfig(n_channels=64).eeg_names()
+
+
+def test_centroid_ignores_one_high_impedance_neighbour():
+    names = _names_64()
+    pos = standard_montage().get_positions()["ch_pos"]
+    pos = {k.lower(): v for k, v in pos.items()}
+    c3 = pos["c3"]
+    d = np.array([np.linalg.norm(pos[n.lower()] - c3) for n in names])
+    amps = 2000 * np.exp(-0.5 * (d / 0.03) ** 2)
+    amps[names.index("FC3")] *= 2.5  # a bad contact makes FC3's artifact the largest
+    assert names[int(np.argmax(amps))] == "FC3"
+    assert centroid_channel(amps, names) == "C3"
+
+
+def test_roi_is_site_and_nearest_neighbours():
+    roi = roi_around("C3", _names_64(), 4)
+    assert roi[0] == "C3" and set(roi[1:]) == {"C1", "C5", "FC3", "CP3"}
+
+
+def test_detector_finds_the_simulated_coil_site_or_a_neighbour():
+    sim = TMSEEGSimulator(SimConfig(n_channels=32, sfreq=5000.0, seed=5, isi_range_s=(1.0, 1.2)))
+    data, events = sim.generate(5000 * 8)
+    det = CoilSiteDetector()
+    late = [e.__class__(sample=e.sample, label=e.label, kind=e.kind) for e in events]
+    blocks = list(blocks_from_array(data, sim.meta, 50))
+    # markers arrive 3 blocks after their sample, as on a slow network
+    for i, b in enumerate(blocks):
+        b.events = [e for e in late if blocks[max(i - 3, 0)].first_sample <= e.sample
+                    < blocks[max(i - 3, 0)].stop_sample] if i >= 3 else []
+        det.process(b)
+    assert len(det.amplitudes_uv) == 5
+    assert det.site in sim.truth.roi
+    assert det.roi[0] == det.site and len(det.roi) == 5
