@@ -34,14 +34,17 @@ class StatusPrinter:
         self.tty = stream.isatty()
         self._drawn = False
 
-    def __call__(self, status, tep: dict | None = None) -> None:
+    def __call__(self, status, tep: dict | None = None, extra: str | None = None) -> None:
         text = status.line()
         if tep is not None:
             text += "\n  " + tep_line(tep)
-        if self.tty:  # rewrite the two lines in place
-            self.stream.write(("\x1b[2F" if self._drawn else "") + "\x1b[J" + text + "\n"
-                              + ("" if tep is not None else "\n"))
-            self._drawn = True
+        if extra:  # e.g. the closed-loop line
+            text += "\n  " + extra
+        if self.tty:  # rewrite the lines in place
+            up = 3 if extra else 2
+            self.stream.write((f"\x1b[{self._drawn}F" if self._drawn else "") + "\x1b[J" + text
+                              + "\n" + ("" if tep is not None else "\n"))
+            self._drawn = up
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
@@ -81,8 +84,12 @@ def _open_source(args):
 
 def _run_engine(source, duration_s: float | None, record_dir: str | None,
                 status_every_s: float = 1.0, config: str | None = None,
-                roi: list[str] | None = None, publish: bool = True) -> int:
-    """The live engine: stages + epochs + TEP on ``source``, metrics on LSL, optional recording."""
+                roi: list[str] | None = None, publish: bool = True, runner=None) -> int:
+    """The live engine: stages + epochs + TEP on ``source``, metrics on LSL, optional recording.
+
+    ``runner`` (a :class:`~tmseeg.closedloop.protocol.ProtocolRunner`) closes the loop: it gets
+    every block and every pulse row, and its line joins the status.
+    """
     from tmseeg.engine import Engine
     from tmseeg.pipeline.config import load_config
     from tmseeg.session import TEPSession
@@ -100,12 +107,16 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
         from tmseeg.stream.metrics_outlet import MetricsOutlet
         outlet = MetricsOutlet(source_id=f"tmseeg-metrics-{source.meta.source_id or source.meta.name}")
         session.listeners.append(outlet)
+    if runner is not None:  # closed loop: raw blocks in, pulse rows from the session
+        runner.attach(session)
+        sinks.append(runner)
     engine = Engine(source, stages=session.chain, sinks=sinks,
                     on_processed=lambda block: session.after_stages(block, block.received_s))
     printer = StatusPrinter()
 
     def on_status(status) -> None:
-        printer(status, session.tep_summary())
+        printer(status, session.tep_summary(),
+                runner.status_line() if runner is not None else None)
         if outlet is not None:
             outlet.send_status(status)
 
@@ -116,12 +127,16 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
     finally:
         printer.done()
         session.finish()  # release held-back samples; epochs cut short are marked incomplete
+        if runner is not None:
+            runner.close()
         if recorder is not None:
             recorder.close()
             print(f"recording closed: {recorder.path} ({recorder.n_samples_written} samples)")
         source.close()
     print("final: " + engine.status().line())
     print("       " + tep_line(session.tep_summary()))
+    if runner is not None:
+        print("       " + runner.status_line())
     return 0
 
 
@@ -164,18 +179,27 @@ def cmd_demo(args) -> int:
 
     from tmseeg.pipeline.config import load_config
     load_config(args.config)  # a bad configuration fails before anything starts
+    protocol = getattr(args, "protocol", None)
+    if protocol is not None:  # closed loop: only the protocol's pulses fire
+        from tmseeg.closedloop.protocol import load_protocol
+        load_protocol(protocol)  # a broken protocol file fails before anything starts
+        args.schedule = "external"
     config = SimConfig(n_channels=args.channels, sfreq=args.sfreq, seed=args.seed,
                        schedule=args.schedule)
     name = f"tmseeg-demo-{int(time.time() * 1000) % 100000}"
     print(f"tmseeg {__version__} demo: simulated {config.n_channels}-channel TMS-EEG amplifier at "
           f"{config.sfreq:g} Hz ({config.schedule} pulses) on loopback LSL as {name!r}; "
           f"Ctrl-C to stop")
-    amp = SimulatedAmplifier(config, name=name)
+    amp = SimulatedAmplifier(config, name=name,
+                             trigger_stream_name=getattr(args, "trigger_stream", "tmseeg-triggers"))
     amp.start()
+    runner = None
     try:
         source = LSLSource.resolve(name=name, timeout_s=10, marker_name=f"{name}-markers")
-        if _monitor_wanted(args):  # a display, or snapshots requested: the live monitor
-            return _monitor_on(source, args, publish=True)
+        if protocol is not None:
+            runner = _make_runner(args, source, amplifier=amp)
+            return _run_engine(source, args.duration, args.record, status_every_s=1.0,
+                               config=args.config, runner=runner)
         return _run_engine(source, args.duration, args.record, status_every_s=1.0,
                            config=args.config)
     except KeyboardInterrupt:
@@ -184,58 +208,36 @@ def cmd_demo(args) -> int:
         amp.stop()
         print(f"simulator stopped after {amp.simulator.n_generated} samples, "
               f"{len(amp.truth.pulses)} pulses")
+        if runner is not None:
+            from tmseeg.closedloop.protocol import truth_line
+            print(truth_line(runner, amp))
 
 
-def _monitor_wanted(args) -> bool:
-    """`tmseeg demo`: the monitor opens on a display unless --headless, or for snapshots."""
-    from tmseeg.gui.app import gui_available, has_display
-    want = bool(getattr(args, "snapshot_every", None)) or (
-        has_display() and not getattr(args, "headless", False))
-    if want:
-        ok, why = gui_available()
-        if not ok:
-            print(f"monitor unavailable, running headless: {why}", file=sys.stderr)
-            return False
-    return want
+def _make_runner(args, source, amplifier=None):
+    """The closed-loop runner of `run/demo --protocol FILE.py`."""
+    from tmseeg.closedloop.protocol import build_runner
+    out = args.trigger_output
+    if out == "lsl" and getattr(args, "trigger_stream", "tmseeg-triggers") != "tmseeg-triggers":
+        out = f"lsl:{args.trigger_stream}"
+    runner = build_runner(args.protocol, source.meta, out, amplifier=amplifier,
+                          log_path=getattr(args, "trigger_log", None))
+    print(f"closed loop: protocol {runner.name} ({args.protocol}), triggers -> "
+          f"{', '.join(o.name for o in runner.outputs)}; every request passes the safety guard")
+    return runner
 
 
-def _monitor_on(source, args, publish: bool = False) -> int:
-    """The live monitor with the engine in-process (a thread) on ``source``."""
-    from tmseeg.gui.app import run_monitor
-    from tmseeg.gui.feed import LiveFeed
-    roi = args.roi.split(",") if getattr(args, "roi", None) else None
-    feed = LiveFeed(source, config=getattr(args, "config", None), roi=roi, publish=publish)
-    return run_monitor(feed, duration_s=args.duration,
-                       snapshot_every_s=getattr(args, "snapshot_every", None),
-                       snapshot_dir=getattr(args, "snapshot_dir", "."),
-                       headless=getattr(args, "headless", False))
-
-
-def cmd_monitor(args) -> int:
-    from tmseeg.gui.app import gui_available
-    from tmseeg.stream.lslconfig import use_loopback_only
-    ok, why = gui_available()
-    if not ok:
-        raise RuntimeError(why)
-    if args.loopback:
-        use_loopback_only(force=True)
-    if not args.attach:
-        return _monitor_on(_open_source(args), args, publish=args.publish)
-    from tmseeg.gui.app import run_monitor
-    from tmseeg.gui.feed import AttachedFeed
-    feed = AttachedFeed(_open_source(args), metrics_source_id=args.metrics_source_id,
-                        timeout_s=args.timeout)
-    return run_monitor(feed, duration_s=args.duration, snapshot_every_s=args.snapshot_every,
-                       snapshot_dir=args.snapshot_dir, headless=args.headless)
-
-
-def _monitor_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("monitor")
-    g.add_argument("--headless", action="store_true",
-                   help="no window (offscreen); with --snapshot-every, PNGs are still written")
-    g.add_argument("--snapshot-every", type=float, default=None, metavar="S",
-                   help="write a PNG of the monitor every S seconds (works without a display)")
-    g.add_argument("--snapshot-dir", default=".", metavar="DIR", help="where PNGs go")
+def _protocol_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("closed loop")
+    g.add_argument("--protocol", metavar="FILE.py", default=None,
+                   help="closed-loop protocol (a tmseeg.closedloop.Protocol subclass; "
+                   "FILE.py:Class picks one), e.g. apps/protocol_mu_phase.py")
+    g.add_argument("--trigger-output", default="lsl", metavar="lsl|serial:/dev/ttyX|sim",
+                   help="where accepted triggers go (default lsl: the tmseeg-triggers stream; "
+                   "serial:PORT[@BAUD[:BYTE]] a TTL byte; sim: the demo's simulator in-process)")
+    g.add_argument("--trigger-stream", default="tmseeg-triggers", metavar="NAME",
+                   help="name of the LSL trigger stream (default tmseeg-triggers)")
+    g.add_argument("--trigger-log", default=None, metavar="FILE",
+                   help="append every trigger decision as a JSON line")
 
 
 def cmd_run(args) -> int:
@@ -243,6 +245,12 @@ def cmd_run(args) -> int:
     if args.loopback:
         use_loopback_only(force=True)
     roi = args.roi.split(",") if args.roi else None
+    if getattr(args, "protocol", None) is not None:
+        from tmseeg.closedloop.protocol import load_protocol
+        load_protocol(args.protocol)  # a broken protocol file fails before streams are opened
+        source = _open_source(args)
+        return _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
+                           runner=_make_runner(args, source))
     return _run_engine(_open_source(args), args.duration, args.record, config=args.config,
                        roi=roi)
 
@@ -370,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, help="ROI channels, comma-separated (default: coil site"
                    " found from the pulse artifact + neighbours)")
     p.add_argument("--loopback", action="store_true", help="look for streams on this machine only")
+    _protocol_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("analyze", help="run the pipeline over a recording; write summary.json, "
