@@ -64,6 +64,7 @@ setup(
         "eeglabio>=0.0.2",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "python-picard>=0.7",
     ],
     extras_require={
         "gui": ["pyqtgraph>=0.13.7", "PySide6-Essentials==6.9.3"],

@@ -139,6 +139,8 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         "markers": [{"sample": s, "time_s": s / recording.meta.sfreq, "label": lab}
                     for s, lab in session.markers],
         "metrics": session.metrics_summary(),
+        **({"cleaning": session.stages.cleaning.summary()}
+           if getattr(session.stages, "cleaning", None) is not None else {}),
     }
 
 

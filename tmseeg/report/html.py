@@ -197,6 +197,9 @@ def write_report(session, summary: dict, path: Path, comparison=None) -> None:
     for metric in session.metrics:  # plug-ins add their own sections (tmseeg.metrics.base)
         if hasattr(metric, "report"):
             metric.report(report, session)
+    if getattr(session.stages, "cleaning", None) is not None:  # SOUND / SSP-SIR / ICA
+        from tmseeg.pipeline.cleaning.report import add_cleaning_section
+        add_cleaning_section(report, session.stages.cleaning)
     report.add_html(_rejected_html(session.pulses), title="Rejected pulses", section="Pulses")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
