@@ -65,6 +65,7 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "python-picard>=0.7",
+        "pyserial>=3.5",
     ],
     extras_require={
         "gui": ["pyqtgraph>=0.13.7", "PySide6-Essentials==6.9.3"],
