@@ -200,6 +200,8 @@ def cmd_demo(args) -> int:
             runner = _make_runner(args, source, amplifier=amp)
             return _run_engine(source, args.duration, args.record, status_every_s=1.0,
                                config=args.config, runner=runner)
+        if _monitor_wanted(args):  # a display, or snapshots requested: the live monitor
+            return _monitor_on(source, args, publish=True)
         return _run_engine(source, args.duration, args.record, status_every_s=1.0,
                            config=args.config)
     except KeyboardInterrupt:
@@ -238,6 +240,58 @@ def _protocol_arguments(p: argparse.ArgumentParser) -> None:
                    help="name of the LSL trigger stream (default tmseeg-triggers)")
     g.add_argument("--trigger-log", default=None, metavar="FILE",
                    help="append every trigger decision as a JSON line")
+
+
+def _monitor_wanted(args) -> bool:
+    """`tmseeg demo`: the monitor opens on a display unless --headless, or for snapshots."""
+    from tmseeg.gui.app import gui_available, has_display
+    want = bool(getattr(args, "snapshot_every", None)) or (
+        has_display() and not getattr(args, "headless", False))
+    if want:
+        ok, why = gui_available()
+        if not ok:
+            print(f"monitor unavailable, running headless: {why}", file=sys.stderr)
+            return False
+    return want
+
+
+def _monitor_on(source, args, publish: bool = False) -> int:
+    """The live monitor with the engine in-process (a thread) on ``source``."""
+    from tmseeg.gui.app import run_monitor
+    from tmseeg.gui.feed import LiveFeed
+    roi = args.roi.split(",") if getattr(args, "roi", None) else None
+    feed = LiveFeed(source, config=getattr(args, "config", None), roi=roi, publish=publish)
+    return run_monitor(feed, duration_s=args.duration,
+                       snapshot_every_s=getattr(args, "snapshot_every", None),
+                       snapshot_dir=getattr(args, "snapshot_dir", "."),
+                       headless=getattr(args, "headless", False))
+
+
+def cmd_monitor(args) -> int:
+    from tmseeg.gui.app import gui_available
+    from tmseeg.stream.lslconfig import use_loopback_only
+    ok, why = gui_available()
+    if not ok:
+        raise RuntimeError(why)
+    if args.loopback:
+        use_loopback_only(force=True)
+    if not args.attach:
+        return _monitor_on(_open_source(args), args, publish=args.publish)
+    from tmseeg.gui.app import run_monitor
+    from tmseeg.gui.feed import AttachedFeed
+    feed = AttachedFeed(_open_source(args), metrics_source_id=args.metrics_source_id,
+                        timeout_s=args.timeout)
+    return run_monitor(feed, duration_s=args.duration, snapshot_every_s=args.snapshot_every,
+                       snapshot_dir=args.snapshot_dir, headless=args.headless)
+
+
+def _monitor_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("monitor")
+    g.add_argument("--headless", action="store_true",
+                   help="no window (offscreen); with --snapshot-every, PNGs are still written")
+    g.add_argument("--snapshot-every", type=float, default=None, metavar="S",
+                   help="write a PNG of the monitor every S seconds (works without a display)")
+    g.add_argument("--snapshot-dir", default=".", metavar="DIR", help="where PNGs go")
 
 
 def cmd_run(args) -> int:
@@ -333,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="DIR", default=None, help="also record to BrainVision")
     p.add_argument("--config", default=None, help="pipeline configuration (TOML)")
     _monitor_arguments(p)
+    _protocol_arguments(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("monitor", help="the live monitor: engine in-process on an LSL stream, "
