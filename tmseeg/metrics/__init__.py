@@ -10,5 +10,7 @@ PLUGINS: list[str] = [
     "tmseeg.metrics.pcist",
     "tmseeg.metrics.connectivity",
     "tmseeg.metrics.spread",
+    "tmseeg.metrics.oscillations",
+    "tmseeg.metrics.state",  # after mep: it reads mep_ptp_uv
     "tmseeg.metrics.plasticity",  # last: it reads the columns the others add
 ]

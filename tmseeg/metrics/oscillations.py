@@ -186,7 +186,8 @@ class MorletTransform:
     Notes
     -----
     Every wavelet is zero-padded to the longest one (``2 H + 1`` samples) and its spectrum
-    precomputed for ``nfft = next_fast_len(n_out + 4 H)``; :meth:`transform` takes
+    precomputed for ``nfft = next_fast_len(n_out + 2 H)`` (circular wrap-around only touches
+    the first ``2 H`` outputs, which are not returned); :meth:`transform` takes
     ``n_out + 2 H`` input samples (``H`` before the first output, ``H`` after the last) and
     returns ``valid`` convolution values, equal to :func:`morlet_tfr_numpy` to rounding.
     """
@@ -200,7 +201,8 @@ class MorletTransform:
         self.half = max((len(w) - 1) // 2 for w in self.wavelets)
         self.n_out = int(n_out)
         self.n_in = self.n_out + 2 * self.half
-        self.nfft = sp_fft.next_fast_len(self.n_in + 2 * self.half)
+        # circular convolution of length >= n_in is exact on the valid outputs (k >= 2H)
+        self.nfft = sp_fft.next_fast_len(self.n_in)
         bank = np.zeros((len(self.wavelets), 2 * self.half + 1), complex)
         for k, w in enumerate(self.wavelets):
             h = (len(w) - 1) // 2
@@ -644,6 +646,11 @@ class OscillationMetric:
 
 def make_metric(cfg: dict, session) -> OscillationMetric | None:
     """The oscillation plug-in, or None when ``[oscillations] enabled = false`` or no EEG."""
-    if not cfg["oscillations"]["enabled"] or not len(session.meta.picks("eeg")):
+    c = cfg["oscillations"]
+    if not c["enabled"] or not len(session.meta.picks("eeg")):
+        return None
+    if session.meta.sfreq < 2.25 * c["freq_max_hz"]:
+        log.warning("oscillations: %g Hz sampling is too low for freq_max_hz=%g; skipped "
+                    "(lower [oscillations] freq_max_hz)", session.meta.sfreq, c["freq_max_hz"])
         return None
     return OscillationMetric(cfg, session)
