@@ -65,7 +65,8 @@ def run_session(recording: Recording, cfg: dict, roi: list[str] | None = None,
 
 def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | None = None,
                  roi: list[str] | None = None, progress: bool = True,
-                 overrides: dict | None = None, report: bool = True) -> dict:
+                 overrides: dict | None = None, report: bool = True,
+                 recording: Recording | None = None) -> dict:
     """Analyze one recording and write all outputs; returns the summary dict.
 
     Parameters
@@ -84,12 +85,15 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
         Configuration keys overriding the file (same structure).
     report : bool
         Write ``report.html`` (the slowest output).
+    recording : Recording, optional
+        Already read (e.g. from a BIDS dataset by :func:`tmseeg.study.bids.read_bids_recording`);
+        ``path`` then only names the outputs.
     """
     path = Path(path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(config, overrides)
-    recording = read_recording(path)
+    recording = read_recording(path) if recording is None else recording
     if not recording.meta.picks("eeg").size:
         raise ValueError(f"{path} has no EEG channel (types: "
                          f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")
