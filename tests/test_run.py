@@ -25,8 +25,12 @@ def test_run_publishes_pulse_updates_with_latency(tmp_path, uid):
          f"{name}-markers", "--duration", "14", "--record", str(tmp_path / "rec")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        infos = pylsl.resolve_byprop("source_id", f"tmseeg-metrics-{amp.source_id}", timeout=15)
-        assert infos, "no tmseeg-metrics stream appeared"
+        infos = pylsl.resolve_byprop("source_id", f"tmseeg-metrics-{amp.source_id}", timeout=30)
+        if not infos:
+            proc.kill()
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"no tmseeg-metrics stream appeared; run said:\n{out[-2000:]}"
+                                 f"\n{err[-3000:]}")
         assert infos[0].name() == "tmseeg-metrics" and infos[0].type() == "Metrics"
         inlet = pylsl.StreamInlet(infos[0])
         inlet.open_stream(timeout=5)

@@ -457,7 +457,11 @@ class SimConfig:
         if unknown:
             raise ValueError(f"SimConfig: unknown setting(s) {sorted(unknown)}; known: "
                              f"{sorted(known)}")
-        return cls(**d)
+        # JSON has no tuples: restore them where the default is one
+        defaults = cls()
+        fixed = {k: (tuple(v) if isinstance(getattr(defaults, k), tuple) and isinstance(v, list)
+                     else v) for k, v in d.items()}
+        return cls(**fixed)
 
 
 # ----------------------------------------------------------------------------------------------
