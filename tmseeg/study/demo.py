@@ -27,6 +27,8 @@ class DemoSession:
         Simulator seed.
     gain_pre, gain_post : float
         TEP gain of the simulator in the ``pre`` and ``post`` blocks.
+    background_scale : float
+        See :func:`simulate_block_session`.
     """
 
     subject: str
@@ -34,12 +36,13 @@ class DemoSession:
     seed: int
     gain_pre: float = 1.0
     gain_post: float = 1.0
+    background_scale: float = 1.0
 
 
 def simulate_block_session(seed: int, gain_pre: float = 1.0, gain_post: float = 1.0,
                            block_s: float = 20.0, n_channels: int = 32,
                            sfreq_hz: float = 1000.0, isi_range_s: tuple[float, float] = (1.0, 1.4),
-                           intensity_pct: float = 70.0):
+                           intensity_pct: float = 70.0, background_scale: float = 1.0):
     """Simulate one session with a ``pre`` and a ``post`` block of single pulses.
 
     Parameters
@@ -58,6 +61,9 @@ def simulate_block_session(seed: int, gain_pre: float = 1.0, gain_post: float = 
         Inter-pulse interval range.
     intensity_pct : float
         Stimulator output (% of maximum), also written to the BIDS sidecar.
+    background_scale : float
+        Factor on every background amplitude (pink noise, smooth sources, alpha, mu, blinks
+        on/off at 0): below 1 makes a TEP change visible with fewer trials.
 
     Returns
     -------
@@ -69,8 +75,14 @@ def simulate_block_session(seed: int, gain_pre: float = 1.0, gain_post: float = 
     """
     import mne
 
+    base = SimConfig()
     cfg = SimConfig(n_channels=n_channels, sfreq=sfreq_hz, seed=seed, tep_gain=gain_pre,
-                    isi_range_s=isi_range_s, intensity_pct=intensity_pct, first_pulse_s=1.0)
+                    isi_range_s=isi_range_s, intensity_pct=intensity_pct, first_pulse_s=1.0,
+                    noise_uv=base.noise_uv * background_scale,
+                    smooth_uv=base.smooth_uv * background_scale,
+                    alpha_uv=base.alpha_uv * background_scale,
+                    mu_amplitude_uv=base.mu_amplitude_uv * max(background_scale, 1e-3),
+                    blinks=background_scale > 0)
     sim = TMSEEGSimulator(cfg)
     n_block = int(round(block_s * sim.sfreq))
     parts, events = [], []
@@ -89,7 +101,8 @@ def simulate_block_session(seed: int, gain_pre: float = 1.0, gain_post: float = 
                                         description=[e.label for e in events]))
     stimulation = {"intensity_pct": intensity_pct, "schedule": cfg.schedule,
                    "isi_range_s": list(isi_range_s), "coil_site": cfg.coil_site,
-                   "simulated": True, "tep_gain_by_block": {"pre": gain_pre, "post": gain_post}}
+                   "simulated": True, "tep_gain_by_block": {"pre": gain_pre, "post": gain_post},
+                   "background_scale": background_scale}
     return raw, stimulation
 
 
@@ -119,7 +132,8 @@ def make_demo_study(bids_root: str | Path, sessions: list[DemoSession], task: st
     out = []
     for s in sessions:
         raw, stim = simulate_block_session(s.seed, s.gain_pre, s.gain_post, block_s=block_s,
-                                           n_channels=n_channels, sfreq_hz=sfreq_hz)
+                                           n_channels=n_channels, sfreq_hz=sfreq_hz,
+                                           background_scale=s.background_scale)
         out.append(write_bids(raw, bids_root, subject=s.subject, session=s.session, task=task,
                               stimulation=stim, overwrite=True))
     return out
