@@ -251,7 +251,23 @@ def _target(newest_sample: int | None, delay_ms: float, sfreq: float) -> int | N
     return int(newest_sample) + int(round(delay_ms / 1000.0 * sfreq))
 
 
-class ARPhaseEstimator:
+class _WindowedEstimator:
+    """What both estimators share: a band-pass window (``self._bw``) read at the input rate."""
+
+    _bw: _BandWindow
+
+    @property
+    def sfreq(self) -> float:
+        """Input sampling rate (Hz)."""
+        return self._bw.sfreq
+
+    @property
+    def n_samples_needed(self) -> int:
+        """Input samples an estimate reads (the window length at the input rate)."""
+        return self._bw.n_in
+
+
+class ARPhaseEstimator(_WindowedEstimator):
     """Phase at a future target time by AR forward prediction (after Zrenner et al., 2018).
 
     Parameters
@@ -306,16 +322,6 @@ class ARPhaseEstimator:
             self._ar_predict = ar_predict
         self._margin = int(math.ceil(self.predict_ms / 1000.0 * self._bw.fs))
 
-    @property
-    def sfreq(self) -> float:
-        """Input sampling rate (Hz)."""
-        return self._bw.sfreq
-
-    @property
-    def n_samples_needed(self) -> int:
-        """Input samples an estimate reads (the window length at the input rate)."""
-        return self._bw.n_in
-
     def estimate(self, window: np.ndarray, delay_ms: float = 0.0,
                  newest_sample: int | None = None) -> PhaseEstimate:
         """Estimate phase and amplitude at ``newest sample + delay_ms``.
@@ -369,7 +375,7 @@ class ARPhaseEstimator:
                              (time.perf_counter() - t0) * 1000.0)
 
 
-class ETPPhaseEstimator:
+class ETPPhaseEstimator(_WindowedEstimator):
     """Phase at a future target time by educated temporal prediction (Shirinpour et al., 2020).
 
     Call :meth:`fit` once on resting data (same spatial filter, same rate), then
@@ -412,16 +418,6 @@ class ETPPhaseEstimator:
                              "0 < min < max.")
         self.period_ms = float("nan")
         self.n_training_intervals = 0
-
-    @property
-    def sfreq(self) -> float:
-        """Input sampling rate (Hz)."""
-        return self._bw.sfreq
-
-    @property
-    def n_samples_needed(self) -> int:
-        """Input samples an estimate reads."""
-        return self._bw.n_in
 
     @property
     def fitted(self) -> bool:
