@@ -152,3 +152,56 @@ def test_corrupt_recording_message(tmp_path, session_raw):
     bp.fpath.write_text("this is not a BrainVision header\n")
     with pytest.raises(RecordingError, match="cannot read this BIDS recording.*re-export"):
         read_bids_recording(bp)
+
+
+def test_cli_analyze_bids_root(tmp_path, session_raw, capsys):
+    from tmseeg.cli import main
+    raw, _ = session_raw
+    root = tmp_path / "bids"
+    for sub in ("01", "02"):
+        write_bids(raw.copy().crop(0, 12.0), root, subject=sub, task="tms")
+    rc = main(["analyze", str(root), "--subject", "02", "--no-report", "--no-progress",
+               "--no-group-report"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "ok       subject=02 task=tms" in out and "subject=01" not in out
+    assert "1 sessions: {'ok': 1}" in out
+    summary = root / "derivatives/tmseeg/sub-02/eeg/sub-02_task-tms/summary.json"
+    assert json.loads(summary.read_text())["n_pulses"] >= 8
+    rc = main(["analyze", str(root), "--subject", "07", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no EEG recording" in err and "subjects ['01', '02']" in err
+    rc = main(["analyze", str(root / "sub-01/eeg/sub-01_task-tms_eeg.vhdr")])
+    assert rc == 1 and "--out DIR is required" in capsys.readouterr().err
+
+
+def test_run_record_to_bids(tmp_path, session_raw, uid, capsys):
+    """`tmseeg run --bids-root`: live LSL in, BIDS out with the live pipeline's pulse rows."""
+    from tmseeg.cli import main
+    from tmseeg.stream.io import read_recording
+    from tmseeg.stream.replay import Player
+    raw, _ = session_raw
+    src = tmp_path / "src_raw.fif"
+    raw.copy().crop(0, 7.0).save(src, verbose="error")
+    root = tmp_path / "bids"
+    # looped, so the engine records ~7 s of data however late it connects on a busy machine
+    with Player(src, name=f"bidsrec-{uid}", speed=1.0, chunk_ms=10.0, loop=True):
+        rc = main(["run", "--stream", f"bidsrec-{uid}", "--loopback", "--duration", "7",
+                   "--bids-root", str(root), "--subject", "05", "--session", "1",
+                   "--stim-intensity", "70", "--stim-protocol", "single"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.out + cap.err
+    eeg = root / "sub-05/ses-1/eeg"
+    base = "sub-05_ses-1_task-tms"
+    raw_copy = list((root / "sourcedata/tmseeg" / base).glob("*.vhdr"))
+    assert len(raw_copy) == 1  # the crash-safe recording is kept
+    rec = read_bids_recording(eeg / f"{base}_eeg.vhdr")
+    assert rec.n_samples == read_recording(raw_copy[0]).n_samples > 4 * 1000
+    ev = _tsv(eeg / f"{base}_events.tsv")
+    pulses = [r for r in ev if "TMS" in r["trial_type"]]
+    assert len(pulses) >= 3 and {"kept", "early_tep_ptp_uv"} <= set(ev[0])
+    assert any(r["kept"] == "True" for r in pulses)
+    side = json.loads((eeg / f"{base}_eeg.json").read_text())[STIM_FIELD]
+    assert side["Intensity_pct"] == 70.0 and side["Schedule"] == "single"
+    assert side["NumberOfPulses"] == len(pulses) and side["CoilSite"]
+    assert (root / "derivatives/tmseeg/sub-05/ses-1/eeg" / base / "summary.json").is_file()

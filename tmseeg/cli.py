@@ -299,14 +299,22 @@ def cmd_run(args) -> int:
     if args.loopback:
         use_loopback_only(force=True)
     roi = args.roi.split(",") if args.roi else None
+    from tmseeg.study.cli import bids_record_dir, finish_bids_record
+    bids_dir = bids_record_dir(args)  # --bids-root: record there, write BIDS at the end
+    if bids_dir is not None:
+        args.record = str(bids_dir)
     if getattr(args, "protocol", None) is not None:
         from tmseeg.closedloop.protocol import load_protocol
         load_protocol(args.protocol)  # a broken protocol file fails before streams are opened
         source = _open_source(args)
-        return _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
-                           runner=_make_runner(args, source))
-    return _run_engine(_open_source(args), args.duration, args.record, config=args.config,
-                       roi=roi)
+        rc = _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
+                         runner=_make_runner(args, source))
+    else:
+        rc = _run_engine(_open_source(args), args.duration, args.record, config=args.config,
+                         roi=roi)
+    if bids_dir is not None:
+        finish_bids_record(args, analyze=True)
+    return rc
 
 
 def cmd_record(args) -> int:
@@ -314,7 +322,13 @@ def cmd_record(args) -> int:
     if args.loopback:
         use_loopback_only(force=True)
     from tmseeg.stream.recorder import BrainVisionRecorder
+    from tmseeg.study.cli import bids_record_dir, finish_bids_record
 
+    bids_dir = bids_record_dir(args)  # --bids-root: raw copy in ROOT/sourcedata/tmseeg/...
+    if bids_dir is not None:
+        args.out = str(bids_dir)
+    if args.out is None:
+        raise ValueError("record needs --out DIR (or --bids-root ROOT --subject LABEL)")
     source = _open_source(args)
     recorder = BrainVisionRecorder(Path(args.out), source.meta, overwrite=args.overwrite)
     print(f"recording {source.meta.name!r} ({source.meta.n_channels} ch @ "
@@ -333,6 +347,8 @@ def cmd_record(args) -> int:
         recorder.close()
         source.close()
     print(f"recorded {recorder.n_samples_written} samples to {recorder.path}")
+    if bids_dir is not None:
+        finish_bids_record(args, recorder.path)
     return 0
 
 
@@ -340,6 +356,12 @@ def cmd_analyze(args) -> int:
     import json
 
     from tmseeg.report.analyze import analyze_file
+    from tmseeg.study.cli import is_bids_request, run_bids_analyze
+    if is_bids_request(args):
+        return run_bids_analyze(args)
+    if args.out is None:
+        raise ValueError(f"--out DIR is required when analyzing one file ({args.file}); "
+                         "only a BIDS dataset root has a default (derivatives/tmseeg)")
     roi = args.roi.split(",") if args.roi else None
     summary = analyze_file(args.file, args.out, config=args.config, roi=roi,
                            progress=not args.no_progress, report=not args.no_report)
@@ -419,10 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("record", help="record LSL EEG + markers to BrainVision (crash-safe)")
     _source_arguments(p)
-    p.add_argument("--out", required=True, help="output .vhdr file or directory")
+    p.add_argument("--out", default=None, help="output .vhdr file or directory (or --bids-root)")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing recording")
     p.add_argument("--loopback", action="store_true", help="look for streams on this machine only")
+    from tmseeg.study.cli import add_bids_record_arguments
+    add_bids_record_arguments(p)
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("run", help="the engine on live LSL streams (headless)")
@@ -434,16 +458,22 @@ def build_parser() -> argparse.ArgumentParser:
                    " found from the pulse artifact + neighbours)")
     p.add_argument("--loopback", action="store_true", help="look for streams on this machine only")
     _protocol_arguments(p)
+    from tmseeg.study.cli import add_bids_record_arguments
+    add_bids_record_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("analyze", help="run the pipeline over a recording; write summary.json, "
                        "pulses.csv, report.html, -epo.fif, -ave.fif")
-    p.add_argument("file", help="recording: .fif, .vhdr, .edf, .bdf, .set or .xdf")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("file", help="recording: .fif, .vhdr, .edf, .bdf, .set or .xdf; or a BIDS "
+                   "dataset root (every matching recording, see --subject ... --jobs)")
+    p.add_argument("--out", default=None, help="output directory (required for a file; for a "
+                   "BIDS root default ROOT/derivatives/tmseeg)")
     p.add_argument("--config", default=None, help="pipeline configuration (TOML)")
     p.add_argument("--roi", default=None, help="ROI channels, comma-separated")
     p.add_argument("--no-report", action="store_true", help="skip report.html (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from tmseeg.study.cli import add_bids_filter_arguments
+    add_bids_filter_arguments(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("config", help="print the default pipeline configuration (TOML)")
