@@ -66,10 +66,13 @@ setup(
         "tqdm>=4.60",
         "python-picard>=0.7",
         "pyserial>=3.5",
+        "mne-bids>=0.15",
     ],
     extras_require={
         "gui": ["pyqtgraph>=0.13.7", "PySide6-Essentials==6.9.3"],
-        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "mne-connectivity>=0.7"],
+        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "mne-connectivity>=0.7",
+                 "dask[distributed]>=2024.1"],
+        "dask": ["dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["tmseeg = tmseeg.cli:main"]},
 )

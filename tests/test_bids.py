@@ -154,7 +154,15 @@ def test_corrupt_recording_message(tmp_path, session_raw):
         read_bids_recording(bp)
 
 
-def test_cli_analyze_bids_root(tmp_path, session_raw, capsys):
+@pytest.fixture
+def fresh_logging(monkeypatch):
+    """cli.main() calls logging.basicConfig, which would bind the root logger to this test's
+    captured stderr (closed afterwards); give each CLI test its own handler list."""
+    import logging
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+
+
+def test_cli_analyze_bids_root(tmp_path, session_raw, capsys, fresh_logging):
     from tmseeg.cli import main
     raw, _ = session_raw
     root = tmp_path / "bids"
@@ -175,7 +183,7 @@ def test_cli_analyze_bids_root(tmp_path, session_raw, capsys):
     assert rc == 1 and "--out DIR is required" in capsys.readouterr().err
 
 
-def test_run_record_to_bids(tmp_path, session_raw, uid, capsys):
+def test_run_record_to_bids(tmp_path, session_raw, uid, capsys, fresh_logging):
     """`tmseeg run --bids-root`: live LSL in, BIDS out with the live pipeline's pulse rows."""
     from tmseeg.cli import main
     from tmseeg.stream.io import read_recording

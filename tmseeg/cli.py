@@ -29,7 +29,8 @@ log = logging.getLogger("tmseeg")
 class StatusPrinter:
     """Prints engine status: one rewritten line on a terminal, one line per update otherwise."""
 
-    def __init__(self, stream=sys.stdout) -> None:
+    def __init__(self, stream=None) -> None:
+        stream = sys.stdout if stream is None else stream  # the current stdout, not import-time
         self.stream = stream
         self.tty = stream.isatty()
         self._drawn = False

@@ -67,6 +67,9 @@ class SessionJob:
         ROI channels (None: the detected coil site and neighbours).
     report : bool
         Write the per-session ``report.html``.
+    blas_threads : int or None
+        Limit of BLAS/OpenMP threads inside the job (None: library default). One per job
+        avoids oversubscription when several jobs share the cores.
     """
 
     data_file: str
@@ -77,6 +80,7 @@ class SessionJob:
     overrides: dict | None = None
     roi: list[str] | None = None
     report: bool = True
+    blas_threads: int | None = 1
 
 
 @dataclass
@@ -188,6 +192,13 @@ def run_job(job: SessionJob) -> JobResult:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     jlog = logging.getLogger("tmseeg.study.job")
     jlog.info("start %s (%s) on %s -> %s", job.data_file, job.entities, worker, out)
+    limiter = None
+    if job.blas_threads:
+        try:
+            from threadpoolctl import threadpool_limits
+            limiter = threadpool_limits(limits=int(job.blas_threads))
+        except ImportError:  # optional: only a speed matter
+            limiter = None
     try:
         if partial.exists():
             shutil.rmtree(partial)
@@ -210,6 +221,8 @@ def run_job(job: SessionJob) -> JobResult:
         return JobResult(job.entities, STATUS_FAILED, msg, str(out), str(log_path), elapsed,
                          worker)
     finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
