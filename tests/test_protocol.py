@@ -285,8 +285,10 @@ def test_flooding_protocol_held_by_guard(uid, tmp_path):
     assert r.counts["min_interval"] > 100
     fired = [p.sample for p in live.amp.truth.pulses]
     t_end = live.amp.t0_s + live.amp.n_sent / 2000.0
-    due = [t for t in acc if t < t_end - 0.02]  # targets the simulator lived to reach
-    assert len(fired) == len(due)  # the simulator fired only (and all) accepted decisions
+    # targets the simulator surely lived to reach: a trigger sent in the last moments can still be
+    # in flight on LSL when the test stops the simulator
+    due = [t for t in acc if t < t_end - 0.3]
+    assert len(due) <= len(fired) <= len(acc)  # only accepted decisions fire, all that could
     acc = acc[:len(fired)]
     t_fired = live.amp.t0_s + np.array(fired) / 2000.0
     assert np.max(np.abs(t_fired - np.array(acc))) < 1e-3  # each fired on its target sample
@@ -297,7 +299,7 @@ def test_flooding_protocol_held_by_guard(uid, tmp_path):
             assert math.isfinite(rec[k]), k
         assert rec["last_sample_time_s"] <= rec["decision_time_s"] <= rec["send_time_s"]
         assert rec["send_time_s"] < rec["target_time_s"]
-    assert live.runner.guard.n_committed == len(acc)
+    assert live.runner.guard.n_committed == len(r.accepted)
 
 
 class Nonsense(Protocol):
