@@ -20,6 +20,21 @@ def _fig():
     return plt
 
 
+def _ylim_outside_pulse(values: np.ndarray, times_ms: np.ndarray, margin: float = 0.15,
+                        window_ms: tuple[float, float] = (-2.0, 15.0),
+                        view_ms: tuple[float, float] = (-100.0, 400.0)):
+    """Y limits from the data outside the interpolated pulse window (whatever is left there,
+    e.g. muscle residue, would otherwise set the scale and flatten the TEP)."""
+    t = times_ms
+    m = (t >= view_ms[0]) & (t <= view_ms[1]) & ~((t >= window_ms[0]) & (t <= window_ms[1]))
+    v = np.asarray(values)[..., m]
+    if not np.isfinite(v).any():
+        return None
+    lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+    pad = margin * (hi - lo or 1.0)
+    return lo - pad, hi + pad
+
+
 def fig_butterfly(tep) -> "object":
     plt = _fig()
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True,
@@ -37,6 +52,10 @@ def fig_butterfly(tep) -> "object":
     for a in (ax, ax2):
         a.axvline(0, color="k", lw=0.5)
         a.set_xlim(max(t[0], -100), min(t[-1], 400))
+    for a, v in ((ax, tep.average_uv), (ax2, tep.gmfp_uv)):
+        lim = _ylim_outside_pulse(v, t)
+        if lim is not None:
+            a.set_ylim(*lim)
     fig.tight_layout()
     return fig
 
@@ -60,10 +79,14 @@ def fig_roi_peaks(tep) -> "object":
                         xytext=(0, -28 if name.startswith("N") else 8), ha="center")
     ax.axvline(0, color="k", lw=0.5)
     ax.axhline(0, color="k", lw=0.5)
+    ax.axvspan(-2, 10, color="0.9", zorder=-1)
     ax.set_xlim(max(t[0], -100), min(t[-1], 400))
+    lim = _ylim_outside_pulse(np.vstack([r - sem, r + sem]), t)
+    if lim is not None:
+        ax.set_ylim(*lim)
     ax.set_xlabel("time after pulse (ms)")
     ax.set_ylabel("µV")
-    ax.set_title("ROI TEP (mean ± SEM) with peaks")
+    ax.set_title("ROI TEP (mean ± SEM) with peaks (pulse window shaded; scale set outside it)")
     fig.tight_layout()
     return fig
 
