@@ -52,7 +52,7 @@ At each pulse (intensity ``I`` in % of maximum stimulator output)
     * TMS-evoked muscle: three Gaussian lobes (+1 at 4 ms, -0.8 at 8.5 ms, +0.3 at 13 ms;
       sigmas 1.2, 2.0, 2.5 ms), amplitude ``150 g(d; 4 cm) + 60 g(d_temporal; 4 cm)`` µV
       (temporal = T7/T8 on the coil side) x random sign, scaled by ``(I/70)**2`` x
-      lognormal(0, 0.2);
+      lognormal(0, 0.2), all times ``muscle_uv / 150`` (``SimConfig.muscle_uv``, default 150);
     * TEP (linear; truth = template x gain): Gaussian waveforms in time x topography:
 
       ======  ===========  =========  ==========  ==========  ==============================
@@ -365,6 +365,10 @@ class SimConfig:
     evoked_oscillation_tau_ms: float = 80.0
     evoked_oscillation_onset_ms: float = 15.0
     evoked_oscillation_sigma_cm: float = 4.0
+    # peak of the TMS-evoked muscle burst at the coil site, µV at ``tep_reference_intensity_pct``
+    # (the temporal term scales with it: 60/150 of it). The default 150 µV is on the small side
+    # of real data (hundreds of µV to several mV in the first 5-20 ms over lateral sites).
+    muscle_uv: float = 150.0
 
     def __post_init__(self) -> None:
         self.isi_range_s = tuple(float(x) for x in self.isi_range_s)  # type: ignore[assignment]
@@ -410,6 +414,9 @@ class SimConfig:
         if self.schedule == "paired" and not 0 < self.ipi_ms < 1000 * lo:
             raise ValueError(f"SimConfig.ipi_ms={self.ipi_ms}: must be > 0 and shorter than the "
                              "minimum ISI.")
+        if not 0 <= self.muscle_uv < 1e5:
+            raise ValueError(f"SimConfig.muscle_uv={self.muscle_uv}: give the coil-site peak of "
+                             "the TMS-evoked muscle burst in µV (>= 0, e.g. 150-2000).")
         if not 0 <= self.intensity_pct <= 100:
             raise ValueError(f"SimConfig.intensity_pct={self.intensity_pct}: give 0-100 % of "
                              "maximum stimulator output.")
@@ -1167,6 +1174,8 @@ class TMSEEGSimulator:
         d_temp = _distance_cm(u, _unit([temporal])[0])
         mamp = (150 * _gauss(d_coil, 4.0) + 60 * _gauss(d_temp, 4.0)) \
             * grng.choice([-1.0, 1.0], self.n_eeg)
+        if cfg.muscle_uv != 150.0:  # SimConfig.muscle_uv (the default leaves the data as is)
+            mamp = mamp * (cfg.muscle_uv / 150.0)
         self._muscle_wave = np.outer(mamp, mw)
 
         self._mep_len = int(round(0.012 * fs))
