@@ -129,7 +129,8 @@ keep = []                   # component indices kept whatever the rules say
 remove = []                 # component indices removed whatever the rules say
 [cleaning.ica.rules]        # TESA-style labels (Rogasch et al. 2017), first that fires wins
 muscle_window_ms = [11.0, 30.0]
-tms_muscle_ratio = 8.0      # mean |average| in the window / over the epoch
+tms_muscle_ratio = 8.0      # mean |average| in the window / over the epoch outside the pulse window
+pulse_window_ms = [-2.0, 10.0]  # interpolated, so left out of that epoch mean (TESA zeroes it)
 blink_channels = ["Fp1", "Fp2"]
 blink_z = 2.5               # mean z-scored topography weight there
 move_channels = ["F7", "F8"]
