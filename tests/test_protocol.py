@@ -287,7 +287,7 @@ def test_flooding_protocol_held_by_guard(uid, tmp_path):
     t_end = live.amp.t0_s + live.amp.n_sent / 2000.0
     # targets the simulator surely lived to reach: a trigger sent in the last moments can still be
     # in flight on LSL when the test stops the simulator
-    due = [t for t in acc if t < t_end - 0.3]
+    due = [t for t in acc if t < t_end - 1.0]
     assert len(due) <= len(fired) <= len(acc)  # only accepted decisions fire, all that could
     acc = acc[:len(fired)]
     t_fired = live.amp.t0_s + np.array(fired) / 2000.0

@@ -83,19 +83,27 @@ def resolve_stream(
     """
     pylsl = _pylsl()
     wanted = {"name": name, "type": stype, "source_id": source_id}
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = pylsl.resolve_streams(wait_time=min(0.5, max(0.05, timeout_s)))
-        matches = [
-            s for s in found
-            if (name is None or s.name() == name)
-            and (stype is None or s.type().lower() == stype.lower())
-            and (source_id is None or s.source_id() == source_id)
-        ]
+    clauses = []
+    if name is not None:
+        clauses.append(f"name='{name}'")
+    if source_id is not None:
+        clauses.append(f"source_id='{source_id}'")
+    if stype is not None:  # XPath is case-sensitive; LSL users write EEG, eeg, Eeg ...
+        variants = sorted({stype, stype.upper(), stype.lower(), stype.capitalize()})
+        clauses.append("(" + " or ".join(f"type='{v}'" for v in variants) + ")")
+    found = []
+    if clauses:
+        # a targeted, continuous query returns as soon as the stream answers
+        matches = pylsl.resolve_bypred(" and ".join(clauses), minimum=1, timeout=timeout_s)
         if matches:
             return max(matches, key=lambda s: s.created_at())
-        if time.monotonic() >= deadline:
-            break
+        found = pylsl.resolve_streams(wait_time=1.0)
+    else:
+        deadline = time.monotonic() + timeout_s
+        while not found and time.monotonic() < deadline:
+            found = pylsl.resolve_streams(wait_time=min(1.0, max(0.1, timeout_s)))
+        if found:
+            return max(found, key=lambda s: s.created_at())
     criteria = ", ".join(f"{k}={v!r}" for k, v in wanted.items() if v is not None) or "any"
     visible = "\n  ".join(_describe(s) for s in found) or "(none)"
     raise StreamNotFoundError(
