@@ -286,13 +286,14 @@ def test_flooding_protocol_held_by_guard(uid, tmp_path):
     fired = [p.sample for p in live.amp.truth.pulses]
     t_end = live.amp.t0_s + live.amp.n_sent / 2000.0
     # targets the simulator surely lived to reach: a trigger sent in the last moments can still be
-    # in flight on LSL when the test stops the simulator
+    # in flight on LSL when the test stops the simulator, and one sent before the simulator's
+    # trigger inlet connected is never delivered (LSL keeps no history for late subscribers)
     due = [t for t in acc if t < t_end - 1.0]
-    assert len(due) <= len(fired) <= len(acc)  # only accepted decisions fire, all that could
-    acc = acc[:len(fired)]
+    assert len(due) - 1 <= len(fired) <= len(acc)
     t_fired = live.amp.t0_s + np.array(fired) / 2000.0
-    assert np.max(np.abs(t_fired - np.array(acc))) < 1e-3  # each fired on its target sample
-    assert np.min(np.diff(fired)) / 2000.0 >= 0.999
+    # every fired pulse is an accepted decision, on its target sample
+    assert all(np.min(np.abs(np.array(acc) - t)) < 1e-3 for t in t_fired), (t_fired, acc)
+    assert len(fired) < 2 or np.min(np.diff(fired)) / 2000.0 >= 0.999
     for rec in r.accepted:  # the latency trace is complete
         for k in ("received_s", "last_sample_time_s", "decision_time_s", "send_time_s",
                   "target_time_s", "fired_at_s"):
