@@ -51,7 +51,6 @@ from __future__ import annotations
 import ctypes
 import re
 import importlib.util
-import json
 import logging
 import math
 import sys

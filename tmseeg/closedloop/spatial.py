@@ -20,10 +20,11 @@ Specs understood by :meth:`SpatialFilter.from_spec`
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from tmseeg.pipeline.channels import standard_montage
 
 __all__ = ["SpatialFilter", "nearest_neighbors"]
 
@@ -32,15 +33,7 @@ _LAPLACIAN_RE = re.compile(r"^\s*(\S+)\s+(laplacian|hjorth)\s*$", re.IGNORECASE)
 
 def _template_positions(montage: str = "auto") -> dict[str, np.ndarray]:
     """Channel positions (m) of an MNE built-in montage, keyed by lower-case name."""
-    import mne
-
-    name = montage
-    if montage == "auto":
-        builtin = mne.channels.get_builtin_montages()
-        name = "colin27_1005" if "colin27_1005" in builtin else "standard_1005"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mont = mne.channels.make_standard_montage(name)
+    mont = standard_montage(montage)
     return {k.lower(): np.asarray(v, float) for k, v in mont.get_positions()["ch_pos"].items()}
 
 

@@ -33,7 +33,9 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
+
+from tmseeg.utils import jsonable
 
 __all__ = ["TriggerOutput", "LSLTriggerOutput", "SerialTriggerOutput",
            "SimulatorTriggerOutput", "make_output", "message_json", "lsl_clock"]
@@ -54,19 +56,9 @@ def lsl_clock() -> float:
         return time.monotonic()
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
 def message_json(message: dict) -> str:
     """One decision as strict JSON (NaN/inf become ``null``)."""
-    return json.dumps(_clean(message), separators=(",", ":"), default=str)
+    return json.dumps(jsonable(message), separators=(",", ":"), default=str)
 
 
 class TriggerOutput:

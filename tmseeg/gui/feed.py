@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -357,19 +356,21 @@ class AttachedFeed(_FeedBase):
         super().__init__()
         import pylsl
 
-        from tmseeg.stream.inlet import StreamNotFoundError
+        from tmseeg.stream.inlet import StreamNotFoundError, resolve_stream
         from tmseeg.stream.metrics_outlet import METRICS_STREAM_TYPE
 
         self.meta = source.meta
         self.engine = Engine(source, stages=(), buffer_s=buffer_s)
         prop, val = (("source_id", metrics_source_id) if metrics_source_id
                      else ("type", METRICS_STREAM_TYPE))
-        infos = pylsl.resolve_byprop(prop, val, timeout=timeout_s)
-        if not infos:
+        try:
+            info = (resolve_stream(stype=None, source_id=val, timeout_s=timeout_s)
+                    if metrics_source_id else resolve_stream(stype=val, timeout_s=timeout_s))
+        except StreamNotFoundError as err:
             raise StreamNotFoundError(
                 f"no tmseeg-metrics stream ({prop}={val!r}) within {timeout_s:g} s: start "
-                "`tmseeg run` first, or run the monitor without --attach")
-        self._inlet = pylsl.StreamInlet(infos[0])
+                "`tmseeg run` first, or run the monitor without --attach") from err
+        self._inlet = pylsl.StreamInlet(info)
         self._inlet.open_stream(timeout=timeout_s)
         self._rows: list[dict] = []
         self._tep: dict = {}

@@ -180,7 +180,6 @@ def _pulse_events(raw, pulses: Sequence[dict] | None, pulse_pattern: str,
 
     ann = raw.annotations
     pattern = re.compile(pulse_pattern, re.IGNORECASE)
-    sfreq = raw.info["sfreq"]
     keep = [i for i, d in enumerate(ann.description)
             if not str(d).startswith(("BAD", "EDGE", "New Segment"))]
     onsets = np.asarray(ann.onset)[keep]
