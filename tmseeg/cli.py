@@ -199,12 +199,10 @@ def cmd_demo(args) -> int:
         source = LSLSource.resolve(name=name, timeout_s=10, marker_name=f"{name}-markers")
         if protocol is not None:
             runner = _make_runner(args, source, amplifier=amp)
-            return _run_engine(source, args.duration, args.record, status_every_s=1.0,
-                               config=args.config, runner=runner)
-        if _monitor_wanted(args):  # a display, or snapshots requested: the live monitor
+        elif _monitor_wanted(args):  # a display, or snapshots requested: the live monitor
             return _monitor_on(source, args, publish=True)
         return _run_engine(source, args.duration, args.record, status_every_s=1.0,
-                           config=args.config)
+                           config=args.config, runner=runner)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -304,15 +302,14 @@ def cmd_run(args) -> int:
     bids_dir = bids_record_dir(args)  # --bids-root: record there, write BIDS at the end
     if bids_dir is not None:
         args.record = str(bids_dir)
-    if getattr(args, "protocol", None) is not None:
+    protocol = getattr(args, "protocol", None)
+    if protocol is not None:
         from tmseeg.closedloop.protocol import load_protocol
-        load_protocol(args.protocol)  # a broken protocol file fails before streams are opened
-        source = _open_source(args)
-        rc = _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
-                         runner=_make_runner(args, source))
-    else:
-        rc = _run_engine(_open_source(args), args.duration, args.record, config=args.config,
-                         roi=roi)
+        load_protocol(protocol)  # a broken protocol file fails before streams are opened
+    source = _open_source(args)
+    runner = _make_runner(args, source) if protocol is not None else None
+    rc = _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
+                     runner=runner)
     if bids_dir is not None:
         finish_bids_record(args, analyze=True)
     return rc

@@ -16,19 +16,11 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 
 from tmseeg.pipeline.base import Chain, Stage
-from tmseeg.stream.block import EVENT_GAP, EVENT_PULSE, Block
+from tmseeg.stream.block import EVENT_GAP, Block
 from tmseeg.stream.ringbuffer import RingBuffer
+from tmseeg.utils import now_s
 
 log = logging.getLogger(__name__)
-
-
-def _now_s() -> float:
-    """The LSL clock when pylsl is there (latencies compare with LSL timestamps)."""
-    try:
-        import pylsl
-        return pylsl.local_clock()
-    except Exception:  # pragma: no cover - pylsl is a core dependency
-        return time.monotonic()
 
 
 class Source(Protocol):
@@ -129,11 +121,11 @@ class Engine:
         processed = self.chain.process(raw)
         self._deliver(raw, processed)
         if not np.isnan(raw.received_s):
-            self._latencies_ms.append((_now_s() - raw.received_s) * 1e3)
+            self._latencies_ms.append((now_s() - raw.received_s) * 1e3)
         return processed
 
     def _deliver(self, raw: Block | None, processed: Block) -> None:
-        self.n_pulses += sum(1 for e in processed.events if e.kind == EVENT_PULSE)
+        self.n_pulses += len(processed.pulses())
         if self.on_processed is not None:
             self.on_processed(processed)
         for sink in self.sinks:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,17 +28,10 @@ from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
 from tmseeg.pipeline.pulses import DataPulses, MarkerPulses, TriggerChannelPulses
 from tmseeg.pipeline.reference import AverageReference
-from tmseeg.stream.block import Block, StreamMeta
+from tmseeg.stream.block import EVENT_MARKER, Block, StreamMeta
+from tmseeg.utils import now_s
 
 log = logging.getLogger(__name__)
-
-
-def _clock_s() -> float:
-    try:
-        import pylsl
-        return pylsl.local_clock()
-    except Exception:  # pragma: no cover
-        return time.monotonic()
 
 
 @dataclass
@@ -191,7 +183,7 @@ class TEPSession:
     def after_stages(self, block: Block, received_s: float = math.nan) -> None:
         """Epochs and metrics from a processed block (the engine calls this as ``on_processed``)."""
         for ev in block.events:
-            if ev.kind == "marker":
+            if ev.kind == EVENT_MARKER:
                 self.markers.append((ev.sample, ev.label))
         for metric in self.metrics:
             metric.on_block(block)
@@ -233,7 +225,7 @@ class TEPSession:
         for metric in self.metrics:
             metric.on_epoch(epoch, row)
         self.pulses.append(row)
-        latency_ms = ((_clock_s() - received_s) * 1e3 if not math.isnan(received_s)
+        latency_ms = ((now_s() - received_s) * 1e3 if not math.isnan(received_s)
                       else math.nan)
         update = {"type": "pulse", "pulse": row, "tep": self.tep_summary(),
                   "metrics": self.metrics_summary(), "latency_ms": latency_ms}

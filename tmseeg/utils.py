@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -23,3 +24,12 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def now_s() -> float:
+    """The LSL clock when pylsl is there (latencies compare with LSL timestamps)."""
+    try:
+        import pylsl
+        return pylsl.local_clock()
+    except Exception:  # pragma: no cover - pylsl is a core dependency
+        return time.monotonic()

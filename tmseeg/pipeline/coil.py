@@ -17,6 +17,12 @@ from tmseeg.stream.block import Block, StreamMeta
 __all__ = ["CoilSiteDetector", "centroid_channel", "roi_around"]
 
 
+def _positions(montage: str) -> dict:
+    """3-D electrode positions of a standard montage, by lower-case channel name."""
+    mont = standard_montage(montage)
+    return {k.lower(): v for k, v in mont.get_positions()["ch_pos"].items()}
+
+
 def centroid_channel(amplitudes_uv: np.ndarray, ch_names: Sequence[str],
                      montage: str = "auto", sigma_m: float = 0.03) -> str:
     """The channel at the peak of the spatially smoothed artifact map.
@@ -29,8 +35,7 @@ def centroid_channel(amplitudes_uv: np.ndarray, ch_names: Sequence[str],
     unknown.
     """
     amps = np.nan_to_num(np.asarray(amplitudes_uv, dtype=float))
-    mont = standard_montage(montage)
-    pos = {k.lower(): v for k, v in mont.get_positions()["ch_pos"].items()}
+    pos = _positions(montage)
     known = [i for i, n in enumerate(ch_names) if n.lower() in pos]
     if not known:
         return ch_names[int(np.argmax(amps))]
@@ -47,8 +52,7 @@ def roi_around(site: str, ch_names: Sequence[str], n_neighbors: int = 4,
     Distances are between 3-D electrode positions of a standard 10-05 montage. Channels without
     a position are ignored; if ``site`` itself has none, only ``[site]`` is returned.
     """
-    mont = standard_montage(montage)
-    pos = {k.lower(): v for k, v in mont.get_positions()["ch_pos"].items()}
+    pos = _positions(montage)
     if site.lower() not in pos:
         return [site]
     here = pos[site.lower()]
@@ -131,6 +135,7 @@ class CoilSiteDetector:
         else:
             self._tail = np.concatenate([self._tail, data], axis=1)
         stop = self._tail_start + self._tail.shape[1]
+        n_measured = len(self.amplitudes_uv)
         still = []
         for s in self._pending:
             if s + self._w1 >= stop:
@@ -153,7 +158,7 @@ class CoilSiteDetector:
             if cut > 0:
                 self._tail = self._tail[:, cut:]
                 self._tail_start += cut
-        if self.amplitudes_uv:
+        if len(self.amplitudes_uv) > n_measured:  # the map changed: the site may have moved
             med = np.nanmedian(np.vstack(self.amplitudes_uv), axis=0)
             names = [block.meta.ch_names[i] for i in self._rows]
             site = centroid_channel(med, names)

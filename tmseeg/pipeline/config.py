@@ -191,9 +191,6 @@ def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
         here = path + (key,)
-        if path in _FREE_SECTIONS:  # user-named keys (e.g. extra TEP peaks)
-            out[key] = value
-            continue
         if key not in base:
             valid = ", ".join(sorted(base)) or "(none)"
             where = ".".join(path) or "top level"
@@ -202,7 +199,7 @@ def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"configuration key {'.'.join(here)!r} must be a table")
-            if here in _FREE_SECTIONS:
+            if here in _FREE_SECTIONS:  # user-named keys (e.g. extra TEP peaks)
                 out[key] = copy.deepcopy(value)
             else:
                 out[key] = _merge(base[key], value, here)
@@ -248,10 +245,9 @@ def _validate(cfg: dict) -> None:
     if cfg["reference"]["type"] not in ("average", "none"):
         raise ConfigError(f"reference.type must be average or none, got "
                           f"{cfg['reference']['type']!r}")
-    for key in ("window_ms",):
-        lo, hi = cfg["interpolation"][key]
-        if not lo < hi:
-            raise ConfigError(f"interpolation.{key} must be [start, stop] with start < stop")
+    lo, hi = cfg["interpolation"]["window_ms"]
+    if not lo < hi:
+        raise ConfigError("interpolation.window_ms must be [start, stop] with start < stop")
     cl = cfg["cleaning"]
     bad_methods = [m for m in cl["methods"] if m not in
                    ("sound", "sspsir", "sspsir_control", "ica")]

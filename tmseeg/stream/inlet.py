@@ -115,7 +115,7 @@ def resolve_stream(
     )
 
 
-_UNIT_SCALE_TO_UV = {
+UNIT_SCALE_TO_UV = {
     "microvolts": 1.0, "microvolt": 1.0, "uv": 1.0, "µv": 1.0, "μv": 1.0,
     "millivolts": 1e3, "millivolt": 1e3, "mv": 1e3,
     "volts": 1e6, "volt": 1e6, "v": 1e6,
@@ -133,8 +133,8 @@ def unit_scale_to_uv(unit: str | None) -> float:
     if unit is None:
         return 1.0
     u = unit.strip().lower()
-    if u in _UNIT_SCALE_TO_UV:
-        return _UNIT_SCALE_TO_UV[u]
+    if u in UNIT_SCALE_TO_UV:
+        return UNIT_SCALE_TO_UV[u]
     if re.fullmatch(r"[+-]?\d+", u):
         return 10.0 ** (int(u) + 6)
     return 1.0
@@ -237,9 +237,6 @@ class SampleClock:
         mean_n, mean_t, slope = self._fit()
         return int(round(self._n_ref + mean_n + (time_s - self._t_ref - mean_t) / slope))
 
-    def shift(self, n_samples: int) -> None:
-        """Account for ``n_samples`` inserted (a gap): no-op here, indices are absolute."""
-
 
 @dataclass
 class InletStats:
@@ -254,7 +251,6 @@ class InletStats:
     transport_latency_s: float = float("nan")
     rate_hz: float = float("nan")
     clock_offset_s: float = float("nan")
-    recoveries: int = 0
     _rate_window: list = field(default_factory=list, repr=False)
 
 
@@ -292,7 +288,6 @@ class EEGInlet:
                 "sampling rate. Is this a marker stream? Resolve the EEG stream instead."
             )
         self._pylsl = pylsl
-        self._info_query = info
         self._inlet = pylsl.StreamInlet(info, max_buflen=30, recover=True,
                                         processing_flags=pylsl.proc_clocksync)
         self._inlet.open_stream(timeout=5.0)

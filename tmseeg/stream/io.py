@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
+from tmseeg.stream.inlet import UNIT_SCALE_TO_UV
 
 #: Regular expression (matched case-insensitively with :func:`re.search`) that decides which
 #: marker labels are TMS pulses. It covers what labs commonly write:
@@ -182,8 +183,8 @@ def read_recording(
         Regular expression, matched case-insensitively anywhere in a marker label, that
         marks TMS pulses (default :data:`DEFAULT_PULSE_PATTERN`).
     preload : bool
-        Kept for symmetry with MNE; the samples are always loaded, because the engine works on
-        arrays in microvolts (a ``False`` value only defers MNE's own preload step).
+        Kept for symmetry with MNE and ignored: the samples are always loaded, because the
+        engine works on arrays in microvolts.
     stream_name : str or None
         XDF only: the name of the EEG stream to use when the file holds several; by default
         the stream of type ``EEG`` (the only numeric stream if none is typed ``EEG``).
@@ -215,7 +216,7 @@ def read_recording(
     if fmt == "xdf":
         rec = _read_xdf(path, pattern, stream_name)
     else:
-        rec = _read_mne(path, fmt, pattern, preload)
+        rec = _read_mne(path, fmt, pattern)
     if rec.n_samples == 0:
         raise RecordingError(
             f"{path}: the recording holds no samples (header only?). Use a recording with data."
@@ -227,20 +228,20 @@ def read_recording(
 # MNE formats
 # --------------------------------------------------------------------------------------------
 
-def _read_mne(path: Path, fmt: str, pattern: re.Pattern, preload: bool) -> Recording:
+def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
     import mne
 
-    readers = {
-        "fif": lambda: mne.io.read_raw_fif(path, preload=True, verbose="error"),
-        "brainvision": lambda: mne.io.read_raw_brainvision(path, preload=True, verbose="error"),
-        "edf": lambda: mne.io.read_raw_edf(path, preload=True, verbose="error"),
-        "bdf": lambda: mne.io.read_raw_bdf(path, preload=True, verbose="error"),
-        "eeglab": lambda: mne.io.read_raw_eeglab(path, preload=True, verbose="error"),
-    }
+    reader = {
+        "fif": mne.io.read_raw_fif,
+        "brainvision": mne.io.read_raw_brainvision,
+        "edf": mne.io.read_raw_edf,
+        "bdf": mne.io.read_raw_bdf,
+        "eeglab": mne.io.read_raw_eeglab,
+    }[fmt]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            raw = readers[fmt]()
+            raw = reader(path, preload=True, verbose="error")
     except Exception as exc:  # MNE raises many types; all mean "this file is not readable"
         hint = {
             "brainvision": "check that the .vmrk and .eeg files named in the header sit "
@@ -324,11 +325,6 @@ _XDF_TYPES = {
     "eeg": "eeg", "emg": "emg", "eog": "eog", "ecg": "ecg", "stim": "stim",
     "trigger": "stim", "trig": "stim", "misc": "misc", "aux": "misc",
 }
-_UNIT_TO_UV = {
-    "microvolts": 1.0, "microvolt": 1.0, "uv": 1.0, "µv": 1.0, "μv": 1.0,
-    "millivolts": 1e3, "millivolt": 1e3, "mv": 1e3,
-    "volts": 1e6, "volt": 1e6, "v": 1e6, "nanovolts": 1e-3, "nv": 1e-3,
-}
 
 
 def _first(d: dict, key: str, default=None):
@@ -410,12 +406,12 @@ def _read_xdf(path: Path, pattern: re.Pattern, stream_name: str | None) -> Recor
         unit = str(_first(ch, "unit", "") or "").strip().lower()
         if mne_type in VOLTAGE_TYPES:
             # LSL's convention for EEG is microvolts; a missing unit is taken to be µV.
-            if unit and unit not in _UNIT_TO_UV:
+            if unit and unit not in UNIT_SCALE_TO_UV:
                 raise RecordingError(
                     f"{path}: channel {names[-1]!r} has unknown unit {unit!r}. Expected one of "
                     "microvolts, millivolts, volts."
                 )
-            scales.append(_UNIT_TO_UV.get(unit, 1.0))
+            scales.append(UNIT_SCALE_TO_UV.get(unit, 1.0))
         else:
             scales.append(1.0)
     types = _fix_types(names, types, explicit=explicit)

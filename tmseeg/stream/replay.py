@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tmseeg.stream.block import EVENT_PULSE
 from tmseeg.stream.io import (
     DEFAULT_PULSE_PATTERN,
     VOLTAGE_TYPES,
@@ -292,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tmseeg replay: {exc}", file=sys.stderr)
         return 2
     rec = player.recording
-    n_pulses = sum(e.kind == "pulse" for e in rec.events)
+    n_pulses = sum(e.kind == EVENT_PULSE for e in rec.events)
     print(
         f"replaying {rec.path or player.name}: {rec.meta.n_channels} ch x {rec.n_samples} samples "
         f"@ {player.sfreq:g} Hz ({rec.duration_s:.1f} s), {len(rec.events)} events "
