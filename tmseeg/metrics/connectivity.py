@@ -57,10 +57,11 @@ makes an epoch cost a fraction of a millisecond (``benchmarks/bench_connectivity
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from tmseeg.utils import jsonable
 
 __all__ = ["DEFAULT_BANDS_HZ", "METHODS", "SpectralWindow", "ConnectivityAccumulator",
            "ConnectivityMetric", "CONFIG_TOML", "make_metric", "decimate_window"]
@@ -549,16 +550,16 @@ class ConnectivityMetric:
             out["region_matrix"][m], out["global_mean"][m], out["top_pairs"][m] = {}, {}, {}
             for b in self.bands_hz:
                 out["region_matrix"][m][b] = {
-                    w: _json_matrix(self._region_values(m, b, w)) for w in WINDOWS} \
+                    w: jsonable(self._region_values(m, b, w)) for w in WINDOWS} \
                     if self.regions else {}
                 vals = {w: self.acc[w].band(m, b)[iu] for w in WINDOWS}
-                out["global_mean"][m][b] = {w: _num(np.nanmean(vals[w])) for w in WINDOWS}
+                out["global_mean"][m][b] = {w: jsonable(np.nanmean(vals[w])) for w in WINDOWS}
                 delta = vals["post"] - vals["pre"]
                 order = np.argsort(-np.nan_to_num(delta, nan=-np.inf))[:self.cfg["top_pairs"]]
                 out["top_pairs"][m][b] = [
                     {"pair": [self.ch_names[iu[0][k]], self.ch_names[iu[1][k]]],
-                     "pre": _num(vals["pre"][k]), "post": _num(vals["post"][k]),
-                     "delta": _num(delta[k])} for k in order]
+                     "pre": jsonable(vals["pre"][k]), "post": jsonable(vals["post"][k]),
+                     "delta": jsonable(delta[k])} for k in order]
         self._summary = (n, out)
         return out
 
@@ -594,15 +595,6 @@ class ConnectivityMetric:
                 rows.append(f"<h4>{b}</h4>" + _html_matrix(list(self.regions), pre, post))
             report.add_html("".join(rows), title=f"Region {m} (pre / post)",
                             section="Connectivity")
-
-
-def _num(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _json_matrix(a: np.ndarray) -> list[list[float | None]]:
-    return [[_num(v) for v in row] for row in a]
 
 
 def _html_matrix(names: list[str], pre: np.ndarray, post: np.ndarray) -> str:

@@ -32,6 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import optimize, special, stats
 
+from tmseeg.utils import jsonable
+
 __all__ = [
     "MEPMeasure", "measure_mep", "MEPTracker",
     "RelativeFrequencyMT", "motor_threshold_relative_frequency",
@@ -341,15 +343,11 @@ class MEPTracker:
             "n_rejected": self.n_pulses - self.n_accepted,
             "n_preinnervated": sum(1 for r in self.rows if r["mep_preinnervated"]),
             "n_present": self._n_present,
-            "mean_ptp_uv": _num(self.mean_ptp_uv),
-            "median_ptp_uv": _num(self.median_ptp_uv),
-            "median_latency_ms": _num(float(np.median(lat)) if lat else math.nan),
+            "mean_ptp_uv": jsonable(self.mean_ptp_uv),
+            "median_ptp_uv": jsonable(self.median_ptp_uv),
+            "median_latency_ms": jsonable(float(np.median(lat)) if lat else math.nan),
         }
         return out
-
-
-def _num(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -792,13 +790,13 @@ class MEPMetric:
         out: dict[str, Any] = {}
         try:
             ml = motor_threshold_ml(inten, ptp, criterion_uv=crit)
-            out["motor_threshold_ml_pct"] = _num(ml.mt_pct)
-            out["motor_threshold_ml_ci_pct"] = [_num(c) for c in ml.ci_pct]
+            out["motor_threshold_ml_pct"] = jsonable(ml.mt_pct)
+            out["motor_threshold_ml_ci_pct"] = jsonable(ml.ci_pct)
         except ValueError as err:
             out["motor_threshold_ml_pct"] = None
             out["motor_threshold_ml_note"] = str(err)
         rf = motor_threshold_relative_frequency(inten, ptp, criterion_uv=crit)
-        out["motor_threshold_rf_pct"] = _num(rf.mt_pct)
+        out["motor_threshold_rf_pct"] = jsonable(rf.mt_pct)
         out["motor_threshold_rf_warnings"] = list(rf.warnings)
         return out
 

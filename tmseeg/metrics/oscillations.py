@@ -68,6 +68,7 @@ from scipy.signal import resample_poly
 
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import EpochFilter
+from tmseeg.utils import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +422,7 @@ class OscillationMetric:
         # sample (resample_poly keeps input sample j*q)
         f = cfg["filter"]
         self.pad_ms = float(f["epoch_pad_ms"])
-        pad_d = int(math.ceil(self.pad_ms * self.fs / 1000.0))
+        self._pad_d = pad_d = int(math.ceil(self.pad_ms * self.fs / 1000.0))
         self._pre_d = -j0 + h + pad_d   # decimated samples before the pulse
         self._post_d = j1 + h + pad_d
         nyq = self.fs / 2
@@ -524,7 +525,7 @@ class OscillationMetric:
             else np.asarray(data_uv, float)
         n_d = self._pre_d + self._post_d + 1
         xd = self.filter(xd[:, :n_d], self.fs)
-        pad_d = int(math.ceil(self.pad_ms * self.fs / 1000.0))
+        pad_d = self._pad_d
         x = np.ascontiguousarray(xd[:, pad_d:pad_d + self.transform.n_in])
         if self.reject_uv is not None:
             t_in = (np.arange(x.shape[1]) - (self._pre_d - pad_d)) * 1000.0 / self.fs
@@ -589,7 +590,7 @@ class OscillationMetric:
             "natural_frequency_hz": float(nat),
             "natural_window_ms": list(nw),
             "natural_band_hz": list(nb),
-            "cumulative_ersp_db": [None if not np.isfinite(v) else float(v) for v in cum],
+            "cumulative_ersp_db": jsonable(cum),
             "natural_frequency_by_channel_hz": {n: float(v) for n, v in
                                                 zip(self.epocher.ch_names, ch_nat)},
             "at_natural_frequency": {

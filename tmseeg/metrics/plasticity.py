@@ -98,10 +98,11 @@ class PlasticityMetric:
         return self._re.search(label) is not None if self._re else True
 
     def on_block(self, block) -> None:
-        for ev in block.events:
-            if ev.kind == "marker" and self._is_block_marker(ev.label):
-                self.block_starts.append((ev.sample, ev.label))
-        self.block_starts.sort()
+        new = [(ev.sample, ev.label) for ev in block.events
+               if ev.kind == "marker" and self._is_block_marker(ev.label)]
+        if new:  # markers are rare: keep the per-block cost O(block events)
+            self.block_starts.extend(new)
+            self.block_starts.sort()
 
     def block_of(self, sample: int) -> str:
         """The block a sample belongs to: the last block marker at or before it."""

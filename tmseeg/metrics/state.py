@@ -47,6 +47,7 @@ import numpy as np
 
 from tmseeg.closedloop.phase import ARPhaseEstimator
 from tmseeg.closedloop.spatial import SpatialFilter
+from tmseeg.stream.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +203,7 @@ class StateMetric:
         self.gap = int(round(g * self.sfreq / 1000.0))
         self.n_win = self.estimator.n_samples_needed
         self.cap = self.n_win + self.gap + int(10 * self.sfreq)
-        self._buf = np.full(self.cap, np.nan)
-        self._written = 0  # absolute samples written (the next sample's index)
+        self._buf = RingBuffer(1, self.cap)  # the spatially filtered signal
         self._pending: list[int] = []
         self._seen: set[int] = set()
         self._pulses: list[int] = []
@@ -214,28 +214,17 @@ class StateMetric:
         self.n_not_estimated: dict[str, int] = {}
         self._cache: tuple[int, dict] | None = None
 
-    # -- ring buffer of the spatially filtered signal -----------------------------------------
+    @property
+    def _written(self) -> int:
+        """Absolute samples written (the next sample's index)."""
+        return self._buf.n_written
+
     def _write(self, first: int, y: np.ndarray) -> None:
-        if first > self._written:  # gap: NaN
-            self._put(np.full(min(first - self._written, self.cap), np.nan),
-                      first - min(first - self._written, self.cap))
-        elif first < self._written:
+        """Append ``y`` starting at absolute sample ``first`` (gap: NaN; overlap: dropped)."""
+        self._buf.write_gap(first - self._written)
+        if first < self._written:
             y = y[self._written - first:]
-            first = self._written
-        self._put(y, first)
-        self._written = first + y.size
-
-    def _put(self, y: np.ndarray, first: int) -> None:
-        if y.size >= self.cap:
-            y, first = y[-self.cap:], first + y.size - self.cap
-        i = first % self.cap
-        k = min(y.size, self.cap - i)
-        self._buf[i:i + k] = y[:k]
-        self._buf[:y.size - k] = y[k:]
-
-    def _read(self, start: int, stop: int) -> np.ndarray:
-        idx = np.arange(start, stop) % self.cap
-        return self._buf[idx]
+        self._buf.write(y[None, :])
 
     # -- hooks --------------------------------------------------------------------------------
     def on_block(self, block) -> None:
@@ -266,11 +255,11 @@ class StateMetric:
         start = end - self.n_win
         if start < 0:
             return self._nan("not enough data before the pulse")
-        if start < self._written - self.cap:
+        if start < self._buf.first_available:
             return self._nan("pulse event arrived too late (window overwritten)")
         if any(start - self.gap <= p < s for p in self._pulses[-16:]):
             return self._nan("another pulse inside the window")
-        w = self._read(start, end)
+        w = self._buf.read(start, end)[0]
         if not np.isfinite(w).all():
             return self._nan("NaN in the window (gap)")
         e = self.estimator.estimate(w, delay_ms=(s - (end - 1)) * 1000.0 / self.sfreq)

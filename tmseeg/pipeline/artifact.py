@@ -26,7 +26,8 @@ import numpy as np
 
 from tmseeg._ext.expfit import lm_refine
 from tmseeg._ext.interp import interp_span
-from tmseeg.pipeline.base import empty_block_like
+from tmseeg.pipeline.base import empty_block_like, ms_to_samples
+from tmseeg.pipeline.channels import resolve_picks
 from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta
 
 log = logging.getLogger(__name__)
@@ -45,24 +46,12 @@ __all__ = [
 _METHOD_ORDER = {"linear": 1, "cubic": 3}
 
 
-def _ms_to_samples(ms: float, sfreq: float) -> int:
-    """Round a duration in ms to whole samples (half away from zero, symmetric for +/-)."""
-    x = ms * sfreq / 1000.0
-    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
-
-
 def _resolve_rows(meta: StreamMeta, channels: str | Sequence[str] | None) -> np.ndarray:
     """Rows a stage works on: ``"eeg"`` (a channel type), ``None`` (all) or a list of names."""
-    if channels is None:
-        return np.arange(meta.n_channels, dtype=np.intp)
-    if isinstance(channels, str):
-        if channels in set(meta.ch_types) or channels in ("eeg", "emg", "eog", "misc", "stim"):
-            rows = meta.picks(channels)
-            if rows.size == 0:
-                log.warning("stream %r has no %r channels: nothing to clean", meta.name, channels)
-            return rows
-        return meta.index([channels])
-    return meta.index(list(channels))
+    rows = resolve_picks(meta, "all" if channels is None else channels)
+    if rows.size == 0:
+        log.warning("stream %r has no %r channels: nothing to clean", meta.name, channels)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -155,8 +144,8 @@ def _interp_params(window_ms: tuple[float, float], method: str, fit_ms: float,
                    sfreq: float) -> tuple[int, int, int, int]:
     if method not in _METHOD_ORDER:
         raise ValueError(f"method must be 'linear' or 'cubic', got {method!r}")
-    w0 = _ms_to_samples(window_ms[0], sfreq)
-    w1 = _ms_to_samples(window_ms[1], sfreq)
+    w0 = ms_to_samples(window_ms[0], sfreq)
+    w1 = ms_to_samples(window_ms[1], sfreq)
     if w1 < w0:
         raise ValueError(f"window_ms {window_ms}: the end lies before the start")
     order = _METHOD_ORDER[method]
@@ -165,7 +154,7 @@ def _interp_params(window_ms: tuple[float, float], method: str, fit_ms: float,
     else:
         if fit_ms <= 0:
             raise ValueError(f"fit_ms must be positive, got {fit_ms}")
-        n_fit = max(2, _ms_to_samples(fit_ms, sfreq))
+        n_fit = max(2, ms_to_samples(fit_ms, sfreq))
     return w0, w1, n_fit, order
 
 
@@ -378,7 +367,7 @@ class PulseInterpolation:
     def _setup(self, block: Block) -> None:
         self._rows = _resolve_rows(block.meta, self.channels)
         self._params = _interp_params(self.window_ms, self.method, self.fit_ms, block.meta.sfreq)
-        self._delay = _ms_to_samples(self.max_delay_ms, block.meta.sfreq)
+        self._delay = ms_to_samples(self.max_delay_ms, block.meta.sfreq)
         self._lo = block.first_sample
 
     def _take_pulses(self, block: Block) -> None:
@@ -796,10 +785,10 @@ class DecayRemoval:
         fs = block.meta.sfreq
         self._fs = fs
         self._rows = _resolve_rows(block.meta, self.channels)
-        self._n0 = _ms_to_samples(self.fit_window_ms[0], fs) + 1
-        self._n1 = _ms_to_samples(self.fit_window_ms[1], fs) + 1  # exclusive
-        self._delay = _ms_to_samples(self.max_delay_ms, fs)
-        self._min_fit = max(2 * _MODELS[self.model] + 2, _ms_to_samples(self.min_fit_ms, fs))
+        self._n0 = ms_to_samples(self.fit_window_ms[0], fs) + 1
+        self._n1 = ms_to_samples(self.fit_window_ms[1], fs) + 1  # exclusive
+        self._delay = ms_to_samples(self.max_delay_ms, fs)
+        self._min_fit = max(2 * _MODELS[self.model] + 2, ms_to_samples(self.min_fit_ms, fs))
         if self.cut_window_ms is not None:
             self._interp = _interp_params(self.cut_window_ms, self.interp_method,
                                           self.interp_fit_ms, fs)
@@ -843,7 +832,7 @@ class DecayRemoval:
         n = int(math.ceil(t_ms.max() * self._fs / 1000.0)) + 1
         return start + min(max(n, n_fit), 4 * (self._n1 - self._n0))
 
-    def _reinterp(self, p: int, at_end: bool) -> None:
+    def _reinterp(self, p: int) -> None:
         if self._interp is None:
             return
         w0, w1, n_fit, order = self._interp
@@ -928,7 +917,7 @@ class DecayRemoval:
             self._pending.pop(0)
             self._fit_pulse(p, horizon)
             self._done.append(p)
-            self._reinterp(p, at_end)
+            self._reinterp(p)
         if at_end:
             return horizon
         # what unknown and pending pulses may still touch

@@ -9,11 +9,18 @@ numbers identical.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 from tmseeg.stream.block import Block, Event
+
+
+def ms_to_samples(ms: float, sfreq: float) -> int:
+    """Round a duration in ms to whole samples (half away from zero, symmetric for +/-)."""
+    x = ms * sfreq / 1000.0
+    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
 
 
 @runtime_checkable

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.base import empty_block_like
+from tmseeg.pipeline.base import StatelessStage, empty_block_like, ms_to_samples
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
 
 try:  # one pattern for file reading and live markers
@@ -41,10 +41,6 @@ __all__ = [
     "TriggerChannelPulses",
     "DataPulses",
 ]
-
-
-def _ms_to_samples(ms: float, sfreq: float) -> int:
-    return int(math.floor(abs(ms) * sfreq / 1000.0 + 0.5)) * (1 if ms >= 0 else -1)
 
 
 class _PulseMerger:
@@ -104,7 +100,7 @@ class _PulseMerger:
         return out + kept_own
 
 
-class MarkerPulses:
+class MarkerPulses(StatelessStage):
     """Marker events whose label matches a regex become pulse events.
 
     Parameters
@@ -139,7 +135,7 @@ class MarkerPulses:
         """Return the block with pulse events added (see the class description)."""
         if not block.events:
             return block
-        shift = _ms_to_samples(self.offset_ms, block.meta.sfreq)
+        shift = ms_to_samples(self.offset_ms, block.meta.sfreq)
         events = []
         for e in block.events:
             if e.kind == EVENT_MARKER and self.matches(e.label):
@@ -148,14 +144,6 @@ class MarkerPulses:
                             extra={**e.extra, "source": "marker", "marker_sample": e.sample})
             events.append(e)
         return replace(block, events=events)
-
-    def flush(self) -> Block | None:
-        """Release what is still held back at the end of the stream (None if nothing)."""
-        return None
-
-    def reset(self) -> None:
-        """Forget all state (a new stream begins)."""
-        return None
 
 
 class TriggerChannelPulses(_PulseMerger):
