@@ -161,6 +161,7 @@ class TEPSession:
         self.fixed_roi = list(roi or cfg["coil"]["roi"])
         self.tep: RunningTEP | None = None
         self.pulses: list[dict] = []
+        self.n_rejected = 0  # pulses whose epoch did not enter the average (running count)
         self.epochs: list[Epoch] = []
         self.keep_epochs = keep_epochs
         self.listeners: list[Callable[[dict], None]] = []
@@ -225,6 +226,7 @@ class TEPSession:
         for metric in self.metrics:
             metric.on_epoch(epoch, row)
         self.pulses.append(row)
+        self.n_rejected += not row["kept"]
         latency_ms = ((now_s() - received_s) * 1e3 if not math.isnan(received_s)
                       else math.nan)
         update = {"type": "pulse", "pulse": row, "tep": self.tep_summary(),
@@ -274,7 +276,7 @@ class TEPSession:
         target = self.cfg["tep"]["target_snr"]
         return {
             "n_averaged": int(tep.n),
-            "n_rejected": int(sum(1 for p in self.pulses if not p["kept"])),
+            "n_rejected": self.n_rejected,
             "roi": list(tep.roi),
             "coil_site": self.stages.coil.site,
             "peaks": {k: {kk: (float(vv) if isinstance(vv, (float, np.floating)) else vv)

@@ -93,6 +93,7 @@ class PlasticityMetric:
         self.teps: dict[str, RunningTEP] = {}
         self.order: list[str] = []
         self._cache: tuple[int, dict] | None = None
+        self._finished = False
 
     def _is_block_marker(self, label: str) -> bool:
         return self._re.search(label) is not None if self._re else True
@@ -135,11 +136,22 @@ class PlasticityMetric:
                                               pre_window_ms=tep.pre_window_ms)
             self.teps[block].add(epoch)
 
+    #: live, the bootstrap comparison (O(trials x resamples)) is redone at most this often
+    LIVE_EVERY_N_PULSES = 10
+
     def summary(self) -> dict[str, Any]:
+        """Block comparisons; live they lag by < LIVE_EVERY_N_PULSES pulses, after finish() they
+        are exact (the session summary asks once per epoch: recomputing every bootstrap each
+        time would make a long session's per-epoch cost grow with its length)."""
         n = sum(self.dose.values())
-        if self._cache is None or self._cache[0] != n:
+        stale = self._cache is None or (self._cache[0] != n and (
+            self._finished or n - self._cache[0] >= self.LIVE_EVERY_N_PULSES))
+        if stale:
             self._cache = (n, self._compare())
         return self._cache[1]
+
+    def finish(self) -> None:
+        self._finished = True
 
     def _measures(self) -> list[str]:
         keys: list[str] = []
