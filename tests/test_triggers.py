@@ -65,7 +65,9 @@ def test_serial_byte_at_target_time(pty_pair):
     assert all(-0.5 < e < 5.0 for e in errors_ms), errors_ms  # pty read adds the scheduler's
     assert sorted(d for d, _ in fired) == [1, 2, 3] and not failed
     write_err = [(t - targets[did]) * 1e3 for did, t in fired]
-    assert all(0 <= e < 3.0 for e in write_err), write_err
+    # never early, and within the output's own late tolerance (5 ms: later it refuses to send);
+    # how tight the timing is on a quiet machine is benchmarks/bench_closedloop.py's job
+    assert all(0 <= e < 5.0 for e in write_err), write_err
 
 
 def test_serial_late_target_not_sent_and_close_reports_pending(pty_pair):
