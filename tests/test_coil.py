@@ -42,3 +42,31 @@ def test_detector_finds_the_simulated_coil_site_or_a_neighbour():
     assert len(det.amplitudes_uv) == 5
     assert det.site in sim.truth.roi
     assert det.roi[0] == det.site and len(det.roi) == 5
+
+
+def test_centroid_smooths_over_one_electrode_spacing_of_a_32_channel_cap():
+    """On a 32-channel cap the neighbours are ~6 cm apart: a neighbour whose artifact is 50 %
+    larger than its true size (worse contact) must not win over the site its own neighbours
+    agree on (a fixed 3 cm smoothing gave them almost no weight)."""
+    names = SimConfig(n_channels=32).eeg_names()
+    pos = {k.lower(): v for k, v in standard_montage().get_positions()["ch_pos"].items()}
+    d = np.array([np.linalg.norm(pos[n.lower()] - pos["c3"]) for n in names])
+    amps = 2000 * np.exp(-0.5 * (d / 0.04) ** 2) + 300
+    amps[names.index("C3")] *= 0.6
+    amps[names.index("FC1")] *= 1.8
+    assert names[int(np.argmax(amps))] == "FC1"
+    assert centroid_channel(amps, names) == "C3"
+    assert centroid_channel(amps, names, sigma_m=0.03) == "FC1"  # the old fixed smoothing
+
+
+def test_detector_finds_c3_on_32_channel_sessions():
+    hits = 0
+    for seed in range(1, 11):
+        sim = TMSEEGSimulator(SimConfig(n_channels=32, sfreq=5000.0, seed=seed,
+                                        isi_range_s=(1.0, 1.2), muscle_artifact=False))
+        data, events = sim.generate(5000 * 7)
+        det = CoilSiteDetector()
+        for b in blocks_from_array(data, sim.meta, 500, events=events):
+            det.process(b)
+        hits += det.site == "C3"
+    assert hits == 10, hits

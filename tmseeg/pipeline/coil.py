@@ -24,15 +24,17 @@ def _positions(montage: str) -> dict:
 
 
 def centroid_channel(amplitudes_uv: np.ndarray, ch_names: Sequence[str],
-                     montage: str = "auto", sigma_m: float = 0.03) -> str:
+                     montage: str = "auto", sigma_m: float | None = None) -> str:
     """The channel at the peak of the spatially smoothed artifact map.
 
     One channel's artifact can be larger than its neighbours' for reasons that have nothing to
     do with the coil (electrode impedance, a lead lying under the wing). Each candidate is
     scored by the sum of all channels' amplitudes weighted by a Gaussian of their distance to it
-    (``sigma_m``, 3 cm: about one electrode spacing of a 64-channel cap), so the site is where the
-    artifact is large *and* its neighbours agree. Falls back to the maximum when positions are
-    unknown.
+    (``sigma_m``; default: the cap's median nearest-neighbour distance, i.e. one electrode
+    spacing — about 3.5 cm on a 64-channel cap, 6 cm on a 32-channel one), so the site is where
+    the artifact is large *and* its neighbours agree. A fixed 3 cm on a 32-channel cap gave the
+    neighbours almost no weight (a neighbour with a 50 % larger artifact, e.g. a worse electrode
+    contact, won). Falls back to the maximum when positions are unknown.
     """
     amps = np.nan_to_num(np.asarray(amplitudes_uv, dtype=float))
     pos = _positions(montage)
@@ -41,6 +43,11 @@ def centroid_channel(amplitudes_uv: np.ndarray, ch_names: Sequence[str],
         return ch_names[int(np.argmax(amps))]
     xyz = np.array([pos[ch_names[i].lower()] for i in known])
     d2 = ((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(axis=-1)
+    if sigma_m is None:
+        if len(known) < 2:
+            return ch_names[known[0]]
+        sigma_m = float(np.median(np.sqrt(np.min(d2 + np.diag(np.full(len(known), np.inf)),
+                                                 axis=1))))
     score = np.exp(-d2 / (2 * sigma_m ** 2)) @ amps[known]
     return ch_names[known[int(np.argmax(score))]]
 
