@@ -361,15 +361,20 @@ def cmd_analyze(args) -> int:
         raise ValueError(f"--out DIR is required when analyzing one file ({args.file}); "
                          "only a BIDS dataset root has a default (derivatives/tmseeg)")
     roi = args.roi.split(",") if args.roi else None
+    pulses = {k: v for k, v in (("pattern", args.pulse_pattern), ("source", args.pulse_source))
+              if v}
     summary = analyze_file(args.file, args.out, config=args.config, roi=roi,
-                           progress=not args.no_progress, report=not args.no_report)
+                           progress=not args.no_progress, report=not args.no_report,
+                           overrides={"pulses": pulses} if pulses else None)
     peaks = {k: (round(v["latency_ms"], 1), round(v["amplitude_uv"], 2))
              for k, v in summary["peaks"].items() if v.get("found")}
     print(f"{summary['n_pulses']} pulses, {summary['n_kept']} kept, {summary['n_rejected']} "
           f"rejected {summary['rejection_reasons'] or ''}")
     print(f"coil site {summary['coil_site']}, ROI {','.join(summary['roi'])}; SNR "
           f"{summary['snr']}; peaks (latency ms, amplitude uV): {json.dumps(peaks)}")
-    print(f"outputs in {args.out}: summary.json, pulses.csv, report.html, *-epo.fif, *-ave.fif")
+    written = ["summary.json", "pulses.csv"] + ([] if args.no_report else ["report.html"]) + (
+        ["*-epo.fif", "*-ave.fif"] if summary["n_pulses"] else [])
+    print(f"outputs in {args.out}: {', '.join(written)}")
     return 0
 
 
@@ -470,6 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, help="ROI channels, comma-separated")
     p.add_argument("--no-report", action="store_true", help="skip report.html (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--pulse-pattern", default=None, metavar="REGEX",
+                   help="marker/annotation labels that are TMS pulses (case-insensitive "
+                   "regex, e.g. '^R128$'; a stim channel's events are labelled by their code, "
+                   "e.g. '^1$'); overrides [pulses] pattern")
+    p.add_argument("--pulse-source", default=None,
+                   choices=["markers", "trigger", "data", "markers+data"],
+                   help="where the pulses come from; overrides [pulses] source (when no marker "
+                   "matches, analyze looks in the data and says so)")
     from tmseeg.study.cli import add_bids_filter_arguments
     add_bids_filter_arguments(p)
     p.set_defaults(func=cmd_analyze)

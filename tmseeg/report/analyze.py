@@ -18,6 +18,8 @@ import csv
 import json
 import logging
 import math
+import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from tmseeg import __version__
 from tmseeg.pipeline.config import load_config
 from tmseeg.session import TEPSession
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, StreamMeta, blocks_from_array
-from tmseeg.stream.io import Recording, read_recording
+from tmseeg.stream.io import DEFAULT_PULSE_PATTERN, Recording, read_recording
 from tmseeg.utils import jsonable
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,18 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     if not recording.meta.picks("eeg").size:
         raise ValueError(f"{path} has no EEG channel (types: "
                          f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")
+    cfg, warnings = check_pulse_source(recording, cfg)
     session = run_session(recording, cfg, roi=roi, progress=progress)
+    if not session.pulses:
+        warnings.append(
+            f"no TMS pulse found in {path.name} (pulse source {cfg['pulses']['source']!r}): "
+            "nothing was averaged. Check how the pulses are recorded: a marker or annotation "
+            "(--pulse-pattern REGEX), a trigger channel ([pulses] source = \"trigger\", "
+            "trigger_channel), or the artifact in the data (--pulse-source data).")
+    for text in warnings:
+        log.warning(text)
     summary = build_summary(session, recording, path)
+    summary["warnings"] = warnings
     stem = path.name.split(".")[0]
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
     write_pulses_csv(session.pulses, out / "pulses.csv")
@@ -115,6 +127,38 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
             comparison = run_session(recording, plain, roi=session.tep.roi, keep_epochs=False)
         write_report(session, summary, out / "report.html", comparison=comparison)
     return summary
+
+
+def check_pulse_source(recording: Recording, cfg: dict) -> tuple[dict, list[str]]:
+    """Make sure the configured pulse source can find pulses in this recording.
+
+    With ``[pulses] source = "markers"`` and no event label matching the pulse pattern (a
+    stimulator that writes ``R128``, a stim channel whose code is ``1``, ...), the pulses are
+    looked for in the data instead (a TMS pulse artifact is unmistakable), and the returned
+    warning lists the labels present and how to name the right one.
+
+    Returns
+    -------
+    cfg : dict
+        The configuration to use (a copy when changed).
+    warnings : list of str
+    """
+    p = cfg["pulses"]
+    if p["source"] != "markers":
+        return cfg, []
+    pattern = re.compile(p["pattern"] or DEFAULT_PULSE_PATTERN, re.IGNORECASE)
+    labels = Counter(e.label for e in recording.events if e.kind != EVENT_GAP)
+    if any(pattern.search(str(label)) for label in labels):
+        return cfg, []
+    present = ", ".join(f"{label!r} x{n}" for label, n in labels.most_common(8)) or "none"
+    hint = (f"--pulse-pattern '^{re.escape(str(labels.most_common(1)[0][0]))}$'" if labels
+            else "--pulse-pattern REGEX")
+    cfg = copy.deepcopy(cfg)
+    cfg["pulses"]["source"] = "data"
+    return cfg, [f"no marker matches the pulse pattern '{pattern.pattern}' (markers in the "
+                 f"file: {present}); the pulses were looked for in the data instead. If one of "
+                 f"those markers is the pulse, name it: {hint} (or [pulses] pattern in the "
+                 "configuration)."]
 
 
 def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict:
