@@ -230,3 +230,87 @@ def test_cli_monitor_headless_snapshots(tmp_path, uid):
     assert len(pngs) >= 2, out.stdout
     assert all(p.stat().st_size > 20000 for p in pngs)
     assert "final:" in out.stdout
+
+
+def test_attached_monitor_draws_the_engines_roi_tep(uid):
+    """`monitor --attach`: the ROI TEP and GMFP arrive on tmseeg-metrics and are drawn.
+
+    A real engine (in this process, publishing ``tmseeg-metrics`` as ``tmseeg run`` does) and
+    an :class:`AttachedFeed` in its window follow the same amplifier over loopback LSL; the
+    attached curve must be the engine's own running ROI average at the published time points
+    (every k-th sample: the epoch filter low-passed it), within the 0.001 µV rounding.
+    """
+    from tmseeg.gui.feed import AttachedFeed
+
+    name = f"att-{uid}"
+    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=SFREQ, seed=5, isi_range_s=(0.5, 0.6),
+                                       first_pulse_s=0.4), name=name, listen_triggers=False)
+    amp.start()
+    cfg = load_config(None)
+    cfg["epochs"]["reject_uv"] = 0
+    engine = LiveFeed(LSLSource.resolve(name=name, timeout_s=10, marker_name=f"{name}-markers",
+                                        marker_timeout_s=10),
+                      config=cfg, roi=["C3", "FC1", "CP1"], publish=True)
+    sent = {}  # n averaged -> the engine's full-rate ROI average and GMFP when it published
+
+    def remember(update):  # engine thread, right after the outlet sent this update
+        tep = engine.session.tep
+        sent[tep.n] = (tep.times_ms.copy(), tep.roi_average_uv, tep.gmfp_uv)
+    engine.session.listeners.append(remember)
+    engine.start()
+    win = None
+    try:
+        attached = AttachedFeed(LSLSource.resolve(name=name, timeout_s=10, with_markers=False),
+                                metrics_source_id=engine.outlet.outlet.get_info().source_id(),
+                                timeout_s=10)
+        app = pg.mkQApp()
+        win = MonitorWindow(attached, window_s=2.0, n_buckets=400)
+        win.start()
+        assert _spin(app, 15, lambda: win.snap is not None and win.snap.n_averaged >= 2), \
+            "no averaged TEP reached the attached monitor within 15 s"
+        s = win.snap
+        t_full, roi_full, gmfp_full = sent[s.n_averaged]
+        step = int(round(np.diff(s.times_ms[:2])[0] * SFREQ / 1000.0))
+        assert step == 5 and s.times_ms.size == t_full[::step].size  # 1 kHz from 5 kHz
+        np.testing.assert_allclose(s.times_ms, t_full[::step], atol=1e-9)
+        np.testing.assert_allclose(s.roi_average_uv, roi_full[::step], rtol=0, atol=5e-4 + 1e-9)
+        np.testing.assert_allclose(s.gmfp_uv, gmfp_full[::step], rtol=0, atol=5e-4 + 1e-9)
+        assert s.roi == ["C3", "FC1", "CP1"] and np.abs(s.roi_average_uv).max() > 0.5
+        # the window really draws them: ROI TEP and GMFP curves hold the data, peaks labelled
+        x, y = win.roi_curve.getData()
+        assert x is not None and len(x) == s.times_ms.size
+        np.testing.assert_array_equal(y, s.roi_average_uv)
+        assert len(win.gmfp_curve.getData()[1]) == s.times_ms.size
+        assert any(lab.isVisible() for lab in win.peak_labels.values()), "no TEP peak labelled"
+        bx = win.butterfly_curve.getData()[0]
+        assert bx is None or len(bx) == 0  # the per-channel average is not sent
+        assert "ROI TEP and GMFP at 1000 Hz" in win.tep_info.text()
+    finally:
+        if win is not None:
+            win.close()
+        engine.stop()
+        amp.stop()
+
+
+def test_curve_encoding_decimates_without_aliasing():
+    """Every k-th sample after the epoch low-pass; block means when there is no low-pass."""
+    import json
+
+    from tmseeg.stream.metrics_outlet import curve_decimation, decode_curves, encode_curves
+    from tmseeg.utils import jsonable
+
+    assert curve_decimation(5000.0, 80.0) == (5, "subsample")
+    assert curve_decimation(5000.0, 500.0) == (4, "subsample")  # keeps >= 2.5 x the low-pass
+    assert curve_decimation(20000.0, 80.0) == (20, "subsample")
+    assert curve_decimation(5000.0, None) == (5, "mean")
+    t = np.arange(-2500, 2501) / 5.0  # ms at 5 kHz
+    x = np.sin(2 * np.pi * t / 37.0) * 7.0
+    x[10] = np.nan
+    msg = json.loads(json.dumps(jsonable(encode_curves(t, {"roi_average_uv": x}, 5000.0, 0.0,
+                                                       n_averaged=3, roi=["C3"]))))
+    times, uv = decode_curves(msg)
+    assert msg["method"] == "mean" and msg["n"] == 1000 and msg["n_averaged"] == 3
+    np.testing.assert_allclose(times, t[:5000].reshape(-1, 5).mean(axis=1), atol=1e-9)
+    ref = x[:5000].reshape(-1, 5).mean(axis=1)
+    assert np.isnan(uv["roi_average_uv"][2]) and np.isnan(ref[2])
+    np.testing.assert_allclose(uv["roi_average_uv"], ref, rtol=0, atol=5e-4 + 1e-12)

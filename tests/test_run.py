@@ -64,4 +64,12 @@ def test_run_publishes_pulse_updates_with_latency(tmp_path, uid):
     assert last["tep"]["coil_site"] == "C3"
     lat = [m["latency_ms"] for m in pulses if m["latency_ms"] is not None]
     assert lat and max(lat) < 500.0  # an epoch update goes out promptly after its last block
+    # the running ROI TEP and GMFP ride along (for `monitor --attach`): 1 kHz, compact
+    c = last["curves"]
+    assert c["n_averaged"] == last["tep"]["n_averaged"] and c["roi"] == last["tep"]["roi"]
+    assert (c["tmin_ms"], c["step_ms"], c["n"], c["decimation"]) == (-500.0, 1.0, 1001, 5)
+    assert len(c["roi_average_uv"]) == len(c["gmfp_uv"]) == c["n"]
+    assert max(abs(x) for x in c["roi_average_uv"]) > 0.5
+    assert all(x is None or round(x, 3) == x for x in c["roi_average_uv"] + c["gmfp_uv"])
+    assert len(json.dumps(c, separators=(",", ":"))) < 20000
     assert "recording closed" in out and (tmp_path / "rec").exists()

@@ -236,6 +236,8 @@ class TEPSession:
                       else math.nan)
         update = {"type": "pulse", "pulse": row, "tep": self.tep_summary(),
                   "metrics": self.metrics_summary(), "latency_ms": latency_ms}
+        if self.listeners and self.tep.n >= 1:  # offline analysis has no listener
+            update["curves"] = self.tep_curves()
         for listener in self.listeners:
             try:
                 listener(update)
@@ -293,6 +295,22 @@ class TEPSession:
             "bad_channels": dict(self.stages.bad_detector.bads)
             if self.stages.bad_detector is not None else {},
         }
+
+    def tep_curves(self) -> dict[str, Any]:
+        """The running ROI-average TEP and GMFP, decimated to ~1 kHz for the metrics stream.
+
+        See :func:`tmseeg.stream.metrics_outlet.encode_curves` (every k-th sample of the
+        epoch-filtered average, values rounded to 0.001 µV); ``{}`` before the first epoch.
+        """
+        from tmseeg.stream.metrics_outlet import encode_curves
+
+        tep = self.tep
+        if tep is None or tep.n == 0:
+            return {}
+        return encode_curves(tep.times_ms, {"roi_average_uv": tep.roi_average_uv,
+                                            "gmfp_uv": tep.gmfp_uv},
+                             sfreq_hz=self.meta.sfreq, h_freq_hz=self.cfg["filter"]["h_freq_hz"],
+                             n_averaged=int(tep.n), roi=list(tep.roi))
 
 
 def _finite_or_none(x: float) -> float | None:

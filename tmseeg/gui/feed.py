@@ -33,8 +33,8 @@ MAX_TRIALS = 400
 class MonitorSnapshot:
     """A consistent copy of everything the TEP panels show (µV, ms).
 
-    ``average_uv`` is None before the first epoch and in attach mode (the metrics stream carries
-    summaries, not curves).
+    ``average_uv`` is None before the first epoch and in attach mode, where the metrics stream
+    carries the ROI average and GMFP only (at ~1 kHz: ``times_ms`` is then that decimated axis).
     """
 
     version: int
@@ -337,9 +337,11 @@ class AttachedFeed(_FeedBase):
     """Follow a running ``tmseeg run``: raw EEG from its LSL stream, the rest from
     ``tmseeg-metrics``.
 
-    The metrics stream carries per-pulse rows and TEP summaries (peaks, SNR, trials needed,
-    bad channels, plug-in metrics) but not the averaged curves, so the TEP curve panels stay
-    empty in this mode; per-pulse panels, peaks and the metrics table are live.
+    The metrics stream carries per-pulse rows, TEP summaries (peaks, SNR, trials needed, bad
+    channels, plug-in metrics) and the running ROI-average TEP and GMFP decimated to ~1 kHz
+    (:func:`~tmseeg.stream.metrics_outlet.encode_curves`), so the ROI TEP, GMFP, peak labels,
+    per-pulse panels and metrics table are live. The per-channel average is not sent: the
+    butterfly, scalp map, single-trial panels and "save average" stay empty in this mode.
 
     Parameters
     ----------
@@ -374,6 +376,7 @@ class AttachedFeed(_FeedBase):
         self._inlet.open_stream(timeout=timeout_s)
         self._rows: list[dict] = []
         self._tep: dict = {}
+        self._curves: dict = {}
         self._metrics: dict = {}
         self._remote_status: dict = {}
         self._reset_pulse = 0
@@ -393,6 +396,7 @@ class AttachedFeed(_FeedBase):
                 if msg.get("type") == "pulse":
                     self._rows.append(msg.get("pulse", {}))
                     self._tep = msg.get("tep", {})
+                    self._curves = msg.get("curves") or {}
                     self._metrics = msg.get("metrics", {}) or {}
                 elif msg.get("type") == "status":
                     self._remote_status = msg
@@ -430,6 +434,7 @@ class AttachedFeed(_FeedBase):
                 return None
             rows = self._rows[self._reset_pulse:]
             tep = dict(self._tep)
+            curves = self._curves
             snap = MonitorSnapshot(version=self.version, metrics=dict(self._metrics))
 
         def col(key, dtype=float):
@@ -449,5 +454,16 @@ class AttachedFeed(_FeedBase):
         snap.target_snr = float(tep.get("target_snr") or math.nan)
         snap.trials_needed = float(tep.get("trials_needed") or math.nan)
         snap.bads = dict(tep.get("bad_channels") or {})
-        snap.note = "attached to tmseeg-metrics: TEP curves stay in the engine process"
+        if curves.get("n"):
+            from tmseeg.stream.metrics_outlet import decode_curves
+            snap.times_ms, uv = decode_curves(curves)
+            snap.roi_average_uv = uv.get("roi_average_uv")
+            snap.gmfp_uv = uv.get("gmfp_uv")
+            snap.roi = list(curves.get("roi") or snap.roi)
+            snap.note = (f"attached to tmseeg-metrics: ROI TEP and GMFP at "
+                         f"{1000.0 / float(curves['step_ms']):.0f} Hz, no butterfly")
+        elif snap.n_averaged:
+            snap.note = "attached to tmseeg-metrics: this engine sends no TEP curves"
+        else:
+            snap.note = "attached to tmseeg-metrics: waiting for the first average"
         return snap

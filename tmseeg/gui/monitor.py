@@ -452,7 +452,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         if s.note:
             info.append(s.note)
         self.tep_info.setText(" | ".join(info))
-        if s.average_uv is not None and s.times_ms is not None:
+        if s.roi_average_uv is not None and s.times_ms is not None:
             self._draw_curves(s)
         self._draw_peaks(s)
         self._draw_per_pulse(s)
@@ -462,7 +462,15 @@ class MonitorWindow(QtWidgets.QMainWindow):
 
     def _draw_curves(self, s: MonitorSnapshot) -> None:
         t = s.times_ms
+        self.roi_curve.setData(t, s.roi_average_uv)
+        self.trial_avg_curve.setData(t, s.roi_average_uv)
+        if s.gmfp_uv is not None:
+            self.gmfp_curve.setData(t, s.gmfp_uv)
         avg = s.average_uv
+        if avg is None:  # attached: the metrics stream carries the ROI average and GMFP only
+            self.butterfly_curve.setData([], [])
+            self.channel_curve.setData([], [])
+            return
         n_ch, n_t = avg.shape
         bucket = max(1, n_t // 1000)
         nb = n_t // bucket
@@ -471,13 +479,10 @@ class MonitorWindow(QtWidgets.QMainWindow):
         minmax_decimate(np.ascontiguousarray(avg), bucket, env)
         tx = np.append(np.repeat(t[:nb * bucket:bucket], 2), np.nan)
         self.butterfly_curve.setData(np.tile(tx, n_ch), env.ravel())
-        self.roi_curve.setData(t, s.roi_average_uv)
-        self.gmfp_curve.setData(t, s.gmfp_uv)
         if self._channel is not None and self._channel in s.ch_names:
             self.channel_curve.setData(t, avg[s.ch_names.index(self._channel)])
         else:
             self.channel_curve.setData([], [])
-        self.trial_avg_curve.setData(t, s.roi_average_uv)
         if s.last_trial_roi_uv is not None:
             self.trial_curve.setData(t, s.last_trial_roi_uv)
         if s.trial_image_uv is not None and s.trial_image_uv.size:
