@@ -104,43 +104,84 @@ def true_roi_tep(truth, eeg_names, roi, times_ms, cfg=None):
     return filt(roi_true, sf)[0, pad:pad + len(times_ms)]
 
 
-#: what the default pipeline achieves on this session (see the docstring below): latency (ms)
-#: and relative amplitude tolerances per peak
-PEAK_TOLERANCES = {"N15": (2.0, 0.35), "P30": (2.0, 0.35), "N45": (2.0, 0.15),
-                   "P60": (2.0, 0.35), "N100": (2.0, 0.15), "P180": (6.0, 0.25)}
+@pytest.fixture(scope="module")
+def decay_free_session():
+    """Like ``simulated_session`` without the decay artifact (pulse artifact, blinks, alpha, mu,
+    line noise and the realistic background are all there), 420 s: ~380 pulses, so that the
+    residual background in the average (~0.5 uV at the ROI) is small against a 15 % tolerance
+    on N15 (~-3 uV at the ROI)."""
+    raw, truth = simulate_recording(
+        SimConfig(n_channels=32, sfreq=5000.0, seed=5, isi_range_s=(1.0, 1.2),
+                  muscle_artifact=False, decay_artifact=False, tep_gain=2.5), 420.0)
+    from tmseeg.stream.block import Event, StreamMeta
+    meta = StreamMeta(tuple(raw.ch_names), raw.info["sfreq"], tuple(raw.get_channel_types()),
+                      name="sim")
+    events = [Event(sample=p.sample, label="TMS", kind="marker") for p in truth.pulses]
+    return Recording(data_uv=raw.get_data() * 1e6, meta=meta, events=events), truth
 
 
-def test_tep_peaks_match_ground_truth(simulated_session):
-    """Peaks of the recovered ROI TEP against the truth, through the whole default pipeline.
-
-    Measured (seed 5, 185 s, ~160 kept epochs, pulse + decay artifacts, realistic background):
-    latencies within 1.8 ms for N15..N100, P180 5 ms early (a broad, flat-topped component:
-    its apex moves with the residual noise and slow decay residue); amplitudes N45 -3 %,
-    N100 -9 %; but N15 -29 %, P30 -15 %, P60 +29 %, P180 -20 %. Those three are biased by the decay fit:
-    the fitted exponentials absorb part of the TEP where they overlap (an analysis with the
-    true time constants, or with no decay artifact, brings them within a few %). That is the
-    known open limit of per-channel exponential decay removal; the tolerances below state what
-    holds today rather than the 15 % the pipeline should eventually reach for every peak.
-    """
-    rec, truth = simulated_session
-    session = run_session(rec, load_config(), keep_epochs=False)
+def _peak_report(session, truth):
     tep = session.tep
-    assert len(truth.pulses) >= 150 and tep.n >= 140, (len(truth.pulses), tep.n,
-                                                       session.pulses[:3])
-    assert session.stages.coil.site in truth.roi  # C3 or a neighbour: the ROI is built on it
     ref = true_roi_tep(truth, tep.ch_names, tep.roi, tep.times_ms)
     got = tep.peaks()
     report = {}
     for name, win in tep.peak_windows_ms.items():
         want = find_peak(ref, tep.times_ms, win, name[0])
         report[name] = (got[name]["latency_ms"], want["latency_ms"],
-                        got[name]["amplitude_uv"], want["amplitude_uv"])
+                        got[name]["amplitude_uv"], want["amplitude_uv"], got[name]["found"])
     print("peaks (latency got/true ms, amplitude got/true uV):", report)
-    for name, (lat, lat_true, amp, amp_true) in report.items():
+    return report
+
+
+def test_pipeline_recovers_every_peak_when_there_is_no_decay_artifact(decay_free_session):
+    """Everything but decay removal, against the truth: pulse-window interpolation, bad-channel
+    handling (blinks make Fp1/Fp2 "noisy": interpolated, and kept in the average reference),
+    zero-phase epoch filter, average reference, ROI from the detected coil site, epochs.
+
+    Measured (seed 5, 420 s, 381 epochs): N15 -7 %, P30 +11 %, N45 -1 %, P60 +5 %, N100 +2 %,
+    P180 -4 %; latencies within 0.6 ms (P180 1.6 ms). Across seeds 5-12 the worst peak was
+    9-14 % in 7 of 8 sessions. Before the reference kept the interpolated channels, N100 and
+    P180 came out 10-30 % low here.
+    """
+    rec, truth = decay_free_session
+    session = run_session(rec, load_config(), keep_epochs=False)
+    assert session.tep.n >= 350
+    assert session.stages.coil.site == "C3"
+    for name, (lat, lat_true, amp, amp_true, found) in _peak_report(session, truth).items():
+        assert found, name
+        assert abs(lat - lat_true) <= 2.0, (name, lat, lat_true)
+        assert abs(amp - amp_true) <= 0.15 * abs(amp_true), (name, amp, amp_true)
+
+
+#: what the default pipeline achieves on this session (see the docstring below): latency (ms)
+#: and relative amplitude tolerances per peak
+PEAK_TOLERANCES = {"N15": (2.0, 0.40), "P30": (2.0, 0.25), "N45": (2.0, 0.15),
+                   "P60": (2.0, 0.40), "N100": (2.0, 0.15), "P180": (3.0, 0.25)}
+
+
+def test_tep_peaks_match_ground_truth(simulated_session):
+    """Peaks of the recovered ROI TEP against the truth, through the whole default pipeline,
+    with the decay artifact.
+
+    Measured (seed 5, 185 s, 166 kept epochs): latencies within 2 ms (N15 +1.4, N100 +1.8,
+    P180 -2.0); amplitudes N15 -33 %, P30 -12 %, N45 +2 %, P60 +30 %, N100 -7 %, P180 -14 %.
+    The same pipeline without the decay artifact is within 15 % everywhere (the test above),
+    so the rest is the decay fit: the fitted exponentials absorb the part of the TEP that
+    looks like them (the slow one a broad negativity under N100, which lifts P60; the fast one
+    part of N15). Across seeds 5-12 (420 s each) P60 came out +16..+39 % and N100 -8..-20 %.
+    Even the simulator's true time constants leave N15 ~-30 % (the amplitude fit alone
+    absorbs it), and a spatial (lead-field) prior cannot separate the two on 32 channels. The
+    tolerances below state what holds today, not the 15 % the issue asks for.
+    """
+    rec, truth = simulated_session
+    session = run_session(rec, load_config(), keep_epochs=False)
+    assert len(truth.pulses) >= 150 and session.tep.n >= 140, (len(truth.pulses), session.tep.n)
+    assert session.stages.coil.site in truth.roi  # C3 or a neighbour: the ROI is built on it
+    for name, (lat, lat_true, amp, amp_true, found) in _peak_report(session, truth).items():
         lat_tol, amp_tol = PEAK_TOLERANCES[name]
-        assert got[name]["found"], (name, report)
-        assert abs(lat - lat_true) <= lat_tol, (name, report)
-        assert abs(amp - amp_true) <= amp_tol * abs(amp_true), (name, report)
+        assert found, name
+        assert abs(lat - lat_true) <= lat_tol, (name, lat, lat_true)
+        assert abs(amp - amp_true) <= amp_tol * abs(amp_true), (name, amp, amp_true)
 
 
 def test_early_tep_not_buried_in_decay_artifact(simulated_session):
@@ -160,3 +201,38 @@ def test_early_tep_not_buried_in_decay_artifact(simulated_session):
           f"RMS error {err_clean:.2f} vs {err_plain:.2f} uV")
     assert r_clean > 0.9
     assert err_clean < 0.5 * err_plain
+
+
+def _short_recording(label: str | None, **sim):
+    from tmseeg.stream.block import Event, StreamMeta
+    raw, truth = simulate_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=3,
+                                              muscle_artifact=False, **sim), 20.0)
+    meta = StreamMeta(tuple(raw.ch_names), raw.info["sfreq"], tuple(raw.get_channel_types()),
+                      name="sim")
+    events = ([] if label is None else
+              [Event(sample=p.sample, label=label, kind="marker") for p in truth.pulses])
+    return Recording(data_uv=raw.get_data() * 1e6, meta=meta, events=events), truth
+
+
+def test_unknown_pulse_marker_falls_back_to_the_data_and_says_which_markers_exist(tmp_path):
+    """A stimulator writing "R128" (or a stim channel whose code is 1) matches no built-in
+    pattern: the pulses are found in the data, and the warning names the label to use."""
+    rec, truth = _short_recording("R128")
+    summary = analyze_file(tmp_path / "r128.vhdr", tmp_path / "a", recording=rec,
+                           progress=False, report=False)
+    assert summary["n_pulses"] == len(truth.pulses) >= 5
+    assert summary["config"]["pulses"]["source"] == "data"
+    assert "'R128' x" in summary["warnings"][0] and "--pulse-pattern '^R128$'" in \
+        summary["warnings"][0]
+    named = analyze_file(tmp_path / "r128.vhdr", tmp_path / "b", recording=rec, progress=False,
+                         report=False, overrides={"pulses": {"pattern": "^R128$"}})
+    assert named["n_pulses"] == len(truth.pulses) and named["warnings"] == []
+    assert named["config"]["pulses"]["source"] == "markers"
+
+
+def test_recording_without_pulses_says_so(tmp_path):
+    rec, _ = _short_recording(None, pulse_artifact=False, decay_artifact=False)
+    summary = analyze_file(tmp_path / "rest.vhdr", tmp_path / "a", recording=rec,
+                           progress=False, report=False)
+    assert summary["n_pulses"] == 0
+    assert any(w.startswith("no TMS pulse found in rest.vhdr") for w in summary["warnings"])
