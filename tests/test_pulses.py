@@ -243,3 +243,56 @@ def test_data_pulses_during_calibration_and_at_20khz_through_the_chain():
     assert out.n_samples == data.shape[1]
     eeg = sim.meta.picks("eeg")
     assert np.abs(out.data[eeg]).max() < 0.2 * np.abs(data[eeg]).max()  # artifacts cut
+
+
+def test_unmatched_markers_warn_once_naming_the_label(caplog):
+    meta = StreamMeta(["C3", "C4"], 1000.0, ["eeg", "eeg"])
+    stage = MarkerPulses()
+    blocks = [Block(np.zeros((2, 100)), 100 * i, np.arange(100) / 1000.0, meta,
+                    events=[Event(sample=100 * i + 5, label="R128", kind=EVENT_MARKER)])
+              for i in range(5)]
+    with caplog.at_level("WARNING", logger="tmseeg.pipeline.pulses"):
+        out = [stage.process(b) for b in blocks]
+    warnings = [r.getMessage() for r in caplog.records if "none is a TMS pulse" in r.getMessage()]
+    assert len(warnings) == 1 and "'R128' x3" in warnings[0] and "'^R128$'" in warnings[0]
+    assert not any(e.kind == EVENT_PULSE for b in out for e in b.events)
+    named = MarkerPulses(pattern="^R128$")
+    assert all(e.kind == EVENT_PULSE for b in blocks for e in named.process(b).events)
+
+
+def test_numeric_marker_stream_gives_code_labels(uid):
+    """Trigger boxes and stimulator bridges often send int32 markers: accepted, labelled by
+    their code, and a pattern such as ^1$ makes them pulses."""
+    import time
+
+    import pylsl
+
+    from tmseeg.stream.inlet import LSLSource, marker_label
+
+    assert marker_label(1) == "1" and marker_label(2.0) == "2" and marker_label("TMS") == "TMS"
+    sfreq, n_ch = 1000.0, 4
+    info = pylsl.StreamInfo(f"num-{uid}", "EEG", n_ch, sfreq, "float32", f"num-src-{uid}")
+    out = pylsl.StreamOutlet(info)
+    mout = pylsl.StreamOutlet(pylsl.StreamInfo(f"num-{uid}-markers", "Markers", 1, 0, "int32",
+                                               f"num-m-{uid}"))
+    src = LSLSource.resolve(name=f"num-{uid}", timeout_s=3, marker_timeout_s=2)
+    assert src.markers is not None
+    stage = MarkerPulses(pattern="^1$")
+    t0 = pylsl.local_clock()
+    labels, pulses = [], []
+    deadline = time.monotonic() + 5
+    pushed = 0
+    while time.monotonic() < deadline and not pulses:
+        if pushed < 1500:
+            out.push_chunk(np.zeros((100, n_ch), np.float32).tolist(), t0 + (pushed + 99) / sfreq)
+            pushed += 100
+            if pushed == 500:
+                mout.push_sample([1], t0 + 250 / sfreq)
+        block = src.read()
+        if block is None:
+            time.sleep(0.01)
+            continue
+        labels += [e.label for e in block.events if e.kind == EVENT_MARKER]
+        pulses += [e for e in stage.process(block).events if e.kind == EVENT_PULSE]
+    src.close()
+    assert len(pulses) == 1 and abs(pulses[0].sample - 250) <= 2, (labels, pulses)

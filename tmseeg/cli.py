@@ -76,6 +76,22 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for the EEG stream (default: 10)")
 
 
+def _pulse_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pulse-pattern", default=None, metavar="REGEX",
+                   help="marker/annotation labels that are TMS pulses (case-insensitive "
+                   "regex, e.g. '^R128$'; numeric markers and stim-channel events are labelled "
+                   "by their code, e.g. '^1$'); overrides [pulses] pattern")
+    p.add_argument("--pulse-source", default=None,
+                   choices=["markers", "trigger", "data", "markers+data"],
+                   help="where the pulses come from; overrides [pulses] source")
+
+
+def _pulse_overrides(args) -> dict | None:
+    pulses = {k: v for k, v in (("pattern", args.pulse_pattern), ("source", args.pulse_source))
+              if v}
+    return {"pulses": pulses} if pulses else None
+
+
 def _open_source(args):
     from tmseeg.stream.inlet import LSLSource
     return LSLSource.resolve(name=args.stream, stype=args.stream_type, source_id=args.source_id,
@@ -85,7 +101,8 @@ def _open_source(args):
 
 def _run_engine(source, duration_s: float | None, record_dir: str | None,
                 status_every_s: float = 1.0, config: str | None = None,
-                roi: list[str] | None = None, publish: bool = True, runner=None) -> int:
+                roi: list[str] | None = None, publish: bool = True, runner=None,
+                overrides: dict | None = None) -> int:
     """The live engine: stages + epochs + TEP on ``source``, metrics on LSL, optional recording.
 
     ``runner`` (a :class:`~tmseeg.closedloop.protocol.ProtocolRunner`) closes the loop: it gets
@@ -95,7 +112,7 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
     from tmseeg.pipeline.config import load_config
     from tmseeg.session import TEPSession
 
-    session = TEPSession(load_config(config), source.meta, roi=roi)
+    session = TEPSession(load_config(config, overrides), source.meta, roi=roi)
     sinks = []
     recorder = None
     if record_dir is not None:
@@ -309,7 +326,7 @@ def cmd_run(args) -> int:
     source = _open_source(args)
     runner = _make_runner(args, source) if protocol is not None else None
     rc = _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
-                     runner=runner)
+                     runner=runner, overrides=_pulse_overrides(args))
     if bids_dir is not None:
         finish_bids_record(args, analyze=True)
     return rc
@@ -361,11 +378,9 @@ def cmd_analyze(args) -> int:
         raise ValueError(f"--out DIR is required when analyzing one file ({args.file}); "
                          "only a BIDS dataset root has a default (derivatives/tmseeg)")
     roi = args.roi.split(",") if args.roi else None
-    pulses = {k: v for k, v in (("pattern", args.pulse_pattern), ("source", args.pulse_source))
-              if v}
     summary = analyze_file(args.file, args.out, config=args.config, roi=roi,
                            progress=not args.no_progress, report=not args.no_report,
-                           overrides={"pulses": pulses} if pulses else None)
+                           overrides=_pulse_overrides(args))
     peaks = {k: (round(v["latency_ms"], 1), round(v["amplitude_uv"], 2))
              for k, v in summary["peaks"].items() if v.get("found")}
     print(f"{summary['n_pulses']} pulses, {summary['n_kept']} kept, {summary['n_rejected']} "
@@ -460,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, help="ROI channels, comma-separated (default: coil site"
                    " found from the pulse artifact + neighbours)")
     p.add_argument("--loopback", action="store_true", help="look for streams on this machine only")
+    _pulse_arguments(p)
     _protocol_arguments(p)
     from tmseeg.study.cli import add_bids_record_arguments
     add_bids_record_arguments(p)
@@ -475,14 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, help="ROI channels, comma-separated")
     p.add_argument("--no-report", action="store_true", help="skip report.html (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--pulse-pattern", default=None, metavar="REGEX",
-                   help="marker/annotation labels that are TMS pulses (case-insensitive "
-                   "regex, e.g. '^R128$'; a stim channel's events are labelled by their code, "
-                   "e.g. '^1$'); overrides [pulses] pattern")
-    p.add_argument("--pulse-source", default=None,
-                   choices=["markers", "trigger", "data", "markers+data"],
-                   help="where the pulses come from; overrides [pulses] source (when no marker "
-                   "matches, analyze looks in the data and says so)")
+    _pulse_arguments(p)
     from tmseeg.study.cli import add_bids_filter_arguments
     add_bids_filter_arguments(p)
     p.set_defaults(func=cmd_analyze)

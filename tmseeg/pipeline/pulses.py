@@ -126,6 +126,9 @@ class MarkerPulses(StatelessStage):
                              ) from exc
         self.pattern = pattern
         self.offset_ms = float(offset_ms)
+        self.n_matched = 0
+        self.unmatched: dict[str, int] = {}  # label -> count, while nothing has matched
+        self._warned = False
 
     def matches(self, label: str) -> bool:
         """Whether a marker label is a pulse under this stage's pattern."""
@@ -142,7 +145,19 @@ class MarkerPulses(StatelessStage):
                 e = replace(e, sample=e.sample + shift, kind=EVENT_PULSE,
                             time_s=e.time_s + self.offset_ms / 1000.0,
                             extra={**e.extra, "source": "marker", "marker_sample": e.sample})
+                self.n_matched += 1
+            elif e.kind == EVENT_MARKER and not self.n_matched and len(self.unmatched) < 50:
+                self.unmatched[e.label] = self.unmatched.get(e.label, 0) + 1
             events.append(e)
+        if not self.n_matched and not self._warned and sum(self.unmatched.values()) >= 3:
+            # live, nobody reads a summary: say it while the experimenter can still fix it
+            self._warned = True
+            top = max(self.unmatched, key=self.unmatched.get)
+            log.warning(
+                "markers arrive but none is a TMS pulse under the pattern '%s' (labels so far: "
+                "%s); if '%s' is the pulse, set [pulses] pattern = '^%s$' (or --pulse-pattern)",
+                self.pattern, ", ".join(f"'{k}' x{v}" for k, v in self.unmatched.items()),
+                top, re.escape(top))
         return replace(block, events=events)
 
 

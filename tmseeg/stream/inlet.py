@@ -384,14 +384,27 @@ class EEGInlet:
         self._inlet.close_stream()
 
 
+def marker_label(value) -> str:
+    """A marker sample's first channel as a label: strings as they are, whole numbers without
+    a decimal point (an int32 or float marker ``1`` becomes ``"1"``)."""
+    if isinstance(value, str):
+        return value
+    v = float(value)
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
 class MarkerInlet:
-    """String marker stream: pulls ``(label, local time)`` pairs without blocking."""
+    """Marker stream: pulls ``(label, local time)`` pairs without blocking.
+
+    String markers are used as they are. Numeric marker streams (trigger boxes and stimulator
+    bridges often send int32 codes) are accepted too: the first channel's value becomes the
+    label, e.g. ``"1"`` (match it with a pulse pattern such as ``^1$``).
+    """
 
     def __init__(self, info) -> None:
         pylsl = _pylsl()
-        if info.channel_format() != pylsl.cf_string:
-            raise ValueError(f"marker stream {info.name()!r} must carry strings, "
-                             f"it has channel format {info.channel_format()}")
+        if info.channel_count() < 1:
+            raise ValueError(f"marker stream {info.name()!r} has no channel")
         self._pylsl = pylsl
         self.name = info.name()
         self._inlet = pylsl.StreamInlet(info, max_buflen=360, recover=True,
@@ -403,7 +416,7 @@ class MarkerInlet:
             samples, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
         except self._pylsl.LostError:
             return []
-        return [(str(s[0]), float(t)) for s, t in zip(samples, ts)]
+        return [(marker_label(s[0]), float(t)) for s, t in zip(samples, ts)]
 
     def close(self) -> None:
         self._inlet.close_stream()
