@@ -7,6 +7,7 @@ the scalp, and proposes a region of interest: that channel and its nearest neigh
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -156,9 +157,11 @@ class CoilSiteDetector:
             lo = s + self._b0 - self._tail_start
             if lo < 0:  # the pre-pulse level is gone (pulse at the start): skip this pulse
                 continue
-            base = np.nanmedian(self._tail[:, lo:s + self._b1 - self._tail_start + 1], axis=1)
             seg = self._tail[:, s + self._w0 - self._tail_start:s + self._w1 - self._tail_start + 1]
-            self.amplitudes_uv.append(np.nanmax(np.abs(seg - base[:, None]), axis=1))
+            with warnings.catch_warnings():  # a channel sending NaN: its amplitude is NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                base = np.nanmedian(self._tail[:, lo:s + self._b1 - self._tail_start + 1], axis=1)
+                self.amplitudes_uv.append(np.nanmax(np.abs(seg - base[:, None]), axis=1))
         self._pending = still
         # keep only what a pending or future pulse can still need
         keep = (-self._b0 + self._w1 + 1
