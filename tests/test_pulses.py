@@ -275,7 +275,7 @@ def test_numeric_marker_stream_gives_code_labels(uid):
     out = pylsl.StreamOutlet(info)
     mout = pylsl.StreamOutlet(pylsl.StreamInfo(f"num-{uid}-markers", "Markers", 1, 0, "int32",
                                                f"num-m-{uid}"))
-    src = LSLSource.resolve(name=f"num-{uid}", timeout_s=3, marker_timeout_s=2)
+    src = LSLSource.resolve(name=f"num-{uid}", timeout_s=15, marker_timeout_s=10)
     assert src.markers is not None
     stage = MarkerPulses(pattern="^1$")
     t0 = pylsl.local_clock()
