@@ -70,36 +70,3 @@ def test_detector_finds_c3_on_32_channel_sessions():
             det.process(b)
         hits += det.site == "C3"
     assert hits == 10, hits
-
-
-def test_session_fixes_the_roi_only_once_the_coil_site_rests_on_its_pulses():
-    """The running TEP's ROI is fixed with its first epoch: those epochs wait for the coil
-    site's 5 pulses, so the ROI is built on the settled site, and every pulse is still taken,
-    in order."""
-    from tmseeg.pipeline.config import load_config
-    from tmseeg.report.analyze import run_session
-    from tmseeg.session import TEPSession
-    from tmseeg.sim.model import simulate_recording
-    from tmseeg.stream.block import Event, StreamMeta
-    from tmseeg.stream.io import Recording
-
-    raw, truth = simulate_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=4,
-                                              isi_range_s=(0.9, 1.1), muscle_artifact=False),
-                                    14.0)
-    meta = StreamMeta(tuple(raw.ch_names), raw.info["sfreq"], tuple(raw.get_channel_types()))
-    events = [Event(sample=p.sample, label="TMS", kind="marker") for p in truth.pulses]
-    rec = Recording(data_uv=raw.get_data() * 1e6, meta=meta, events=events)
-    updates = []
-    session = TEPSession(load_config(), rec.meta)
-    session.listeners.append(updates.append)
-    for block in blocks_from_array(rec.data_uv, rec.meta, 40, events=events):
-        session.process(block)
-    session.finish()
-    assert session.stages.coil.settled and session.tep.roi[0] == session.stages.coil.site
-    waited = [u["waited_for_roi"] for u in updates]
-    assert 1 <= sum(waited) <= 5 and waited == sorted(waited, reverse=True)
-    assert [r["sample"] for r in session.pulses] == sorted(r["sample"] for r in session.pulses)
-    assert len(session.pulses) >= len(truth.pulses) - 2
-    fixed = run_session(rec, load_config(overrides={"coil": {"roi": ["C3", "CP1"]}}),
-                        keep_epochs=False)
-    assert fixed.tep.roi == ["C3", "CP1"]

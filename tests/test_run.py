@@ -62,13 +62,8 @@ def test_run_publishes_pulse_updates_with_latency(tmp_path, uid):
     last = pulses[-1]
     assert last["tep"]["n_averaged"] >= 3
     assert last["tep"]["coil_site"] == "C3"
-    # the first epochs wait until the coil site (the ROI) rests on 5 pulses, then go out in
-    # order; every later update goes out promptly after its last block
-    waited = [m["waited_for_roi"] for m in pulses]
-    assert 1 <= sum(waited) <= 5 and waited == sorted(waited, reverse=True), waited
-    lat = [m["latency_ms"] for m in pulses if m["latency_ms"] is not None
-           and not m["waited_for_roi"]]
-    assert lat and max(lat) < 500.0
+    lat = [m["latency_ms"] for m in pulses if m["latency_ms"] is not None]
+    assert lat and max(lat) < 500.0  # an epoch update goes out promptly after its last block
     # the running ROI TEP and GMFP ride along (for `monitor --attach`): 1 kHz, compact
     c = last["curves"]
     assert c["n_averaged"] == last["tep"]["n_averaged"] and c["roi"] == last["tep"]["roi"]

@@ -33,9 +33,6 @@ from tmseeg.utils import now_s
 
 log = logging.getLogger(__name__)
 
-#: epochs held at most while the coil site (and so the ROI) is still being estimated
-MAX_EPOCHS_WAITING_FOR_ROI = 10
-
 
 @dataclass
 class SessionStages:
@@ -167,7 +164,6 @@ class TEPSession:
                                    notch_harmonics=f["notch_harmonics"],
                                    pad_ms=f["epoch_pad_ms"]))
         self.fixed_roi = list(roi or cfg["coil"]["roi"])
-        self._waiting: list[tuple[Epoch, float]] = []  # epochs held until the ROI is known
         self.tep: RunningTEP | None = None
         self.pulses: list[dict] = []
         self.n_rejected = 0  # pulses whose epoch did not enter the average (running count)
@@ -198,18 +194,24 @@ class TEPSession:
         for metric in self.metrics:
             metric.on_block(block)
         for epoch in self.epocher.push(block):
-            self._queue_epoch(epoch, received_s)
+            self._take_epoch(epoch, received_s)
 
     def finish(self) -> None:
         """End of the recording: release held samples and the last epochs."""
         for rest in self.chain.flush():
             self.after_stages(rest)
         for epoch in self.epocher.flush():
-            self._queue_epoch(epoch, math.nan)
-        self._release_waiting()
+            self._take_epoch(epoch, math.nan)
         for metric in self.metrics:
             if hasattr(metric, "finish"):
                 metric.finish()
+        site = self.stages.coil.site
+        if self.tep is not None and not self.fixed_roi and site and site not in self.tep.roi:
+            # the ROI is fixed with the first epoch (per-pulse values must go out at once, a
+            # closed-loop protocol may be waiting for them); say so if the site moved later
+            log.warning("the coil site estimate moved to %s after the ROI was fixed on %s with "
+                        "the first epoch; to average over the final site, rerun with --roi %s",
+                        site, ",".join(self.tep.roi), ",".join(self.stages.coil.roi))
 
     # -- epochs -> metrics -------------------------------------------------------------------
     def roi(self) -> list[str]:
@@ -220,28 +222,7 @@ class TEPSession:
             return list(self.stages.coil.roi)
         return list(self.epocher.ch_names)
 
-    def _queue_epoch(self, epoch: Epoch, received_s: float) -> None:
-        """Take an epoch now, or hold it while the ROI is not known yet.
-
-        Without a configured ROI the running TEP's ROI is the detected coil site and its
-        neighbours, and that ROI is fixed with the first averaged epoch. The first epochs are
-        therefore held until the coil site rests on all its pulses (the first 5), at most
-        ``MAX_EPOCHS_WAITING_FOR_ROI``; held epochs are taken in order, so live and offline
-        give the same rows and averages. Live, the first TEP update comes a few pulses later.
-        """
-        if self.tep is None and not self.fixed_roi and not self.stages.coil.settled \
-                and len(self._waiting) < MAX_EPOCHS_WAITING_FOR_ROI:
-            self._waiting.append((epoch, received_s))
-            return
-        self._release_waiting()
-        self._take_epoch(epoch, received_s)
-
-    def _release_waiting(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        for held, received_s in waiting:
-            self._take_epoch(held, received_s, waited_for_roi=True)
-
-    def _take_epoch(self, epoch: Epoch, received_s: float, waited_for_roi: bool = False) -> None:
+    def _take_epoch(self, epoch: Epoch, received_s: float) -> None:
         if self.tep is None:
             t = self.cfg["tep"]
             self.tep = RunningTEP(epoch.ch_names, epoch.times_ms, self.roi(),
@@ -261,8 +242,7 @@ class TEPSession:
         latency_ms = ((now_s() - received_s) * 1e3 if not math.isnan(received_s)
                       else math.nan)
         update = {"type": "pulse", "pulse": row, "tep": self.tep_summary(),
-                  "metrics": self.metrics_summary(), "latency_ms": latency_ms,
-                  "waited_for_roi": waited_for_roi}
+                  "metrics": self.metrics_summary(), "latency_ms": latency_ms}
         if self.listeners and self.tep.n >= 1:  # offline analysis has no listener
             update["curves"] = self.tep_curves()
         for listener in self.listeners:
