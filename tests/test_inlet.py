@@ -77,6 +77,32 @@ def test_resolve_by_source_id_and_units(uid):
     assert gaps == []
 
 
+def test_reference_suffixed_labels_are_tidied_like_files(uid):
+    """A stream labelled ``EEG C3-REF`` gets the names its recording would get (live ==
+    offline); the EMG channel and a label that is no electrode keep theirs."""
+    labels = ["EEG C3-REF", "EEG Cz-REF", "Fp1-A1", "EMG-REF", "Status"]
+    info = pylsl.StreamInfo(f"eeg-{uid}", "EEG", len(labels), 500, "float32", f"src-{uid}")
+    info.set_channel_labels(labels)
+    info.set_channel_types(["eeg", "eeg", "eeg", "emg", "eeg"])
+    info.set_channel_units("microvolts")
+    out = pylsl.StreamOutlet(info, chunk_size=0, max_buffered=60)
+    src = LSLSource(EEGInlet(resolve_stream(name=f"eeg-{uid}", timeout_s=3)))
+    meta = src.meta
+    assert meta.ch_names == ("C3", "Cz", "Fp1", "EMG-REF", "Status")
+    assert meta.ch_types == ("eeg", "eeg", "eeg", "emg", "eeg")
+    assert meta.original_names == tuple(labels)
+    assert meta.renamed == {"EEG C3-REF": "C3", "EEG Cz-REF": "Cz", "Fp1-A1": "Fp1"}
+    out.push_chunk(np.zeros((10, len(labels)), dtype=np.float32))
+    deadline = time.monotonic() + 3
+    block = None
+    while block is None and time.monotonic() < deadline:
+        block = src.read()
+        time.sleep(0.01)
+    assert block is not None and block.meta.ch_names[0] == "C3"
+    src.close()
+    del out
+
+
 def test_channel_count_mismatch_is_refused(uid):
     out = make_outlet(f"eeg-{uid}", 8, 500, f"src-{uid}")
     info = resolve_stream(name=f"eeg-{uid}", timeout_s=3)

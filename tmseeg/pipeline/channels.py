@@ -14,6 +14,10 @@ after them, before the average reference.
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import functools
+import logging
+import re
 import warnings
 from typing import Mapping, Sequence
 
@@ -21,9 +25,12 @@ import numpy as np
 
 from tmseeg.stream.block import Block, StreamMeta
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "resolve_picks", "BadChannelDetector", "BadChannelInterpolation", "spline_matrix",
-    "standard_montage", "bad_segments",
+    "standard_montage", "bad_segments", "tidy_channel_names",
+    "tidy_meta",
 ]
 
 
@@ -376,6 +383,120 @@ def standard_montage(montage: str = "auto"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return mne.channels.make_standard_montage(montage)
+
+
+#: A leading ``EEG`` with a separator (``"EEG Fp1"``, ``"EEG-Fp1"``, ``"EEG_Fp1"``).
+_EEG_PREFIX = re.compile(r"^eeg[\s_\-]+", re.IGNORECASE)
+#: A trailing reference (``"Fp1-REF"``, ``"Fp1_A1"``, ``"Fp1/M2"``, ``"C3 LE"``, ``"Cz-AVG"``):
+#: common references only, so a bipolar derivation such as ``"C3-C4"`` is never cut.
+_REF_SUFFIX = re.compile(
+    r"[\s_\-/]+(?:ref|reference|a1|a2|a1a2|m1|m2|m1m2|le|re|lm|rm|avg|av|ar|car|cz)$",
+    re.IGNORECASE,
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _montage_labels(montage: str) -> dict[str, str]:
+    """Lower-case label -> the montage's own spelling, for :func:`standard_montage`."""
+    return {n.lower(): n for n in standard_montage(montage).ch_names}
+
+
+def tidy_channel_names(
+    names: Sequence[str], types: Sequence[str] | None = None, montage: str = "auto"
+) -> tuple[list[str], dict[str, str]]:
+    """Strip ``EEG`` prefixes and reference suffixes so that EEG channels get positions.
+
+    EDF exports and some amplifiers label channels ``"EEG Fp1-REF"``, ``"Fp1-A1"``,
+    ``"C3-LE"``, ``"Cz-AVG"`` ...; electrode positions (coil site, ROI, interpolation, lead
+    field, topomaps) are looked up by 10-05 label in :func:`standard_montage`, so such names
+    have none. An EEG channel is renamed only when
+
+    - its name is not itself a label of the montage (case-insensitive; ``"CZ"`` stays
+      ``"CZ"``),
+    - removing a leading ``EEG`` followed by a space, ``-`` or ``_``, and/or a trailing
+      reference (``REF``, ``A1``, ``A2``, ``M1``, ``M2``, ``LE``, ``RE``, ``AVG``, ``AV``,
+      ``AR``, ``CAR``, ``CZ``, ... after a space, ``-``, ``_`` or ``/``; any case) gives a
+      label of the montage, which becomes the new name in the montage's spelling (``"EEG
+      FP1-REF"`` -> ``"Fp1"``), and
+    - the new name collides (case-insensitively) with no other channel's name, old or new:
+      when two channels would end up with the same name, all channels involved keep theirs.
+
+    Non-EEG channels are never renamed; nor is a name that does not reduce to a montage label
+    (``"EMG-REF"``, ``"Status"``, ``"C3-C4"``). Old 10-20 names (``T3``, ``T4``, ...) are kept
+    as they are: the built-in montages hold them with their own positions.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Channel names, in order.
+    types : sequence of str or None
+        MNE channel types, one per name; only ``"eeg"`` channels are considered. None treats
+        every channel as EEG.
+    montage : str
+        Built-in montage whose labels are the target (see :func:`standard_montage`).
+
+    Returns
+    -------
+    new_names : list of str
+        The names, tidied where possible, same order and length.
+    renamed : dict of str to str
+        Old name -> new name, for the channels that were renamed only.
+    """
+    names = [str(n) for n in names]
+    if types is not None and len(types) != len(names):
+        raise ValueError(f"{len(names)} channel names but {len(types)} channel types")
+    candidates: dict[int, str] = {}
+    for i, name in enumerate(names):
+        if types is not None and types[i] != "eeg":
+            continue
+        stripped = _REF_SUFFIX.sub("", _EEG_PREFIX.sub("", name.strip(), count=1), count=1)
+        if stripped and stripped != name:
+            candidates[i] = stripped
+    if not candidates:  # the common case: no montage needed
+        return names, {}
+    labels = _montage_labels(montage)
+    proposals = {i: labels[c.lower()] for i, c in candidates.items()
+                 if c.lower() in labels and names[i].lower() not in labels}
+    final = [proposals.get(i, n) for i, n in enumerate(names)]
+    counts: dict[str, int] = {}
+    for n in final:
+        counts[n.lower()] = counts.get(n.lower(), 0) + 1
+    # a proposal whose new name another channel has (or would get) is dropped; every channel
+    # involved then keeps its name
+    clashing = {i for i, new in proposals.items() if counts[new.lower()] > 1}
+    new_names = [names[i] if i in clashing else n for i, n in enumerate(final)]
+    renamed = {names[i]: new for i, new in proposals.items() if i not in clashing}
+    return new_names, renamed
+
+
+def tidy_meta(meta: StreamMeta, montage: str = "auto") -> StreamMeta:
+    """``meta`` with its channels renamed by :func:`tidy_channel_names`, logged once.
+
+    Used where recordings (:func:`tmseeg.stream.io.read_recording`) and LSL streams
+    (:func:`tmseeg.stream.inlet.meta_from_info`) enter the engine, so that a file and its live
+    stream get the same names. The labels as received are kept in
+    :attr:`StreamMeta.original_names <tmseeg.stream.block.StreamMeta>` when any changed.
+
+    Parameters
+    ----------
+    meta : StreamMeta
+        As read from the file or the stream description.
+    montage : str
+        Built-in montage whose labels are the target.
+
+    Returns
+    -------
+    StreamMeta
+        ``meta`` itself when nothing was renamed.
+    """
+    new_names, renamed = tidy_channel_names(meta.ch_names, meta.ch_types, montage)
+    if not renamed:
+        return meta
+    pairs = ", ".join(f"{old!r}->{new!r}" for old, new in renamed.items())
+    log.warning("%s: renamed %d channel(s) to 10-05 labels for electrode positions: %s",
+                meta.name or "stream", len(renamed), pairs)
+    return dataclasses.replace(meta, ch_names=tuple(new_names),
+                               original_names=meta.original_names or meta.ch_names)
 
 
 

@@ -183,6 +183,7 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         "target_snr": session.cfg["tep"]["target_snr"],
         "trials_needed": tep.get("trials_needed"),
         "bad_channels": tep.get("bad_channels", {}),
+        "renamed_channels": recording.meta.renamed,
         "markers": [{"sample": s, "time_s": s / recording.meta.sfreq, "label": lab}
                     for s, lab in session.markers],
         "metrics": session.metrics_summary(),

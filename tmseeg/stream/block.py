@@ -62,6 +62,10 @@ class StreamMeta:
         Stream or file name, for status displays and recordings.
     source_id : str
         LSL source id (empty for files).
+    original_names : tuple of str
+        The labels as the file or stream gave them, when some were renamed on the way in
+        (:func:`~tmseeg.pipeline.channels.tidy_channel_names`); empty when none was. Not part
+        of equality.
     """
 
     ch_names: tuple[str, ...]
@@ -69,6 +73,7 @@ class StreamMeta:
     ch_types: tuple[str, ...] = ()
     name: str = ""
     source_id: str = ""
+    original_names: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_names", tuple(self.ch_names))
@@ -79,12 +84,23 @@ class StreamMeta:
                 "give one type per channel."
             )
         object.__setattr__(self, "ch_types", types)
+        object.__setattr__(self, "original_names", tuple(self.original_names))
+        if self.original_names and len(self.original_names) != len(self.ch_names):
+            raise ValueError(
+                f"StreamMeta: {len(self.ch_names)} channel names but {len(self.original_names)} "
+                "original names; give one per channel (or none)."
+            )
         if not self.sfreq > 0:
             raise ValueError(f"StreamMeta: sampling rate must be positive, got {self.sfreq!r}.")
 
     @property
     def n_channels(self) -> int:
         return len(self.ch_names)
+
+    @property
+    def renamed(self) -> dict[str, str]:
+        """Original label -> current name, for the channels renamed on the way in."""
+        return {o: n for o, n in zip(self.original_names, self.ch_names) if o != n}
 
     def picks(self, kind: str) -> np.ndarray:
         """Row indices of the channels of one MNE type (e.g. ``"eeg"``)."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tmseeg.pipeline.channels import tidy_meta
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, Block, Event, StreamMeta
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,11 @@ def unit_scale_to_uv(unit: str | None) -> float:
 
 
 def meta_from_info(info) -> tuple[StreamMeta, np.ndarray]:
-    """Channel names, types and µV scale factors from a stream's XDF-style description."""
+    """Channel names, types and µV scale factors from a stream's XDF-style description.
+
+    EEG labels with an ``EEG`` prefix or a reference suffix are renamed to 10-05 labels as for
+    files (:func:`~tmseeg.pipeline.channels.tidy_meta`), so a stream and its recording agree.
+    """
     n = info.channel_count()
     labels = info.get_channel_labels() or [None] * n
     types = info.get_channel_types() or [None] * n
@@ -162,7 +167,7 @@ def meta_from_info(info) -> tuple[StreamMeta, np.ndarray]:
                        for u, t in zip(units, ch_types)])
     meta = StreamMeta(ch_names=tuple(ch_names), sfreq=float(info.nominal_srate()),
                       ch_types=tuple(ch_types), name=info.name(), source_id=info.source_id())
-    return meta, scales
+    return tidy_meta(meta), scales
 
 
 class SampleClock:

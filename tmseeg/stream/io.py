@@ -15,7 +15,10 @@ voltage channels (EEG, EOG, EMG, ...) in microvolts and every other channel (sti
 unscaled, a :class:`~tmseeg.stream.block.StreamMeta`, and a list of
 :class:`~tmseeg.stream.block.Event` built from the file's annotations, markers and stim channel.
 A marker whose label matches the pulse pattern (:data:`DEFAULT_PULSE_PATTERN`, overridable)
-becomes a ``"pulse"`` event; every other marker a ``"marker"`` event.
+becomes a ``"pulse"`` event; every other marker a ``"marker"`` event. EEG channels labelled
+with an ``EEG`` prefix or a reference suffix (``"EEG Fp1-REF"``, ``"C3-A1"``) are renamed to
+their 10-05 label (:func:`~tmseeg.pipeline.channels.tidy_channel_names`; the file's labels stay
+in ``meta.original_names``).
 
 Anything that cannot be read raises :class:`RecordingError`, whose message names the file,
 what is wrong with it, and what to do.
@@ -31,6 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tmseeg.pipeline.channels import tidy_meta
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
 from tmseeg.stream.inlet import UNIT_SCALE_TO_UV
 
@@ -192,6 +196,9 @@ def read_recording(
     Returns
     -------
     Recording
+        EEG channel names tidied to 10-05 labels where that is unambiguous (see
+        :func:`~tmseeg.pipeline.channels.tidy_channel_names`); ``meta.original_names`` and
+        ``meta.renamed`` say what changed.
 
     Raises
     ------
@@ -221,6 +228,7 @@ def read_recording(
         raise RecordingError(
             f"{path}: the recording holds no samples (header only?). Use a recording with data."
         )
+    rec.meta = tidy_meta(rec.meta)
     return rec
 
 
