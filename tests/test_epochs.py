@@ -169,3 +169,19 @@ def test_empty_blocks_from_holding_stages_carry_events_only():
     assert len(out) == 1 and not out[0].rejected
     seg = data[:3, 800:1201]
     np.testing.assert_allclose(out[0].data_uv, seg - seg[:, :191].mean(1, keepdims=True), atol=1e-12)
+
+
+def test_one_block_longer_than_the_ring_still_gives_every_epoch():
+    """A stage that held seconds back (cleaning calibrating until the end of a short file)
+    releases them in one block: every epoch in it must be cut, none "overwritten"."""
+    data = _data(n=40000, seed=3)
+    pulses = list(range(1000, 39000, 1500))
+    small = [e for b in blocks_from_array(data, _meta(), 100, [_pulse(p) for p in pulses])
+             for e in Epocher(tmin_ms=-200, tmax_ms=300, reject_uv=None).push(b)]
+    ep = Epocher(tmin_ms=-200, tmax_ms=300, reject_uv=None, max_delay_s=2.0)
+    one = ep.push(Block(data, 0, np.arange(data.shape[1]) / SF, _meta(),
+                        events=[_pulse(p) for p in pulses]))
+    assert ep._ring.capacity < data.shape[1]
+    assert [e.sample for e in one] == pulses and not any(e.rejected for e in one)
+    for a, b in zip(small, one):
+        np.testing.assert_array_equal(a.data_uv, b.data_uv)

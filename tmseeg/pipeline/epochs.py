@@ -212,14 +212,6 @@ class Epocher:
         elif block.meta.sfreq != self._meta.sfreq or block.meta.ch_names != self._meta.ch_names:
             raise ValueError("Epocher: the stream's channels or rate changed; call reset() first.")
         ring = self._ring
-        if block.n_samples:
-            if block.first_sample < ring.n_written:
-                raise ValueError(
-                    f"Epocher: block starts at sample {block.first_sample} but samples up to "
-                    f"{ring.n_written} were already received (overlapping or repeated block)."
-                )
-            ring.write_gap(block.first_sample - ring.n_written)
-            ring.write(block.data[self._rows])
         # an empty block (a stage holding samples back) carries events only: its first_sample
         # says nothing about missing data, the next non-empty block does
         for ev in block.pulses():
@@ -227,10 +219,31 @@ class Epocher:
                 self._seen.add(ev.sample)
                 self._pending.append(ev)
         self._pending.sort(key=lambda e: e.sample)
-        out = []
-        keep = []
+        if not block.n_samples:
+            return self._cut_complete()
+        if block.first_sample < ring.n_written:
+            raise ValueError(
+                f"Epocher: block starts at sample {block.first_sample} but samples up to "
+                f"{ring.n_written} were already received (overlapping or repeated block)."
+            )
+        ring.write_gap(block.first_sample - ring.n_written)
+        data = block.data[self._rows]
+        # A block longer than the ring's spare room (a stage releasing seconds it held back,
+        # e.g. cleaning that calibrated only at the end of a file) is written in pieces, and
+        # the epochs each piece completes are cut before the next piece overwrites them.
+        step = max(1, ring.capacity - (self.n_pre + self.n_post + 1 + 2 * self.n_pad))
+        out: list[Epoch] = []
+        for a in range(0, data.shape[1], step):
+            ring.write(data[:, a:a + step])
+            out += self._cut_complete()
+        return out
+
+    def _cut_complete(self) -> list[Epoch]:
+        """Cut every pending epoch whose post-window (and padding) has been received."""
+        out, keep = [], []
+        n_written = self._ring.n_written
         for ev in self._pending:
-            if ev.sample + self.n_post + 1 + self.n_pad <= ring.n_written:
+            if ev.sample + self.n_post + 1 + self.n_pad <= n_written:
                 out.append(self._cut(ev))
             else:
                 keep.append(ev)
