@@ -112,7 +112,7 @@ class Epocher:
     * ``"overwritten: ..."`` — the event arrived later than ``max_delay_s`` (data all NaN);
     * ``"incomplete: ..."`` — only from :meth:`flush`: the recording ended before the
       post-window did (available samples returned, the rest NaN);
-    * ``"NaN in data (stream gap) on ..."`` — missing samples outside the pulse window;
+    * ``"NaN in data (gap or NaN samples) on ..."`` — missing samples outside the pulse window;
     * ``"amplitude: ..."`` — ``reject_uv`` exceeded (the worst channel is named).
 
     Epochs are emitted in order of their pulse sample within one :meth:`push`; a pulse is cut
@@ -307,7 +307,7 @@ class Epocher:
             if nan_ch.any():
                 names = [self.ch_names[i] for i in np.flatnonzero(nan_ch)]
                 n_nan = int((~np.isfinite(test[nan_ch])).any(axis=0).sum())
-                reason = (f"NaN in data (stream gap) on {len(names)} channel(s) "
+                reason = (f"NaN in data (gap or NaN samples) on {len(names)} channel(s) "
                           f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''}), "
                           f"{n_nan * 1000.0 / sf:.1f} ms missing")
         if not reason and self.reject_uv is not None and good.any():
