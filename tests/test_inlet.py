@@ -209,3 +209,14 @@ def test_markers_align_to_samples(uid):
     got = [e.sample for e in events if e.label == "TMS"]
     assert len(got) == 3
     assert all(abs(g - m) <= 1 for g, m in zip(got, marker_samples)), got
+
+
+def test_many_outlets_alive_at_once_stay_visible(uid):
+    """liblsl's default port range (32) hides the 33rd outlet alive on a machine; a long test
+    run, or a lab with several amplifiers, players and engines, reaches that. The loopback
+    configuration widens the range."""
+    held = [pylsl.StreamOutlet(pylsl.StreamInfo(f"many-{uid}-{i}", "Misc", 1, 10.0, "float32",
+                                                f"many-{uid}-{i}")) for i in range(40)]
+    infos = pylsl.resolve_bypred(f"starts-with(name, 'many-{uid}-')", minimum=40, timeout=10)
+    assert len({i.name() for i in infos}) == 40
+    del held

@@ -150,6 +150,8 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
         if recorder is not None:
             recorder.close()
             print(f"recording closed: {recorder.path} ({recorder.n_samples_written} samples)")
+        if outlet is not None:
+            outlet.close()
         source.close()
     print("final: " + engine.status().line())
     print("       " + tep_line(session.tep_summary()))

@@ -119,12 +119,13 @@ class _FeedBase:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 log.warning("engine thread did not stop within %.1f s", timeout_s)
-        close = getattr(self.engine.source, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                log.exception("closing the source failed")
+        for close in (getattr(self.engine.source, "close", None),
+                      getattr(getattr(self, "outlet", None), "close", None)):
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing %r failed", close)
 
 
 class LiveFeed(_FeedBase):

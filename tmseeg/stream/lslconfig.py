@@ -14,6 +14,10 @@ LOOPBACK_CONFIG = """\
 ; written by tmseeg: discover and serve LSL streams on this machine only
 [ports]
 IPv6 = disable
+; liblsl's default range is 32 ports, shared by every outlet on the machine; a resolver only
+; asks those ports, so the 33rd outlet alive at once (a long test run, several amplifiers,
+; players and engines) takes a random port and is invisible
+PortRange = 256
 [multicast]
 ResolveScope = machine
 [lab]

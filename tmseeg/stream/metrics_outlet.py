@@ -145,9 +145,16 @@ class MetricsOutlet:
         self.n_sent = 0
 
     def __call__(self, update: dict) -> None:
-        """Send one update (a listener of :class:`~tmseeg.session.TEPSession`)."""
+        """Send one update (a listener of :class:`~tmseeg.session.TEPSession`); nothing after
+        :meth:`close`."""
+        if self.outlet is None:
+            return
         self.outlet.push_sample([json.dumps(jsonable(update), separators=(",", ":"))])
         self.n_sent += 1
+
+    def close(self) -> None:
+        """Withdraw the stream now (its port is freed; idempotent)."""
+        self.outlet = None
 
     def send_status(self, status) -> None:
         """Send an engine status snapshot (:class:`~tmseeg.engine.EngineStatus`)."""
