@@ -337,3 +337,59 @@ def test_nonsense_returns_rejected_with_reason(uid, tmp_path):
     assert "returned str" in r.records[0]["reason"]
     assert not live.amp.truth.pulses
     assert r.n_exceptions == 0 and not r.disabled_reason
+
+
+# -- latency: the protocol sees raw data before the (slow) artifact stages ---------------------
+
+class _StallingStage:
+    """A stage as slow as a decay fit on a big cap: holds the thread 300 ms once a second."""
+
+    name = "stall"
+
+    def __init__(self, sfreq):
+        self.every = int(sfreq)
+        self.n = 0
+
+    def process(self, block):
+        before, self.n = self.n, self.n + block.n_samples
+        if before // self.every != self.n // self.every:
+            time.sleep(0.3)
+        return block
+
+    def flush(self):
+        return None
+
+    def reset(self):
+        self.n = 0
+
+
+class RecordsLag(Protocol):
+    def setup(self, info):
+        self.lags_ms = []
+
+    def on_block(self, state):
+        self.lags_ms.append((state.now_s - state.newest_time_s) * 1e3)
+        return None
+
+
+def test_protocol_sees_each_block_before_the_stages_process_it(uid):
+    """The engine hands raw blocks to the runner before the stages: a 300 ms stall in artifact
+    removal (a decay fit after each pulse) must not delay the protocol's view of the data
+    (the trigger decision) by 300 ms."""
+    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=2000.0, seed=1, schedule="external",
+                                       include_emg=False), name=f"lag-{uid}",
+                             listen_triggers=False)
+    amp.start()
+    try:
+        src = LSLSource.resolve(name=f"lag-{uid}", timeout_s=20, with_markers=False)
+        runner = ProtocolRunner(RecordsLag, src.meta)
+        engine = Engine(src, stages=[_StallingStage(2000.0)], sinks=[runner])
+        engine.run(duration_s=4.5)
+        runner.close()
+    finally:
+        amp.stop()
+    lags = np.array(runner.protocol.lags_ms)
+    print(f"\n{lags.size} protocol calls; data -> protocol lag median {np.median(lags):.1f} ms, "
+          f"max {lags.max():.1f} ms")
+    assert lags.size > 50
+    assert lags.max() < 150.0, np.sort(lags)[-5:]

@@ -34,7 +34,9 @@ class Source(Protocol):
 class Sink(Protocol):
     """Receives every raw block (as acquired) and every processed block.
 
-    ``raw`` is None for the samples that stages release at the end of a file (flush).
+    ``raw`` is None for the samples that stages release at the end of a file (flush). A sink
+    may also define ``on_raw(raw)``: it is then called with each raw block *before* the stages
+    run (a closed-loop protocol must not wait for artifact removal).
     """
 
     def on_block(self, raw: Block | None, processed: Block) -> None: ...
@@ -118,6 +120,16 @@ class Engine:
         if self.ring.n_written < raw.first_sample:  # gaps not announced as events
             self.ring.write_gap(raw.first_sample - self.ring.n_written)
         self.ring.write(raw.data)
+        # sinks that work on raw data (a closed-loop protocol) get it before the stages: a
+        # decay fit holds this thread 10-150 ms once per pulse, a trigger decision must not
+        for sink in self.sinks:
+            on_raw = getattr(sink, "on_raw", None)
+            if on_raw is not None:
+                try:
+                    on_raw(raw)
+                except Exception:
+                    log.exception("sink %r failed on raw block at sample %d", sink,
+                                  raw.first_sample)
         processed = self.chain.process(raw)
         self._deliver(raw, processed)
         if not np.isnan(raw.received_s):

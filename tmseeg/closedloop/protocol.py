@@ -673,8 +673,21 @@ class ProtocolRunner:
         s0, t0 = self._ref
         return t0 + (sample - s0) / self.meta.sfreq
 
+    def on_raw(self, raw: Block) -> None:
+        """Engine hook, before the stages: take the newest raw samples and hand the protocol a
+        job at once (artifact removal can hold the acquisition thread 10-150 ms after a pulse;
+        the estimate and the trigger decision need only raw data)."""
+        self._raw_first = True
+        if raw.n_samples:
+            self._ingest(raw)
+            self._post_block()
+        self._watchdog()
+
     def on_block(self, raw: Block | None, processed: Block | None) -> None:
-        """Engine sink: take the newest raw samples; hand the protocol a job; never wait."""
+        """Engine sink: take the newest raw samples (unless :meth:`on_raw` already did) and the
+        processed block's pulse and marker events; hand the protocol a job; never wait."""
+        if getattr(self, "_raw_first", False):
+            raw = None
         if raw is not None and raw.n_samples:
             self._ingest(raw)
         if processed is not None:
