@@ -9,9 +9,9 @@ import mne
 import numpy as np
 import pytest
 
-from tmseeg.metrics.tep import find_peak
 from tmseeg.pipeline.config import ConfigError, load_config
 from tmseeg.report.analyze import analyze_file, run_session
+from tmseeg.sim.accuracy import peak_errors, true_roi_tep
 from tmseeg.sim.model import SimConfig, simulate_recording
 from tmseeg.stream.io import Recording
 
@@ -73,37 +73,6 @@ def simulated_session():
     return Recording(data_uv=raw.get_data() * 1e6, meta=meta, events=events), truth
 
 
-def true_roi_tep(truth, eeg_names, roi, times_ms, cfg=None):
-    """The noise-free TEP as the pipeline must see it.
-
-    The truth template, average-referenced, ROI-averaged and scaled by the mean per-pulse gain,
-    then put through the two linear operations the pipeline applies by design: the pulse
-    window is interpolated (what lies inside it is gone for any method) and the epoch is
-    band-passed zero-phase. Neither shifts a latency.
-    """
-    from tmseeg.pipeline.artifact import interpolate_pulses
-    from tmseeg.pipeline.filters import EpochFilter
-
-    cfg = cfg or load_config()
-    tpl = truth.tep_template_uv - truth.tep_template_uv.mean(axis=0, keepdims=True)
-    names = [n.lower() for n in eeg_names]
-    idx = [names.index(r.lower()) for r in roi]
-    gain = np.mean([p.tep_gain_effective for p in truth.pulses])
-    sf = 1000.0 / np.median(np.diff(times_ms))
-    pad = int(round(cfg["filter"]["epoch_pad_ms"] * sf / 1000))
-    t_pad = np.arange(-pad, len(times_ms) + pad) * (1000.0 / sf) + times_ms[0]
-    roi_true = np.interp(t_pad, truth.tep_times_ms, tpl[idx].mean(axis=0) * gain,
-                         left=0.0, right=0.0)[None]
-    i = cfg["interpolation"]
-    pulse = int(np.argmin(np.abs(t_pad)))
-    roi_true = interpolate_pulses(roi_true, [pulse], sf, tuple(i["window_ms"]), i["method"],
-                                  i["fit_ms"])
-    f = cfg["filter"]
-    filt = EpochFilter(f["l_freq_hz"], f["h_freq_hz"], f["order"], f["notch_hz"],
-                       f["notch_harmonics"], f["epoch_pad_ms"])
-    return filt(roi_true, sf)[0, pad:pad + len(times_ms)]
-
-
 @pytest.fixture(scope="module")
 def decay_free_session():
     """Like ``simulated_session`` without the decay artifact (pulse artifact, blinks, alpha, mu,
@@ -121,14 +90,9 @@ def decay_free_session():
 
 
 def _peak_report(session, truth):
-    tep = session.tep
-    ref = true_roi_tep(truth, tep.ch_names, tep.roi, tep.times_ms)
-    got = tep.peaks()
-    report = {}
-    for name, win in tep.peak_windows_ms.items():
-        want = find_peak(ref, tep.times_ms, win, name[0])
-        report[name] = (got[name]["latency_ms"], want["latency_ms"],
-                        got[name]["amplitude_uv"], want["amplitude_uv"], got[name]["found"])
+    errors = peak_errors(session.tep, truth)
+    report = {name: (e["latency_ms"], e["true_latency_ms"], e["amplitude_uv"],
+                     e["true_amplitude_uv"], e["found"]) for name, e in errors.items()}
     print("peaks (latency got/true ms, amplitude got/true uV):", report)
     return report
 

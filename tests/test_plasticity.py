@@ -11,7 +11,7 @@ from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import Event
 from tmseeg.stream.io import Recording
 
-from test_analyze import true_roi_tep
+from tmseeg.sim.accuracy import true_roi_tep
 
 
 def test_hedges_g_and_bootstrap_against_known_values():

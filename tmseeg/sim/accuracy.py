@@ -1,0 +1,85 @@
+"""What the pipeline should recover: the simulator's true TEP seen through the pipeline's own
+by-design linear steps, and per-peak errors of a recovered TEP against it.
+
+Used by the accuracy tests (``tests/test_analyze.py``) and ``benchmarks/bench_tep_accuracy.py``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["true_roi_tep", "peak_errors"]
+
+
+def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: np.ndarray,
+                 cfg: dict | None = None) -> np.ndarray:
+    """The noise-free ROI TEP as the pipeline must see it.
+
+    The truth template, average-referenced, ROI-averaged and scaled by the mean per-pulse gain,
+    then put through the two linear operations the pipeline applies by design: the pulse
+    window is interpolated (what lies inside it is gone for any method) and the epoch is
+    band-passed zero-phase. Neither shifts a latency.
+
+    Parameters
+    ----------
+    truth : tmseeg.sim.model.GroundTruth
+    eeg_names : sequence of str
+        The EEG channels of the recovered TEP.
+    roi : sequence of str
+        Its ROI.
+    times_ms : ndarray
+        Its time axis.
+    cfg : dict, optional
+        Pipeline configuration (default: the defaults).
+
+    Returns
+    -------
+    ndarray, shape (n_times,)
+    """
+    from tmseeg.pipeline.artifact import interpolate_pulses
+    from tmseeg.pipeline.config import load_config
+    from tmseeg.pipeline.filters import EpochFilter
+
+    cfg = cfg or load_config()
+    tpl = truth.tep_template_uv - truth.tep_template_uv.mean(axis=0, keepdims=True)
+    names = [n.lower() for n in eeg_names]
+    idx = [names.index(r.lower()) for r in roi]
+    gain = np.mean([p.tep_gain_effective for p in truth.pulses])
+    sf = 1000.0 / np.median(np.diff(times_ms))
+    pad = int(round(cfg["filter"]["epoch_pad_ms"] * sf / 1000))
+    t_pad = np.arange(-pad, len(times_ms) + pad) * (1000.0 / sf) + times_ms[0]
+    roi_true = np.interp(t_pad, truth.tep_times_ms, tpl[idx].mean(axis=0) * gain,
+                         left=0.0, right=0.0)[None]
+    i = cfg["interpolation"]
+    pulse = int(np.argmin(np.abs(t_pad)))
+    roi_true = interpolate_pulses(roi_true, [pulse], sf, tuple(i["window_ms"]), i["method"],
+                                  i["fit_ms"])
+    f = cfg["filter"]
+    filt = EpochFilter(f["l_freq_hz"], f["h_freq_hz"], f["order"], f["notch_hz"],
+                       f["notch_harmonics"], f["epoch_pad_ms"])
+    return filt(roi_true, sf)[0, pad:pad + len(times_ms)]
+
+
+def peak_errors(tep, truth, cfg: dict | None = None) -> dict[str, dict]:
+    """Each peak of a :class:`~tmseeg.metrics.tep.RunningTEP` against the truth.
+
+    Returns
+    -------
+    dict
+        Peak name -> ``latency_ms``, ``true_latency_ms``, ``amplitude_uv``,
+        ``true_amplitude_uv``, ``error_pct`` (relative amplitude error) and ``found``.
+    """
+    from tmseeg.metrics.tep import find_peak
+
+    ref = true_roi_tep(truth, tep.ch_names, tep.roi, tep.times_ms, cfg)
+    got = tep.peaks()
+    out = {}
+    for name, win in tep.peak_windows_ms.items():
+        want = find_peak(ref, tep.times_ms, win, name[0])
+        amp, amp_true = got[name]["amplitude_uv"], want["amplitude_uv"]
+        out[name] = {"latency_ms": got[name]["latency_ms"],
+                     "true_latency_ms": want["latency_ms"],
+                     "amplitude_uv": amp, "true_amplitude_uv": amp_true,
+                     "error_pct": 100.0 * (amp / amp_true - 1.0), "found": got[name]["found"]}
+    return out
