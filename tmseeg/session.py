@@ -268,7 +268,8 @@ class TEPSession:
             "kept": bool(added),
             "reason": epoch.reason if epoch.rejected else ("" if added else "non-finite data"),
             "early_tep_ptp_uv": float(early),
-            "max_ptp_uv": float(np.nanmax(epoch.ptp_uv)) if epoch.ptp_uv.size else math.nan,
+            "max_ptp_uv": (float(np.nanmax(epoch.ptp_uv))  # all-NaN: an overwritten epoch
+                           if np.isfinite(epoch.ptp_uv).any() else math.nan),
             "n_bad_channels": len(epoch.bads),
             "bad_channels": " ".join(epoch.bads),
             "n_averaged": int(tep.n) if tep is not None else 0,
