@@ -181,7 +181,9 @@ class Engine:
 
     def status(self) -> EngineStatus:
         stats = getattr(getattr(self.source, "eeg", None), "stats", None)
-        lat = np.array(self._latencies_ms) if self._latencies_ms else np.array([np.nan])
+        lat = np.array(self._latencies_ms, dtype=float)
+        lat = lat[np.isfinite(lat)]
+        p50, p99 = (np.percentile(lat, [50, 99]) if lat.size else (np.nan, np.nan))
         return EngineStatus(
             stream=self.meta.name,
             n_channels=self.meta.n_channels,
@@ -193,7 +195,7 @@ class Engine:
             n_missing=self.n_missing,
             transport_latency_ms=(stats.transport_latency_s * 1e3 if stats is not None
                                   else float("nan")),
-            processing_latency_ms_p50=float(np.nanpercentile(lat, 50)),
-            processing_latency_ms_p99=float(np.nanpercentile(lat, 99)),
+            processing_latency_ms_p50=float(p50),
+            processing_latency_ms_p99=float(p99),
             elapsed_s=time.monotonic() - self._t_start,
         )
