@@ -102,11 +102,6 @@ class CoilSiteDetector:
 
     name = "coil_site"
 
-    @property
-    def settled(self) -> bool:
-        """Whether the site rests on all ``n_pulses`` pulses (it no longer changes)."""
-        return len(self.amplitudes_uv) >= self.n_pulses
-
     def __init__(self, n_pulses: int = 5, window_ms: tuple[float, float] = (1.0, 8.0),
                  baseline_ms: tuple[float, float] = (-20.0, -3.0), n_neighbors: int = 4,
                  picks: str = "eeg", max_delay_ms: float = 500.0) -> None:
