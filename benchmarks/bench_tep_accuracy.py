@@ -20,10 +20,8 @@ import numpy as np
 
 from tmseeg.pipeline.config import load_config
 from tmseeg.report.analyze import run_session
-from tmseeg.sim.accuracy import peak_errors
-from tmseeg.sim.model import SimConfig, simulate_recording
-from tmseeg.stream.block import Event, StreamMeta
-from tmseeg.stream.io import Recording
+from tmseeg.sim.accuracy import peak_errors, simulated_recording
+from tmseeg.sim.model import SimConfig
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -54,15 +52,10 @@ def main() -> None:
           f"{'off' if args.no_decay else 'on'}; overrides {args.set or 'none'}")
     table = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        raw, truth = simulate_recording(
+        rec, truth = simulated_recording(
             SimConfig(n_channels=args.channels, sfreq=5000.0, seed=seed, isi_range_s=(1.0, 1.2),
                       muscle_artifact=False, tep_gain=2.5, decay_artifact=not args.no_decay),
             args.seconds)
-        meta = StreamMeta(tuple(raw.ch_names), raw.info["sfreq"],
-                          tuple(raw.get_channel_types()), name="sim")
-        rec = Recording(data_uv=raw.get_data() * 1e6, meta=meta,
-                        events=[Event(sample=p.sample, label="TMS", kind="marker")
-                                for p in truth.pulses])
         t0 = time.perf_counter()
         session = run_session(rec, cfg, keep_epochs=False)
         errors = peak_errors(session.tep, truth, cfg)

@@ -11,9 +11,8 @@ import pytest
 
 from tmseeg.pipeline.config import ConfigError, load_config
 from tmseeg.report.analyze import analyze_file, run_session
-from tmseeg.sim.accuracy import peak_errors, true_roi_tep
-from tmseeg.sim.model import SimConfig, simulate_recording
-from tmseeg.stream.io import Recording
+from tmseeg.sim.accuracy import peak_errors, simulated_recording, true_roi_tep
+from tmseeg.sim.model import SimConfig
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "tmseeg_sample.vhdr"
 
@@ -63,14 +62,9 @@ def simulated_session():
     """160+ pulses with pulse and decay artifacts (muscle artifacts belong to the cleaning
     issue), 32 ch at 5 kHz, TEP at 2.5x the simulator's default size: N45 about -6 uV and
     N100 about -8 uV at the ROI, as in motor-cortex TEP studies."""
-    raw, truth = simulate_recording(
+    return simulated_recording(
         SimConfig(n_channels=32, sfreq=5000.0, seed=5, isi_range_s=(1.0, 1.2),
                   muscle_artifact=False, tep_gain=2.5), 185.0)
-    from tmseeg.stream.block import Event, StreamMeta
-    meta = StreamMeta(tuple(raw.ch_names), raw.info["sfreq"], tuple(raw.get_channel_types()),
-                      name="sim")
-    events = [Event(sample=p.sample, label="TMS", kind="marker") for p in truth.pulses]
-    return Recording(data_uv=raw.get_data() * 1e6, meta=meta, events=events), truth
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +73,9 @@ def decay_free_session():
     line noise and the realistic background are all there), 420 s: ~380 pulses, so that the
     residual background in the average (~0.5 uV at the ROI) is small against a 15 % tolerance
     on N15 (~-3 uV at the ROI)."""
-    raw, truth = simulate_recording(
+    return simulated_recording(
         SimConfig(n_channels=32, sfreq=5000.0, seed=5, isi_range_s=(1.0, 1.2),
                   muscle_artifact=False, decay_artifact=False, tep_gain=2.5), 420.0)
-    from tmseeg.stream.block import Event, StreamMeta
-    meta = StreamMeta(tuple(raw.ch_names), raw.info["sfreq"], tuple(raw.get_channel_types()),
-                      name="sim")
-    events = [Event(sample=p.sample, label="TMS", kind="marker") for p in truth.pulses]
-    return Recording(data_uv=raw.get_data() * 1e6, meta=meta, events=events), truth
 
 
 def _peak_report(session, truth):
@@ -168,14 +157,8 @@ def test_early_tep_not_buried_in_decay_artifact(simulated_session):
 
 
 def _short_recording(label: str | None, **sim):
-    from tmseeg.stream.block import Event, StreamMeta
-    raw, truth = simulate_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=3,
-                                              muscle_artifact=False, **sim), 20.0)
-    meta = StreamMeta(tuple(raw.ch_names), raw.info["sfreq"], tuple(raw.get_channel_types()),
-                      name="sim")
-    events = ([] if label is None else
-              [Event(sample=p.sample, label=label, kind="marker") for p in truth.pulses])
-    return Recording(data_uv=raw.get_data() * 1e6, meta=meta, events=events), truth
+    return simulated_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=3,
+                                         muscle_artifact=False, **sim), 20.0, label)
 
 
 def test_unknown_pulse_marker_falls_back_to_the_data_and_says_which_markers_exist(tmp_path):

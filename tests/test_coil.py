@@ -76,29 +76,25 @@ def test_session_warns_when_the_site_moves_out_of_the_roi_fixed_with_the_first_e
     """The ROI is fixed with the first averaged epoch (per-pulse values go out at once); when
     later pulses move the coil site out of it, the end of the session says so and how to fix
     it."""
+    from dataclasses import replace
+
     from tmseeg.pipeline.config import load_config
     from tmseeg.report.analyze import run_session
-    from tmseeg.sim.model import simulate_recording
-    from tmseeg.stream.block import Event, StreamMeta
-    from tmseeg.stream.io import Recording
+    from tmseeg.sim.accuracy import simulated_recording
 
-    raw, truth = simulate_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=4,
-                                              isi_range_s=(0.9, 1.1), muscle_artifact=False),
-                                    14.0)
-    data = raw.get_data() * 1e6
-    names = list(raw.ch_names)
-    first, second = truth.pulses[0].sample, truth.pulses[1].sample
-    for p in (first, second):  # a huge artifact on P8 (far from C3) after the first two pulses
-        data[names.index("P8"), p + 2:p + 16] += 1e6
-    meta = StreamMeta(tuple(names), raw.info["sfreq"], tuple(raw.get_channel_types()))
-    rec = Recording(data_uv=data, meta=meta, events=[
-        Event(sample=p.sample, label="TMS", kind="marker") for p in truth.pulses])
+    clean_rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=4,
+                                                     isi_range_s=(0.9, 1.1),
+                                                     muscle_artifact=False), 14.0)
+    data = clean_rec.data_uv.copy()
+    names = list(clean_rec.meta.ch_names)
+    for p in truth.pulses[:2]:  # a huge artifact on P8 (far from C3) after the first two pulses
+        data[names.index("P8"), p.sample + 2:p.sample + 16] += 1e6
+    rec = replace(clean_rec, data_uv=data)
     with caplog.at_level("WARNING", logger="tmseeg.session"):
         session = run_session(rec, load_config(), keep_epochs=False)
     assert session.stages.coil.site in truth.roi and session.stages.coil.site not in \
         session.tep.roi
     assert any("coil site estimate moved to" in r.getMessage() and "--roi" in r.getMessage()
                for r in caplog.records)
-    clean = run_session(Recording(data_uv=raw.get_data() * 1e6, meta=meta, events=rec.events),
-                        load_config(), keep_epochs=False)
+    clean = run_session(clean_rec, load_config(), keep_epochs=False)
     assert clean.tep.roi[0] == clean.stages.coil.site  # no warning case: the ROI is the site's

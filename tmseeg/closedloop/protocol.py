@@ -583,6 +583,7 @@ class ProtocolRunner:
         self._tep: dict = {}
         self._metrics: dict = {}
         self._session_attached = False
+        self._raw_first = False  # the engine calls on_raw: on_block then skips raw data
         # worker
         self._cv = threading.Condition()
         self._block_job: _Job | None = None
@@ -686,7 +687,7 @@ class ProtocolRunner:
     def on_block(self, raw: Block | None, processed: Block | None) -> None:
         """Engine sink: take the newest raw samples (unless :meth:`on_raw` already did) and the
         processed block's pulse and marker events; hand the protocol a job; never wait."""
-        if getattr(self, "_raw_first", False):
+        if self._raw_first:
             raw = None
         if raw is not None and raw.n_samples:
             self._ingest(raw)

@@ -20,7 +20,7 @@ import math
 import re
 from collections import deque
 from dataclasses import replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_PULSE_PATTERN",
     "MarkerPulses",
+    "describe_unmatched",
     "TriggerChannelPulses",
     "DataPulses",
 ]
@@ -100,6 +101,23 @@ class _PulseMerger:
         return out + kept_own
 
 
+def describe_unmatched(counts: Mapping[str, int], most: int = 8) -> tuple[str, str]:
+    """Marker labels seen without a pulse among them, for a message that says how to fix it.
+
+    Returns
+    -------
+    present : str
+        ``"'R128' x78, 'pre' x1"`` (most frequent first), or ``"none"``.
+    pattern : str
+        A quoted pattern naming the most frequent label exactly (``"'^R128$'"``), or
+        ``"REGEX"`` when there is none.
+    """
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    present = ", ".join(f"'{label}' x{n}" for label, n in ranked[:most]) or "none"
+    pattern = f"'^{re.escape(str(ranked[0][0]))}$'" if ranked else "REGEX"
+    return present, pattern
+
+
 class MarkerPulses(StatelessStage):
     """Marker events whose label matches a regex become pulse events.
 
@@ -152,12 +170,10 @@ class MarkerPulses(StatelessStage):
         if not self.n_matched and not self._warned and sum(self.unmatched.values()) >= 3:
             # live, nobody reads a summary: say it while the experimenter can still fix it
             self._warned = True
-            top = max(self.unmatched, key=self.unmatched.get)
-            log.warning(
-                "markers arrive but none is a TMS pulse under the pattern '%s' (labels so far: "
-                "%s); if '%s' is the pulse, set [pulses] pattern = '^%s$' (or --pulse-pattern)",
-                self.pattern, ", ".join(f"'{k}' x{v}" for k, v in self.unmatched.items()),
-                top, re.escape(top))
+            present, pattern = describe_unmatched(self.unmatched)
+            log.warning("markers arrive but none is a TMS pulse under the pattern '%s' (labels so "
+                        "far: %s); if one is the pulse, set [pulses] pattern = %s (or "
+                        "--pulse-pattern)", self.pattern, present, pattern)
         return replace(block, events=events)
 
 

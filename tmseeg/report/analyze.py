@@ -18,7 +18,6 @@ import csv
 import json
 import logging
 import math
-import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from tmseeg import __version__
 from tmseeg.pipeline.config import load_config
+from tmseeg.pipeline.pulses import MarkerPulses, describe_unmatched
 from tmseeg.session import TEPSession
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, StreamMeta, blocks_from_array
 from tmseeg.stream.io import DEFAULT_PULSE_PATTERN, Recording, read_recording
@@ -146,19 +146,17 @@ def check_pulse_source(recording: Recording, cfg: dict) -> tuple[dict, list[str]
     p = cfg["pulses"]
     if p["source"] != "markers":
         return cfg, []
-    pattern = re.compile(p["pattern"] or DEFAULT_PULSE_PATTERN, re.IGNORECASE)
-    labels = Counter(e.label for e in recording.events if e.kind != EVENT_GAP)
-    if any(pattern.search(str(label)) for label in labels):
+    stage = MarkerPulses(p["pattern"] or DEFAULT_PULSE_PATTERN)
+    labels = Counter(str(e.label) for e in recording.events if e.kind != EVENT_GAP)
+    if any(stage.matches(label) for label in labels):
         return cfg, []
-    present = ", ".join(f"{label!r} x{n}" for label, n in labels.most_common(8)) or "none"
-    hint = (f"--pulse-pattern '^{re.escape(str(labels.most_common(1)[0][0]))}$'" if labels
-            else "--pulse-pattern REGEX")
+    present, pattern = describe_unmatched(labels)
     cfg = copy.deepcopy(cfg)
     cfg["pulses"]["source"] = "data"
-    return cfg, [f"no marker matches the pulse pattern '{pattern.pattern}' (markers in the "
-                 f"file: {present}); the pulses were looked for in the data instead. If one of "
-                 f"those markers is the pulse, name it: {hint} (or [pulses] pattern in the "
-                 "configuration)."]
+    return cfg, [f"no marker matches the pulse pattern '{stage.pattern}' (markers in the file: "
+                 f"{present}); the pulses were looked for in the data instead. If one of those "
+                 f"markers is the pulse, name it: --pulse-pattern {pattern} (or [pulses] pattern "
+                 "in the configuration)."]
 
 
 def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict:

@@ -9,7 +9,35 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["true_roi_tep", "peak_errors"]
+__all__ = ["simulated_recording", "true_roi_tep", "peak_errors"]
+
+
+def simulated_recording(config, seconds: float, label: str | None = "TMS"):
+    """A simulated session as :func:`tmseeg.stream.io.read_recording` would give it.
+
+    Parameters
+    ----------
+    config : tmseeg.sim.model.SimConfig
+    seconds : float
+    label : str or None
+        Marker label put at every true pulse (None: no markers).
+
+    Returns
+    -------
+    recording : tmseeg.stream.io.Recording
+        Data in µV, the simulator's channel names and types, one marker per pulse.
+    truth : tmseeg.sim.model.GroundTruth
+    """
+    from tmseeg.sim.model import simulate_recording
+    from tmseeg.stream.block import EVENT_MARKER, Event, StreamMeta
+    from tmseeg.stream.io import Recording
+
+    raw, truth = simulate_recording(config, seconds)
+    meta = StreamMeta(tuple(raw.ch_names), raw.info["sfreq"], tuple(raw.get_channel_types()),
+                      name="sim")
+    events = ([] if label is None else
+              [Event(sample=p.sample, label=label, kind=EVENT_MARKER) for p in truth.pulses])
+    return Recording(data_uv=raw.get_data() * 1e6, meta=meta, events=events), truth
 
 
 def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: np.ndarray,
