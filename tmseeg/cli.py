@@ -86,9 +86,10 @@ def _pulse_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the pulses come from; overrides [pulses] source")
 
 
-def _pulse_overrides(args) -> dict | None:
-    pulses = {k: v for k, v in (("pattern", args.pulse_pattern), ("source", args.pulse_source))
-              if v}
+def pulse_overrides(args) -> dict | None:
+    """``--pulse-pattern`` / ``--pulse-source`` as configuration overrides (None if unset)."""
+    pulses = {k: v for k in ("pattern", "source")
+              if (v := getattr(args, f"pulse_{k}", None))}
     return {"pulses": pulses} if pulses else None
 
 
@@ -328,7 +329,7 @@ def cmd_run(args) -> int:
     source = _open_source(args)
     runner = _make_runner(args, source) if protocol is not None else None
     rc = _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
-                     runner=runner, overrides=_pulse_overrides(args))
+                     runner=runner, overrides=pulse_overrides(args))
     if bids_dir is not None:
         finish_bids_record(args, analyze=True)
     return rc
@@ -382,7 +383,7 @@ def cmd_analyze(args) -> int:
     roi = args.roi.split(",") if args.roi else None
     summary = analyze_file(args.file, args.out, config=args.config, roi=roi,
                            progress=not args.no_progress, report=not args.no_report,
-                           overrides=_pulse_overrides(args))
+                           overrides=pulse_overrides(args))
     peaks = {k: (round(v["latency_ms"], 1), round(v["amplitude_uv"], 2))
              for k, v in summary["peaks"].items() if v.get("found")}
     print(f"{summary['n_pulses']} pulses, {summary['n_kept']} kept, {summary['n_rejected']} "

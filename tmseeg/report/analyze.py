@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tmseeg import __version__
-from tmseeg.pipeline.config import load_config
+from tmseeg.pipeline.config import config_hash, load_config
 from tmseeg.pipeline.pulses import MarkerPulses, describe_unmatched
 from tmseeg.session import TEPSession
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, StreamMeta, blocks_from_array
@@ -98,6 +98,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     if not recording.meta.picks("eeg").size:
         raise ValueError(f"{path} has no EEG channel (types: "
                          f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")
+    requested_hash = config_hash(cfg)  # before any fallback: what a batch resume compares
     cfg, warnings = check_pulse_source(recording, cfg)
     session = run_session(recording, cfg, roi=roi, progress=progress)
     if not session.pulses:
@@ -110,6 +111,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
         log.warning(text)
     summary = build_summary(session, recording, path)
     summary["warnings"] = warnings
+    summary["requested_config_hash"] = requested_hash
     stem = path.name.split(".")[0]
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
     write_pulses_csv(session.pulses, out / "pulses.csv")

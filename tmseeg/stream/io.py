@@ -224,6 +224,12 @@ def read_recording(
         rec = _read_xdf(path, pattern, stream_name)
     else:
         rec = _read_mne(path, fmt, pattern)
+    return checked_recording(rec, path)
+
+
+def checked_recording(rec: Recording, path: Path) -> Recording:
+    """What every reader does last: refuse a recording without samples, and tidy the channel
+    names (:func:`~tmseeg.pipeline.channels.tidy_meta`)."""
     if rec.n_samples == 0:
         raise RecordingError(
             f"{path}: the recording holds no samples (header only?). Use a recording with data."

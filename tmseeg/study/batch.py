@@ -151,7 +151,7 @@ class BatchResult:
 
 
 def is_finished(out_dir: str | Path, cfg_hash: str, version: str = __version__) -> bool:
-    """True when ``out_dir/summary.json`` was written with this config hash and version."""
+    """True when ``out_dir/summary.json`` was written for this config hash and version."""
     path = Path(out_dir) / "summary.json"
     if not path.is_file():
         return False
@@ -159,7 +159,9 @@ def is_finished(out_dir: str | Path, cfg_hash: str, version: str = __version__) 
         s = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return s.get("config_hash") == cfg_hash and s.get("tmseeg_version") == version
+    # the configuration asked for (analyze may switch the pulse source and say so)
+    done_hash = s.get("requested_config_hash", s.get("config_hash"))
+    return done_hash == cfg_hash and s.get("tmseeg_version") == version
 
 
 def run_job(job: SessionJob) -> JobResult:

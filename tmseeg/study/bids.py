@@ -432,7 +432,7 @@ def read_bids_recording(bids_path, pulse_pattern: str = DEFAULT_PULSE_PATTERN) -
     """
     from mne_bids import get_bids_path_from_fname, read_raw_bids
 
-    from tmseeg.stream.io import _from_raw
+    from tmseeg.stream.io import _from_raw, checked_recording
 
     if not hasattr(bids_path, "fpath"):
         bids_path = get_bids_path_from_fname(Path(bids_path))
@@ -452,9 +452,8 @@ def read_bids_recording(bids_path, pulse_pattern: str = DEFAULT_PULSE_PATTERN) -
             f"{fpath}: cannot read this BIDS recording ({type(exc).__name__}: {exc}). "
             "Hint: the header, marker and data files must be complete and sit together; "
             "re-export the recording.") from exc
-    if raw.n_times == 0:
-        raise RecordingError(f"{fpath}: the recording holds no samples; re-export it.")
-    return _from_raw(raw, re.compile(pulse_pattern, re.IGNORECASE), fpath)
+    return checked_recording(_from_raw(raw, re.compile(pulse_pattern, re.IGNORECASE), fpath),
+                             fpath)
 
 
 # ---------------------------------------------------------------------------------------------
