@@ -92,6 +92,9 @@ class Engine:
         self.source = source
         self.chain = stages if isinstance(stages, Chain) else Chain(stages)
         self.sinks = list(sinks)
+        # sinks that work on raw data (a closed-loop protocol) get it before the stages: a
+        # decay fit holds this thread 10-150 ms once per pulse, a trigger decision must not
+        self._raw_hooks = [s.on_raw for s in self.sinks if hasattr(s, "on_raw")]
         self.meta = source.meta
         self.ring = RingBuffer(self.meta.n_channels, max(1, int(buffer_s * self.meta.sfreq)))
         self.on_processed = on_processed
@@ -120,16 +123,11 @@ class Engine:
         if self.ring.n_written < raw.first_sample:  # gaps not announced as events
             self.ring.write_gap(raw.first_sample - self.ring.n_written)
         self.ring.write(raw.data)
-        # sinks that work on raw data (a closed-loop protocol) get it before the stages: a
-        # decay fit holds this thread 10-150 ms once per pulse, a trigger decision must not
-        for sink in self.sinks:
-            on_raw = getattr(sink, "on_raw", None)
-            if on_raw is not None:
-                try:
-                    on_raw(raw)
-                except Exception:
-                    log.exception("sink %r failed on raw block at sample %d", sink,
-                                  raw.first_sample)
+        for on_raw in self._raw_hooks:
+            try:
+                on_raw(raw)
+            except Exception:
+                log.exception("%r failed on raw block at sample %d", on_raw, raw.first_sample)
         processed = self.chain.process(raw)
         self._deliver(raw, processed)
         if not np.isnan(raw.received_s):

@@ -108,13 +108,13 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
         if f["notch_hz"]:
             stages.append(NotchFilter(freq_hz=f["notch_hz"], harmonics=f["notch_harmonics"]))
     fixed_bads = [] if detector is not None else list(b["bads"])
-    if b["interpolate"] and (detector is not None or b["bads"]):
+    interpolated = bool(b["interpolate"] and (detector is not None or b["bads"]))
+    if interpolated:
         stages.append(BadChannelInterpolation(bads_from=detector, bads=fixed_bads))
     if cfg["reference"]["type"] == "average":
         # interpolated channels stay in the average: the reference then does not depend on
         # which channels happen to be bad (a channel failing mid-session would otherwise shift
         # every later TEP; on the simulator it biased the ROI N100/P180 by 10-25 %)
-        interpolated = b["interpolate"] and (detector is not None or b["bads"])
         stages.append(AverageReference(exclude_bads=not interpolated, bads_from=detector,
                                        bads=fixed_bads))
     return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
@@ -239,22 +239,26 @@ class TEPSession:
             metric.on_epoch(epoch, row)
         self.pulses.append(row)
         self.n_rejected += not row["kept"]
+        if self.listeners:  # offline analysis has none: no per-epoch summaries to build
+            self._publish(row, received_s)
+        for epoch_listener in self.epoch_listeners:
+            try:
+                epoch_listener(epoch, row)
+            except Exception:
+                log.exception("session epoch listener %r failed", epoch_listener)
+
+    def _publish(self, row: dict, received_s: float) -> None:
         latency_ms = ((now_s() - received_s) * 1e3 if not math.isnan(received_s)
                       else math.nan)
         update = {"type": "pulse", "pulse": row, "tep": self.tep_summary(),
                   "metrics": self.metrics_summary(), "latency_ms": latency_ms}
-        if self.listeners and self.tep.n >= 1:  # offline analysis has no listener
+        if any(getattr(f, "wants_curves", False) for f in self.listeners):  # a metrics outlet
             update["curves"] = self.tep_curves()
         for listener in self.listeners:
             try:
                 listener(update)
             except Exception:
                 log.exception("session listener %r failed", listener)
-        for epoch_listener in self.epoch_listeners:
-            try:
-                epoch_listener(epoch, row)
-            except Exception:
-                log.exception("session epoch listener %r failed", epoch_listener)
 
     def _pulse_row(self, epoch: Epoch, added: bool) -> dict:
         tep = self.tep

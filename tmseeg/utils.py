@@ -30,6 +30,6 @@ def now_s() -> float:
     """The LSL clock when pylsl is there (latencies compare with LSL timestamps)."""
     try:
         import pylsl
-        return pylsl.local_clock()
+        return float(pylsl.local_clock())
     except Exception:  # pragma: no cover - pylsl is a core dependency
         return time.monotonic()

@@ -59,15 +59,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from tmseeg.utils import now_s
+
 __all__ = ["TriggerRequest", "GuardDecision", "SafetyGuard"]
 
 
-def _default_clock() -> float:
-    try:
-        import pylsl
-        return float(pylsl.local_clock())
-    except Exception:  # pragma: no cover - pylsl is a core dependency
-        return time.monotonic()
+_default_clock = now_s  # the LSL clock
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.channels import standard_montage
+from tmseeg.pipeline.channels import montage_positions
 
 __all__ = ["SpatialFilter", "nearest_neighbors"]
 
 _LAPLACIAN_RE = re.compile(r"^\s*(\S+)\s+(laplacian|hjorth)\s*$", re.IGNORECASE)
-
-
-def _template_positions(montage: str = "auto") -> dict[str, np.ndarray]:
-    """Channel positions (m) of an MNE built-in montage, keyed by lower-case name."""
-    mont = standard_montage(montage)
-    return {k.lower(): np.asarray(v, float) for k, v in mont.get_positions()["ch_pos"].items()}
 
 
 def nearest_neighbors(center: str, ch_names: Sequence[str], n_neighbors: int = 4,
@@ -63,7 +57,7 @@ def nearest_neighbors(center: str, ch_names: Sequence[str], n_neighbors: int = 4
     ValueError
         If ``center`` has no template position or fewer than ``n_neighbors`` candidates have.
     """
-    pos = _template_positions(montage)
+    pos = montage_positions(montage)
     c = pos.get(center.lower())
     if c is None:
         raise ValueError(f"nearest_neighbors: {center!r} is not a position of the {montage!r} "

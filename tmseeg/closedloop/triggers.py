@@ -32,10 +32,9 @@ import json
 import logging
 import math
 import threading
-import time
 from typing import Callable
 
-from tmseeg.utils import jsonable
+from tmseeg.utils import jsonable, now_s
 
 __all__ = ["TriggerOutput", "LSLTriggerOutput", "SerialTriggerOutput",
            "SimulatorTriggerOutput", "make_output", "message_json", "lsl_clock"]
@@ -47,13 +46,8 @@ FiredCallback = Callable[[int, float], None]
 FailedCallback = Callable[[int, str], None]
 
 
-def lsl_clock() -> float:
-    """The local LSL clock (seconds), the time base of every trigger time."""
-    try:
-        import pylsl
-        return float(pylsl.local_clock())
-    except Exception:  # pragma: no cover - pylsl is a core dependency
-        return time.monotonic()
+#: the local LSL clock (seconds), the time base of every trigger time
+lsl_clock = now_s
 
 
 def message_json(message: dict) -> str:

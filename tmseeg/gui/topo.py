@@ -23,10 +23,9 @@ def electrode_positions_2d(ch_names: Sequence[str]) -> tuple[list[str], np.ndarr
         Channels with a position (in input order; EMG, triggers... are left out).
     pos : ndarray, shape (n, 2)
     """
-    from tmseeg.pipeline.channels import standard_montage
+    from tmseeg.pipeline.channels import montage_positions
 
-    m = standard_montage().get_positions()["ch_pos"]
-    lookup = {k.lower(): v for k, v in m.items()}
+    lookup = montage_positions()
     names, xyz = [], []
     for n in ch_names:
         p = lookup.get(n.lower())

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "resolve_picks", "BadChannelDetector", "BadChannelInterpolation", "spline_matrix",
-    "standard_montage", "bad_segments", "tidy_channel_names",
+    "standard_montage", "montage_positions", "bad_segments", "tidy_channel_names",
     "tidy_meta",
 ]
 
@@ -393,6 +393,14 @@ _REF_SUFFIX = re.compile(
     r"[\s_\-/]+(?:ref|reference|a1|a2|a1a2|m1|m2|m1m2|le|re|lm|rm|avg|av|ar|car|cz)$",
     re.IGNORECASE,
 )
+
+
+@functools.lru_cache(maxsize=8)
+def montage_positions(montage: str = "auto") -> dict[str, np.ndarray]:
+    """3-D electrode positions (m) of a built-in montage by lower-case label (cached; do not
+    modify the returned arrays)."""
+    return {k.lower(): np.asarray(v, float)
+            for k, v in standard_montage(montage).get_positions()["ch_pos"].items()}
 
 
 @functools.lru_cache(maxsize=8)

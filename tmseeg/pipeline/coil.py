@@ -12,16 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.channels import resolve_picks, standard_montage
+from tmseeg.pipeline.channels import montage_positions, resolve_picks
 from tmseeg.stream.block import Block, StreamMeta
 
 __all__ = ["CoilSiteDetector", "centroid_channel", "roi_around"]
-
-
-def _positions(montage: str) -> dict:
-    """3-D electrode positions of a standard montage, by lower-case channel name."""
-    mont = standard_montage(montage)
-    return {k.lower(): v for k, v in mont.get_positions()["ch_pos"].items()}
 
 
 def centroid_channel(amplitudes_uv: np.ndarray, ch_names: Sequence[str],
@@ -38,7 +32,7 @@ def centroid_channel(amplitudes_uv: np.ndarray, ch_names: Sequence[str],
     contact, won). Falls back to the maximum when positions are unknown.
     """
     amps = np.nan_to_num(np.asarray(amplitudes_uv, dtype=float))
-    pos = _positions(montage)
+    pos = montage_positions(montage)
     known = [i for i, n in enumerate(ch_names) if n.lower() in pos]
     if not known:
         return ch_names[int(np.argmax(amps))]
@@ -60,7 +54,7 @@ def roi_around(site: str, ch_names: Sequence[str], n_neighbors: int = 4,
     Distances are between 3-D electrode positions of a standard 10-05 montage. Channels without
     a position are ignored; if ``site`` itself has none, only ``[site]`` is returned.
     """
-    pos = _positions(montage)
+    pos = montage_positions(montage)
     if site.lower() not in pos:
         return [site]
     here = pos[site.lower()]

@@ -144,6 +144,10 @@ class MarkerPulses(StatelessStage):
                              ) from exc
         self.pattern = pattern
         self.offset_ms = float(offset_ms)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the markers seen (a new stream begins)."""
         self.n_matched = 0
         self.unmatched: dict[str, int] = {}  # label -> count, while nothing has matched
         self._warned = False

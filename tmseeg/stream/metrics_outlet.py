@@ -133,6 +133,9 @@ class MetricsOutlet:
         Stable id so consumers reconnect after a restart (default derived from the name).
     """
 
+    #: the session adds the decimated TEP curves to the updates it sends here
+    wants_curves = True
+
     def __init__(self, name: str = METRICS_STREAM_NAME, source_id: str | None = None) -> None:
         import pylsl
 
