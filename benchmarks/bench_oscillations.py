@@ -15,7 +15,6 @@ Run: ``python benchmarks/bench_oscillations.py [n_repeats]``.
 """
 import sys
 import time
-import tomllib
 
 import numpy as np
 
@@ -34,11 +33,7 @@ def stats(name, ts):
 
 
 def main(n=30):
-    cfg = load_config(None)
-    for mod in (osc, st):
-        key = mod.CONFIG_TOML.split("]")[0][1:]
-        if key not in cfg:
-            cfg.update(tomllib.loads(mod.CONFIG_TOML))
+    cfg = load_config(None)  # every plug-in's section is part of the defaults
     meta = StreamMeta(CAPS[64], 5000.0)
     session = TEPSession(cfg, meta, roi=["C3", "FC1", "FC5", "CP1", "CP5"])
     m = osc.OscillationMetric(cfg, session)

@@ -2,6 +2,7 @@
 a corrupt recording isolated, the group table and the known pre/post effect."""
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -141,3 +142,18 @@ def test_resume_skips_finished(study, local_run):
                      overrides={"epochs": {"reject_uv": 200.0}})
     assert res2.counts() == {"ok": 1}
     assert [r.entities["session"] for r in res2.results] == ["2"]
+
+
+def test_resume_compares_the_requested_configuration(tmp_path):
+    """``analyze`` may switch the pulse source (no marker matched) and store the hash of the
+    configuration it used; a resumed batch must still see the session as done."""
+    from tmseeg import __version__
+    from tmseeg.study.batch import is_finished
+
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"config_hash": "used", "requested_config_hash": "asked",
+         "tmseeg_version": __version__}))
+    assert is_finished(tmp_path, "asked") and not is_finished(tmp_path, "used")
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"config_hash": "asked", "tmseeg_version": __version__}))  # written before the field
+    assert is_finished(tmp_path, "asked")

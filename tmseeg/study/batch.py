@@ -36,8 +36,9 @@ from typing import Any, Callable, Sequence
 
 from tmseeg import __version__
 from tmseeg.pipeline.config import config_hash, load_config
-from tmseeg.study.bids import (StudyError, derivatives_root, entities_of, find_recordings,
-                               session_output_dir, write_derivatives_description)
+from tmseeg.study.bids import (StudyError, derivatives_root, entities_of, entity_label,
+                               find_recordings, session_output_dir,
+                               write_derivatives_description)
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +399,7 @@ def run_batch(bids_root: str | Path, subjects: str | Sequence[str] | None = None
     def on_done(res: JobResult) -> None:
         bar.update(1)
         if res.status == STATUS_FAILED:
-            bar.write(f"FAILED {_label(res.entities)}: {res.message} (log: {res.log_file})")
+            bar.write(f"FAILED {entity_label(res.entities)}: {res.message} (log: {res.log_file})")
 
     try:
         if todo:
@@ -422,6 +423,3 @@ def run_batch(bids_root: str | Path, subjects: str | Sequence[str] | None = None
     return BatchResult(ordered, table, report_path, deriv, rows, time.perf_counter() - t0)
 
 
-def _label(ent: dict) -> str:
-    short = {"subject": "sub", "session": "ses", "task": "task", "run": "run"}
-    return "_".join(f"{short.get(k, k)}-{v}" for k, v in ent.items() if v)

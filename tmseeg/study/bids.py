@@ -77,6 +77,12 @@ class StudyError(ValueError):
     """A BIDS dataset or study request is wrong: the message names the problem and the fix."""
 
 
+def entity_label(entities: dict) -> str:
+    """``sub-01_ses-pre_task-tms_run-1`` for a dict of BIDS entities (empty ones left out)."""
+    short = {"subject": "sub", "session": "ses", "task": "task", "run": "run"}
+    return "_".join(f"{short.get(k, k)}-{v}" for k, v in entities.items() if v)
+
+
 def _check_label(entity: str, value: str | None) -> str | None:
     if value is None:
         return None

@@ -30,6 +30,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tmseeg.study.bids import entity_label
+
 #: columns of the group table, in order
 TABLE_COLUMNS = ["subject", "session", "task", "run", "block", "metric", "value", "n",
                  "baseline", "diff", "g", "diff_ci_low", "diff_ci_high", "g_ci_low",
@@ -262,7 +264,7 @@ def write_group_report(results: Sequence, rows: Sequence[dict], path: str | Path
     path = Path(path)
     report = mne.Report(title="tmseeg group report", verbose="error")
     status_rows = "".join(
-        f"<tr><td>{_ent(r.entities)}</td><td>{r.status}</td><td>{_esc(r.message)}</td>"
+        f"<tr><td>{entity_label(r.entities)}</td><td>{r.status}</td><td>{_esc(r.message)}</td>"
         f"<td>{r.elapsed_s:.1f}</td></tr>" for r in results)
     report.add_html(f"<table class='table table-sm'><tr><th>session</th><th>status</th>"
                     f"<th>message</th><th>time s</th></tr>{status_rows}</table>",
@@ -277,7 +279,7 @@ def write_group_report(results: Sequence, rows: Sequence[dict], path: str | Path
             t, roi_uv, gmfp = roi_tep(r.out_dir, summary.get("roi") or [])
         except (OSError, ValueError, FileNotFoundError):
             continue
-        curves.append((_ent(r.entities), t, roi_uv, gmfp))
+        curves.append((entity_label(r.entities), t, roi_uv, gmfp))
     if curves:
         n_t = min(c[1].size for c in curves)
         t = curves[0][1][:n_t]
@@ -352,9 +354,6 @@ def write_group_report(results: Sequence, rows: Sequence[dict], path: str | Path
     return path
 
 
-def _ent(ent: dict) -> str:
-    short = {"subject": "sub", "session": "ses", "task": "task", "run": "run"}
-    return "_".join(f"{short.get(k, k)}-{v}" for k, v in ent.items() if v)
 
 
 def _esc(text: str) -> str:
