@@ -766,6 +766,10 @@ class GroundTruth:
         The :class:`SimConfig` as a dict.
     mu_topography, decay_tau_fast_ms, decay_tau_slow_ms : ndarray
         Per-EEG-channel mu weight and decay time constants (NaN where no slow term).
+    decay_amp_fast_uv, decay_amp_slow_uv : ndarray
+        Per-EEG-channel decay amplitudes at the pulse sample (µV, signed) at the reference
+        intensity, before the per-pulse factor ``I / tep_reference_intensity_pct x (1 + 0.1
+        N(0,1))`` (NaN where no slow term).
     """
 
     def __init__(self, sfreq: float, ch_names: Sequence[str], mu_knots: KnotPhase,
@@ -790,6 +794,8 @@ class GroundTruth:
         self.mu_topography = np.asarray(arrays.get("mu_topography", np.zeros(n_eeg)), float)
         self.decay_tau_fast_ms = np.asarray(arrays.get("decay_tau_fast_ms", np.full(n_eeg, np.nan)))
         self.decay_tau_slow_ms = np.asarray(arrays.get("decay_tau_slow_ms", np.full(n_eeg, np.nan)))
+        self.decay_amp_fast_uv = np.asarray(arrays.get("decay_amp_fast_uv", np.full(n_eeg, np.nan)))
+        self.decay_amp_slow_uv = np.asarray(arrays.get("decay_amp_slow_uv", np.full(n_eeg, np.nan)))
         self.peaks = self._measure_peaks()
         #: coupled sources (empty unless SimConfig.coupling), see _CouplingSources.truth
         self.coupling: dict = {}
@@ -817,6 +823,17 @@ class GroundTruth:
                 "sigma_ms": sig,
                 "peak_uv": amp,
             }
+        return out
+
+    def decay_uv(self, n_samples: int) -> np.ndarray:
+        """The noise-free decay artifact of one pulse at the reference intensity (per-pulse
+        factor 1), samples ``0 .. n_samples - 1`` from the pulse, shape (n_eeg, n_samples)."""
+        t_ms = np.arange(n_samples) * (1000.0 / self.sfreq)
+        out = np.zeros((self.decay_tau_fast_ms.size, n_samples))
+        for amp, tau in ((self.decay_amp_fast_uv, self.decay_tau_fast_ms),
+                         (self.decay_amp_slow_uv, self.decay_tau_slow_ms)):
+            rows = np.flatnonzero(np.isfinite(amp) & np.isfinite(tau))
+            out[rows] += amp[rows, None] * np.exp(-t_ms[None, :] / tau[rows, None])
         return out
 
     def tep_roi_uv(self) -> np.ndarray:
@@ -882,6 +899,7 @@ class GroundTruth:
             mu_freq_hz=self.mu_knots.freq_hz, mu_phase_rad=self.mu_knots.phase_rad,
             mu_amp_uv=self.mu_knots.amp_uv, mu_topography=self.mu_topography,
             decay_tau_fast_ms=self.decay_tau_fast_ms, decay_tau_slow_ms=self.decay_tau_slow_ms,
+            decay_amp_fast_uv=self.decay_amp_fast_uv, decay_amp_slow_uv=self.decay_amp_slow_uv,
             component_names=np.array(list(self.components)),
             components=np.array([self.components[k] for k in self.components]),
         )
@@ -910,7 +928,8 @@ class GroundTruth:
                     arr["tep_template_uv"], comps, doc["roi"], doc["coil_site"],
                     doc["mu_site"], doc["config"],
                     arrays={k: arr[k] for k in ("mu_topography", "decay_tau_fast_ms",
-                                                "decay_tau_slow_ms")})
+                                                "decay_tau_slow_ms", "decay_amp_fast_uv",
+                                                "decay_amp_slow_uv") if k in arr})
         truth.n_generated = int(doc["n_generated"])
         truth.pulses = [PulseTruth(**p) for p in doc["pulses"]]
         truth.markers = [(int(s), str(lab)) for s, lab in doc["markers"]]
@@ -1175,7 +1194,8 @@ class TMSEEGSimulator:
             fs, names, mu_knots, self.tep_times_ms, template, components, roi, cfg.coil_site,
             cfg.mu_site, cfg.to_dict(),
             arrays={"mu_topography": self._mu_topo, "decay_tau_fast_ms": tau_f,
-                    "decay_tau_slow_ms": tau_s})
+                    "decay_tau_slow_ms": tau_s, "decay_amp_fast_uv": a_f,
+                    "decay_amp_slow_uv": np.where(has_slow, 0.35 * a_f, np.nan)})
         if self._coupling is not None:
             self.truth.coupling = self._coupling.truth()
         self.truth.evoked_oscillation = evoked_osc
