@@ -191,6 +191,21 @@ def test_bad_parameters_raise_clear_errors():
         st.process(b)
 
 
+def test_epoch_filter_drops_a_low_pass_the_sampling_rate_cannot_carry(caplog):
+    """A 100 Hz low-pass on data sampled at 200 Hz (Nyquist 100 Hz): no crash, no low-pass,
+    a warning that says so; the high-pass still works."""
+    from tmseeg.pipeline.filters import EpochFilter
+
+    filt = EpochFilter(1.0, 100.0, order=4, notch_hz=50.0)
+    t = np.arange(0, 4.0, 1 / 200.0)
+    x = np.vstack([np.sin(2 * np.pi * 0.1 * t) * 50 + np.sin(2 * np.pi * 20 * t)])
+    with caplog.at_level("WARNING"):
+        out = filt(x, 200.0)
+    assert "no low-pass" in caplog.text
+    mid = slice(200, 600)
+    assert np.std(out[0, mid] - np.sin(2 * np.pi * 20 * t[mid])) < 0.2  # 20 Hz kept, drift gone
+
+
 def test_epoch_filter_keeps_tep_latencies_where_a_causal_filter_shifts_them():
     """The TEP path filters each padded epoch forward and backward: no latency shift."""
     from tmseeg.pipeline.filters import EpochFilter, design_bandpass, sosfilt_nan

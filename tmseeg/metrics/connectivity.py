@@ -49,7 +49,7 @@ Decimation
 ----------
 Bands stop at 45 Hz by default, so each window is reduced to ``decimate_to_hz`` (250 Hz) before
 the spectra: by plain subsampling when the epochs are already low-passed below 0.8 x the new
-Nyquist frequency (the session's zero-phase epoch filter, 80 Hz by default, against 125 Hz), else
+Nyquist frequency (the session's zero-phase epoch filter, 100 Hz by default, against 125 Hz), else
 by :func:`scipy.signal.resample_poly` (FIR anti-alias filter, applied within the window only, so
 the interpolated pulse window is never smeared into a window). At 64 channels / 5 kHz this
 makes an epoch cost a fraction of a millisecond (``benchmarks/bench_connectivity.py``).

@@ -66,9 +66,12 @@ max_bad_fraction = 0.2      # never more than this share of channels (see the do
 [filter]
 # Epochs are band-passed and notched forward-backward (zero phase, no latency shift of the
 # TEP) with epoch_pad_ms of real data on each side, live exactly as offline.
+# Defaults as TESA's (Rogasch et al. 2017): 1-100 Hz, 4th-order Butterworth per edge. A lower
+# or gentler low-pass rounds sharp early peaks off (an 80 Hz 2nd-order one took N15 down
+# 15-35 % against the unfiltered truth; benchmarks/bench_tep_accuracy.py --raw-truth).
 l_freq_hz = 1.0             # 0 = no high-pass
-h_freq_hz = 80.0            # 0 = no low-pass
-order = 2                   # Butterworth order per edge (doubled by the two passes)
+h_freq_hz = 100.0           # 0 = no low-pass; dropped (with a warning) at or above 0.9 x Nyquist
+order = 4                   # Butterworth order per edge (doubled by the two passes)
 notch_hz = 50.0             # 0 = no notch; 60 in the Americas
 notch_harmonics = 2
 epoch_pad_ms = 500.0        # the epoch is emitted this much later than tmax_ms

@@ -35,6 +35,7 @@ electrode) therefore recovers by itself if it comes back.
 """
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -43,6 +44,8 @@ from scipy import signal
 from tmseeg.pipeline.base import empty_block_like, concat_blocks
 from tmseeg.pipeline.channels import resolve_picks
 from tmseeg.stream.block import Block
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SosFilter",
@@ -528,9 +531,11 @@ class EpochFilter:
     Parameters
     ----------
     l_freq_hz, h_freq_hz : float or None
-        Band edges (default 1 and 80 Hz); None drops that edge.
+        Band edges (default 1 and 100 Hz, as TESA); None drops that edge. A low-pass edge at
+        or above 0.9 x the Nyquist frequency of the data is dropped with a warning (the
+        sampling rate already limits the band).
     order : int
-        Butterworth order per edge (default 2; doubled by the forward-backward pass).
+        Butterworth order per edge (default 4; doubled by the forward-backward pass).
     notch_hz : float or None
         Line frequency (50 Hz default; 60 Hz in the Americas; None or 0 = no notch).
     notch_harmonics : int
@@ -539,8 +544,8 @@ class EpochFilter:
         Data added on each side of the epoch before filtering (default 500 ms).
     """
 
-    def __init__(self, l_freq_hz: float | None = 1.0, h_freq_hz: float | None = 80.0,
-                 order: int = 2, notch_hz: float | None = 50.0, notch_harmonics: int = 2,
+    def __init__(self, l_freq_hz: float | None = 1.0, h_freq_hz: float | None = 100.0,
+                 order: int = 4, notch_hz: float | None = 50.0, notch_harmonics: int = 2,
                  pad_ms: float = 500.0) -> None:
         if pad_ms < 0:
             raise ValueError(f"pad_ms must be >= 0, got {pad_ms}")
@@ -556,9 +561,14 @@ class EpochFilter:
         """The cascaded sections at a sampling rate (None: nothing to do)."""
         if sfreq_hz not in self._sos:
             parts = []
-            if self.l_freq_hz or self.h_freq_hz:
-                parts.append(design_bandpass(sfreq_hz, self.l_freq_hz, self.h_freq_hz,
-                                             self.order))
+            h_freq = self.h_freq_hz
+            if h_freq and h_freq >= 0.45 * sfreq_hz:
+                log.warning("epoch filter: low-pass %g Hz is at or above 0.9 x Nyquist at %g Hz "
+                            "sampling; no low-pass (set [filter] h_freq_hz lower to keep one)",
+                            h_freq, sfreq_hz)
+                h_freq = None
+            if self.l_freq_hz or h_freq:
+                parts.append(design_bandpass(sfreq_hz, self.l_freq_hz, h_freq, self.order))
             if self.notch_hz:
                 parts.append(design_notch(sfreq_hz, self.notch_hz, self.notch_harmonics))
             self._sos[sfreq_hz] = np.vstack(parts) if parts else None

@@ -41,13 +41,14 @@ def simulated_recording(config, seconds: float, label: str | None = "TMS"):
 
 
 def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: np.ndarray,
-                 cfg: dict | None = None) -> np.ndarray:
+                 cfg: dict | None = None, band_pass: bool = True) -> np.ndarray:
     """The noise-free ROI TEP as the pipeline must see it.
 
     The truth template, average-referenced, ROI-averaged and scaled by the mean per-pulse gain,
     then put through the two linear operations the pipeline applies by design: the pulse
     window is interpolated (what lies inside it is gone for any method) and the epoch is
-    band-passed zero-phase. Neither shifts a latency.
+    band-passed zero-phase. Neither shifts a latency; the band-pass does lower sharp peaks
+    (``band_pass=False`` gives the unfiltered truth an outside check would use).
 
     Parameters
     ----------
@@ -60,6 +61,8 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
         Its time axis.
     cfg : dict, optional
         Pipeline configuration (default: the defaults).
+    band_pass : bool
+        Put the truth through the epoch band-pass too (False: interpolation only).
 
     Returns
     -------
@@ -83,14 +86,16 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
     pulse = int(np.argmin(np.abs(t_pad)))
     roi_true = interpolate_pulses(roi_true, [pulse], sf, tuple(i["window_ms"]), i["method"],
                                   i["fit_ms"])
-    f = cfg["filter"]
-    filt = EpochFilter(f["l_freq_hz"], f["h_freq_hz"], f["order"], f["notch_hz"],
-                       f["notch_harmonics"], f["epoch_pad_ms"])
-    return filt(roi_true, sf)[0, pad:pad + len(times_ms)]
+    if band_pass:
+        f = cfg["filter"]
+        roi_true = EpochFilter(f["l_freq_hz"], f["h_freq_hz"], f["order"], f["notch_hz"],
+                               f["notch_harmonics"], f["epoch_pad_ms"])(roi_true, sf)
+    return roi_true[0, pad:pad + len(times_ms)]
 
 
-def peak_errors(tep, truth, cfg: dict | None = None) -> dict[str, dict]:
-    """Each peak of a :class:`~tmseeg.metrics.tep.RunningTEP` against the truth.
+def peak_errors(tep, truth, cfg: dict | None = None, band_pass: bool = True) -> dict[str, dict]:
+    """Each peak of a :class:`~tmseeg.metrics.tep.RunningTEP` against the truth
+    (``band_pass``: as in :func:`true_roi_tep`).
 
     Returns
     -------
@@ -100,7 +105,7 @@ def peak_errors(tep, truth, cfg: dict | None = None) -> dict[str, dict]:
     """
     from tmseeg.metrics.tep import find_peak
 
-    ref = true_roi_tep(truth, tep.ch_names, tep.roi, tep.times_ms, cfg)
+    ref = true_roi_tep(truth, tep.ch_names, tep.roi, tep.times_ms, cfg, band_pass)
     got = tep.peaks()
     out = {}
     for name, win in tep.peak_windows_ms.items():

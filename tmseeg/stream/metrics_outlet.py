@@ -31,8 +31,9 @@ def curve_decimation(sfreq_hz: float, h_freq_hz: float | None,
 
     The TEP path low-passes every epoch at ``h_freq_hz`` (zero-phase Butterworth,
     :class:`~tmseeg.pipeline.filters.EpochFilter`), so taking every k-th sample is an
-    alias-free decimation as long as the new rate stays >= 2.5 x ``h_freq_hz`` (80 Hz default:
-    1 kHz keeps 6.25 x the cut-off, and the filter is down > 60 dB at the new Nyquist). The
+    alias-free decimation as long as the new rate stays >= 2.5 x ``h_freq_hz`` (100 Hz default:
+    1 kHz keeps 5 x the cut-off, and the 4th-order filter, run twice, is down > 70 dB at the new
+    Nyquist). The
     published values are then the average's own samples, exactly. Without a low-pass
     (``h_freq_hz`` 0 or None), consecutive samples are averaged instead (a k-sample boxcar,
     which attenuates what would alias).
