@@ -127,6 +127,35 @@ def test_peak_on_window_edge_is_not_found():
     assert not find_peak(np.full_like(TIMES, np.nan), TIMES, (85, 140), "N")["found"]
 
 
+def test_peak_latency_on_a_noisy_broad_peak_comes_from_its_top_not_one_sample():
+    """A broad P180-like peak (sigma 28 ms) under noise of a running average: the extreme
+    sample wanders far along the flat top, the vertex of the fitted top stays close. On a
+    skewed, noise-free peak the vertex stays within a fraction of a millisecond."""
+    rng = np.random.default_rng(7)
+    t = np.arange(-100.0, 400.0, 0.2)  # 5 kHz
+    clean = 5.0 * np.exp(-0.5 * ((t - 185.0) / 28.0) ** 2)
+    err_sample, err_vertex = [], []
+    for _ in range(200):
+        noise = np.convolve(rng.standard_normal(t.size), np.ones(25) / 25, "same") * 1.5
+        y = clean + noise  # ~0.3 uV of smooth noise
+        err_sample.append(find_peak(y, t, (150, 250), "P", refine_fraction=0)["latency_ms"] - 185)
+        err_vertex.append(find_peak(y, t, (150, 250), "P")["latency_ms"] - 185)
+    err_sample, err_vertex = np.abs(err_sample), np.abs(err_vertex)
+    # measured: extreme sample median 4.2 / p90 8.8 ms, vertex 1.4 / 3.3 ms
+    assert np.median(err_vertex) < 0.5 * np.median(err_sample)
+    assert np.percentile(err_vertex, 90) < 0.5 * np.percentile(err_sample, 90)
+    # skewed (gamma-shaped) components in the default windows, noise-free: the vertex stays
+    # within 0.5 ms of the true maximum (measured 0.05-0.43 ms, largest for the broad P180)
+    for name, mode in (("N15", 15.0), ("P30", 30.0), ("N45", 45.0), ("P60", 62.0),
+                       ("N100", 105.0), ("P180", 185.0)):
+        for k in (3.0, 8.0):
+            tt = np.clip(t, 0, None) / (mode / k)
+            g = np.where(t > 0, (tt / k) ** k * np.exp(k - tt), 0.0) * (-1 if name[0] == "N" else 1)
+            r = find_peak(g, t, DEFAULT_PEAK_WINDOWS[name], name[0])
+            assert r["found"] and abs(r["latency_ms"] - mode) < 0.5, (name, k, r)
+            assert abs(r["amplitude_uv"]) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_single_trial_early_is_roi_peak_to_peak():
     eps = _epochs(3, 0.0, 3)  # noise-free
     tep = RunningTEP(NAMES, TIMES, ROI)
