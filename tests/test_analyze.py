@@ -3,6 +3,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import mne
@@ -13,6 +14,7 @@ from tmseeg.pipeline.config import ConfigError, load_config
 from tmseeg.report.analyze import analyze_file, run_session
 from tmseeg.sim.accuracy import peak_errors, simulated_recording, true_roi_tep
 from tmseeg.sim.model import SimConfig
+from tmseeg.stream.block import EVENT_MARKER, Event
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "tmseeg_sample.vhdr"
 
@@ -91,8 +93,9 @@ def test_pipeline_recovers_every_peak_when_there_is_no_decay_artifact(decay_free
     handling (blinks make Fp1/Fp2 "noisy": interpolated, and kept in the average reference),
     zero-phase epoch filter, average reference, ROI from the detected coil site, epochs.
 
-    Measured (seed 5, 420 s, 381 epochs): N15 -7 %, P30 +11 %, N45 -1 %, P60 +5 %, N100 +2 %,
-    P180 -4 %; latencies within 0.6 ms (P180 1.6 ms). Across seeds 5-12 the worst peak was
+    Measured (seed 5, 420 s, 381 epochs, 1-100 Hz epoch filter, against the truth through the
+    same filter): every peak within 15 %, every latency within 2 ms (before the peak latency
+    came from the top of the peak rather than one sample, P180 was 2.6 ms off here). Across seeds 5-12 the worst peak was
     9-14 % in 7 of 8 sessions. Before the reference kept the interpolated channels, N100 and
     P180 came out 10-30 % low here.
     """
@@ -109,22 +112,24 @@ def test_pipeline_recovers_every_peak_when_there_is_no_decay_artifact(decay_free
 #: what the default pipeline achieves on this session (see the docstring below): latency (ms)
 #: and relative amplitude tolerances per peak
 PEAK_TOLERANCES = {"N15": (2.0, 0.40), "P30": (2.0, 0.25), "N45": (2.0, 0.15),
-                   "P60": (2.0, 0.40), "N100": (2.0, 0.15), "P180": (3.0, 0.25)}
+                   "P60": (2.0, 0.40), "N100": (2.0, 0.15), "P180": (4.0, 0.25)}
 
 
 def test_tep_peaks_match_ground_truth(simulated_session):
     """Peaks of the recovered ROI TEP against the truth, through the whole default pipeline,
     with the decay artifact.
 
-    Measured (seed 5, 185 s, 166 kept epochs): latencies within 2 ms (N15 +1.4, N100 +1.8,
-    P180 -2.0); amplitudes N15 -33 %, P30 -12 %, N45 +2 %, P60 +30 %, N100 -7 %, P180 -14 %.
-    The same pipeline without the decay artifact is within 15 % everywhere (the test above),
-    so the rest is the decay fit: the fitted exponentials absorb the part of the TEP that
-    looks like them (the slow one a broad negativity under N100, which lifts P60; the fast one
-    part of N15). Across seeds 5-12 (420 s each) P60 came out +16..+39 % and N100 -8..-20 %.
-    Even the simulator's true time constants leave N15 ~-30 % (the amplitude fit alone
-    absorbs it), and a spatial (lead-field) prior cannot separate the two on 32 channels. The
-    tolerances below state what holds today, not the 15 % the issue asks for.
+    Measured (seed 5, 185 s, 166 kept epochs, 1-100 Hz epoch filter): latencies within 2 ms
+    (N15 +1.4, N100 +1.7) but P180 -3.4 ms (broad, and reshaped by the slow exponential);
+    amplitudes N15 -25 %, P30 -13 %, N45 +2 %, P60 +30 %, N100 -6 %, P180 -14 %. The same
+    pipeline without the decay artifact is within 15 % everywhere (the test above), so the rest
+    is the decay fit: the fitted exponentials absorb the part of the TEP that looks like them
+    (the slow one a broad negativity under N100, which lifts P60; the fast one part of N15).
+    Across seeds 5-12 (420 s each) P60 came out +16..+41 % and N100 -7..-21 %. Even the
+    simulator's true time constants, without any noise, leave N15 -17..-51 % and P30 +3..+20 %
+    (``benchmarks/bench_decay_bias.py``: the amplitude fit alone absorbs them), and a spatial
+    (lead-field) prior cannot separate the two on 32 channels. The tolerances below state what
+    holds today, not the 15 % the issue asks for.
     """
     rec, truth = simulated_session
     session = run_session(rec, load_config(), keep_epochs=False)
@@ -161,20 +166,62 @@ def _short_recording(label: str | None, **sim):
                                          muscle_artifact=False, **sim), 20.0, label)
 
 
-def test_unknown_pulse_marker_falls_back_to_the_data_and_says_which_markers_exist(tmp_path):
+def test_unknown_pulse_marker_is_recognised_on_the_pulse_artifacts(tmp_path):
     """A stimulator writing "R128" (or a stim channel whose code is 1) matches no built-in
-    pattern: the pulses are found in the data, and the warning names the label to use."""
+    pattern: the pulse artifacts found in the data show that R128 is the pulse, so its markers
+    are used (every pulse, also where the detection misses one), and the warning says so."""
     rec, truth = _short_recording("R128")
+    # a second label that is not a pulse, and one R128 whose artifact the detection will miss
+    # (the pulse artifact is gone from that stretch: a marker-only pulse)
+    events = list(rec.events) + [Event(sample=int(truth.pulses[0].sample) + 700, label="rest",
+                                       kind=EVENT_MARKER)]
+    hidden = int(truth.pulses[2].sample)
+    data = rec.data_uv.copy()
+    a, b = hidden - 20, hidden + 60  # a straight line across the artifact: no jump left
+    w = np.linspace(0.0, 1.0, b - a)
+    data[:, a:b] = data[:, a - 1:a] * (1 - w) + data[:, b:b + 1] * w
+    rec = replace(rec, data_uv=data, events=events)
+    from tmseeg.report.analyze import _pulses_in_data
+    assert len(_pulses_in_data(rec, load_config())) == len(truth.pulses) - 1
     summary = analyze_file(tmp_path / "r128.vhdr", tmp_path / "a", recording=rec,
                            progress=False, report=False)
     assert summary["n_pulses"] == len(truth.pulses) >= 5
-    assert summary["config"]["pulses"]["source"] == "data"
-    assert "'R128' x" in summary["warnings"][0] and "--pulse-pattern '^R128$'" in \
-        summary["warnings"][0]
+    assert summary["config"]["pulses"]["source"] == "markers"
+    assert summary["config"]["pulses"]["pattern"] == "^(?:R128)$"
+    text = summary["warnings"][0]
+    assert "'R128' x" in text and "fall on the pulse artifacts" in text and "'rest'" in text
     named = analyze_file(tmp_path / "r128.vhdr", tmp_path / "b", recording=rec, progress=False,
                          report=False, overrides={"pulses": {"pattern": "^R128$"}})
     assert named["n_pulses"] == len(truth.pulses) and named["warnings"] == []
-    assert named["config"]["pulses"]["source"] == "markers"
+
+
+def test_unknown_marker_off_the_pulses_falls_back_to_the_data(tmp_path):
+    """Markers that do not fall on the pulse artifacts (here: 400 ms after each pulse) are not
+    pulses: the detected pulses are used and the warning names the labels seen."""
+    rec, truth = _short_recording(None)
+    fs = rec.meta.sfreq
+    rec = replace(rec, events=[Event(sample=int(p.sample + 0.4 * fs), label="R128",
+                                     kind=EVENT_MARKER) for p in truth.pulses])
+    summary = analyze_file(tmp_path / "r.vhdr", tmp_path / "a", recording=rec,
+                           progress=False, report=False)
+    assert summary["config"]["pulses"]["source"] == "data"
+    assert summary["n_pulses"] == len(truth.pulses)
+    assert "--pulse-pattern '^R128$'" in summary["warnings"][0]
+
+
+def test_labels_at_pulses_needs_more_than_chance():
+    from tmseeg.pipeline.pulses import labels_at_pulses
+
+    fs, n = 1000.0, 600_000
+    pulses = np.arange(2000, n, 3000)
+    markers = [(int(p) + 2, "R128") for p in pulses]  # a 2-ms lag
+    rng = np.random.default_rng(0)
+    markers += [(int(s), "noise") for s in rng.integers(0, n, 200)]  # anywhere
+    markers += [(int(p) + 500, "late") for p in pulses]  # a fixed 500 ms after
+    found = labels_at_pulses(markers, pulses[::2], fs, n)  # half the pulses detected
+    assert [f["label"] for f in found] == ["R128"]
+    assert found[0]["n_at_pulses"] == pulses[::2].size and found[0]["lag_ms"] == -2.0
+    assert labels_at_pulses(markers, [], fs, n) == []
 
 
 def test_recording_without_pulses_says_so(tmp_path):

@@ -45,6 +45,14 @@ class SessionStages:
     cleaning: Any = None  # tmseeg.pipeline.cleaning.ArtifactCleaning when [cleaning] is on
 
 
+def data_pulse_stage(cfg: dict) -> DataPulses:
+    """The :class:`~tmseeg.pipeline.pulses.DataPulses` stage ``[pulses]`` declares."""
+    p = cfg["pulses"]
+    return DataPulses(channels=p["data_channels"] or None,
+                      threshold_uv_per_ms=p["data_threshold_uv_per_ms"] or None,
+                      refractory_ms=p["refractory_ms"])
+
+
 def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     """The stage chain a configuration declares, in the documented order.
 
@@ -64,10 +72,7 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
         stages.append(TriggerChannelPulses(channel=p["trigger_channel"],
                                            refractory_ms=p["refractory_ms"]))
     if source in ("data", "markers+data"):
-        stages.append(DataPulses(
-            channels=p["data_channels"] or None,
-            threshold_uv_per_ms=p["data_threshold_uv_per_ms"] or None,
-            refractory_ms=p["refractory_ms"]))
+        stages.append(data_pulse_stage(cfg))
     c = cfg["coil"]
     coil = CoilSiteDetector(n_neighbors=c["n_neighbors"])
     stages.append(coil)

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_PULSE_PATTERN",
     "MarkerPulses",
     "describe_unmatched",
+    "labels_at_pulses",
     "TriggerChannelPulses",
     "DataPulses",
 ]
@@ -116,6 +117,59 @@ def describe_unmatched(counts: Mapping[str, int], most: int = 8) -> tuple[str, s
     present = ", ".join(f"'{label}' x{n}" for label, n in ranked[:most]) or "none"
     pattern = f"'^{re.escape(str(ranked[0][0]))}$'" if ranked else "REGEX"
     return present, pattern
+
+
+def labels_at_pulses(markers: Sequence[tuple[int, str]], pulse_samples: Sequence[int],
+                     sfreq: float, n_samples: int, tol_ms: float = 10.0) -> list[dict]:
+    """Marker labels whose markers fall on pulses found another way (far more than by chance).
+
+    For a stimulator whose marker nobody named (``R128``, a stim code ``1``, ...): the pulse
+    artifacts found in the data say which label is the pulse, even where the detection misses
+    some pulses (small artifacts at a low sampling rate) and the markers catch them all.
+
+    A label counts when at least 3 of its markers, and at least a fifth of them, have a pulse
+    within ``tol_ms``, and that is more than 10 times what markers placed at random would hit.
+
+    Parameters
+    ----------
+    markers : sequence of (int, str)
+        Marker samples and labels.
+    pulse_samples : sequence of int
+        Pulses found another way (e.g. by :class:`DataPulses`).
+    sfreq : float
+        Sampling rate in Hz.
+    n_samples : int
+        Length of the recording (for the chance level).
+    tol_ms : float
+        Largest marker-to-pulse distance that counts as the same pulse.
+
+    Returns
+    -------
+    list of dict
+        ``label``, ``n_markers``, ``n_at_pulses`` and ``lag_ms`` (median pulse minus marker
+        time), most hits first.
+    """
+    pulses = np.sort(np.asarray(pulse_samples, dtype=np.int64))
+    if pulses.size == 0 or n_samples <= 0:
+        return []
+    tol = tol_ms * sfreq / 1000.0
+    by_label: dict[str, list[int]] = {}
+    for sample, label in markers:
+        by_label.setdefault(str(label), []).append(int(sample))
+    out = []
+    for label, samples in by_label.items():
+        m = np.asarray(samples, dtype=np.int64)
+        j = np.clip(np.searchsorted(pulses, m), 1, max(pulses.size - 1, 1))
+        near = np.where(np.abs(pulses[j - 1] - m) <= np.abs(pulses[j] - m), pulses[j - 1],
+                        pulses[j])
+        lag = near - m
+        hit = np.abs(lag) <= tol
+        n_hit = int(hit.sum())
+        chance = m.size * min(1.0, pulses.size * (2 * tol + 1) / n_samples)
+        if n_hit >= 3 and n_hit >= 0.2 * m.size and n_hit > 10 * chance:
+            out.append({"label": label, "n_markers": int(m.size), "n_at_pulses": n_hit,
+                        "lag_ms": float(np.median(lag[hit]) * 1000.0 / sfreq)})
+    return sorted(out, key=lambda d: -d["n_at_pulses"])
 
 
 class MarkerPulses(StatelessStage):

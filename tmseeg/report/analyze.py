@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -26,9 +27,9 @@ import numpy as np
 
 from tmseeg import __version__
 from tmseeg.pipeline.config import config_hash, load_config
-from tmseeg.pipeline.pulses import MarkerPulses, describe_unmatched
+from tmseeg.pipeline.pulses import MarkerPulses, describe_unmatched, labels_at_pulses
 from tmseeg.session import TEPSession
-from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, StreamMeta, blocks_from_array
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, StreamMeta, blocks_from_array
 from tmseeg.stream.io import DEFAULT_PULSE_PATTERN, Recording, read_recording
 from tmseeg.utils import jsonable
 
@@ -135,9 +136,11 @@ def check_pulse_source(recording: Recording, cfg: dict) -> tuple[dict, list[str]
     """Make sure the configured pulse source can find pulses in this recording.
 
     With ``[pulses] source = "markers"`` and no event label matching the pulse pattern (a
-    stimulator that writes ``R128``, a stim channel whose code is ``1``, ...), the pulses are
-    looked for in the data instead (a TMS pulse artifact is unmistakable), and the returned
-    warning lists the labels present and how to name the right one.
+    stimulator that writes ``R128``, a stim channel whose code is ``1``, ...), the pulse
+    artifacts are looked for in the data. Marker labels that fall on those artifacts
+    (:func:`~tmseeg.pipeline.pulses.labels_at_pulses`) are then taken as the pulse markers
+    (they also give the pulses the detection missed); with none, the detected pulses are used.
+    The returned warning says which, lists the labels present and how to name the right one.
 
     Returns
     -------
@@ -149,16 +152,44 @@ def check_pulse_source(recording: Recording, cfg: dict) -> tuple[dict, list[str]
     if p["source"] != "markers":
         return cfg, []
     stage = MarkerPulses(p["pattern"] or DEFAULT_PULSE_PATTERN)
-    labels = Counter(str(e.label) for e in recording.events if e.kind != EVENT_GAP)
+    markers = [(e.sample, str(e.label)) for e in recording.events if e.kind != EVENT_GAP]
+    labels = Counter(label for _, label in markers)
     if any(stage.matches(label) for label in labels):
         return cfg, []
     present, pattern = describe_unmatched(labels)
     cfg = copy.deepcopy(cfg)
+    unmatched = f"no marker matches the pulse pattern '{stage.pattern}' (markers in the file: {present})"
+    detected = _pulses_in_data(recording, cfg) if markers else []
+    hits = labels_at_pulses(markers, detected, recording.meta.sfreq, recording.n_samples)
+    if hits:
+        names = [h["label"] for h in hits]
+        cfg["pulses"]["pattern"] = "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
+        lag_ms = float(np.median([h["lag_ms"] for h in hits]))
+        if abs(lag_ms) >= 1000.0 / recording.meta.sfreq:  # markers off the artifact onset
+            cfg["pulses"]["marker_offset_ms"] = p["marker_offset_ms"] + lag_ms
+        found = ", ".join(f"'{h['label']}' ({h['n_at_pulses']} of {h['n_markers']} on a pulse "
+                          f"artifact, median lag {h['lag_ms']:+.1f} ms)" for h in hits)
+        return cfg, [f"{unmatched}; the markers {found} fall on the pulse artifacts found in the "
+                     f"data, so they were taken as the pulses (pattern "
+                     f"'{cfg['pulses']['pattern']}', marker offset "
+                     f"{cfg['pulses']['marker_offset_ms']:+.2f} ms). Name them to make this "
+                     "explicit: --pulse-pattern (or [pulses] pattern in the configuration)."]
     cfg["pulses"]["source"] = "data"
-    return cfg, [f"no marker matches the pulse pattern '{stage.pattern}' (markers in the file: "
-                 f"{present}); the pulses were looked for in the data instead. If one of those "
+    return cfg, [f"{unmatched}; the pulses were looked for in the data instead. If one of those "
                  f"markers is the pulse, name it: --pulse-pattern {pattern} (or [pulses] pattern "
                  "in the configuration)."]
+
+
+def _pulses_in_data(recording: Recording, cfg: dict) -> list[int]:
+    """Pulse samples the configured data detection finds in the whole recording."""
+    from tmseeg.session import data_pulse_stage
+
+    stage = data_pulse_stage(cfg)
+    blocks = blocks_from_array(recording.data_uv, recording.meta,
+                               max(1, int(10.0 * recording.meta.sfreq)))  # 10-s blocks
+    out = [stage.process(b) for b in blocks]
+    out.append(stage.flush())
+    return [e.sample for b in out if b is not None for e in b.events if e.kind == EVENT_PULSE]
 
 
 def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict:
