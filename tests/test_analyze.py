@@ -209,6 +209,28 @@ def test_unknown_marker_off_the_pulses_falls_back_to_the_data(tmp_path):
     assert "--pulse-pattern '^R128$'" in summary["warnings"][0]
 
 
+def test_paired_pulses_marked_only_on_the_test_pulse(tmp_path):
+    """A paired-pulse recording whose markers name only the test pulse (the conditioning pulse
+    3 ms earlier is unmarked): the unmarked artifacts are found in the data, cut and cleaned
+    too, and every test pulse gives an epoch (the conditioning ones are "grouped")."""
+    rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=5000.0, seed=3,
+                                               schedule="paired", ipi_ms=3.0,
+                                               isi_range_s=(1.5, 2.0), muscle_artifact=False),
+                                     30.0, label=None)
+    tests = [p for p in truth.pulses if p.sample - 15 in {q.sample for q in truth.pulses}]
+    rec = replace(rec, events=[Event(sample=p.sample, label="Stimulus/S  1", kind=EVENT_MARKER)
+                               for p in tests])
+    plain = run_session(rec, load_config(), keep_epochs=False)
+    assert sum(r["kept"] for r in plain.pulses) < 0.5 * len(tests)  # the CS artifact is left in
+    summary = analyze_file(tmp_path / "pp.vhdr", tmp_path / "a", recording=rec,
+                           progress=False, report=False)
+    assert summary["config"]["pulses"]["source"] == "markers+data"
+    assert "have no pulse marker (median 3.0 ms before" in summary["warnings"][0]
+    assert summary["n_pulses"] == len(truth.pulses)
+    assert summary["rejection_reasons"].get("grouped") == len(tests)
+    assert summary["n_kept"] >= len(tests) - 2
+
+
 def test_labels_at_pulses_needs_more_than_chance():
     from tmseeg.pipeline.pulses import labels_at_pulses
 

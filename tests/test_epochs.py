@@ -185,3 +185,26 @@ def test_one_block_longer_than_the_ring_still_gives_every_epoch():
     assert [e.sample for e in one] == pulses and not any(e.rejected for e in one)
     for a, b in zip(small, one):
         np.testing.assert_array_equal(a.data_uv, b.data_uv)
+
+
+def test_paired_pulse_and_burst_give_one_epoch_locked_to_the_last_pulse():
+    """Conditioning + test pulse 3 ms apart, and a 3-pulse 50-Hz burst: the earlier pulses of
+    each group are rejected as "grouped", the last one is the epoch; group_ms=0 cuts all."""
+    data = _data(n=9000, seed=4)
+    pulses = [1000, 1003, 4000, 4020, 4040]
+    ep = Epocher(tmin_ms=-200, tmax_ms=300, baseline_ms=(-200, -10), reject_uv=None)
+    got = [e for b in blocks_from_array(data, _meta(), 50, [_pulse(p) for p in pulses])
+           for e in ep.push(b)] + ep.flush()
+    assert [e.sample for e in got] == pulses
+    grouped = {e.sample: e.reason for e in got if e.rejected}
+    assert sorted(grouped) == [1000, 4000, 4020]
+    assert grouped[1000].startswith("grouped: another pulse 3.0 ms later")
+    assert grouped[4000].startswith("grouped: another pulse 20.0 ms later")
+    assert not any(e.rejected for e in got if e.sample in (1003, 4040))
+    plain = Epocher(tmin_ms=-200, tmax_ms=300, baseline_ms=(-200, -10), reject_uv=None,
+                    group_ms=0)
+    got = [e for b in blocks_from_array(data, _meta(), 50, [_pulse(p) for p in pulses])
+           for e in plain.push(b)]
+    assert [e.sample for e in got] == pulses and not any(e.rejected for e in got)
+    with pytest.raises(ValueError, match="group_ms"):
+        Epocher(group_ms=-1)

@@ -77,6 +77,27 @@ def test_resolve_by_source_id_and_units(uid):
     assert gaps == []
 
 
+@pytest.mark.parametrize("scale, warned", [(1e-6, True), (1.0, False)])
+def test_volts_without_a_declared_unit_are_flagged(uid, scale, warned, caplog):
+    """A player that streams volts and declares no unit: the inlet says so (values would be
+    read as µV, 1e6 too small); plain µV data without a unit raise nothing."""
+    info = pylsl.StreamInfo(f"nounit-{uid}", "EEG", 3, 500, "float32", f"nu-{uid}")
+    info.set_channel_labels(["C3", "Cz", "C4"])
+    out = pylsl.StreamOutlet(info, chunk_size=0, max_buffered=60)
+    inlet = EEGInlet(resolve_stream(source_id=f"nu-{uid}", stype=None, timeout_s=3))
+    rng = np.random.default_rng(0)
+    out.push_chunk((rng.standard_normal((400, 3)) * 10 * scale).astype(np.float32))
+    deadline, n = time.monotonic() + 5, 0
+    with caplog.at_level("WARNING"):
+        while n < 400 and time.monotonic() < deadline:
+            got = inlet.pull()
+            n += 0 if got is None else len(got[0])
+            time.sleep(0.01)
+    assert n == 400
+    assert bool(inlet.unit_warning) is warned
+    assert ("looks like volts" in caplog.text) is warned
+
+
 def test_reference_suffixed_labels_are_tidied_like_files(uid):
     """A stream labelled ``EEG C3-REF`` gets the names its recording would get (live ==
     offline); the EMG channel and a label that is no electrode keep theirs."""

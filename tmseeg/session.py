@@ -163,6 +163,7 @@ class TEPSession:
                                reject_uv=e["reject_uv"] or None,
                                pulse_window_ms=tuple(cfg["interpolation"]["window_ms"]),
                                bads_from=self.stages.bad_detector,
+                               group_ms=e["pulse_group_ms"],
                                epoch_filter=EpochFilter(
                                    l_freq_hz=f["l_freq_hz"], h_freq_hz=f["h_freq_hz"],
                                    order=f["order"], notch_hz=f["notch_hz"],

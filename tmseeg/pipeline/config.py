@@ -150,6 +150,10 @@ tmin_ms = -500.0
 tmax_ms = 500.0
 baseline_ms = [-500.0, -10.0]
 reject_uv = 150.0           # peak-to-peak outside the pulse window; 0 = no rejection
+# a pulse followed by another within this interval (conditioning pulse of a pair, first pulses
+# of a 50-Hz burst) gets no epoch of its own ("grouped"): the group's epoch is locked to its
+# last pulse, the test pulse; 0 = every pulse its own epoch
+pulse_group_ms = 20.0
 
 [tep]
 early_window_ms = [15.0, 60.0]

@@ -97,6 +97,12 @@ class Epocher:
     max_delay_s : float
         How late a pulse event may arrive (after its post-window was received) and still be
         cut; sets the ring-buffer length. Default 5 s.
+    group_ms : float
+        A pulse followed by another pulse within this interval (the conditioning pulse of a
+        paired pulse, the first pulses of a 50-Hz burst) belongs to a group whose epoch is
+        locked to its last pulse (the test pulse, the usual time zero of paired-pulse TEPs):
+        its own epoch is rejected with the reason ``"grouped: ..."``. 0 turns this off.
+        Default 20 ms.
     epoch_filter : callable, optional
         ``f(data_uv, sfreq_hz) -> data_uv`` applied to each epoch before baseline correction
         and rejection, e.g. :class:`~tmseeg.pipeline.filters.EpochFilter`. Its ``pad_ms``
@@ -107,6 +113,7 @@ class Epocher:
     -----
     Rejection reasons, checked in this order:
 
+    * ``"grouped: ..."`` — another pulse follows within ``group_ms`` (see above);
     * ``"pre-window missing: pulse ... ms after the start of the recording"`` — the pulse came
       before ``-tmin_ms`` of data existed (available samples are returned, the rest NaN);
     * ``"overwritten: ..."`` — the event arrived later than ``max_delay_s`` (data all NaN);
@@ -131,6 +138,7 @@ class Epocher:
         bads_from=None,
         max_delay_s: float = 5.0,
         epoch_filter=None,
+        group_ms: float = 20.0,
     ) -> None:
         if tmin_ms > 0 or tmax_ms <= 0:
             raise ValueError(f"need tmin_ms <= 0 < tmax_ms, got {tmin_ms}, {tmax_ms}")
@@ -152,6 +160,9 @@ class Epocher:
         self.bads_from = bads_from
         self.max_delay_s = float(max_delay_s)
         self.epoch_filter = epoch_filter
+        if group_ms < 0:
+            raise ValueError(f"group_ms must be >= 0, got {group_ms}")
+        self.group_ms = float(group_ms)
         self.reset()
 
     def reset(self) -> None:
@@ -188,6 +199,7 @@ class Epocher:
                 raise ValueError(f"baseline_ms={self.baseline_ms} contains no sample")
         lo, hi = self.pulse_window_ms
         self._test = ~((t >= lo) & (t <= hi))
+        self._n_group = int(round(self.group_ms * sf / 1000.0))
 
     @property
     def n_times(self) -> int:
@@ -270,7 +282,14 @@ class Epocher:
         lo = max(start - pad, ring.first_available, 0)
         hi = min(stop + pad, ring.n_written)
         reason = ""
-        if start < 0:
+        # a later pulse of the group is still pending (its own epoch completes after this one)
+        later = [e.sample for e in self._pending
+                 if ev.sample < e.sample <= ev.sample + self._n_group]
+        if later:
+            reason = (f"grouped: another pulse {(min(later) - ev.sample) * 1000.0 / sf:.1f} ms "
+                      f"later (paired pulse or burst); the group's epoch is locked to its last "
+                      "pulse")
+        elif start < 0:
             reason = (f"pre-window missing: pulse {ev.sample * 1000.0 / sf:.1f} ms after the start "
                       f"of the recording, epoch needs {-self.tmin_ms:g} ms")
         elif start < ring.first_available:

@@ -155,7 +155,7 @@ def check_pulse_source(recording: Recording, cfg: dict) -> tuple[dict, list[str]
     markers = [(e.sample, str(e.label)) for e in recording.events if e.kind != EVENT_GAP]
     labels = Counter(label for _, label in markers)
     if any(stage.matches(label) for label in labels):
-        return cfg, []
+        return _with_unmarked_pulses(recording, cfg, stage, markers)
     present, pattern = describe_unmatched(labels)
     cfg = copy.deepcopy(cfg)
     unmatched = f"no marker matches the pulse pattern '{stage.pattern}' (markers in the file: {present})"
@@ -178,6 +178,36 @@ def check_pulse_source(recording: Recording, cfg: dict) -> tuple[dict, list[str]
     return cfg, [f"{unmatched}; the pulses were looked for in the data instead. If one of those "
                  f"markers is the pulse, name it: --pulse-pattern {pattern} (or [pulses] pattern "
                  "in the configuration)."]
+
+
+def _with_unmarked_pulses(recording: Recording, cfg: dict, stage: MarkerPulses,
+                          markers: list[tuple[int, str]]) -> tuple[dict, list[str]]:
+    """Pulse artifacts without a pulse marker (the conditioning pulse of a pair marked only on
+    its test pulse, ...) must be cut and cleaned too: if the data show some, the pulses come
+    from the markers and the data together (the epochs stay locked to the marked pulses, see
+    ``[epochs] pulse_group_ms``)."""
+    marked = np.array(sorted(s for s, label in markers if stage.matches(label)), dtype=np.int64)
+    detected = np.asarray(_pulses_in_data(recording, cfg), dtype=np.int64)
+    if detected.size == 0:
+        return cfg, []
+    # each marker claims its nearest detection; the detections left over are unmarked
+    idx = np.clip(np.searchsorted(detected, marked), 1, max(detected.size - 1, 1))
+    nearest = np.where(np.abs(detected[idx - 1] - marked) <= np.abs(detected[idx] - marked),
+                       idx - 1, idx)
+    tol = 0.01 * recording.meta.sfreq  # 10 ms
+    claimed = set(nearest[np.abs(detected[nearest] - marked) <= tol].tolist())
+    unmarked = np.array([d for i, d in enumerate(detected) if i not in claimed], dtype=np.int64)
+    if unmarked.size < max(3, 0.05 * marked.size):
+        return cfg, []
+    gap_ms = np.array([(marked[np.searchsorted(marked, u)] - u) if np.searchsorted(marked, u)
+                       < marked.size else np.inf for u in unmarked]) * 1000.0 \
+        / recording.meta.sfreq
+    cfg = copy.deepcopy(cfg)
+    cfg["pulses"]["source"] = "markers+data"
+    return cfg, [f"{unmarked.size} pulse artifacts in the data have no pulse marker (median "
+                 f"{np.median(gap_ms):.1f} ms before the next marked pulse: conditioning pulses "
+                 "of a paired-pulse protocol?); they are cut and cleaned as pulses too (pulse "
+                 "source 'markers+data'). Set [pulses] source explicitly to decide yourself."]
 
 
 def _pulses_in_data(recording: Recording, cfg: dict) -> list[int]:

@@ -299,6 +299,15 @@ class EEGInlet:
         full = self._inlet.info(timeout=5.0)
         self.meta, self.scales_to_uv = meta_from_info(full)
         self._uniform_scale = bool(np.all(self.scales_to_uv == self.scales_to_uv[0]))
+        # LSL's convention is µV, and a stream without units is read so; a player that sends
+        # volts without saying so would give numbers a million times too small, silently
+        units = list(full.get_channel_units() or [])
+        self._eeg_rows = self.meta.picks("eeg")
+        self._unit_check = bool(self._eeg_rows.size) and not any(
+            i < len(units) and units[i] for i in self._eeg_rows)
+        self._unit_seen: list[np.ndarray] = []
+        #: set when the EEG values look like volts although no unit was declared
+        self.unit_warning = ""
         fmt = full.channel_format()
         self._dtype = {pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64,
                        pylsl.cf_int32: np.int32, pylsl.cf_int16: np.int16}.get(fmt)
@@ -365,6 +374,8 @@ class EEGInlet:
         samples = np.array(view[:k], dtype=np.float64)
         if not self._uniform_scale or self.scales_to_uv[0] != 1.0:
             samples *= self.scales_to_uv
+        if self._unit_check:
+            self._check_unit(samples)
         self.next_sample += k
         st = self.stats
         st.n_samples += k
@@ -384,6 +395,24 @@ class EEGInlet:
             except Exception:  # a timeout only means no estimate yet
                 pass
         return samples, ts, gaps
+
+    def _check_unit(self, samples: np.ndarray) -> None:
+        """Once 0.5 s of data are in: warn if EEG without a declared unit looks like volts."""
+        self._unit_seen.append(samples[:, self._eeg_rows])
+        if sum(len(x) for x in self._unit_seen) < 0.5 * self.meta.sfreq:
+            return
+        self._unit_check = False
+        x = np.concatenate(self._unit_seen)
+        self._unit_seen = []
+        with np.errstate(all="ignore"):
+            spread = np.nanmedian(np.nanstd(x, axis=0))
+        if 0 < spread < 0.05:  # EEG moves by µV; volts move by 1e-6..1e-4
+            self.unit_warning = (
+                f"EEG stream {self.meta.name!r} declares no unit and its values vary by "
+                f"{spread:.2g} (median SD): that looks like volts, read as µV (LSL's convention) "
+                "every amplitude would be 1e6 too small. Declare the unit in the stream "
+                "(desc/channels/channel/unit = 'volts' or 'microvolts') or scale the data.")
+            log.warning(self.unit_warning)
 
     def close(self) -> None:
         self._inlet.close_stream()
@@ -422,6 +451,24 @@ class MarkerInlet:
         except self._pylsl.LostError:
             return []
         return [(marker_label(s[0]), float(t)) for s, t in zip(samples, ts)]
+
+    def _check_unit(self, samples: np.ndarray) -> None:
+        """Once 0.5 s of data are in: warn if EEG without a declared unit looks like volts."""
+        self._unit_seen.append(samples[:, self._eeg_rows])
+        if sum(len(x) for x in self._unit_seen) < 0.5 * self.meta.sfreq:
+            return
+        self._unit_check = False
+        x = np.concatenate(self._unit_seen)
+        self._unit_seen = []
+        with np.errstate(all="ignore"):
+            spread = np.nanmedian(np.nanstd(x, axis=0))
+        if 0 < spread < 0.05:  # EEG moves by µV; volts move by 1e-6..1e-4
+            self.unit_warning = (
+                f"EEG stream {self.meta.name!r} declares no unit and its values vary by "
+                f"{spread:.2g} (median SD): that looks like volts, read as µV (LSL's convention) "
+                "every amplitude would be 1e6 too small. Declare the unit in the stream "
+                "(desc/channels/channel/unit = 'volts' or 'microvolts') or scale the data.")
+            log.warning(self.unit_warning)
 
     def close(self) -> None:
         self._inlet.close_stream()
