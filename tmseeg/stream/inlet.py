@@ -452,24 +452,6 @@ class MarkerInlet:
             return []
         return [(marker_label(s[0]), float(t)) for s, t in zip(samples, ts)]
 
-    def _check_unit(self, samples: np.ndarray) -> None:
-        """Once 0.5 s of data are in: warn if EEG without a declared unit looks like volts."""
-        self._unit_seen.append(samples[:, self._eeg_rows])
-        if sum(len(x) for x in self._unit_seen) < 0.5 * self.meta.sfreq:
-            return
-        self._unit_check = False
-        x = np.concatenate(self._unit_seen)
-        self._unit_seen = []
-        with np.errstate(all="ignore"):
-            spread = np.nanmedian(np.nanstd(x, axis=0))
-        if 0 < spread < 0.05:  # EEG moves by µV; volts move by 1e-6..1e-4
-            self.unit_warning = (
-                f"EEG stream {self.meta.name!r} declares no unit and its values vary by "
-                f"{spread:.2g} (median SD): that looks like volts, read as µV (LSL's convention) "
-                "every amplitude would be 1e6 too small. Declare the unit in the stream "
-                "(desc/channels/channel/unit = 'volts' or 'microvolts') or scale the data.")
-            log.warning(self.unit_warning)
-
     def close(self) -> None:
         self._inlet.close_stream()
 

@@ -1,0 +1,121 @@
+"""`tmseeg analyze` against the MNE pipeline an analyst would write, side by side (issue #3,
+point 11): same recording, same steps, same answers, wall-clock time of each.
+
+The analyst's pipeline (MNE, on the whole continuous recording):
+``mne.preprocessing.fix_stim_artifact`` (linear, -2..10 ms) -> ``raw.filter`` (the same 1-100 Hz
+Butterworth and 50/100 Hz notches, zero phase, as second-order sections) -> average reference
+-> ``mne.Epochs`` (-500..500 ms, baseline -500..-10 ms, 150 µV peak-to-peak rejection) ->
+``average`` -> GMFP (``evoked.data.std(axis=0)``).
+
+tmseeg runs the same steps through its stage chain in 100 ms blocks, as it does live
+(pulse-window interpolation, linear; average reference; zero-phase epoch filter on 500 ms of
+padding; running average; GMFP), with the stages MNE has no counterpart for switched off
+(decay removal, bad channels) and, separately, the whole default analysis (decay removal, bad
+channels and every metric plug-in).
+
+    python benchmarks/bench_analyze.py [--seconds 600] [--channels 64] [--sfreq 5000]
+        [--repeats 3]
+
+Prints the time of each (median of the repeats, and each run), the speed ratio, and how far the
+two averaged TEPs are apart (largest difference over the largest value, correlation).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import mne
+import numpy as np
+
+from tmseeg.pipeline.config import load_config
+from tmseeg.pipeline.filters import design_bandpass, design_notch
+from tmseeg.report.analyze import run_session
+from tmseeg.sim.accuracy import simulated_recording
+from tmseeg.sim.model import SimConfig
+
+PLUGINS = ("mep", "pcist", "connectivity", "spread", "oscillations", "state")
+
+
+def tmseeg_config(full: bool) -> dict:
+    """The default configuration (``full``), or the steps the MNE pipeline also has."""
+    if full:
+        return load_config()
+    over = {"interpolation": {"method": "linear"}, "decay": {"enabled": False},
+            "bad_channels": {"detect": False}}
+    over.update({name: {"enabled": False} for name in PLUGINS})
+    return load_config(overrides=over)
+
+
+def run_tmseeg(rec, cfg: dict):
+    session = run_session(rec, cfg, keep_epochs=False)
+    return session.tep.average_uv, session.tep.gmfp_uv, session.tep.n
+
+
+def run_mne(raw: mne.io.BaseRaw, pulses: np.ndarray, cfg: dict):
+    """The analyst's pipeline; ``raw`` is modified in place (pass a copy)."""
+    f, e, i = cfg["filter"], cfg["epochs"], cfg["interpolation"]
+    sf = raw.info["sfreq"]
+    events = np.c_[pulses, np.zeros_like(pulses), np.ones_like(pulses)]
+    mne.preprocessing.fix_stim_artifact(raw, events=events, event_id=1,
+                                        tmin=i["window_ms"][0] / 1e3,
+                                        tmax=i["window_ms"][1] / 1e3, mode="linear",
+                                        picks="eeg")
+    sos = np.vstack([design_bandpass(sf, f["l_freq_hz"], f["h_freq_hz"], f["order"]),
+                     design_notch(sf, f["notch_hz"], f["notch_harmonics"])])
+    raw.filter(None, None, picks="eeg", method="iir", iir_params={"sos": sos, "padlen": int(sf)}, phase="zero",
+               verbose="error")
+    raw.set_eeg_reference("average", verbose="error")
+    epochs = mne.Epochs(raw, events, event_id=1, tmin=e["tmin_ms"] / 1e3, tmax=e["tmax_ms"] / 1e3,
+                        baseline=(e["baseline_ms"][0] / 1e3, e["baseline_ms"][1] / 1e3),
+                        picks="eeg", reject=dict(eeg=e["reject_uv"] * 1e-6), preload=True,
+                        verbose="error")
+    evoked = epochs.average()
+    return evoked.data * 1e6, evoked.data.std(axis=0) * 1e6, len(epochs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=600.0)
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--sfreq", type=float, default=5000.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    logging.getLogger("tmseeg").setLevel(logging.ERROR)
+    rec, truth = simulated_recording(
+        SimConfig(n_channels=args.channels, sfreq=args.sfreq, seed=1, decay_artifact=False,
+                  muscle_artifact=False, include_emg=False), args.seconds)
+    pulses = np.array([p.sample for p in truth.pulses])
+    print(f"{args.channels} ch, {args.sfreq:g} Hz, {args.seconds:g} s, {pulses.size} pulses "
+          f"(recording in memory for both; times exclude reading the file)")
+    info = mne.create_info(list(rec.meta.ch_names), rec.meta.sfreq, list(rec.meta.ch_types))
+    same = tmseeg_config(full=False)
+    times = {"mne": [], "tmseeg": [], "tmseeg full": []}
+    for _ in range(args.repeats):
+        raw = mne.io.RawArray(rec.data_uv * 1e-6, info, verbose="error")  # the copy MNE needs
+        t0 = time.perf_counter()
+        mne_avg, mne_gmfp, mne_n = run_mne(raw, pulses, same)
+        times["mne"].append(time.perf_counter() - t0)
+        del raw
+        t0 = time.perf_counter()
+        tm_avg, tm_gmfp, tm_n = run_tmseeg(rec, same)
+        times["tmseeg"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run_tmseeg(rec, tmseeg_config(full=True))
+        times["tmseeg full"].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    for k, v in times.items():
+        print(f"{k:12s} median {med[k]:7.2f} s   runs " + ", ".join(f"{x:.2f}" for x in v))
+    print(f"speed-up, same steps: {med['mne'] / med['tmseeg']:.1f}x; tmseeg's whole default "
+          f"analysis (decay removal, bad channels, all metric plug-ins): "
+          f"{med['mne'] / med['tmseeg full']:.1f}x")
+    diff = np.abs(tm_avg - mne_avg).max() / np.abs(mne_avg).max()
+    r = np.corrcoef(tm_avg.ravel(), mne_avg.ravel())[0, 1]
+    gdiff = np.abs(tm_gmfp - mne_gmfp).max() / mne_gmfp.max()
+    print(f"same answers: epochs averaged {tm_n} (tmseeg) vs {mne_n} (MNE); TEP largest "
+          f"difference {100 * diff:.2f} % of its largest value, r = {r:.6f}; GMFP largest "
+          f"difference {100 * gdiff:.2f} %")
+
+
+if __name__ == "__main__":
+    main()
