@@ -126,7 +126,7 @@ def test_tep_peaks_match_ground_truth(simulated_session):
     is the decay fit: the fitted exponentials absorb the part of the TEP that looks like them
     (the slow one a broad negativity under N100, which lifts P60; the fast one part of N15).
     Across seeds 5-12 (420 s each) P60 came out +16..+41 % and N100 -7..-21 %. Even the
-    simulator's true time constants, without any noise, leave N15 -17..-51 % and P30 +3..+20 %
+    simulator's true time constants, without any noise, leave N15 -15..-45 % and P30 +3..+20 %
     (``benchmarks/bench_decay_bias.py``: the amplitude fit alone absorbs them), and a spatial
     (lead-field) prior cannot separate the two on 32 channels. The tolerances below state what
     holds today, not the 15 % the issue asks for.
