@@ -123,7 +123,8 @@ class Epocher:
     * ``"amplitude: ..."`` — ``reject_uv`` exceeded (the worst channel is named).
 
     Epochs are emitted in order of their pulse sample within one :meth:`push`; a pulse is cut
-    once (repeated events for the same sample are ignored).
+    once (repeated events for the same sample are ignored). A pulse event with
+    ``extra["epoch"] = False`` gets no epoch (its artifact was removed, nothing more).
     """
 
     def __init__(
@@ -227,6 +228,8 @@ class Epocher:
         # an empty block (a stage holding samples back) carries events only: its first_sample
         # says nothing about missing data, the next non-empty block does
         for ev in block.pulses():
+            if ev.extra.get("epoch", True) is False:
+                continue  # a pulse to cut and clean only (an unmarked artifact)
             if ev.sample not in self._seen:
                 self._seen.add(ev.sample)
                 self._pending.append(ev)

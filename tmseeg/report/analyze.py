@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from tmseeg import __version__
+from tmseeg.pipeline.base import ms_to_samples
 from tmseeg.pipeline.config import config_hash, load_config
 from tmseeg.pipeline.pulses import MarkerPulses, describe_unmatched, labels_at_pulses
 from tmseeg.session import TEPSession
-from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, StreamMeta, blocks_from_array
+from tmseeg.stream.block import (EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta,
+                                 blocks_from_array)
 from tmseeg.stream.io import DEFAULT_PULSE_PATTERN, Recording, read_recording
 from tmseeg.utils import jsonable
 
@@ -100,7 +102,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
         raise ValueError(f"{path} has no EEG channel (types: "
                          f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")
     requested_hash = config_hash(cfg)  # before any fallback: what a batch resume compares
-    cfg, warnings = check_pulse_source(recording, cfg)
+    recording, cfg, warnings = check_pulse_source(recording, cfg)
     session = run_session(recording, cfg, roi=roi, progress=progress)
     if not session.pulses:
         warnings.append(
@@ -132,7 +134,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     return summary
 
 
-def check_pulse_source(recording: Recording, cfg: dict) -> tuple[dict, list[str]]:
+def check_pulse_source(recording: Recording, cfg: dict
+                       ) -> tuple[Recording, dict, list[str]]:
     """Make sure the configured pulse source can find pulses in this recording.
 
     With ``[pulses] source = "markers"`` and no event label matching the pulse pattern (a
@@ -142,15 +145,20 @@ def check_pulse_source(recording: Recording, cfg: dict) -> tuple[dict, list[str]
     (they also give the pulses the detection missed); with none, the detected pulses are used.
     The returned warning says which, lists the labels present and how to name the right one.
 
+    When markers do match, pulse artifacts that no marker names are added as pulses without
+    an epoch of their own (see ``_with_unmarked_pulses``).
+
     Returns
     -------
+    recording : Recording
+        The recording to analyze (a copy with those added markers, when there are some).
     cfg : dict
         The configuration to use (a copy when changed).
     warnings : list of str
     """
     p = cfg["pulses"]
     if p["source"] != "markers":
-        return cfg, []
+        return recording, cfg, []
     stage = MarkerPulses(p["pattern"] or DEFAULT_PULSE_PATTERN)
     markers = [(e.sample, str(e.label)) for e in recording.events if e.kind != EVENT_GAP]
     labels = Counter(label for _, label in markers)
@@ -169,27 +177,32 @@ def check_pulse_source(recording: Recording, cfg: dict) -> tuple[dict, list[str]
             cfg["pulses"]["marker_offset_ms"] = p["marker_offset_ms"] + lag_ms
         found = ", ".join(f"'{h['label']}' ({h['n_at_pulses']} of {h['n_markers']} on a pulse "
                           f"artifact, median lag {h['lag_ms']:+.1f} ms)" for h in hits)
-        return cfg, [f"{unmatched}; the markers {found} fall on the pulse artifacts found in the "
+        return recording, cfg, [f"{unmatched}; the markers {found} fall on the pulse artifacts found in the "
                      f"data, so they were taken as the pulses (pattern "
                      f"'{cfg['pulses']['pattern']}', marker offset "
                      f"{cfg['pulses']['marker_offset_ms']:+.2f} ms). Name them to make this "
                      "explicit: --pulse-pattern (or [pulses] pattern in the configuration)."]
     cfg["pulses"]["source"] = "data"
-    return cfg, [f"{unmatched}; the pulses were looked for in the data instead. If one of those "
+    return recording, cfg, [f"{unmatched}; the pulses were looked for in the data instead. If one of those "
                  f"markers is the pulse, name it: --pulse-pattern {pattern} (or [pulses] pattern "
                  "in the configuration)."]
 
 
+#: label of the pulse markers ``analyze`` adds where the data show a pulse artifact that no
+#: marker names; those pulses are cut and cleaned but get no epoch
+UNMARKED_PULSE_LABEL = "tmseeg: unmarked pulse artifact"
+
+
 def _with_unmarked_pulses(recording: Recording, cfg: dict, stage: MarkerPulses,
-                          markers: list[tuple[int, str]]) -> tuple[dict, list[str]]:
+                          markers: list[tuple[int, str]]
+                          ) -> tuple[Recording, dict, list[str]]:
     """Pulse artifacts without a pulse marker (the conditioning pulse of a pair marked only on
-    its test pulse, ...) must be cut and cleaned too: if the data show some, the pulses come
-    from the markers and the data together (the epochs stay locked to the marked pulses, see
-    ``[epochs] pulse_group_ms``)."""
+    its test pulse, pulses of another condition, ...) must be cut and cleaned too: each one the
+    data show becomes a pulse marker that gets no epoch (``extra["epoch"] = False``)."""
     marked = np.array(sorted(s for s, label in markers if stage.matches(label)), dtype=np.int64)
     detected = np.asarray(_pulses_in_data(recording, cfg), dtype=np.int64)
-    if detected.size == 0:
-        return cfg, []
+    if detected.size == 0 or marked.size == 0:
+        return recording, cfg, []
     # each marker claims its nearest detection; the detections left over are unmarked
     idx = np.clip(np.searchsorted(detected, marked), 1, max(detected.size - 1, 1))
     nearest = np.where(np.abs(detected[idx - 1] - marked) <= np.abs(detected[idx] - marked),
@@ -197,17 +210,25 @@ def _with_unmarked_pulses(recording: Recording, cfg: dict, stage: MarkerPulses,
     tol = 0.01 * recording.meta.sfreq  # 10 ms
     claimed = set(nearest[np.abs(detected[nearest] - marked) <= tol].tolist())
     unmarked = np.array([d for i, d in enumerate(detected) if i not in claimed], dtype=np.int64)
-    if unmarked.size < max(3, 0.05 * marked.size):
-        return cfg, []
-    gap_ms = np.array([(marked[np.searchsorted(marked, u)] - u) if np.searchsorted(marked, u)
-                       < marked.size else np.inf for u in unmarked]) * 1000.0 \
-        / recording.meta.sfreq
+    if unmarked.size == 0:
+        return recording, cfg, []
+    after = np.searchsorted(marked, unmarked)
+    gap_ms = np.where(after < marked.size, marked[np.minimum(after, marked.size - 1)] - unmarked,
+                      np.inf) * 1000.0 / recording.meta.sfreq
+    shift = ms_to_samples(cfg["pulses"]["marker_offset_ms"], recording.meta.sfreq)
+    added = [Event(sample=int(u) - shift, label=UNMARKED_PULSE_LABEL, kind=EVENT_MARKER,
+                   extra={"epoch": False}) for u in unmarked]  # MarkerPulses adds the shift
+    recording = replace(recording, events=sorted(list(recording.events) + added,
+                                                 key=lambda e: e.sample))
     cfg = copy.deepcopy(cfg)
-    cfg["pulses"]["source"] = "markers+data"
-    return cfg, [f"{unmarked.size} pulse artifacts in the data have no pulse marker (median "
-                 f"{np.median(gap_ms):.1f} ms before the next marked pulse: conditioning pulses "
-                 "of a paired-pulse protocol?); they are cut and cleaned as pulses too (pulse "
-                 "source 'markers+data'). Set [pulses] source explicitly to decide yourself."]
+    pattern = cfg["pulses"]["pattern"] or DEFAULT_PULSE_PATTERN
+    cfg["pulses"]["pattern"] = f"(?:{pattern})|(?:^{re.escape(UNMARKED_PULSE_LABEL)}$)"
+    return recording, cfg, [
+        f"{unmarked.size} pulse artifacts in the data have no pulse marker (median "
+        f"{np.median(gap_ms):.1f} ms before the next marked pulse: conditioning pulses of a "
+        "paired-pulse protocol?); they are cut and cleaned like the marked pulses but get no "
+        "epoch (label '" + UNMARKED_PULSE_LABEL + "'). If they are pulses to average, name "
+        "their markers with --pulse-pattern or use --pulse-source markers+data."]
 
 
 def _pulses_in_data(recording: Recording, cfg: dict) -> list[int]:
