@@ -21,7 +21,7 @@ import numpy as np
 
 from tmseeg.pipeline.cleaning import ArtifactCleaning, sound, sphere_leadfield
 from tmseeg.pipeline.config import load_config
-from tmseeg.pipeline.filters import EpochFilter
+from tmseeg.session import epoch_filter
 from tmseeg.report.analyze import run_session
 from tmseeg.sim.model import SimConfig, simulate_recording
 from tmseeg.stream.block import EVENT_MARKER, Event, StreamMeta, blocks_from_array
@@ -37,7 +37,7 @@ def truth_tep(times, truth, names, gain):
     n = min(truth.tep_times_ms.size, times.size - i0)
     tr[:, i0:i0 + n] = T[:, :n] * gain
     pad = int(0.5 * SF)
-    ef = EpochFilter(1.0, 80.0, notch_hz=50.0, pad_ms=500.0)
+    ef = epoch_filter(load_config())  # the pipeline's own TEP-path filter
     return ef(np.pad(tr, ((0, 0), (pad, pad))), SF)[:, pad:-pad]
 
 

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tep_accuracy import _overrides  # noqa: E402  (one parser for --set)
 
 from tmseeg.metrics.tep import find_peak  # noqa: E402
-from tmseeg.pipeline.artifact import DecayFitter, DecayRemoval, PulseInterpolation  # noqa: E402
+from tmseeg.pipeline.artifact import DecayFitter  # noqa: E402
 from tmseeg.pipeline.config import load_config  # noqa: E402
-from tmseeg.pipeline.filters import EpochFilter  # noqa: E402
+from tmseeg.session import decay_stage, epoch_filter, interpolation_stage  # noqa: E402
 from tmseeg.sim.accuracy import true_roi_tep  # noqa: E402
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator  # noqa: E402
 from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta  # noqa: E402
@@ -41,22 +41,13 @@ from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta  # noqa: E
 PRE_MS, POST_MS = 1000.0, 1500.0
 
 
-def _stages(cfg: dict):
-    i, d = cfg["interpolation"], cfg["decay"]
-    interp = PulseInterpolation(tuple(i["window_ms"]), i["method"], i["fit_ms"], channels=None)
-    decay = DecayRemoval(fit_window_ms=tuple(d["fit_window_ms"]), model=d["model"], channels=None,
-                         tau_ms=tuple(d["tau_ms"]), min_snr=d["min_snr"],
-                         cut_window_ms=tuple(i["window_ms"]), interp_method=i["method"],
-                         interp_fit_ms=i["fit_ms"])
-    return interp, decay
-
-
 def _through_stages(data_uv: np.ndarray, pulse: int, sfreq: float, cfg: dict) -> np.ndarray:
     names = tuple(f"E{k}" for k in range(data_uv.shape[0]))
     meta = StreamMeta(names, sfreq, ("eeg",) * len(names), name="bias")
-    block = Block(data=data_uv.copy(), first_sample=0, timestamps=np.arange(data_uv.shape[1]) / sfreq,
-                  meta=meta, events=[Event(sample=pulse, label="TMS", kind=EVENT_PULSE)])
-    interp, decay = _stages(cfg)
+    block = Block(data=data_uv.copy(), first_sample=0, meta=meta,
+                  timestamps=np.arange(data_uv.shape[1]) / sfreq,
+                  events=[Event(sample=pulse, label="TMS", kind=EVENT_PULSE)])
+    interp, decay = interpolation_stage(cfg, channels=None), decay_stage(cfg, channels=None)
     out = [interp.process(block)]
     out.append(interp.flush())
     cleaned = [decay.process(b) for b in out if b is not None and b.n_samples]
@@ -89,12 +80,10 @@ def _with_true_taus(data_uv: np.ndarray, pulse: int, sfreq: float, cfg: dict, tr
 def roi_tep(data_uv: np.ndarray, names: list[str], roi: list[str], sfreq: float, cfg: dict,
             pulse: int, n_times: int, first: int) -> np.ndarray:
     """Average reference, ROI mean, zero-phase epoch filter (with the pipeline's padding)."""
-    f = cfg["filter"]
     x = data_uv - data_uv.mean(axis=0, keepdims=True)
     roi_mean = x[[names.index(r) for r in roi]].mean(axis=0)[None]
-    pad = int(round(f["epoch_pad_ms"] * sfreq / 1000))
-    filt = EpochFilter(f["l_freq_hz"], f["h_freq_hz"], f["order"], f["notch_hz"],
-                       f["notch_harmonics"], f["epoch_pad_ms"])
+    filt = epoch_filter(cfg)
+    pad = int(round(filt.pad_ms * sfreq / 1000))
     seg = roi_mean[:, pulse + first - pad:pulse + first + n_times + pad]
     return filt(seg, sfreq)[0, pad:pad + n_times]
 

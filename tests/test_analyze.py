@@ -244,6 +244,8 @@ def test_labels_at_pulses_needs_more_than_chance():
     assert [f["label"] for f in found] == ["R128"]
     assert found[0]["n_at_pulses"] == pulses[::2].size and found[0]["lag_ms"] == -2.0
     assert labels_at_pulses(markers, [], fs, n) == []
+    # one detected pulse only (a short recording): no index error, too few hits to count
+    assert labels_at_pulses(markers, pulses[:1], fs, n) == []
 
 
 def test_recording_without_pulses_says_so(tmp_path):

@@ -53,6 +53,34 @@ def data_pulse_stage(cfg: dict) -> DataPulses:
                       refractory_ms=p["refractory_ms"])
 
 
+def interpolation_stage(cfg: dict, channels="eeg") -> PulseInterpolation:
+    """The :class:`~tmseeg.pipeline.artifact.PulseInterpolation` ``[interpolation]`` declares."""
+    i = cfg["interpolation"]
+    return PulseInterpolation(window_ms=tuple(i["window_ms"]), method=i["method"],
+                              fit_ms=i["fit_ms"], channels=channels,
+                              max_delay_ms=i["max_delay_ms"])
+
+
+def decay_stage(cfg: dict, channels="eeg") -> DecayRemoval:
+    """The :class:`~tmseeg.pipeline.artifact.DecayRemoval` ``[decay]`` declares (it
+    re-interpolates the cut window of ``[interpolation]`` when that is on)."""
+    i, d = cfg["interpolation"], cfg["decay"]
+    return DecayRemoval(model=d["model"], fit_window_ms=tuple(d["fit_window_ms"]),
+                        tau_ms=tuple(d["tau_ms"]), min_snr=d["min_snr"], channels=channels,
+                        cut_window_ms=tuple(i["window_ms"]) if i["enabled"] else None,
+                        interp_method=i["method"], interp_fit_ms=i["fit_ms"],
+                        max_delay_ms=i["max_delay_ms"])
+
+
+def epoch_filter(cfg: dict) -> EpochFilter:
+    """The TEP path's zero-phase :class:`~tmseeg.pipeline.filters.EpochFilter` ``[filter]``
+    declares."""
+    f = cfg["filter"]
+    return EpochFilter(l_freq_hz=f["l_freq_hz"], h_freq_hz=f["h_freq_hz"], order=f["order"],
+                       notch_hz=f["notch_hz"], notch_harmonics=f["notch_harmonics"],
+                       pad_ms=f["epoch_pad_ms"])
+
+
 def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     """The stage chain a configuration declares, in the documented order.
 
@@ -78,15 +106,9 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     stages.append(coil)
     i = cfg["interpolation"]
     if i["enabled"]:
-        stages.append(PulseInterpolation(window_ms=tuple(i["window_ms"]), method=i["method"],
-                                         fit_ms=i["fit_ms"], max_delay_ms=i["max_delay_ms"]))
-    d = cfg["decay"]
-    if d["enabled"]:
-        stages.append(DecayRemoval(model=d["model"], fit_window_ms=tuple(d["fit_window_ms"]),
-                                   tau_ms=tuple(d["tau_ms"]), min_snr=d["min_snr"],
-                                   cut_window_ms=tuple(i["window_ms"]) if i["enabled"] else None,
-                                   interp_method=i["method"], interp_fit_ms=i["fit_ms"],
-                                   max_delay_ms=i["max_delay_ms"]))
+        stages.append(interpolation_stage(cfg))
+    if cfg["decay"]["enabled"]:
+        stages.append(decay_stage(cfg))
     # after the artifact stages (they hold samples back, so the detector sees clean data);
     # before the filters (clipping is only visible unfiltered)
     b = cfg["bad_channels"]
@@ -157,18 +179,14 @@ class TEPSession:
         self.version = __version__
         self.stages = build_stages(cfg, meta)
         self.chain = self.stages.chain
-        e, f = cfg["epochs"], cfg["filter"]
+        e = cfg["epochs"]
         self.epocher = Epocher(tmin_ms=e["tmin_ms"], tmax_ms=e["tmax_ms"],
                                baseline_ms=tuple(e["baseline_ms"]),
                                reject_uv=e["reject_uv"] or None,
                                pulse_window_ms=tuple(cfg["interpolation"]["window_ms"]),
                                bads_from=self.stages.bad_detector,
                                group_ms=e["pulse_group_ms"],
-                               epoch_filter=EpochFilter(
-                                   l_freq_hz=f["l_freq_hz"], h_freq_hz=f["h_freq_hz"],
-                                   order=f["order"], notch_hz=f["notch_hz"],
-                                   notch_harmonics=f["notch_harmonics"],
-                                   pad_ms=f["epoch_pad_ms"]))
+                               epoch_filter=epoch_filter(cfg))
         self.fixed_roi = list(roi or cfg["coil"]["roi"])
         self.tep: RunningTEP | None = None
         self.pulses: list[dict] = []

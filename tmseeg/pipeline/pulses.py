@@ -39,7 +39,9 @@ __all__ = [
     "DEFAULT_PULSE_PATTERN",
     "MarkerPulses",
     "describe_unmatched",
+    "MARKER_TOL_MS",
     "labels_at_pulses",
+    "nearest_index",
     "TriggerChannelPulses",
     "DataPulses",
 ]
@@ -119,8 +121,22 @@ def describe_unmatched(counts: Mapping[str, int], most: int = 8) -> tuple[str, s
     return present, pattern
 
 
+#: how far a marker may lie from the pulse artifact it names
+MARKER_TOL_MS = 10.0
+
+
+def nearest_index(sorted_samples: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Index into ``sorted_samples`` (ascending, not empty) of the nearest one to each of
+    ``samples`` (ties go to the earlier one)."""
+    if sorted_samples.size == 1:
+        return np.zeros(np.shape(samples), dtype=np.intp)
+    j = np.clip(np.searchsorted(sorted_samples, samples), 1, sorted_samples.size - 1)
+    earlier = np.abs(sorted_samples[j - 1] - samples) <= np.abs(sorted_samples[j] - samples)
+    return np.where(earlier, j - 1, j)
+
+
 def labels_at_pulses(markers: Sequence[tuple[int, str]], pulse_samples: Sequence[int],
-                     sfreq: float, n_samples: int, tol_ms: float = 10.0) -> list[dict]:
+                     sfreq: float, n_samples: int, tol_ms: float = MARKER_TOL_MS) -> list[dict]:
     """Marker labels whose markers fall on pulses found another way (far more than by chance).
 
     For a stimulator whose marker nobody named (``R128``, a stim code ``1``, ...): the pulse
@@ -159,10 +175,7 @@ def labels_at_pulses(markers: Sequence[tuple[int, str]], pulse_samples: Sequence
     out = []
     for label, samples in by_label.items():
         m = np.asarray(samples, dtype=np.int64)
-        j = np.clip(np.searchsorted(pulses, m), 1, max(pulses.size - 1, 1))
-        near = np.where(np.abs(pulses[j - 1] - m) <= np.abs(pulses[j] - m), pulses[j - 1],
-                        pulses[j])
-        lag = near - m
+        lag = pulses[nearest_index(pulses, m)] - m
         hit = np.abs(lag) <= tol
         n_hit = int(hit.sum())
         chance = m.size * min(1.0, pulses.size * (2 * tol + 1) / n_samples)

@@ -28,7 +28,8 @@ import numpy as np
 from tmseeg import __version__
 from tmseeg.pipeline.base import ms_to_samples
 from tmseeg.pipeline.config import config_hash, load_config
-from tmseeg.pipeline.pulses import MarkerPulses, describe_unmatched, labels_at_pulses
+from tmseeg.pipeline.pulses import (MARKER_TOL_MS, MarkerPulses, describe_unmatched,
+                                   labels_at_pulses, nearest_index)
 from tmseeg.session import TEPSession
 from tmseeg.stream.block import (EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta,
                                  blocks_from_array)
@@ -166,7 +167,8 @@ def check_pulse_source(recording: Recording, cfg: dict
         return _with_unmarked_pulses(recording, cfg, stage, markers)
     present, pattern = describe_unmatched(labels)
     cfg = copy.deepcopy(cfg)
-    unmatched = f"no marker matches the pulse pattern '{stage.pattern}' (markers in the file: {present})"
+    unmatched = (f"no marker matches the pulse pattern '{stage.pattern}' (markers in the file: "
+                 f"{present})")
     detected = _pulses_in_data(recording, cfg) if markers else []
     hits = labels_at_pulses(markers, detected, recording.meta.sfreq, recording.n_samples)
     if hits:
@@ -177,15 +179,16 @@ def check_pulse_source(recording: Recording, cfg: dict
             cfg["pulses"]["marker_offset_ms"] = p["marker_offset_ms"] + lag_ms
         found = ", ".join(f"'{h['label']}' ({h['n_at_pulses']} of {h['n_markers']} on a pulse "
                           f"artifact, median lag {h['lag_ms']:+.1f} ms)" for h in hits)
-        return recording, cfg, [f"{unmatched}; the markers {found} fall on the pulse artifacts found in the "
-                     f"data, so they were taken as the pulses (pattern "
-                     f"'{cfg['pulses']['pattern']}', marker offset "
-                     f"{cfg['pulses']['marker_offset_ms']:+.2f} ms). Name them to make this "
-                     "explicit: --pulse-pattern (or [pulses] pattern in the configuration)."]
+        return recording, cfg, [
+            f"{unmatched}; the markers {found} fall on the pulse artifacts found in the data, so "
+            f"they were taken as the pulses (pattern '{cfg['pulses']['pattern']}', marker offset "
+            f"{cfg['pulses']['marker_offset_ms']:+.2f} ms). Name them to make this explicit: "
+            "--pulse-pattern (or [pulses] pattern in the configuration)."]
     cfg["pulses"]["source"] = "data"
-    return recording, cfg, [f"{unmatched}; the pulses were looked for in the data instead. If one of those "
-                 f"markers is the pulse, name it: --pulse-pattern {pattern} (or [pulses] pattern "
-                 "in the configuration)."]
+    return recording, cfg, [
+        f"{unmatched}; the pulses were looked for in the data instead. If one of those markers "
+        f"is the pulse, name it: --pulse-pattern {pattern} (or [pulses] pattern in the "
+        "configuration)."]
 
 
 #: label of the pulse markers ``analyze`` adds where the data show a pulse artifact that no
@@ -204,10 +207,8 @@ def _with_unmarked_pulses(recording: Recording, cfg: dict, stage: MarkerPulses,
     if detected.size == 0 or marked.size == 0:
         return recording, cfg, []
     # each marker claims its nearest detection; the detections left over are unmarked
-    idx = np.clip(np.searchsorted(detected, marked), 1, max(detected.size - 1, 1))
-    nearest = np.where(np.abs(detected[idx - 1] - marked) <= np.abs(detected[idx] - marked),
-                       idx - 1, idx)
-    tol = 0.01 * recording.meta.sfreq  # 10 ms
+    nearest = nearest_index(detected, marked)
+    tol = MARKER_TOL_MS * recording.meta.sfreq / 1000.0
     claimed = set(nearest[np.abs(detected[nearest] - marked) <= tol].tolist())
     unmarked = np.array([d for i, d in enumerate(detected) if i not in claimed], dtype=np.int64)
     if unmarked.size == 0:

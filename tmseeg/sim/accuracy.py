@@ -70,7 +70,7 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
     """
     from tmseeg.pipeline.artifact import interpolate_pulses
     from tmseeg.pipeline.config import load_config
-    from tmseeg.pipeline.filters import EpochFilter
+    from tmseeg.session import epoch_filter
 
     cfg = cfg or load_config()
     tpl = truth.tep_template_uv - truth.tep_template_uv.mean(axis=0, keepdims=True)
@@ -87,9 +87,7 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
     roi_true = interpolate_pulses(roi_true, [pulse], sf, tuple(i["window_ms"]), i["method"],
                                   i["fit_ms"])
     if band_pass:
-        f = cfg["filter"]
-        roi_true = EpochFilter(f["l_freq_hz"], f["h_freq_hz"], f["order"], f["notch_hz"],
-                               f["notch_harmonics"], f["epoch_pad_ms"])(roi_true, sf)
+        roi_true = epoch_filter(cfg)(roi_true, sf)
     return roi_true[0, pad:pad + len(times_ms)]
 
 
