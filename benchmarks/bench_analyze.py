@@ -28,7 +28,7 @@ import time
 import mne
 import numpy as np
 
-from tmseeg.pipeline.config import load_config
+from tmseeg.pipeline.config import load_config, planning_cut_window
 from tmseeg.pipeline.filters import design_bandpass, design_notch
 from tmseeg.report.analyze import run_session
 from tmseeg.sim.accuracy import simulated_recording
@@ -58,8 +58,8 @@ def run_mne(raw: mne.io.BaseRaw, pulses: np.ndarray, cfg: dict):
     sf = raw.info["sfreq"]
     events = np.c_[pulses, np.zeros_like(pulses), np.ones_like(pulses)]
     mne.preprocessing.fix_stim_artifact(raw, events=events, event_id=1,
-                                        tmin=i["window_ms"][0] / 1e3,
-                                        tmax=i["window_ms"][1] / 1e3, mode="linear",
+                                        tmin=planning_cut_window(cfg)[0] / 1e3,
+                                        tmax=planning_cut_window(cfg)[1] / 1e3, mode="linear",
                                         picks="eeg")
     sos = np.vstack([design_bandpass(sf, f["l_freq_hz"], f["h_freq_hz"], f["order"]),
                      design_notch(sf, f["notch_hz"], f["notch_harmonics"])])

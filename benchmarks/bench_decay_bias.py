@@ -32,7 +32,7 @@ from bench_tep_accuracy import _overrides  # noqa: E402  (one parser for --set)
 
 from tmseeg.metrics.tep import find_peak  # noqa: E402
 from tmseeg.pipeline.artifact import DecayFitter  # noqa: E402
-from tmseeg.pipeline.config import load_config  # noqa: E402
+from tmseeg.pipeline.config import load_config, planning_cut_window  # noqa: E402
 from tmseeg.session import decay_stage, epoch_filter, interpolation_stage  # noqa: E402
 from tmseeg.sim.accuracy import true_roi_tep  # noqa: E402
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator  # noqa: E402
@@ -60,7 +60,8 @@ def _with_true_taus(data_uv: np.ndarray, pulse: int, sfreq: float, cfg: dict, tr
     from tmseeg.pipeline.artifact import interpolate_pulses
 
     i, d = cfg["interpolation"], cfg["decay"]
-    x = interpolate_pulses(data_uv, [pulse], sfreq, tuple(i["window_ms"]), i["method"], i["fit_ms"])
+    x = interpolate_pulses(data_uv, [pulse], sfreq, planning_cut_window(cfg),
+                           i["method"], i["fit_ms"])
     n0 = int(round(d["fit_window_ms"][0] * sfreq / 1000)) + 1
     n1 = int(round(d["fit_window_ms"][1] * sfreq / 1000)) + 1
     fast, slow = truth.decay_tau_fast_ms, truth.decay_tau_slow_ms
@@ -74,7 +75,8 @@ def _with_true_taus(data_uv: np.ndarray, pulse: int, sfreq: float, cfg: dict, tr
         res = fitter.fit_amplitudes(y[rows], taus[rows])
         x[rows, pulse + n0:] -= replace(res, ok=np.ones(int(rows.sum()), bool)).model_uv(
             x.shape[1] - pulse - n0, sfreq)
-    return interpolate_pulses(x, [pulse], sfreq, tuple(i["window_ms"]), i["method"], i["fit_ms"])
+    return interpolate_pulses(x, [pulse], sfreq, planning_cut_window(cfg),
+                           i["method"], i["fit_ms"])
 
 
 def roi_tep(data_uv: np.ndarray, names: list[str], roi: list[str], sfreq: float, cfg: dict,

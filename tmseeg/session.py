@@ -22,7 +22,8 @@ from tmseeg.metrics.tep import RunningTEP
 from tmseeg.pipeline.base import Chain
 from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation
 from tmseeg.pipeline.coil import CoilSiteDetector
-from tmseeg.pipeline.config import config_hash
+from tmseeg.pipeline.config import config_hash, fixed_cut_window, planning_cut_window
+from tmseeg.pipeline.cutwindow import CutWindow
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
@@ -41,6 +42,7 @@ class SessionStages:
     coil: CoilSiteDetector
     bad_detector: BadChannelDetector | None
     chain: Chain
+    cut_window: CutWindow | None = None
     names: list[str] = field(default_factory=list)
     cleaning: Any = None  # tmseeg.pipeline.cleaning.ArtifactCleaning when [cleaning] is on
 
@@ -53,23 +55,33 @@ def data_pulse_stage(cfg: dict) -> DataPulses:
                       refractory_ms=p["refractory_ms"])
 
 
-def interpolation_stage(cfg: dict, channels="eeg") -> PulseInterpolation:
+def cut_window_stage(cfg: dict) -> CutWindow:
+    """The :class:`~tmseeg.pipeline.cutwindow.CutWindow` ``[interpolation]`` declares (the
+    window measured on the first pulses, or the fixed one)."""
+    i = cfg["interpolation"]
+    return CutWindow(fixed_ms=fixed_cut_window(cfg), n_pulses=i["auto_pulses"],
+                     min_window_ms=tuple(i["auto_min_ms"]), max_window_ms=tuple(i["auto_max_ms"]),
+                     correct_lag=cfg["pulses"]["correct_marker_lag"])
+
+
+def interpolation_stage(cfg: dict, channels="eeg",
+                        window_from: CutWindow | None = None) -> PulseInterpolation:
     """The :class:`~tmseeg.pipeline.artifact.PulseInterpolation` ``[interpolation]`` declares."""
     i = cfg["interpolation"]
-    return PulseInterpolation(window_ms=tuple(i["window_ms"]), method=i["method"],
+    return PulseInterpolation(window_ms=planning_cut_window(cfg), method=i["method"],
                               fit_ms=i["fit_ms"], channels=channels,
-                              max_delay_ms=i["max_delay_ms"])
+                              max_delay_ms=i["max_delay_ms"], window_from=window_from)
 
 
-def decay_stage(cfg: dict, channels="eeg") -> DecayRemoval:
+def decay_stage(cfg: dict, channels="eeg", window_from: CutWindow | None = None) -> DecayRemoval:
     """The :class:`~tmseeg.pipeline.artifact.DecayRemoval` ``[decay]`` declares (it
     re-interpolates the cut window of ``[interpolation]`` when that is on)."""
     i, d = cfg["interpolation"], cfg["decay"]
     return DecayRemoval(model=d["model"], fit_window_ms=tuple(d["fit_window_ms"]),
                         tau_ms=tuple(d["tau_ms"]), min_snr=d["min_snr"], channels=channels,
-                        cut_window_ms=tuple(i["window_ms"]) if i["enabled"] else None,
+                        cut_window_ms=planning_cut_window(cfg) if i["enabled"] else None,
                         interp_method=i["method"], interp_fit_ms=i["fit_ms"],
-                        max_delay_ms=i["max_delay_ms"])
+                        max_delay_ms=i["max_delay_ms"], window_from=window_from)
 
 
 def epoch_filter(cfg: dict) -> EpochFilter:
@@ -105,10 +117,16 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     coil = CoilSiteDetector(n_neighbors=c["n_neighbors"])
     stages.append(coil)
     i = cfg["interpolation"]
+    cut = None
+    if i["enabled"] or cfg["decay"]["enabled"]:
+        # measured on the raw artifact (before anything is cut); holds the first pulses' data
+        # until the window is decided, so every later stage cuts every pulse the same way
+        cut = cut_window_stage(cfg)
+        stages.append(cut)
     if i["enabled"]:
-        stages.append(interpolation_stage(cfg))
+        stages.append(interpolation_stage(cfg, window_from=cut))
     if cfg["decay"]["enabled"]:
-        stages.append(decay_stage(cfg))
+        stages.append(decay_stage(cfg, window_from=cut))
     # after the artifact stages (they hold samples back, so the detector sees clean data);
     # before the filters (clipping is only visible unfiltered)
     b = cfg["bad_channels"]
@@ -146,7 +164,7 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
                                        bads=fixed_bads))
     return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
                          names=[getattr(s, "name", type(s).__name__) for s in stages],
-                         cleaning=cleaning)
+                         cleaning=cleaning, cut_window=cut)
 
 
 class TEPSession:
@@ -183,7 +201,9 @@ class TEPSession:
         self.epocher = Epocher(tmin_ms=e["tmin_ms"], tmax_ms=e["tmax_ms"],
                                baseline_ms=tuple(e["baseline_ms"]),
                                reject_uv=e["reject_uv"] or None,
-                               pulse_window_ms=tuple(cfg["interpolation"]["window_ms"]),
+                               pulse_window_ms=(self.stages.cut_window
+                                                if self.stages.cut_window is not None
+                                                else planning_cut_window(cfg)),
                                bads_from=self.stages.bad_detector,
                                group_ms=e["pulse_group_ms"],
                                epoch_filter=epoch_filter(cfg))

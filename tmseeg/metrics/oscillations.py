@@ -388,7 +388,10 @@ class OscillationMetric:
             v = c[key]
             if len(v) != 2 or not v[0] < v[1]:
                 raise ValueError(f"oscillations.{key}={v}: give [start, stop] with start < stop.")
-        self.pulse_window_ms = tuple(cfg["interpolation"]["window_ms"])
+        # laid out before the first pulse: the fixed or least cut window (a longer measured
+        # window only moves the contaminated edge by its difference)
+        from tmseeg.pipeline.config import planning_cut_window  # config imports the plug-ins
+        self.pulse_window_ms = planning_cut_window(cfg)
         t0, t1 = c["tf_window_ms"]
         j0 = int(math.ceil(t0 * self.fs / 1000.0))
         j1 = int(math.floor(t1 * self.fs / 1000.0))

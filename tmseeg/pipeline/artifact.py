@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "PulseInterpolation",
+    "provided_window",
     "DecayRemoval",
     "DecayFit",
     "DecayFitter",
@@ -138,6 +139,14 @@ def plan_spans(
 def _apply_span(buf: np.ndarray, buf_start: int, rows: np.ndarray, span: Span) -> None:
     interp_span(buf, rows, span.start - buf_start, span.stop - buf_start, span.n_left,
                 span.n_right, span.order)
+
+
+def provided_window(source) -> tuple[float, float]:
+    """The cut window a :class:`~tmseeg.pipeline.cutwindow.CutWindow` (or any object with
+    ``window_ms``/``min_window_ms``) gives: the decided one, else its minimum (no pulse has
+    passed it yet, so nothing is cut with it)."""
+    win = source.window_ms if source.window_ms is not None else source.min_window_ms
+    return (float(win[0]), float(win[1]))
 
 
 def _interp_params(window_ms: tuple[float, float], method: str, fit_ms: float,
@@ -321,6 +330,10 @@ class PulseInterpolation:
         How late a pulse event may arrive (relative to its own sample) and still be cut exactly,
         e.g. a marker that lags the pulse. Adds to the hold-back. Later pulses are skipped with a
         warning (counted in :attr:`n_late`).
+    window_from : object with ``window_ms`` and ``min_window_ms``, optional
+        Usually the session's :class:`~tmseeg.pipeline.cutwindow.CutWindow`: the window measured
+        on the first pulses replaces ``window_ms`` once it is decided (it is decided before
+        any pulse reaches this stage).
 
     Attributes
     ----------
@@ -339,11 +352,13 @@ class PulseInterpolation:
         fit_ms: float = 1.0,
         channels: str | Sequence[str] | None = "eeg",
         max_delay_ms: float = 0.0,
+        window_from=None,
     ) -> None:
         if method not in _METHOD_ORDER:
             raise ValueError(f"method must be 'linear' or 'cubic', got {method!r}")
         if max_delay_ms < 0:
             raise ValueError(f"max_delay_ms must be >= 0, got {max_delay_ms}")
+        self.window_from = window_from
         self.window_ms = (float(window_ms[0]), float(window_ms[1]))
         self.method = method
         self.fit_ms = float(fit_ms)
@@ -366,9 +381,19 @@ class PulseInterpolation:
     # -- helpers ---------------------------------------------------------------------------
     def _setup(self, block: Block) -> None:
         self._rows = _resolve_rows(block.meta, self.channels)
-        self._params = _interp_params(self.window_ms, self.method, self.fit_ms, block.meta.sfreq)
+        self._fs = block.meta.sfreq
+        self._sync_window()
         self._delay = ms_to_samples(self.max_delay_ms, block.meta.sfreq)
         self._lo = block.first_sample
+
+    def _sync_window(self) -> None:
+        """Take the measured window from ``window_from`` once it is decided."""
+        if self.window_from is not None:
+            win = provided_window(self.window_from)
+            if win != self.window_ms and self._pending:
+                raise RuntimeError("interp: the cut window changed while pulses were pending")
+            self.window_ms = win
+        self._params = _interp_params(self.window_ms, self.method, self.fit_ms, self._fs)
 
     def _take_pulses(self, block: Block) -> None:
         w0, w1 = self._params[0], self._params[1]
@@ -412,6 +437,8 @@ class PulseInterpolation:
         """Take the next block; return the cleaned samples that can no longer change."""
         if self._params is None:
             self._setup(block)
+        elif self.window_from is not None and not self._pending:
+            self._sync_window()
         if self._buf.data is not None and block.first_sample != self._buf.stop:
             # a discontinuity: finish what we hold as if the stream ended, restart after it
             log.warning("interp: samples %d..%d missing; windows near the gap are clipped",
@@ -722,6 +749,11 @@ class DecayRemoval:
         use ``"trial"`` when they do: every pulse then gets its own full fit. Windows clipped
         by a following pulse are always fitted on their own.
 
+    window_from : object with ``window_ms`` and ``min_window_ms``, optional
+        Usually the session's :class:`~tmseeg.pipeline.cutwindow.CutWindow`: its window replaces
+        ``cut_window_ms``, and the fit starts at the later of ``fit_window_ms[0]`` and the
+        window's end (a longer cut means the data before its end are not decay to fit).
+
     Attributes
     ----------
     fits : list of dict
@@ -745,7 +777,9 @@ class DecayRemoval:
         tail_uv: float = 0.05,
         max_delay_ms: float = 0.0,
         fit_on: str = "average",
+        window_from=None,
     ) -> None:
+        self.window_from = window_from
         if fit_on not in ("trial", "average"):
             raise ValueError(f"fit_on must be 'trial' or 'average', got {fit_on!r}")
         self.fit_on = fit_on
@@ -785,16 +819,30 @@ class DecayRemoval:
         fs = block.meta.sfreq
         self._fs = fs
         self._rows = _resolve_rows(block.meta, self.channels)
-        self._n0 = ms_to_samples(self.fit_window_ms[0], fs) + 1
-        self._n1 = ms_to_samples(self.fit_window_ms[1], fs) + 1  # exclusive
         self._delay = ms_to_samples(self.max_delay_ms, fs)
         self._min_fit = max(2 * _MODELS[self.model] + 2, ms_to_samples(self.min_fit_ms, fs))
+        self._sync_window()
+        self._lo = block.first_sample
+
+    def _sync_window(self) -> None:
+        """Cut window and fit start, from ``window_from`` once it is decided."""
+        fs = self._fs
+        fit_start_ms = self.fit_window_ms[0]
+        if self.window_from is not None:
+            win = provided_window(self.window_from)
+            if self.cut_window_ms is not None:
+                self.cut_window_ms = win
+            fit_start_ms = max(fit_start_ms, win[1])
+        n0 = ms_to_samples(fit_start_ms, fs) + 1
+        if getattr(self, "_n0", n0) != n0 and (self._pending or self._active):
+            raise RuntimeError("decay: the cut window changed while pulses were pending")
+        self._n0 = n0
+        self._n1 = ms_to_samples(self.fit_window_ms[1], fs) + 1  # exclusive
         if self.cut_window_ms is not None:
             self._interp = _interp_params(self.cut_window_ms, self.interp_method,
                                           self.interp_fit_ms, fs)
         else:
             self._interp = None
-        self._lo = block.first_sample
 
     # -- pieces ------------------------------------------------------------------------------
     def _fitter(self, n: int) -> DecayFitter:
@@ -945,6 +993,8 @@ class DecayRemoval:
         """Take the next block; return the cleaned samples that can no longer change."""
         if self._rows is None:
             self._setup(block)
+        elif self.window_from is not None and not self._pending and not self._active:
+            self._sync_window()
         if self._buf.data is not None and block.first_sample != self._buf.stop:
             log.warning("decay: samples %d..%d missing; pending fits are cut short",
                         self._buf.stop, block.first_sample)

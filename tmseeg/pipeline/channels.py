@@ -57,6 +57,33 @@ def resolve_picks(meta: StreamMeta, picks: str | Sequence[str]) -> np.ndarray:
     return meta.index(list(picks))
 
 
+def _typical_rms(x: np.ndarray, piece: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median over pieces of ``piece`` samples of each channel's SD and first-difference RMS
+    (the whole window's when it holds fewer than 4 pieces)."""
+    n = x.shape[1] // piece
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if n < 4:
+            return np.nanstd(x, axis=1), np.sqrt(np.nanmean(np.diff(x, axis=1) ** 2, axis=1))
+        p = x[:, :n * piece].reshape(x.shape[0], n, piece)
+        sd = np.nanmedian(np.nanstd(p, axis=2), axis=1)
+        hf = np.nanmedian(np.sqrt(np.nanmean(np.diff(p, axis=2) ** 2, axis=2)), axis=1)
+    return sd, hf
+
+
+def _nearest_channels(names: Sequence[str], k: int) -> dict[int, list[int]]:
+    """Row -> rows of its ``k`` nearest channels on the scalp (10-05 positions; channels
+    without a position have no entry)."""
+    pos = montage_positions()
+    known = [i for i, n in enumerate(names) if n.lower() in pos]
+    if len(known) < 2:
+        return {}
+    xyz = np.array([pos[names[i].lower()] for i in known])
+    d = np.sqrt(((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(axis=-1))
+    np.fill_diagonal(d, np.inf)
+    return {known[a]: [known[b] for b in np.argsort(d[a])[:k]] for a in range(len(known))}
+
+
 def _robust_z(x: np.ndarray, mad_floor: float) -> np.ndarray:
     """(x - median) / (1.4826 MAD), MAD floored at ``mad_floor``."""
     med = np.median(x)
@@ -80,11 +107,20 @@ class BadChannelDetector:
        window's minimum or maximum (within ``1e-6`` of the range). Continuous-valued data hit
        each extreme once; an amplifier at its rail returns the same code many times.
     4. **noisy**: robust z-score (median / 1.4826 MAD across the good EEG channels, computed on
-       log values) of the channel's RMS, or of the RMS of its first difference (a cheap
-       high-frequency power proxy: muscle, bad contact), above ``noisy_z`` (default 5). The MAD is
-       floored at ``mad_floor`` (0.1 in log units, i.e. ~10 % spread) so that channels that are
-       almost identical (simulations, bridged caps) do not make tiny differences significant.
-       Optionally, ``max_rms_uv`` marks any channel whose RMS exceeds it.
+       log values) of the channel's RMS (over the window, or *typical*: the median over 250 ms
+       pieces, which a brief blink leaves alone), or of the typical RMS of its first difference
+       (a cheap high-frequency power proxy: muscle, bad contact), above ``noisy_z`` (default
+       5), **and** either not shared by any of its 3 nearest neighbours (correlation below
+       ``shared_corr``, 0.5; of the first differences for the high-frequency test) or more
+       than ``neighbour_ratio`` (3) times the RMS of the largest of them. Brain
+       rhythms (alpha at O1/O2, mu at C3/C4), blinks and eye movements are large on some
+       channels but reach several electrodes at once; a bad contact is one electrode's own. A
+       channel large over the window but ordinary in most of its pieces (an electrode pop: a
+       step that recovers) must be so in ``transient_windows`` (3) windows in a row.
+       Channels without a 10-05 position skip the neighbour test. The MAD is floored at ``mad_floor`` (0.1 in log units, i.e. ~10 % spread)
+       so that channels that are almost identical (simulations, bridged caps) do not make tiny
+       differences significant. Optionally, ``max_rms_uv`` marks any channel whose RMS exceeds
+       it.
 
     Parameters
     ----------
@@ -109,6 +145,12 @@ class BadChannelDetector:
         change every few seconds). If False, :attr:`bads` is the latest evaluation only.
     initial_bads : mapping of str to str, optional
         Channels known to be bad before the session (name -> reason).
+    transient_windows : int
+        Consecutive windows a brief, unshared excess must recur in (see 4.).
+    shared_corr, neighbour_ratio : float
+        Correlation with a neighbour above which a channel's large activity is taken as shared
+        (brain, eyes), not as an electrode fault, unless it is more than ``neighbour_ratio``
+        times the largest neighbour's (see 4.).
 
     Attributes
     ----------
@@ -145,7 +187,13 @@ class BadChannelDetector:
         min_usable_fraction: float = 0.25,
         max_bad_fraction: float = 0.2,
         initial_bads: Mapping[str, str] | None = None,
+        shared_corr: float = 0.5,
+        neighbour_ratio: float = 3.0,
+        transient_windows: int = 3,
     ) -> None:
+        self.transient_windows = int(transient_windows)
+        self.shared_corr = float(shared_corr)
+        self.neighbour_ratio = float(neighbour_ratio)
         self.window_s = float(window_s)
         self.exclude_ms = exclude_ms
         self.flat_uv = float(flat_uv)
@@ -174,6 +222,7 @@ class BadChannelDetector:
         self._next_end: int | None = None
         self._newest = 0
         self.n_noisy_capped = 0
+        self._strikes: dict[str, int] = {}  # consecutive windows with a transient excess
         # (first sample from which a bad set applies, the set): see bads_at()
         self._timeline: list[tuple[int, dict[str, str]]] = [(-(2 ** 62), dict(self.bads))]
 
@@ -208,6 +257,8 @@ class BadChannelDetector:
         if self._rows is None:
             self._rows = resolve_picks(block.meta, self.picks)
             self._names = [block.meta.ch_names[i] for i in self._rows]
+            self._sfreq = block.meta.sfreq
+            self._neighbours = _nearest_channels(self._names, 3)
         for ev in block.pulses():
             self._pulses.append(ev.sample)
         sf = block.meta.sfreq
@@ -237,6 +288,25 @@ class BadChannelDetector:
         return block
 
     # -- internals -----------------------------------------------------------------------------
+    def _neighbour_corr(self, x: np.ndarray, i: int, cand: np.ndarray) -> float:
+        """Largest correlation of channel ``i`` with one of its nearest good neighbours over
+        the window (-1 when it has none with a position: no neighbour can vouch for it)."""
+        best = -1.0
+        xi = x[i] - np.nanmean(x[i])
+        for j in self._neighbours.get(i, ()):
+            if not cand[j]:
+                continue
+            xj = x[j] - np.nanmean(x[j])
+            den = np.sqrt(np.nansum(xi * xi) * np.nansum(xj * xj))
+            if den > 0:
+                best = max(best, float(np.nansum(xi * xj) / den))
+        return best
+
+    def _neighbour_max(self, values: np.ndarray, i: int, cand: np.ndarray) -> float:
+        """Largest value among channel ``i``'s nearest good neighbours (inf: none known)."""
+        vals = [values[j] for j in self._neighbours.get(i, ()) if cand[j]]
+        return float(np.max(vals)) if vals else np.inf
+
     def _consolidate(self) -> tuple[int, np.ndarray, np.ndarray]:
         """Merge newly arrived chunks into one contiguous store (NaN + absent where missing)."""
         parts = ([] if self._store is None else [self._store[:2]]) + self._pending
@@ -302,21 +372,50 @@ class BadChannelDetector:
         z_rms = np.full(n_ch, np.nan)
         z_hf = np.full(n_ch, np.nan)
         if cand.sum() >= 3:
-            lr = np.log(rms[cand])
-            lh = np.log(hf[cand])
-            z_rms[cand] = _robust_z(lr, self.mad_floor)
-            z_hf[cand] = _robust_z(lh, self.mad_floor)
+            # typical, not total, size: the median over 250 ms pieces, so that a blink or a
+            # saccade (large, brief, on frontal channels) does not make a channel "noisy"
+            rms_typ, hf_typ = _typical_rms(x, max(2, int(round(0.25 * self._sfreq))))
+            z_rms[cand] = _robust_z(np.log(rms_typ[cand]), self.mad_floor)
+            z_hf[cand] = _robust_z(np.log(hf_typ[cand]), self.mad_floor)
+            z_all = np.full(n_ch, np.nan)
+            z_all[cand] = _robust_z(np.log(rms[cand]), self.mad_floor)
+            d_x = None
+            strikes: dict[str, int] = {}
             for i in np.flatnonzero(cand):
                 nm = self._names[i]
-                if z_rms[i] > self.noisy_z:
-                    reasons[nm] = f"noisy (RMS {rms[i]:.3g} uV, robust z={z_rms[i]:.1f})"
-                elif z_hf[i] > self.noisy_z:
-                    reasons[nm] = f"noisy high-frequency (diff RMS {hf[i]:.3g} uV, robust z={z_hf[i]:.1f})"
+                if max(z_rms[i], z_all[i]) > self.noisy_z:
+                    # an electrode fault if its neighbours do not share it; brain rhythms
+                    # (alpha, mu), blinks and eye movements reach several electrodes at once,
+                    # and no scalp source makes one electrode several times all its neighbours
+                    r = self._neighbour_corr(x, i, cand)
+                    ratio = rms[i] / max(self._neighbour_max(rms, i, cand), 1e-12)
+                    unshared = r < self.shared_corr or ratio > self.neighbour_ratio
+                    if unshared and z_rms[i] <= self.noisy_z:
+                        # large overall, ordinary most of the time: an electrode pop (a step
+                        # that recovers) is no broken electrode until it keeps happening
+                        strikes[nm] = self._strikes.get(nm, 0) + 1
+                        unshared = strikes[nm] >= self.transient_windows
+                    if unshared:
+                        z = max(z_rms[i], z_all[i])
+                        why = (f"not shared by its neighbours: r={r:.2f}" if r < self.shared_corr
+                               else f"{ratio:.1f} x its largest neighbour")
+                        reasons[nm] = (f"noisy (RMS {rms_typ[i]:.3g} uV typical, "
+                                       f"{rms[i]:.3g} uV overall, robust z={z:.1f}; {why})")
+                        continue
+                if z_hf[i] > self.noisy_z:
+                    d_x = np.diff(x, axis=1) if d_x is None else d_x
+                    r = self._neighbour_corr(d_x, i, cand)
+                    if r < self.shared_corr:
+                        reasons[nm] = (f"noisy high-frequency (diff RMS {hf_typ[i]:.3g} uV, "
+                                       f"robust z={z_hf[i]:.1f}; not shared by its "
+                                       f"neighbours: r={r:.2f})")
         if self.max_rms_uv is not None:
             for i in np.flatnonzero(cand):
                 nm = self._names[i]
                 if nm not in reasons and rms[i] > self.max_rms_uv:
                     reasons[nm] = f"noisy (RMS {rms[i]:.3g} uV > {self.max_rms_uv:g} uV)"
+        if cand.sum() >= 3:
+            self._strikes = strikes  # consecutive windows only
         self.last_stats = {"rms_uv": rms, "diff_rms_uv": hf, "clip_fraction": clip,
                            "z_rms": z_rms, "z_hf": z_hf, "names": np.array(self._names)}
         # Never let "noisy" take a large part of the cap: if it would, the window is dominated by

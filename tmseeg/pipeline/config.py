@@ -25,6 +25,9 @@ source = "markers"
 # (TMS, pulse, stim, BrainVision "Stimulus/S  1" ...)
 pattern = ""
 marker_offset_ms = 0.0      # added to marker times (negative if markers lag the pulse)
+# move marker/trigger pulses to the artifact onset when the first pulses show a constant lag
+# (measured with the cut window, [interpolation]; see tmseeg.pipeline.cutwindow)
+correct_marker_lag = true
 trigger_channel = ""        # for source = "trigger"
 data_channels = []          # for source = "data"; [] = all EEG channels
 data_threshold_uv_per_ms = 0.0   # 0 = automatic (robust, 20 x MAD of the derivative)
@@ -38,7 +41,14 @@ n_neighbors = 4
 
 [interpolation]
 enabled = true
-window_ms = [-2.0, 10.0]    # samples replaced around each pulse (TESA's usual -2..10 ms)
+# samples replaced around each pulse. "auto": measured on the first auto_pulses pulses (where
+# the data come back within the EEG's range, + 1 ms; saturation counted on any channel) and
+# then fixed, never shorter than auto_min_ms (TESA's usual -2..10 ms) nor beyond auto_max_ms;
+# summary.json says what was measured and why. [start, stop] forces a fixed window.
+window_ms = "auto"
+auto_pulses = 5
+auto_min_ms = [-2.0, 10.0]
+auto_max_ms = [-10.0, 20.0]
 method = "cubic"            # "cubic" or "linear"
 fit_ms = 1.0                # clean data either side used by the cubic fit
 max_delay_ms = 100.0        # how late a pulse marker may arrive and still be cut (live)
@@ -210,6 +220,8 @@ def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
                 out[key] = copy.deepcopy(value)
             else:
                 out[key] = _merge(base[key], value, here)
+        elif here == ("interpolation", "window_ms"):
+            out[key] = _window_value(value)
         else:
             expected = type(base[key])
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -219,6 +231,35 @@ def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
                                   f"{expected.__name__}, got {value!r}")
             out[key] = value
     return out
+
+
+def _window_value(value: Any) -> str | list[float]:
+    """``interpolation.window_ms``: "auto" or [start, stop] in ms."""
+    if value == "auto":
+        return value
+    if (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        return [float(v) for v in value]
+    raise ConfigError(f"configuration key 'interpolation.window_ms' must be \"auto\" or "
+                      f"[start, stop] in ms, got {value!r}")
+
+
+def fixed_cut_window(cfg: dict) -> tuple[float, float] | None:
+    """The configuration's fixed cut window, or None when it is measured ("auto")."""
+    win = cfg["interpolation"]["window_ms"]
+    return None if win == "auto" else (float(win[0]), float(win[1]))
+
+
+def planning_cut_window(cfg: dict) -> tuple[float, float]:
+    """A cut window known before any data: the fixed one, else the least measured one.
+
+    For what must be laid out before the first pulse (e.g. the oscillations' baseline) and for
+    tools that cut a recording outside a session."""
+    fixed = fixed_cut_window(cfg)
+    if fixed is not None:
+        return fixed
+    lo, hi = cfg["interpolation"]["auto_min_ms"]
+    return (float(lo), float(hi))
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
@@ -252,9 +293,16 @@ def _validate(cfg: dict) -> None:
     if cfg["reference"]["type"] not in ("average", "none"):
         raise ConfigError(f"reference.type must be average or none, got "
                           f"{cfg['reference']['type']!r}")
-    lo, hi = cfg["interpolation"]["window_ms"]
-    if not lo < hi:
-        raise ConfigError("interpolation.window_ms must be [start, stop] with start < stop")
+    i = cfg["interpolation"]
+    for key in ("auto_min_ms", "auto_max_ms") + (() if i["window_ms"] == "auto"
+                                                  else ("window_ms",)):
+        if len(i[key]) != 2 or not i[key][0] < i[key][1]:
+            raise ConfigError(f"interpolation.{key} must be [start, stop] with start < stop")
+    (mn0, mn1), (mx0, mx1) = i["auto_min_ms"], i["auto_max_ms"]
+    if not (mx0 <= mn0 and mn1 <= mx1):
+        raise ConfigError("interpolation.auto_max_ms must contain auto_min_ms")
+    if i["auto_pulses"] < 1:
+        raise ConfigError("interpolation.auto_pulses must be >= 1")
     cl = cfg["cleaning"]
     bad_methods = [m for m in cl["methods"] if m not in
                    ("sound", "sspsir", "sspsir_control", "ica")]

@@ -85,7 +85,7 @@ class Epocher:
     reject_mode : {"ptp", "abs"}
         ``"ptp"``: peak-to-peak per channel above ``reject_uv`` rejects (default);
         ``"abs"``: any baseline-corrected sample beyond ``±reject_uv`` rejects.
-    pulse_window_ms : (float, float)
+    pulse_window_ms : (float, float) or CutWindow
         Excluded from the amplitude test (and from ``ptp_uv``/``max_abs_uv``): what is left of
         the pulse after interpolation is not brain. Default ``(-2, 10)``. NaN inside it is
         tolerated too.
@@ -156,7 +156,8 @@ class Epocher:
         self.baseline_ms = baseline_ms
         self.reject_uv = reject_uv
         self.reject_mode = reject_mode
-        self.pulse_window_ms = pulse_window_ms
+        # a (start, stop) tuple, or an object whose window_ms is decided later (CutWindow)
+        self._pulse_window = pulse_window_ms
         self.picks = picks
         self.bads_from = bads_from
         self.max_delay_s = float(max_delay_s)
@@ -198,9 +199,26 @@ class Epocher:
             self._base = (t >= self.baseline_ms[0]) & (t <= self.baseline_ms[1])
             if not self._base.any():
                 raise ValueError(f"baseline_ms={self.baseline_ms} contains no sample")
-        lo, hi = self.pulse_window_ms
-        self._test = ~((t >= lo) & (t <= hi))
+        self._test_for: tuple[float, float] | None = None
         self._n_group = int(round(self.group_ms * sf / 1000.0))
+
+    @property
+    def pulse_window_ms(self) -> tuple[float, float]:
+        """The cut window in force (the measured one, once a CutWindow has decided it)."""
+        win = self._pulse_window
+        if hasattr(win, "window_ms"):
+            from tmseeg.pipeline.artifact import provided_window
+            return provided_window(win)
+        return (float(win[0]), float(win[1]))
+
+    def _test_mask(self) -> np.ndarray:
+        """Samples of the epoch outside the pulse window (those the amplitude test sees)."""
+        win = self.pulse_window_ms
+        if win != self._test_for:
+            t = self.times_ms
+            self._test = ~((t >= win[0]) & (t <= win[1]))
+            self._test_for = win
+        return self._test
 
     @property
     def n_times(self) -> int:
@@ -315,7 +333,7 @@ class Epocher:
                 data -= mean[:, None]
             else:
                 data -= np.where(np.isfinite(mean), mean, 0.0)[:, None]
-        test = data[:, self._test]
+        test = data[:, self._test_mask()]
         with np.errstate(all="ignore"), _quiet():
             ptp = np.nanmax(test, axis=1) - np.nanmin(test, axis=1)
             mx = np.nanmax(np.abs(test), axis=1)

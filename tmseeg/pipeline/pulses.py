@@ -44,6 +44,8 @@ __all__ = [
     "nearest_index",
     "TriggerChannelPulses",
     "DataPulses",
+    "OnsetTracker",
+    "jump_onsets",
 ]
 
 
@@ -323,6 +325,71 @@ class TriggerChannelPulses(_PulseMerger):
         return replace(block, events=self._merge(block.events, own, block.meta.sfreq))
 
 
+class OnsetTracker:
+    """The rules that turn "many channels jump at this sample" into pulse onsets.
+
+    Shared by :class:`DataPulses` (streaming) and :func:`jump_onsets` (a stretch of data).
+    Feed it, in time order, every sample where enough channels jump (:meth:`step`); it answers
+    with the onset of a new pulse or None.
+
+    * Within ``refractory`` samples of the last onset: the last pulse's own jump.
+    * Within ``gate`` samples: a new pulse must (1) jump the way the last pulse's onset did
+      (cosine >= 0.8), (2) be at least half as large, and (3) be a *fresh* jump: at least
+      ``rise_ratio`` times any jump in the ``n_back`` samples before it. Ringing decays and
+      never rises out of its own past; a second pulse does, even on top of the first one's
+      ringing.
+    * Later: any jump is a new pulse.
+    """
+
+    def __init__(self, refractory: int, gate: int, n_back: int, rise_ratio: float = 1.5) -> None:
+        self.refractory, self.gate, self.n_back = int(refractory), int(gate), int(n_back)
+        self.rise_ratio = float(rise_ratio)
+        self.last_onset: int | None = None
+        self.pattern: np.ndarray | None = None
+
+    def step(self, s: int, vector: np.ndarray, size: float, before: np.ndarray) -> int | None:
+        """Sample ``s`` jumps with ``vector`` (across channels, norm ``size``); ``before`` holds
+        the jump sizes of the ``n_back`` samples before it. Returns a new onset or None."""
+        if self.last_onset is not None:
+            since = s - self.last_onset
+            if since < self.refractory:
+                return None
+            if since < self.gate and self.pattern is not None:
+                ref = self.pattern
+                nr = float(np.linalg.norm(ref))
+                if size < 0.5 * nr or size == 0 or float(vector @ ref) < 0.8 * size * nr:
+                    return None
+                if before.size and size < self.rise_ratio * float(before.max()):
+                    return None  # ringing (or another echo) of the pulse
+        self.last_onset, self.pattern = s, vector
+        return s
+
+
+def jump_onsets(candidates: np.ndarray, jumps: np.ndarray, refractory: int, gate: int,
+                n_back: int, rise_ratio: float = 1.5) -> list[int]:
+    """Pulse onsets in a stretch of data, by the rules of :class:`OnsetTracker`.
+
+    Parameters
+    ----------
+    candidates : ndarray of int
+        Ascending columns of ``jumps`` where enough channels jump.
+    jumps : ndarray, shape (n_channels, n_samples)
+        Sample-to-sample differences.
+    refractory, gate, n_back : int
+        In samples (see :class:`OnsetTracker`).
+    """
+    sizes = np.sqrt(np.nansum(jumps ** 2, axis=0))
+    tracker = OnsetTracker(refractory, gate, n_back, rise_ratio)
+    out = []
+    for j in candidates:
+        j = int(j)
+        onset = tracker.step(j, np.nan_to_num(jumps[:, j]), float(sizes[j]),
+                             sizes[max(0, j - n_back):j])
+        if onset is not None:
+            out.append(onset)
+    return out
+
+
 class DataPulses(_PulseMerger):
     """Find TMS pulses in the EEG itself: a steep jump in many channels at the same sample.
 
@@ -331,11 +398,22 @@ class DataPulses(_PulseMerger):
     first such sample, so the onset is the first sample of the jump, not its peak).
 
     After a pulse, ``refractory_ms`` is dead time. For ``pattern_gate_ms`` after a pulse a new
-    onset must also look like the previous pulse: its jump across channels must point the same
-    way (cosine >= 0.8) and be at least half as large. That rejects what follows a pulse inside
-    its own artifact — the return from amplifier saturation, ringing, the TMS-evoked muscle burst
-    — while accepting the next pulse of a pair, a 10 Hz train or a 50 Hz theta burst, whose
-    artifacts repeat the first one's spatial pattern.
+    onset must pass three tests that tell a second physical pulse from the first pulse's own
+    artifact (the return from amplifier saturation, ringing, the TMS-evoked muscle burst):
+
+    1. **same pattern**: its jump across channels points the way the previous pulse's onset
+       did (cosine >= 0.8; the return from a rail and every other half-cycle of ringing point
+       the other way);
+    2. **same size**: at least half as large as the previous pulse's onset jump;
+    3. **a fresh jump**: at least ``rise_ratio`` (1.5) times any jump in the ``rise_ms``
+       (0.8 ms) before it. Ringing decays — each cycle is smaller than the
+       ones before — so it never rises out of its own recent past; a second pulse does, even
+       on top of the first one's ringing.
+
+    (:class:`OnsetTracker` has the rules.)
+
+    The next pulse of a pair (>= 1.5 ms apart), a 10 Hz train or a 50 Hz theta burst passes
+    all three: its artifact repeats the first one's spatial pattern on quiet (or decaying) data.
 
     Parameters
     ----------
@@ -357,8 +435,10 @@ class DataPulses(_PulseMerger):
         Channels that must exceed the threshold at the same sample; default a quarter of the
         watched channels (at least 1). One channel jumping (an electrode pop) is not a pulse.
     pattern_gate_ms : float
-        How long after a pulse a new onset must repeat the pulse's jump pattern (default 50 ms,
-        longer than the pulse artifact and its muscle response).
+        How long after a pulse a new onset must pass the tests above (default 50 ms, longer
+        than the pulse artifact and its muscle response).
+    rise_ms, rise_ratio : float
+        The fresh-jump test (3. above): the look-back and the factor.
     calibration_ms : float
         Data used to set the automatic threshold (default 500 ms). These first samples are held
         back (released, with their pulses, once the threshold is known); not used when
@@ -387,6 +467,8 @@ class DataPulses(_PulseMerger):
         pattern_gate_ms: float = 50.0,
         calibration_ms: float = 500.0,
         merge_ms: float = 5.0,
+        rise_ms: float = 0.8,
+        rise_ratio: float = 1.5,
     ) -> None:
         super().__init__(merge_ms)
         if threshold_uv_per_ms is not None and not threshold_uv_per_ms > 0:
@@ -400,17 +482,19 @@ class DataPulses(_PulseMerger):
         self.min_channels = min_channels
         self.pattern_gate_ms = float(pattern_gate_ms)
         self.calibration_ms = float(calibration_ms)
+        self.rise_ms = float(rise_ms)
+        self.rise_ratio = float(rise_ratio)
         self.reset()
 
     def reset(self) -> None:
         """Forget all state (a new stream begins)."""
         self._rows: np.ndarray | None = None
+        self._norm_tail = np.zeros(0)  # jump sizes of the last rise_ms (across blocks)
+        self._tracker: OnsetTracker | None = None
         self._min_ch = 1
         self.threshold: np.ndarray | None = None
         self._prev: np.ndarray | None = None
         self._held: list[Block] = []
-        self._last_pulse: int | None = None
-        self._last_pattern: np.ndarray | None = None
         self.n_detected = 0
         self._reset_merge()
 
@@ -453,28 +537,33 @@ class DataPulses(_PulseMerger):
         d = np.diff(np.concatenate([prev[:, None], x], axis=1), axis=1) * (sfreq / 1000.0)
         self._prev = x[:, -1].copy()
         with np.errstate(invalid="ignore"):
-            count = (np.abs(d) > self.threshold[:, None]).sum(axis=0)
-        cand = np.flatnonzero(count >= self._min_ch)
-        refr = self.refractory_ms * sfreq / 1000.0
-        gate = self.pattern_gate_ms * sfreq / 1000.0
+            over = np.abs(d) > self.threshold[:, None]
+            count = over.sum(axis=0)
+            # jump size across the channels that can vote (a dead channel's inf threshold
+            # leaves it out); NaN samples count as no jump
+            voting = np.isfinite(self.threshold)
+            norm = np.sqrt(np.nansum(d[voting] ** 2, axis=0))
+        if self._tracker is None:
+            self._tracker = OnsetTracker(
+                refractory=int(round(self.refractory_ms * sfreq / 1000.0)),
+                gate=int(round(self.pattern_gate_ms * sfreq / 1000.0)),
+                n_back=max(1, int(round(self.rise_ms * sfreq / 1000.0))),
+                rise_ratio=self.rise_ratio)
+        n_back = self._tracker.n_back
+        norms = np.concatenate([self._norm_tail, norm])  # jump sizes incl. the last rise_ms
+        off = self._norm_tail.size
+        self._norm_tail = norms[-n_back:].copy()
         found = []
-        for j in cand:
+        for j in np.flatnonzero(count >= self._min_ch):
             s = block.first_sample + int(j)
-            v = np.nan_to_num(d[:, j])
-            if self._last_pulse is not None:
-                since = s - self._last_pulse
-                if since < refr:
-                    continue
-                if since < gate and self._last_pattern is not None:
-                    ref = self._last_pattern
-                    nv, nr = np.linalg.norm(v), np.linalg.norm(ref)
-                    if nv < 0.5 * nr or nv == 0 or float(v @ ref) < 0.8 * nv * nr:
-                        continue
-            self._last_pulse = s
-            self._last_pattern = v
+            v = np.nan_to_num(np.where(voting, d[:, j], 0.0))
+            onset = self._tracker.step(s, v, float(norm[j]),
+                                       norms[max(0, off + j - n_back):off + j])
+            if onset is None:
+                continue
             self.n_detected += 1
-            found.append(Event(sample=s, label="TMS (detected)", kind=EVENT_PULSE,
-                               time_s=float(block.timestamps[j]),
+            found.append(Event(sample=onset, label="TMS (detected)", kind=EVENT_PULSE,
+                               time_s=float(block.timestamps[j]) - (s - onset) / sfreq,
                                extra={"source": "data", "n_channels": int(count[j])}))
         return found
 

@@ -179,11 +179,14 @@ def check_pulse_source(recording: Recording, cfg: dict
             cfg["pulses"]["marker_offset_ms"] = p["marker_offset_ms"] + lag_ms
         found = ", ".join(f"'{h['label']}' ({h['n_at_pulses']} of {h['n_markers']} on a pulse "
                           f"artifact, median lag {h['lag_ms']:+.1f} ms)" for h in hits)
+        # pulse artifacts those markers do not name (conditioning pulses) are cut too
+        recording, cfg, more = _with_unmarked_pulses(
+            recording, cfg, MarkerPulses(cfg["pulses"]["pattern"]), markers, detected)
         return recording, cfg, [
             f"{unmatched}; the markers {found} fall on the pulse artifacts found in the data, so "
             f"they were taken as the pulses (pattern '{cfg['pulses']['pattern']}', marker offset "
             f"{cfg['pulses']['marker_offset_ms']:+.2f} ms). Name them to make this explicit: "
-            "--pulse-pattern (or [pulses] pattern in the configuration)."]
+            "--pulse-pattern (or [pulses] pattern in the configuration)."] + more
     cfg["pulses"]["source"] = "data"
     return recording, cfg, [
         f"{unmatched}; the pulses were looked for in the data instead. If one of those markers "
@@ -197,13 +200,14 @@ UNMARKED_PULSE_LABEL = "tmseeg: unmarked pulse artifact"
 
 
 def _with_unmarked_pulses(recording: Recording, cfg: dict, stage: MarkerPulses,
-                          markers: list[tuple[int, str]]
+                          markers: list[tuple[int, str]], detected: list[int] | None = None
                           ) -> tuple[Recording, dict, list[str]]:
     """Pulse artifacts without a pulse marker (the conditioning pulse of a pair marked only on
     its test pulse, pulses of another condition, ...) must be cut and cleaned too: each one the
     data show becomes a pulse marker that gets no epoch (``extra["epoch"] = False``)."""
     marked = np.array(sorted(s for s, label in markers if stage.matches(label)), dtype=np.int64)
-    detected = np.asarray(_pulses_in_data(recording, cfg), dtype=np.int64)
+    detected = np.asarray(_pulses_in_data(recording, cfg) if detected is None else detected,
+                          dtype=np.int64)
     if detected.size == 0 or marked.size == 0:
         return recording, cfg, []
     # each marker claims its nearest detection; the detections left over are unmarked
@@ -218,7 +222,8 @@ def _with_unmarked_pulses(recording: Recording, cfg: dict, stage: MarkerPulses,
                       np.inf) * 1000.0 / recording.meta.sfreq
     shift = ms_to_samples(cfg["pulses"]["marker_offset_ms"], recording.meta.sfreq)
     added = [Event(sample=int(u) - shift, label=UNMARKED_PULSE_LABEL, kind=EVENT_MARKER,
-                   extra={"epoch": False}) for u in unmarked]  # MarkerPulses adds the shift
+                   extra={"epoch": False, "onset_from_data": True})
+             for u in unmarked]  # MarkerPulses adds the shift
     recording = replace(recording, events=sorted(list(recording.events) + added,
                                                  key=lambda e: e.sample))
     cfg = copy.deepcopy(cfg)
@@ -260,6 +265,8 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         "n_rejected": int(sum(not p["kept"] for p in session.pulses)),
         "rejection_reasons": _count_reasons(session.pulses),
         "coil_site": session.stages.coil.site,
+        **({"cut_window": session.stages.cut_window.summary()}
+           if session.stages.cut_window is not None else {}),
         "roi": tep.get("roi", []),
         "peaks": tep.get("peaks", {}),
         "snr": tep.get("snr"),

@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tmseeg.pipeline.config import planning_cut_window
+
 __all__ = ["simulated_recording", "true_roi_tep", "peak_errors"]
 
 
@@ -84,7 +86,7 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
                          left=0.0, right=0.0)[None]
     i = cfg["interpolation"]
     pulse = int(np.argmin(np.abs(t_pad)))
-    roi_true = interpolate_pulses(roi_true, [pulse], sf, tuple(i["window_ms"]), i["method"],
+    roi_true = interpolate_pulses(roi_true, [pulse], sf, planning_cut_window(cfg), i["method"],
                                   i["fit_ms"])
     if band_pass:
         roi_true = epoch_filter(cfg)(roi_true, sf)

@@ -272,12 +272,35 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
     return _from_raw(raw, pattern, path)
 
 
+#: channel names that say what a channel is when the file does not (BrainVision and EDF store
+#: no channel types): muscles recorded for MEPs, eye, heart and other polygraphic channels
+_TYPE_BY_NAME = [
+    (re.compile(r"^(?:emg|fdi|apb|adm|ecr|fcr|edc|ta|bb|abd|mep)(?:[\s_\-]?\w{0,6})?$",
+                re.IGNORECASE), "emg"),
+    (re.compile(r"^(?:eog|heog|veog|leog|reog)(?:[\s_\-]?\w{0,6})?$", re.IGNORECASE), "eog"),
+    (re.compile(r"^(?:ecg|ekg)(?:[\s_\-]?\w{0,6})?$", re.IGNORECASE), "ecg"),
+    (re.compile(r"^(?:resp|gsr|eda|temp|pulse ?ox|spo2|photic|audio)\w{0,6}$", re.IGNORECASE),
+     "misc"),
+]
+
+
 def _fix_types(names: Sequence[str], types: Sequence[str], explicit: bool) -> list[str]:
-    """EMG channels named ``EMG*`` become ``emg`` unless the file typed them explicitly."""
+    """Channels typed ``eeg``/``misc`` (what a file without channel types gives) whose name
+    says otherwise (``EMG*``, ``FDI``, ``APB``, ``EOG``, ``ECG``, ``Resp``, ``Status`` ...)
+    get that type; a name that is an electrode of the 10-05 system stays EEG."""
+    from tmseeg.pipeline.channels import montage_positions
+
+    positions = montage_positions()
     out = list(types)
     for i, (n, t) in enumerate(zip(names, types)):
-        if n.upper().startswith("EMG") and (t in ("eeg", "misc") or not explicit):
-            out[i] = "emg"
+        if t not in ("eeg", "misc") or (explicit and t == "eeg"):
+            continue
+        if n.lower() in positions:
+            continue
+        for pattern, kind in _TYPE_BY_NAME:
+            if pattern.match(n.strip()):
+                out[i] = kind
+                break
     return out
 
 

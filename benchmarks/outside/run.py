@@ -1,0 +1,212 @@
+"""The outside benchmark: tmseeg on recordings it was never tuned on, beside the analyst's MNE
+script, against the artifact-free truth.
+
+    python benchmarks/outside/run.py                      # full set (generated once, ~10 min)
+    python benchmarks/outside/run.py --quick              # short recordings (CI-sized)
+    python benchmarks/outside/run.py --variants default,no_decay,sspsir --markdown
+
+The recordings come from ``tmsgen.py`` (written from the literature's descriptions of TMS-EEG
+artifacts; it shares no code with ``tmseeg.sim``), are written to disk in their family's format
+and then read back by ``tmseeg analyze`` exactly as a user's file would be. For each family the
+table shows: pulses found against the true pulses, epochs kept, the cut window chosen, the bad
+channels marked against the truly faulty ones, and, per method, the early TEP (15-60 ms, ROI
+average) against the truth (r and RMS error relative to the truth's RMS) and each peak's
+amplitude error (latency error in ms in the JSON output).
+
+Variants are configuration overrides of tmseeg (``VARIANTS``); ``mne`` is the naive MNE script
+(``mne_baseline.py``) run side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from benchmarks.outside import score as scoring  # noqa: E402
+from benchmarks.outside import tmsgen  # noqa: E402
+
+#: tmseeg configurations compared (overrides of the defaults)
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "no_decay": {"decay": {"enabled": False}},
+    "fixed_cut": {"interpolation": {"window_ms": [-2.0, 10.0]}},
+    "sspsir": {"cleaning": {"enabled": True, "methods": ["sspsir"]}},
+}
+PEAKS = ["N15", "P30", "N45", "P60", "N100", "P180"]
+
+
+def ensure_recordings(data_dir: Path, quick: bool, families: list[str], seed: int) -> list[dict]:
+    """Generate the recordings that are not on disk yet; return their metadata."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    metas = []
+    missing = []
+    for fam in families:
+        meta_path = data_dir / f"{fam}_s{seed}.json"
+        if meta_path.is_file():
+            metas.append(json.loads(meta_path.read_text()) | {"_dir": str(data_dir)})
+        else:
+            missing.append(fam)
+    if missing:
+        print(f"generating {len(missing)} recording(s) into {data_dir} ...", flush=True)
+        tmsgen.generate_all(data_dir, quick=quick, families=missing, seed=seed)
+        return ensure_recordings(data_dir, quick, families, seed)
+    return metas
+
+
+def _tmseeg_run(args: tuple[dict, str, dict, Path]) -> dict:
+    """One recording through ``tmseeg analyze`` with one configuration variant."""
+    meta, variant, overrides, out_root = args
+    import mne
+
+    from tmseeg.report.analyze import analyze_file
+
+    logging.getLogger("tmseeg").setLevel(logging.ERROR)
+    data_path = Path(meta["_dir"]) / meta["data_file"]
+    out = out_root / variant / meta["name"]
+    t0 = time.perf_counter()
+    try:
+        summary = analyze_file(data_path, out, roi=list(meta["roi"]), progress=False,
+                               overrides=overrides, report=False)
+    except Exception as exc:  # a failure is a result of the benchmark, not a crash of it
+        return {"family": meta["family"], "variant": variant, "error": repr(exc)}
+    seconds = time.perf_counter() - t0
+    stem = data_path.name.split(".")[0]
+    ave = out / f"{stem}-ave.fif"
+    result = {"family": meta["family"], "variant": variant, "seconds": seconds,
+              "n_kept": summary["n_kept"], "n_epochs": summary["n_pulses"],
+              "cut_window": summary.get("cut_window", {}).get("window_ms"),
+              "cut_reason": summary.get("cut_window", {}).get("reason", ""),
+              "bad_channels": sorted(summary.get("bad_channels", {})),
+              "warnings": summary.get("warnings", [])}
+    with open(out / "pulses.csv") as fh:
+        result["epoch_samples"] = [int(r["sample"]) for r in csv.DictReader(fh)]
+    if ave.is_file():
+        evoked = mne.read_evokeds(ave, verbose="error")[0]
+        roi = [c for c in meta["roi"] if c in evoked.ch_names]
+        y = evoked.copy().pick(roi).data.mean(axis=0) * 1e6
+        result["times_s"] = evoked.times.tolist()
+        result["roi_uv"] = y.tolist()
+    return result
+
+
+def _mne_run(meta: dict) -> dict:
+    from benchmarks.outside.mne_baseline import run_baseline
+
+    data_path = Path(meta["_dir"]) / meta["data_file"]
+    t0 = time.perf_counter()
+    try:
+        t, y, n = run_baseline(str(data_path), meta, list(meta["roi"]))
+    except Exception as exc:
+        return {"family": meta["family"], "variant": "mne", "error": repr(exc)}
+    return {"family": meta["family"], "variant": "mne", "seconds": time.perf_counter() - t0,
+            "n_kept": int(n), "times_s": np.asarray(t).tolist(),
+            "roi_uv": np.asarray(y).tolist()}
+
+
+def score_result(result: dict, meta: dict) -> dict:
+    """Add the scores against the truth to one run's result."""
+    truth = scoring.load_truth(Path(meta["_dir"]) / meta["truth_file"])
+    if "roi_uv" in result:
+        result["scores"] = scoring.score_tep(np.asarray(result["times_s"]),
+                                             np.asarray(result["roi_uv"]), truth, meta["roi"])
+    if "epoch_samples" in result:
+        epoch_truth = dict(truth, pulse_samples=truth["epoch_pulse_samples"])
+        result["pulses"] = scoring.score_pulses(result["epoch_samples"], epoch_truth, tol_ms=1.0)
+    result["true_bads"] = list(truth["bad_channels"])
+    return result
+
+
+def _fmt(x, spec: str) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def table(results: list[dict], markdown: bool) -> str:
+    """The benchmark table: one row per family and method."""
+    head = ["family", "method", "pulses found/true", "kept", "cut ms", "bads (true)",
+            "r 15-60", "RMS err", *[f"{p} %" for p in PEAKS]]
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["family"], r["variant"], "ERROR: " + r["error"][:60]] +
+                        [""] * (len(head) - 3))
+            continue
+        s = r.get("scores", {})
+        p = r.get("pulses")
+        pulses = (f"{p['true_positives']}/{p['n_true']}"
+                  + (f" +{p['false_positives']}" if p["false_positives"] else "")
+                  if p else "")
+        cut = r.get("cut_window")
+        bads = ""
+        if "bad_channels" in r:
+            bads = (",".join(r["bad_channels"]) or "none") + \
+                   f" ({','.join(r['true_bads']) or 'none'})"
+        rows.append([r["family"], r["variant"], pulses, str(r.get("n_kept", "")),
+                     f"{cut[0]:g}..{cut[1]:g}" if cut else "",
+                     bads, _fmt(s.get("r_early"), ".2f"), _fmt(s.get("rms_rel_early"), ".2f"),
+                     *[_fmt(s.get(f"{pk}_amp_err_pct"), "+.0f") for pk in PEAKS]])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{w}s}}" for w in widths)
+    return "\n".join([fmt.format(*head)] + [fmt.format(*row) for row in rows])
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=None,
+                    help="where the recordings are (generated if missing); default "
+                         "~/.cache/tmseeg-outside/{full,quick}")
+    ap.add_argument("--out", type=Path, default=None, help="analysis outputs (default: a "
+                    "folder 'runs' next to the data)")
+    ap.add_argument("--quick", action="store_true", help="short recordings (~20 pulses)")
+    ap.add_argument("--families", default="", help="comma-separated (default: all)")
+    ap.add_argument("--variants", default="default,no_decay,fixed_cut,sspsir",
+                    help=f"tmseeg variants among {', '.join(VARIANTS)} (the MNE script always "
+                         "runs)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--markdown", action="store_true")
+    a = ap.parse_args(argv)
+    families = [f for f in a.families.split(",") if f] or list(tmsgen.FAMILIES)
+    variants = [v for v in a.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; choose among {list(VARIANTS)}")
+    data = a.data or Path.home() / ".cache" / "tmseeg-outside" / ("quick" if a.quick else "full")
+    out = a.out or data / "runs"
+    metas = ensure_recordings(data, a.quick, families, a.seed)
+    by_family = {m["family"]: m for m in metas}
+    jobs = [(m, v, VARIANTS[v], out) for m in metas for v in variants]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=a.jobs) as pool:
+        results = list(pool.map(_tmseeg_run, jobs))
+        results += list(pool.map(_mne_run, metas))
+    results = [score_result(r, by_family[r["family"]]) for r in results]
+    order = {f: i for i, f in enumerate(families)}
+    vorder = {v: i for i, v in enumerate(variants + ["mne"])}
+    results.sort(key=lambda r: (order[r["family"]], vorder[r["variant"]]))
+    print(table(results, a.markdown))
+    print(f"\n{len(metas)} recordings x {len(variants)} tmseeg variant(s) + MNE script in "
+          f"{time.perf_counter() - t0:.0f} s; details in {out / 'results.json'}")
+    out.mkdir(parents=True, exist_ok=True)
+    slim = [{k: v for k, v in r.items() if k not in ("times_s", "roi_uv", "epoch_samples")}
+            for r in results]
+    (out / "results.json").write_text(json.dumps(slim, indent=1, default=str))
+    return results
+
+
+if __name__ == "__main__":
+    main()
