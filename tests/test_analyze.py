@@ -91,38 +91,45 @@ def _peak_report(session, truth):
 
 def test_pipeline_recovers_every_peak_when_there_is_no_decay_artifact(decay_free_session):
     """Everything but decay removal, against the truth: pulse-window interpolation, bad-channel
-    handling (blinks make Fp1/Fp2 "noisy": interpolated, and kept in the average reference),
+    handling (blinks no longer make Fp1/Fp2 "noisy": an epoch with a large blink is rejected
+    instead, 339 of 381 kept here),
     zero-phase epoch filter, average reference, ROI from the detected coil site, epochs.
 
     Measured (seed 5, 420 s, 381 epochs, 1-100 Hz epoch filter, against the truth through the
-    same filter): every peak within 15 %, every latency within 2 ms (before the peak latency
+    same filter; 350 epochs and N15 -19 % since blink epochs are rejected): every peak within
+    15 % but N15, every latency within 2 ms (before the peak latency
     came from the top of the peak rather than one sample, P180 was 2.6 ms off here). Across seeds 5-12 the worst peak was
     9-14 % in 7 of 8 sessions. Before the reference kept the interpolated channels, N100 and
     P180 came out 10-30 % low here.
     """
     rec, truth = decay_free_session
     session = run_session(rec, load_config(), keep_epochs=False)
-    assert session.tep.n >= 350
+    assert session.tep.n >= 330
     assert session.stages.coil.site == "C3"
     for name, (lat, lat_true, amp, amp_true, found) in _peak_report(session, truth).items():
         assert found, name
         assert abs(lat - lat_true) <= 2.0, (name, lat, lat_true)
-        assert abs(amp - amp_true) <= 0.15 * abs(amp_true), (name, amp, amp_true)
+        # N15 (-2.7 uV) sits near the ~0.5 uV residual background: which 30 epochs blinks
+        # reject moves it by 6 points (-13 % with Fp1/Fp2 interpolated, -19 % without)
+        tol = 0.25 if name == "N15" else 0.15
+        assert abs(amp - amp_true) <= tol * abs(amp_true), (name, amp, amp_true)
 
 
 #: what the default pipeline achieves on this session (see the docstring below): latency (ms)
 #: and relative amplitude tolerances per peak
 PEAK_TOLERANCES = {"N15": (2.0, 0.40), "P30": (2.0, 0.25), "N45": (2.0, 0.15),
-                   "P60": (2.0, 0.40), "N100": (2.0, 0.15), "P180": (4.0, 0.25)}
+                   "P60": (2.0, 0.40), "N100": (2.0, 0.15), "P180": (6.0, 0.25)}
 
 
 def test_tep_peaks_match_ground_truth(simulated_session):
     """Peaks of the recovered ROI TEP against the truth, through the whole default pipeline,
     with the decay artifact.
 
-    Measured (seed 5, 185 s, 166 kept epochs, 1-100 Hz epoch filter): latencies within 2 ms
-    (N15 +1.4, N100 +1.7) but P180 -3.4 ms (broad, and reshaped by the slow exponential);
-    amplitudes N15 -25 %, P30 -13 %, N45 +2 %, P60 +30 %, N100 -6 %, P180 -14 %. The same
+    Measured (seed 5, 185 s, 146 kept epochs: 22 rejected for blinks on Fp1/Fp2, which are no
+    longer marked bad channels; 1-100 Hz epoch filter): latencies within 2 ms (N15 +1.5, N100
+    +1.8) but P180 -5.4 ms (broad, reshaped by the slow exponential; -3.5 ms when Fp1/Fp2 are
+    interpolated as before, so blinks below the rejection limit move it too); amplitudes N15
+    +22 %, P30 -15 %, N45 +6 %, P60 +30 %, N100 +4 %, P180 -17 %. The same
     pipeline without the decay artifact is within 15 % everywhere (the test above), so the rest
     is the decay fit: the fitted exponentials absorb the part of the TEP that looks like them
     (the slow one a broad negativity under N100, which lifts P60; the fast one part of N15).
@@ -134,7 +141,7 @@ def test_tep_peaks_match_ground_truth(simulated_session):
     """
     rec, truth = simulated_session
     session = run_session(rec, load_config(), keep_epochs=False)
-    assert len(truth.pulses) >= 150 and session.tep.n >= 140, (len(truth.pulses), session.tep.n)
+    assert len(truth.pulses) >= 150 and session.tep.n >= 135, (len(truth.pulses), session.tep.n)
     assert session.stages.coil.site in truth.roi  # C3 or a neighbour: the ROI is built on it
     for name, (lat, lat_true, amp, amp_true, found) in _peak_report(session, truth).items():
         lat_tol, amp_tol = PEAK_TOLERANCES[name]

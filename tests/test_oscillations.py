@@ -145,7 +145,7 @@ def test_natural_frequency_recovered(runs, freq):
     print(f"\n{freq:g} Hz: natural {s['natural_frequency_hz']:g} Hz, n={s['n_epochs']}, "
           f"ITC post {at['itc_post_mean']:.2f} base {at['itc_baseline_mean']:.2f}, "
           f"ERSP post {at['ersp_post_mean_db']:.2f} dB, skipped {s['skipped']}")
-    assert s["n_epochs"] >= 55
+    assert s["n_epochs"] >= 50  # of 66: blinks on Fp1/Fp2 reject some (no longer bad channels)
     assert abs(s["natural_frequency_hz"] - freq) <= 1.5
     assert abs(s["natural_frequency_by_channel_hz"]["C3"] - freq) <= 1.5
     # ITC and ERSP at the injected frequency (not just at whatever was found)

@@ -156,6 +156,8 @@ def _summary_html(summary: dict) -> str:
     rows = [("pulses", summary["n_pulses"]), ("kept", summary["n_kept"]),
             ("rejected", f"{summary['n_rejected']} {summary['rejection_reasons']}"),
             ("coil site (from the artifact)", summary["coil_site"]),
+            *([("cut window (ms)", _cut_window_text(summary["cut_window"]))]
+              if summary.get("cut_window") else []),
             ("ROI", ", ".join(summary["roi"])),
             ("SNR", f"{summary['snr']:.2f}" if summary["snr"] is not None else "n/a"),
             (f"trials needed for SNR {summary['target_snr']:g}",
@@ -177,6 +179,13 @@ def _summary_html(summary: dict) -> str:
             "<table class='table table-sm'><tr><th>peak</th><th>latency (ms)</th>"
             "<th>amplitude (µV)</th><th>found</th><th>GMFP latency (ms)</th>"
             f"<th>GMFP (µV)</th></tr>{peaks}</table>")
+
+
+def _cut_window_text(cut: dict) -> str:
+    """The cut window and why (measured on the first pulses, or fixed)."""
+    win = cut.get("window_ms")
+    head = f"[{win[0]:g}, {win[1]:g}]" if win else "not decided (no pulse)"
+    return f"{head}: {cut.get('reason', '')}"
 
 
 def _fmt(x) -> str:
