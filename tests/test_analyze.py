@@ -267,3 +267,29 @@ def test_recording_without_pulses_says_so(tmp_path):
                            progress=False, report=False)
     assert summary["n_pulses"] == 0
     assert any(w.startswith("no TMS pulse found in rest.vhdr") for w in summary["warnings"])
+
+
+def test_tep_without_decay_removal_from_the_same_run(simulated_session):
+    """The report's "without decay removal" curve comes from the run itself (what the stage
+    subtracted, added back through the same reference, filter and baseline), not from a second
+    pass: with every epoch kept it equals a run with decay removal off, outside the cut window;
+    and every pulse row says what the decay stage did to it."""
+    rec, truth = simulated_session
+    keep_all = {"epochs": {"reject_uv": 0.0}, "bad_channels": {"detect": False}}
+    with_decay = run_session(rec, load_config(overrides=keep_all), keep_epochs=False)
+    plain = run_session(rec, load_config(overrides={**keep_all, "decay": {"enabled": False}}),
+                        keep_epochs=False)
+    assert with_decay.tep.n == plain.tep.n > 100
+    removed = with_decay.decay_removed_uv()
+    t = with_decay.tep.times_ms
+    m = (t >= 12.0) & (t <= 400.0)
+    rebuilt = with_decay.tep.average_uv + removed
+    roi = with_decay.tep._roi_idx
+    # the decay is large here: what came out is far from nothing
+    assert np.abs(removed[roi][:, m]).max() > 20.0
+    err = np.abs(rebuilt[:, m] - plain.tep.average_uv[:, m]).max()
+    assert err < 0.02 * np.abs(plain.tep.average_uv[:, m]).max(), err
+    rows = with_decay.pulses
+    assert all(r["decay_method"].startswith(("average ", "none")) for r in rows)
+    assert sum(r["decay_channels"] > 0 for r in rows) > 0.8 * len(rows)
+    assert all(r["decay_max_uv"] > 20 for r in rows if r["decay_channels"])

@@ -43,6 +43,7 @@ class SessionStages:
     bad_detector: BadChannelDetector | None
     chain: Chain
     cut_window: CutWindow | None = None
+    decay: DecayRemoval | None = None
     names: list[str] = field(default_factory=list)
     cleaning: Any = None  # tmseeg.pipeline.cleaning.ArtifactCleaning when [cleaning] is on
 
@@ -81,7 +82,8 @@ def decay_stage(cfg: dict, channels="eeg", window_from: CutWindow | None = None)
                         tau_ms=tuple(d["tau_ms"]), min_snr=d["min_snr"], channels=channels,
                         cut_window_ms=planning_cut_window(cfg) if i["enabled"] else None,
                         interp_method=i["method"], interp_fit_ms=i["fit_ms"],
-                        max_delay_ms=i["max_delay_ms"], window_from=window_from)
+                        max_delay_ms=i["max_delay_ms"], window_from=window_from,
+                        fit_on=d["method"], min_decay_uv=d["min_decay_uv"])
 
 
 def epoch_filter(cfg: dict) -> EpochFilter:
@@ -125,8 +127,10 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
         stages.append(cut)
     if i["enabled"]:
         stages.append(interpolation_stage(cfg, window_from=cut))
+    decay = None
     if cfg["decay"]["enabled"]:
-        stages.append(decay_stage(cfg, window_from=cut))
+        decay = decay_stage(cfg, window_from=cut)
+        stages.append(decay)
     # after the artifact stages (they hold samples back, so the detector sees clean data);
     # before the filters (clipping is only visible unfiltered)
     b = cfg["bad_channels"]
@@ -164,7 +168,7 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
                                        bads=fixed_bads))
     return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
                          names=[getattr(s, "name", type(s).__name__) for s in stages],
-                         cleaning=cleaning, cut_window=cut)
+                         cleaning=cleaning, cut_window=cut, decay=decay)
 
 
 class TEPSession:
@@ -217,6 +221,8 @@ class TEPSession:
         #: called as ``f(epoch, row)`` after each epoch entered the TEP (displays need the data)
         self.epoch_listeners: list[Callable[[Epoch, dict], None]] = []
         self.markers: list[tuple[int, str]] = []
+        self._decay_sum: np.ndarray | None = None
+        self._decay_n = 0
         self.metrics: list = []
         for module in PLUGINS:  # see tmseeg.metrics.base
             metric = importlib.import_module(module).make_metric(cfg, self)
@@ -276,6 +282,8 @@ class TEPSession:
                                   post_window_ms=tuple(t["post_window_ms"]),
                                   pre_window_ms=tuple(t["pre_window_ms"]))
         added = self.tep.add(epoch)
+        if added and self.stages.decay is not None:
+            self._add_decay_removed(epoch)
         if self.keep_epochs:
             self.epochs.append(epoch)
         row = self._pulse_row(epoch, added)
@@ -290,6 +298,39 @@ class TEPSession:
                 epoch_listener(epoch, row)
             except Exception:
                 log.exception("session epoch listener %r failed", epoch_listener)
+
+    def _add_decay_removed(self, epoch: Epoch) -> None:
+        """Accumulate what decay removal took out of this epoch, as the epoch would show it
+        (average reference, the epoch filter, baseline), so that the report can show the TEP
+        with and without it from this one run."""
+        decay = self.stages.decay
+        filt = self.epocher.epoch_filter
+        pad = int(round(getattr(filt, "pad_ms", 0.0) * epoch.sfreq / 1000.0)) if filt else 0
+        n = epoch.data_uv.shape[1]
+        model = decay.removed_uv(epoch.first_sample - pad, n + 2 * pad)
+        if model is None:
+            return
+        full = np.zeros((self.meta.n_channels, n + 2 * pad))
+        full[decay._rows] = model
+        x = full[self.meta.index(list(epoch.ch_names))]
+        if self.cfg["reference"]["type"] == "average":
+            x = x - x.mean(axis=0)
+        if filt is not None:
+            x = filt(x, epoch.sfreq)
+        x = x[:, pad:pad + n]
+        base = self.epocher._base if self.epocher.baseline_ms is not None else None
+        if base is not None:
+            x = x - x[:, base].mean(axis=1, keepdims=True)
+        self._decay_sum = x if self._decay_sum is None else self._decay_sum + x
+        self._decay_n += 1
+
+    def decay_removed_uv(self) -> np.ndarray | None:
+        """Mean over the averaged epochs of what decay removal took out, (n_channels,
+        n_times), in the TEP's channels, reference, filter and baseline (None: no decay stage
+        or no epoch). The TEP without decay removal is ``tep.average_uv`` plus this."""
+        if self._decay_sum is None or not self._decay_n:
+            return None
+        return self._decay_sum / self._decay_n
 
     def _publish(self, row: dict, received_s: float) -> None:
         latency_ms = ((now_s() - received_s) * 1e3 if not math.isnan(received_s)
@@ -324,6 +365,8 @@ class TEPSession:
             "snr_after": float(tep.snr()) if tep is not None and tep.n else math.nan,
             **({"cleaning": self.stages.cleaning.applied_at(epoch.sample)}
                if self.stages.cleaning is not None else {}),
+            **(self.stages.decay.pulse_columns(epoch.sample)
+               if self.stages.decay is not None else {}),
             **windows,
         }
 

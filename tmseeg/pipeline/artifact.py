@@ -683,6 +683,8 @@ def fit_decay(
 
 
 _MODELS = {"exp": 1, "double_exp": 2}
+#: how a pulse's decay is estimated (see :class:`DecayRemoval`)
+FIT_ON = ("trial", "average", "average_curve", "spatial")
 
 
 class DecayRemoval:
@@ -778,11 +780,13 @@ class DecayRemoval:
         max_delay_ms: float = 0.0,
         fit_on: str = "average",
         window_from=None,
+        min_decay_uv: float = 0.0,
     ) -> None:
         self.window_from = window_from
-        if fit_on not in ("trial", "average"):
-            raise ValueError(f"fit_on must be 'trial' or 'average', got {fit_on!r}")
+        if fit_on not in FIT_ON:
+            raise ValueError(f"fit_on must be one of {', '.join(FIT_ON)}, got {fit_on!r}")
         self.fit_on = fit_on
+        self.min_decay_uv = float(min_decay_uv)
         if model not in _MODELS:
             raise ValueError(f"model must be 'exp' or 'double_exp', got {model!r}")
         if not fit_window_ms[1] > fit_window_ms[0]:
@@ -812,13 +816,17 @@ class DecayRemoval:
         self._fitters: dict[int, DecayFitter] = {}
         self._lo: int | None = None
         self.fits: list[dict] = []
+        self._by_sample: dict[int, dict] = {}
         self._avg_sum: np.ndarray | None = None
         self._avg_n: np.ndarray | None = None
+        self._spatial_key: tuple | None = None
+        self._spatial = None
 
     def _setup(self, block: Block) -> None:
         fs = block.meta.sfreq
         self._fs = fs
         self._rows = _resolve_rows(block.meta, self.channels)
+        self._names = [block.meta.ch_names[i] for i in self._rows]
         self._delay = ms_to_samples(self.max_delay_ms, fs)
         self._min_fit = max(2 * _MODELS[self.model] + 2, ms_to_samples(self.min_fit_ms, fs))
         self._sync_window()
@@ -911,11 +919,12 @@ class DecayRemoval:
             record["reason"] = f"fit window {n} samples < min_fit_ms (next pulse or end too close)"
         else:
             y = self._buf.data[self._rows, fs_ - self._buf.start:fe_ - self._buf.start]
-            if self.fit_on == "average" and n == self._n1 - self._n0:
+            if self.fit_on != "trial" and n == self._n1 - self._n0:
                 fit = self._fit_average(y)
             else:
                 fit = self._fitter(n).fit(y)
-            good = fit.ok & (fit.r2 >= self.min_r2) & (fit.snr >= self.min_snr)
+            good = (fit.ok & (fit.r2 >= self.min_r2) & (fit.snr >= self.min_snr)
+                    & (np.abs(fit.amps_uv.sum(axis=1)) >= self.min_decay_uv))
             fit = replace(fit, ok=good)
             record["fit"] = fit
             n_bad = int((~good).sum())
@@ -929,12 +938,63 @@ class DecayRemoval:
                 # left of this decay — a sum of exponentials with the channel's own taus
                 end = fe_ if clipped else self._tail_end(fit, fs_, n)
                 self._active.append([fs_, fs_, end, fit])
+                record["span"] = (fs_, end)
                 self._apply_active()
         if record["fit"] is None:
             log.info("decay: pulse %d not fitted: %s", p, record["reason"])
         self.fits.append(record)
+        self._by_sample[int(p)] = record
         if len(self.fits) > 10000:
+            for old in self.fits[:5000]:
+                self._by_sample.pop(int(old["sample"]), None)
             del self.fits[:5000]
+
+    def removed_uv(self, first: int, n: int) -> np.ndarray | None:
+        """What this stage subtracted from samples ``first .. first + n - 1`` (every pulse's
+        model that reaches them), shape (n_rows, n) over this stage's channels (None: no pulse
+        seen yet)."""
+        if self._rows is None:
+            return None
+        out = np.zeros((len(self._rows), n))
+        reach = 4 * (self._n1 - self._n0) + self._n1  # the longest a model is subtracted
+        pulses = []
+        for rec in reversed(self.fits):
+            if rec["sample"] + reach < first:
+                break
+            pulses.append(rec["sample"])
+            span = rec.get("span")
+            if span is None:
+                continue
+            a, b = max(first, span[0]), min(first + n, span[1])
+            if b > a:
+                out[:, a - first:b - first] += rec["fit"].model_uv(b - a, self._fs,
+                                                                    start=a - span[0])
+        if self._interp is not None and pulses:
+            # the cut window was re-interpolated after the subtraction: interpolation is
+            # linear, so what it changed there is the interpolation of the model itself
+            w0, w1, n_fit, order = self._interp
+            rows = np.arange(out.shape[0], dtype=np.intp)
+            for span in plan_spans(pulses, w0, w1, n_fit, order, first, first + n):
+                _apply_span(out, first, rows, span)
+        return out
+
+    def pulse_columns(self, sample: int) -> dict:
+        """What was done to the pulse at ``sample``, for ``pulses.csv``: the method, how many
+        channels were corrected (0: no decay stood out, the data were left alone), the largest
+        corrected decay at the fit start (µV) and the median R² of those fits."""
+        rec = self._by_sample.get(int(sample))
+        if rec is None:
+            return {"decay_method": "", "decay_channels": 0, "decay_max_uv": math.nan,
+                    "decay_r2": math.nan}
+        fit = rec["fit"]
+        if fit is None or not fit.ok.any():
+            return {"decay_method": f"none ({rec['reason'] or 'no decay stands out'})",
+                    "decay_channels": 0, "decay_max_uv": math.nan, "decay_r2": math.nan}
+        ok = fit.ok
+        return {"decay_method": f"{self.fit_on} {self.model}",
+                "decay_channels": int(ok.sum()),
+                "decay_max_uv": float(np.abs(fit.amps_uv[ok].sum(axis=1)).max()),
+                "decay_r2": float(np.median(fit.r2[ok]))}
 
     def _fit_average(self, y: np.ndarray) -> DecayFit:
         """Taus from the running average of full fit windows, amplitudes from this pulse."""
@@ -949,8 +1009,48 @@ class DecayRemoval:
         with np.errstate(invalid="ignore", divide="ignore"):
             avg = self._avg_sum / self._avg_n
         avg_fit = fitter.fit(avg)
+        if self.fit_on == "average_curve":  # TESA: the average's curve, the same every trial
+            return avg_fit
+        if self.fit_on == "spatial":
+            return self._fit_spatial(avg, avg_fit, fitter)
         fit = fitter.fit_amplitudes(y, avg_fit.tau_ms)
         return replace(fit, ok=fit.ok & avg_fit.ok)
+
+    def _fit_spatial(self, avg: np.ndarray, plain: DecayFit, fitter: "DecayFitter") -> DecayFit:
+        """The average's decay on the channels that have one, fitted to what their neighbours
+        without a decay do not explain (the TEP is smooth over the scalp, a decay is local)."""
+        from tmseeg.pipeline.channels import montage_positions, spline_matrix
+
+        decaying = (plain.ok & (plain.r2 >= self.min_r2) & (plain.snr >= self.min_snr)
+                    & (np.abs(plain.amps_uv.sum(axis=1)) >= self.min_decay_uv))
+        names = self._names
+        pos = montage_positions()
+        placed = np.array([n.lower() in pos for n in names])
+        sources = ~decaying & placed
+        if not decaying.any() or sources.sum() < max(4, 0.3 * len(names)):
+            return plain  # nothing to do, or too few clean neighbours: plain average fit
+        key = tuple(np.flatnonzero(decaying & placed))
+        if self._spatial_key != key:
+            usable = [names[i] for i in np.flatnonzero(placed)]
+            bads = [names[i] for i in key]
+            bad_idx, good_idx, mat = spline_matrix(usable, bads)
+            rows_placed = np.flatnonzero(placed)
+            self._spatial = (rows_placed[bad_idx], rows_placed[good_idx], mat)
+            self._spatial_key = key
+        bad_rows, good_rows, mat = self._spatial
+        resid = avg.copy()
+        resid[bad_rows] = avg[bad_rows] - mat @ avg[good_rows]
+        fit = fitter.fit(resid)
+        ok = np.zeros_like(fit.ok)
+        ok[bad_rows] = fit.ok[bad_rows]
+        # a channel without a position keeps its plain fit
+        unplaced = decaying & ~placed
+        out = replace(fit, ok=ok)
+        if unplaced.any():
+            for field in ("amps_uv", "tau_ms", "offset_uv", "r2", "snr"):
+                getattr(out, field)[unplaced] = getattr(plain, field)[unplaced]
+            out.ok[unplaced] = True
+        return out
 
     def _step(self, at_end: bool) -> int:
         """Process every pulse whose fit window is complete; return the release point."""

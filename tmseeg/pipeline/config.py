@@ -62,6 +62,12 @@ model = "double_exp"        # "double_exp" or "exp"
 fit_window_ms = [10.0, 800.0]
 min_snr = 3.0               # decay size at the fit start, in residual-RMS units
 tau_ms = [2.0, 500.0]       # allowed time constants
+# how each pulse's decay is estimated: "average" (time constants from the running average,
+# amplitudes per pulse and channel), "average_curve" (TESA: the running average's fitted
+# curve, the same for every pulse), "spatial" (as average_curve, fitted to what the channels
+# without a decay do not explain), "trial" (everything per pulse)
+method = "average"
+min_decay_uv = 0.0          # a channel's decay at the fit start must reach this to be removed
 
 [bad_channels]
 detect = true
@@ -288,6 +294,9 @@ def _validate(cfg: dict) -> None:
                           f"got {src!r}")
     if src == "trigger" and not cfg["pulses"]["trigger_channel"]:
         raise ConfigError("pulses.source = 'trigger' needs pulses.trigger_channel")
+    if cfg["decay"]["method"] not in ("trial", "average", "average_curve", "spatial"):
+        raise ConfigError(f"decay.method must be trial, average, average_curve or spatial, "
+                          f"got {cfg['decay']['method']!r}")
     if cfg["filter"]["epoch_pad_ms"] < 0:
         raise ConfigError("filter.epoch_pad_ms must be >= 0")
     if cfg["reference"]["type"] not in ("average", "none"):

@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -126,11 +127,13 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     if report:
         from tmseeg.report.html import write_report
         comparison = None
-        if cfg["decay"]["enabled"] and session.tep is not None:
-            # the same pipeline without decay removal, to show what it did to the early TEP
-            plain = copy.deepcopy(cfg)
-            plain["decay"]["enabled"] = False
-            comparison = run_session(recording, plain, roi=session.tep.roi, keep_epochs=False)
+        removed = session.decay_removed_uv()
+        if removed is not None and session.tep is not None:
+            # the TEP without decay removal, from this run: what the stage took out, added back
+            # (through the same reference, filter and baseline); no second pass over the file
+            roi = session.tep._roi_idx
+            comparison = SimpleNamespace(tep=SimpleNamespace(
+                roi_average_uv=session.tep.roi_average_uv + removed[roi].mean(axis=0)))
         write_report(session, summary, out / "report.html", comparison=comparison)
     return summary
 
@@ -267,6 +270,7 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         "coil_site": session.stages.coil.site,
         **({"cut_window": session.stages.cut_window.summary()}
            if session.stages.cut_window is not None else {}),
+        **({"decay_effect": decay_effect(session)} if session.stages.decay is not None else {}),
         "roi": tep.get("roi", []),
         "peaks": tep.get("peaks", {}),
         "snr": tep.get("snr"),
@@ -280,6 +284,33 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         **({"cleaning": session.stages.cleaning.summary()}
            if getattr(session.stages, "cleaning", None) is not None else {}),
     }
+
+
+def decay_effect(session: TEPSession) -> dict:
+    """What decay removal did to the early TEP at the ROI (15-60 ms, or the configured early
+    window), from this run: the RMS of what it took out, relative to the RMS of the TEP
+    without it, and the correlation of the TEP with and without it; and on how many pulses it
+    acted at all."""
+    rows = [r for r in session.pulses if r.get("kept")]
+    acted = sum(1 for r in rows if r.get("decay_channels", 0))
+    out = {"pulses_corrected": acted, "pulses_averaged": len(rows)}
+    removed = session.decay_removed_uv()
+    tep = session.tep
+    if removed is None or tep is None:
+        return out
+    lo, hi = session.cfg["tep"]["early_window_ms"]
+    m = (tep.times_ms >= lo) & (tep.times_ms <= hi)
+    after = tep.roi_average_uv[m]
+    took = removed[tep._roi_idx].mean(axis=0)[m]
+    before = after + took
+    rms = float(np.sqrt(np.mean(took ** 2)))
+    rms_before = float(np.sqrt(np.mean(before ** 2)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = float(np.corrcoef(after, before)[0, 1]) if np.std(after) and np.std(before) else 1.0
+    out.update({"early_removed_rms_uv": rms,
+                "early_removed_rel": rms / rms_before if rms_before > 0 else None,
+                "early_r_with_without": r})
+    return out
 
 
 def _count_reasons(rows: list[dict]) -> dict[str, int]:
