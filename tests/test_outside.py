@@ -202,3 +202,50 @@ def test_blinks_and_rhythms_are_not_bad_channels_an_electrode_fault_is(family):
     events = [Event(int(s), "TMS", kind=EVENT_PULSE) for s in rec.pulse_samples]
     feed(det, rec, events)
     assert set(det.bads) == set(rec.bad_channels), det.bads
+
+
+# ---------------------------------------------------------------------- first, do no harm
+def as_tmseeg_recording(rec):
+    from tmseeg.stream.io import Recording
+
+    return Recording(data_uv=np.asarray(rec.data_uv, dtype=np.float64), meta=meta_of(rec),
+                     events=marker_events(rec))
+
+
+@pytest.mark.parametrize("family", ["nodecay_edf", "muscle_edf"])
+def test_decay_removal_leaves_recordings_without_a_decay_alone(family):
+    """No decay artifact in the recording (one with none at all, one with a strong TMS-evoked
+    muscle burst): the default decay stage changes the early ROI TEP by less than 5 % of its
+    RMS and keeps r >= 0.99 with what went in, measured from the same run."""
+    from tmseeg.pipeline.config import load_config
+    from tmseeg.report.analyze import decay_effect, run_session
+
+    rec = recording(family, n_pulses=40, seed=2)
+    session = run_session(as_tmseeg_recording(rec), load_config(), roi=list(rec.roi),
+                          keep_epochs=False)
+    effect = decay_effect(session)
+    assert effect["pulses_averaged"] >= 15  # muscle bursts reject some
+    assert effect["early_removed_rel"] < 0.05, effect
+    assert effect["early_r_with_without"] >= 0.99, effect
+
+
+def test_decay_is_removed_where_there_is_one():
+    """And where there is a decay (fast + slow exponentials on many channels, 10 kHz), the
+    stage acts on every pulse and the early TEP comes out close to the truth."""
+    from benchmarks.outside import score as scoring
+    from tmseeg.pipeline.config import load_config
+    from tmseeg.report.analyze import decay_effect, run_session
+
+    rec = recording("fastslow_set", n_pulses=30, seed=2)
+    session = run_session(as_tmseeg_recording(rec), load_config(), roi=list(rec.roi),
+                          keep_epochs=False)
+    effect = decay_effect(session)
+    assert effect["pulses_corrected"] == effect["pulses_averaged"] >= 20
+    assert effect["early_removed_rel"] > 0.5  # the decay dwarfs the TEP here
+    truth = {"clean_evoked_uv": rec.clean_evoked_uv, "times_s": rec.evoked_times_s,
+             "ch_names": list(rec.ch_names), "ch_types": list(rec.ch_types),
+             "bad_channels": list(rec.bad_channels)}
+    got = scoring.score_tep(session.tep.times_ms / 1000.0, session.tep.roi_average_uv, truth,
+                            list(rec.roi))
+    assert got["r_early"] > 0.95, got
+

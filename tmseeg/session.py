@@ -83,7 +83,8 @@ def decay_stage(cfg: dict, channels="eeg", window_from: CutWindow | None = None)
                         cut_window_ms=planning_cut_window(cfg) if i["enabled"] else None,
                         interp_method=i["method"], interp_fit_ms=i["fit_ms"],
                         max_delay_ms=i["max_delay_ms"], window_from=window_from,
-                        fit_on=d["method"], min_decay_uv=d["min_decay_uv"])
+                        fit_on=d["method"], min_decay_uv=d["min_decay_uv"],
+                        min_r2=d["min_r2"])
 
 
 def epoch_filter(cfg: dict) -> EpochFilter:

@@ -46,10 +46,12 @@ VARIANTS: dict[str, dict] = {
     "no_decay": {"decay": {"enabled": False}},
     "fixed_cut": {"interpolation": {"window_ms": [-2.0, 10.0]}},
     "sspsir": {"cleaning": {"enabled": True, "methods": ["sspsir"]}},
-    "decay_trial": {"decay": {"method": "trial"}},
-    "decay_curve": {"decay": {"method": "average_curve"}},
-    "decay_curve20": {"decay": {"method": "average_curve", "min_decay_uv": 20.0}},
-    "decay_spatial": {"decay": {"method": "spatial", "min_decay_uv": 20.0}},
+    # decay removal, side by side (the default is average_gain, 20 uV, R2 0.5)
+    "decay_average": {"decay": {"method": "average", "min_decay_uv": 0.0, "min_r2": 0.05}},
+    "decay_curve": {"decay": {"method": "average_curve", "min_decay_uv": 0.0, "min_r2": 0.05}},
+    "decay_curve20r": {"decay": {"method": "average_curve"}},
+    "decay_gain": {"decay": {"method": "average_gain", "min_decay_uv": 0.0, "min_r2": 0.05}},
+    "decay_gain20": {"decay": {"method": "average_gain", "min_r2": 0.05}},
 }
 PEAKS = ["N15", "P30", "N45", "P60", "N100", "P180"]
 #: metric plug-ins that do not touch the TEP path: off in the benchmark (it scores the TEP)
