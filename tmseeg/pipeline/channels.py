@@ -112,11 +112,12 @@ class BadChannelDetector:
        (a cheap high-frequency power proxy: muscle, bad contact), above ``noisy_z`` (default
        5), **and** either not shared by any of its 3 nearest neighbours (correlation below
        ``shared_corr``, 0.5; of the first differences for the high-frequency test) or more
-       than ``neighbour_ratio`` (3) times the RMS of the largest of them. Brain
+       than ``neighbour_ratio`` (4) times the RMS of the largest of them. Brain
        rhythms (alpha at O1/O2, mu at C3/C4), blinks and eye movements are large on some
-       channels but reach several electrodes at once; a bad contact is one electrode's own. A
-       channel large over the window but ordinary in most of its pieces (an electrode pop: a
-       step that recovers) must be so in ``transient_windows`` (3) windows in a row.
+       channels but reach several electrodes at once; a bad contact is one electrode's own.
+       Unless its typical RMS is grossly out (z above twice ``noisy_z``), a channel must be so
+       in ``transient_windows`` (3) windows in a row: an electrode pop (a step that recovers
+       over a second or two) or a burst of eye activity is not a broken electrode.
        Channels without a 10-05 position skip the neighbour test. The MAD is floored at ``mad_floor`` (0.1 in log units, i.e. ~10 % spread)
        so that channels that are almost identical (simulations, bridged caps) do not make tiny
        differences significant. Optionally, ``max_rms_uv`` marks any channel whose RMS exceeds
@@ -146,7 +147,7 @@ class BadChannelDetector:
     initial_bads : mapping of str to str, optional
         Channels known to be bad before the session (name -> reason).
     transient_windows : int
-        Consecutive windows a brief, unshared excess must recur in (see 4.).
+        Consecutive windows an excess that is not gross must recur in (see 4.).
     shared_corr, neighbour_ratio : float
         Correlation with a neighbour above which a channel's large activity is taken as shared
         (brain, eyes), not as an electrode fault, unless it is more than ``neighbour_ratio``
@@ -188,7 +189,7 @@ class BadChannelDetector:
         max_bad_fraction: float = 0.2,
         initial_bads: Mapping[str, str] | None = None,
         shared_corr: float = 0.5,
-        neighbour_ratio: float = 3.0,
+        neighbour_ratio: float = 4.0,
         transient_windows: int = 3,
     ) -> None:
         self.transient_windows = int(transient_windows)
@@ -390,9 +391,10 @@ class BadChannelDetector:
                     r = self._neighbour_corr(x, i, cand)
                     ratio = rms[i] / max(self._neighbour_max(rms, i, cand), 1e-12)
                     unshared = r < self.shared_corr or ratio > self.neighbour_ratio
-                    if unshared and z_rms[i] <= self.noisy_z:
-                        # large overall, ordinary most of the time: an electrode pop (a step
-                        # that recovers) is no broken electrode until it keeps happening
+                    if unshared and z_rms[i] <= 2 * self.noisy_z:
+                        # not grossly broken: an electrode pop (a step that recovers over a
+                        # second or two) or a burst of eye activity is no broken electrode
+                        # until it keeps happening, window after window
                         strikes[nm] = self._strikes.get(nm, 0) + 1
                         unshared = strikes[nm] >= self.transient_windows
                     if unshared:
