@@ -11,7 +11,7 @@ and then read back by ``tmseeg analyze`` exactly as a user's file would be. For 
 table shows: pulses found against the true pulses, epochs kept, the cut window chosen, the bad
 channels marked against the truly faulty ones, and, per method, the early TEP (15-60 ms, ROI
 average) against the truth (r and RMS error relative to the truth's RMS) and each peak's
-amplitude error (latency error in ms in the JSON output). "decay took" is the RMS of what decay
+amplitude error (%) and latency error (ms). "decay took" is the RMS of what decay
 removal took out of the early ROI TEP relative to the TEP without it (and on how many of the
 averaged pulses it acted), from the same run.
 
@@ -153,10 +153,18 @@ def _fmt(x, spec: str) -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def _peak_cell(scores: dict, peak: str) -> str:
+    """Amplitude error in % and latency error in ms: ``+12/-0.4``."""
+    amp, lat = scores.get(f"{peak}_amp_err_pct"), scores.get(f"{peak}_lat_err_ms")
+    if amp is None:
+        return "—"
+    return f"{_fmt(amp, '+.0f')}/{_fmt(lat, '+.1f')}"
+
+
 def table(results: list[dict], markdown: bool) -> str:
     """The benchmark table: one row per family and method."""
     head = ["family", "method", "pulses found/true", "kept", "cut ms", "bads (true)",
-            "decay took", "r 15-60", "RMS err", *[f"{p} %" for p in PEAKS]]
+            "decay took", "r 15-60", "RMS err", *[f"{p} %/ms" for p in PEAKS]]
     rows = []
     for r in results:
         if "error" in r:
@@ -181,7 +189,7 @@ def table(results: list[dict], markdown: bool) -> str:
         rows.append([r["family"], r["variant"], pulses, str(r.get("n_kept", "")),
                      f"{cut[0]:g}..{cut[1]:g}" if cut else "",
                      bads, took, _fmt(s.get("r_early"), ".2f"), _fmt(s.get("rms_rel_early"), ".2f"),
-                     *[_fmt(s.get(f"{pk}_amp_err_pct"), "+.0f") for pk in PEAKS]])
+                     *[_peak_cell(s, pk) for pk in PEAKS]])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
