@@ -47,6 +47,16 @@ class StreamNotFoundError(RuntimeError):
     """No LSL stream matched the request within the timeout."""
 
 
+def lost_error(pylsl) -> type[BaseException]:
+    """pylsl's "stream lost" exception (top level before 1.17, ``pylsl.util`` since: an
+    ``except pylsl.LostError`` on a newer pylsl is an AttributeError the moment anything, even
+    Ctrl-C, interrupts the pull)."""
+    err = getattr(pylsl, "LostError", None)
+    if err is None:
+        from pylsl.util import LostError as err
+    return err
+
+
 class StreamLostError(RuntimeError):
     """A stream disappeared and could not be recovered within the allowed time."""
 
@@ -345,7 +355,7 @@ class EEGInlet:
         try:
             view, raw_ts = self._inlet.pull_chunk(timeout=0.0, max_samples=self.max_chunk,
                                                   dest_obj=self._dest, as_numpy=True)
-        except pylsl.LostError as err:  # only when recovery is impossible
+        except lost_error(pylsl) as err:  # only when recovery is impossible
             raise StreamLostError(
                 f"EEG stream {self.meta.name!r} was lost and cannot be recovered ({err}). "
                 "Restart the amplifier stream; data already recorded are kept."
@@ -448,7 +458,7 @@ class MarkerInlet:
     def pull(self) -> list[tuple[str, float]]:
         try:
             samples, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
-        except self._pylsl.LostError:
+        except lost_error(self._pylsl):
             return []
         return [(marker_label(s[0]), float(t)) for s, t in zip(samples, ts)]
 
