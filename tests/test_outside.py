@@ -249,3 +249,23 @@ def test_decay_is_removed_where_there_is_one():
                             list(rec.roi))
     assert got["r_early"] > 0.95, got
 
+
+
+def test_cut_window_and_decay_configuration():
+    """``window_ms = "auto"`` (default) measures the window; a list forces it; anything else is
+    refused with the key named. The decay method must be one that exists."""
+    from tmseeg.pipeline.config import ConfigError, fixed_cut_window, load_config
+    from tmseeg.session import build_stages
+
+    meta = meta_of(recording("ringing_bv"))
+    cfg = load_config()
+    assert cfg["interpolation"]["window_ms"] == "auto" and fixed_cut_window(cfg) is None
+    assert build_stages(cfg, meta).cut_window.window_ms is None  # measured on the data
+    fixed = load_config(overrides={"interpolation": {"window_ms": [-3, 15]}})
+    assert fixed_cut_window(fixed) == (-3.0, 15.0)
+    assert build_stages(fixed, meta).cut_window.window_ms == (-3.0, 15.0)
+    for bad in ("long", [10, 2], [1, 2, 3]):
+        with pytest.raises(ConfigError, match="interpolation.window_ms"):
+            load_config(overrides={"interpolation": {"window_ms": bad}})
+    with pytest.raises(ConfigError, match="decay.method"):
+        load_config(overrides={"decay": {"method": "spatial"}})
