@@ -183,6 +183,11 @@ class TEPSession:
         The input stream.
     roi : list of str, optional
         Overrides ``cfg["coil"]["roi"]``; empty = the detected coil site and its neighbours.
+    keep_epochs : bool
+        Keep every epoch (offline analysis writes them to ``-epo.fif``).
+    track_decay : bool
+        Accumulate what decay removal took out of the averaged epochs
+        (:meth:`decay_removed_uv`; offline analysis shows the TEP with and without it).
 
     Attributes
     ----------
@@ -195,7 +200,7 @@ class TEPSession:
     """
 
     def __init__(self, cfg: dict, meta: StreamMeta, roi: list[str] | None = None,
-                 keep_epochs: bool = False) -> None:
+                 keep_epochs: bool = False, track_decay: bool = False) -> None:
         self.cfg = cfg
         self.meta = meta
         self.config_hash = config_hash(cfg)
@@ -224,6 +229,7 @@ class TEPSession:
         self.markers: list[tuple[int, str]] = []
         self._decay_sum: np.ndarray | None = None
         self._decay_n = 0
+        self.track_decay = track_decay
         self.metrics: list = []
         for module in PLUGINS:  # see tmseeg.metrics.base
             metric = importlib.import_module(module).make_metric(cfg, self)
@@ -283,7 +289,7 @@ class TEPSession:
                                   post_window_ms=tuple(t["post_window_ms"]),
                                   pre_window_ms=tuple(t["pre_window_ms"]))
         added = self.tep.add(epoch)
-        if added and self.stages.decay is not None:
+        if added and self.track_decay and self.stages.decay is not None:
             self._add_decay_removed(epoch)
         if self.keep_epochs:
             self.epochs.append(epoch)

@@ -54,7 +54,10 @@ def run_session(recording: Recording, cfg: dict, roi: list[str] | None = None,
                 keep_epochs: bool = True, progress: bool = False,
                 block_ms: float = OFFLINE_BLOCK_MS) -> TEPSession:
     """Feed a whole recording through a fresh session, block by block, and finish it."""
-    session = TEPSession(cfg, recording.meta, roi=roi, keep_epochs=keep_epochs)
+    # offline: also track what decay removal took out (report, summary), which live would
+    # only cost per-epoch time on the acquisition thread
+    session = TEPSession(cfg, recording.meta, roi=roi, keep_epochs=keep_epochs,
+                         track_decay=True)
     block_size = max(1, int(round(block_ms * recording.meta.sfreq / 1e3)))
     blocks = blocks_from_array(recording.data_uv, recording.meta, block_size,
                                events=events_as_markers(recording))
