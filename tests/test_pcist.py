@@ -82,8 +82,41 @@ def test_scale_invariance_and_units():
         b = pcist(c * x, T)
         assert b.n_components == a.n_components
         assert abs(b.value - a.value) < 1e-9 * max(a.value, 1)
-    # an additive per-channel offset is removed by the baseline correction
-    assert abs(pcist(x + 50.0 * rng.standard_normal((NCH, 1)), T).value - a.value) < 1e-6
+    # with the optional baseline correction an additive per-channel offset is removed
+    a = pcist(x, T, baseline_correct=True)
+    shifted = pcist(x + 50.0 * rng.standard_normal((NCH, 1)), T, baseline_correct=True)
+    assert abs(shifted.value - a.value) < 1e-6
+
+
+def test_default_decomposes_the_average_as_given():
+    """Worked example from the paper's description (Comolatti et al. 2019, step 2: the SVD of
+    the response window of the average; the reference software decomposes it as given, with
+    no per-channel baseline correction first). Two spatial patterns: a standing offset pattern
+    ``d`` (present in baseline and response alike) and a response ``p * sin``. As given, the
+    response window has two dimensions, one of them the offset: both pass the 99 % variance
+    cut, and the offset's component, as large in the baseline as in the response, fails the
+    SNR test (SNR 1 < 1.1), so it adds nothing to PCIst. Baseline-corrected first (the former
+    convention) the offset is gone: one dimension. The variance cut, the cumulative variance
+    at it and each component's SNR are in the summary."""
+    rng = np.random.default_rng(4)
+    d = rng.standard_normal(NCH)
+    d -= d.mean()
+    p = rng.standard_normal(NCH)
+    p -= (p @ d) / (d @ d) * d  # orthogonal to d: the two dimensions do not mix
+    resp = (T >= 0) & (T <= 300)
+    course = np.where(resp, np.sin(2 * np.pi * 12 * T / 1000.0) * np.exp(-T / 150.0), 0.0)
+    x = 5.0 * d[:, None] + 3.0 * p[:, None] * course[None, :] \
+        + 0.05 * rng.standard_normal((NCH, T.size))
+    given = pcist(x, T)
+    corrected = pcist(x, T, baseline_correct=True)
+    assert given.n_components_var == 2 and corrected.n_components_var == 1
+    summary = given.to_dict()
+    assert summary["n_components_var"] == 2 and summary["baseline_correct"] is False
+    assert 99.0 <= summary["cumulative_var_pct"] <= 100.0
+    assert len(summary["components_snr"]) == summary["n_components"] == 1  # offset: SNR ~1
+    assert summary["components_snr"][0] > 5 and summary["components_var_pct"][0] < 99.0
+    # the response's dNST is the same either way: only the decomposition's input differs
+    assert abs(given.value - corrected.value) < 0.05 * corrected.value
 
 
 def test_no_response_noise_only():

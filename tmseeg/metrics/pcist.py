@@ -10,8 +10,11 @@ Method (the paper's steps, with this module's names)
 ----------------------------------------------------
 1. **Windows.** The average evoked response ``X`` (channels x time) is split into a baseline
    window (``baseline_window_ms``, default -400 .. -50 ms) and a response window
-   (``response_window_ms``, default 0 .. 300 ms). Each channel is baseline-corrected (mean of
-   the baseline window removed).
+   (``response_window_ms``, default 0 .. 300 ms). The average is decomposed *as given*, as
+   the authors' published reference does (``baseline_correct=True`` first removes each
+   channel's baseline-window mean: a deliberate departure; on a real 62-channel grand average
+   it moved the cumulative variance of 5 components from 99.00 % to 98.99 %, added a sixth
+   component and raised PCIst from 35.1 to 45.2).
 2. **Dimensionality reduction.** The SVD of the response-window data ``X_r = U S V^T`` gives
    spatial patterns ``U``. The first components that together explain ``max_var_pct`` (99 %) of
    the response-window variance (sum of ``S^2``) are kept, and each is projected over the whole
@@ -95,6 +98,9 @@ class PCIstResult:
         Rows of the input that entered the SVD.
     params : dict
         The parameters used.
+    cumulative_var_pct : float
+        Response-window variance explained by the ``n_components_var`` components kept by the
+        variance cut (NaN when there was nothing to decompose).
     """
 
     value: float
@@ -106,13 +112,20 @@ class PCIstResult:
     n_components_var: int
     channels_used: np.ndarray
     params: dict = field(default_factory=dict)
+    cumulative_var_pct: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary."""
+        """JSON-ready summary, with what the value hinges on: the components kept by the
+        variance cut and the cumulative variance at the cut (a value sitting on the 99 % edge
+        shows here), and each analysed component's SNR, variance and dNST."""
         return {"value": float(self.value), "n_components": int(self.n_components),
                 "components_delta_nst": [float(x) for x in self.components_delta_nst],
                 "components_snr": [float(x) for x in self.components_snr],
+                "components_var_pct": [float(x) for x in self.components_var_pct],
                 "n_components_var": int(self.n_components_var),
+                "cumulative_var_pct": (None if math.isnan(self.cumulative_var_pct)
+                                       else float(self.cumulative_var_pct)),
+                "baseline_correct": bool(self.params.get("baseline_correct", False)),
                 "n_channels_used": int(self.channels_used.size)}
 
 
@@ -195,6 +208,7 @@ def pcist(
     max_var_pct: float = 99.0,
     n_steps: int = 100,
     min_channel_snr: float | None = None,
+    baseline_correct: bool = False,
 ) -> PCIstResult:
     """PCIst of an average evoked response (Comolatti et al., 2019); see the module notes.
 
@@ -218,6 +232,9 @@ def pcist(
     min_channel_snr : float or None
         Optional channel pre-selection (RMS ratio response/baseline per channel) before the
         SVD; off by default (not part of the paper's method).
+    baseline_correct : bool
+        Remove each channel's baseline-window mean before the SVD (default False: the
+        reference implementation's convention, so values compare with published ones).
 
     Returns
     -------
@@ -251,10 +268,12 @@ def pcist(
                          "interpolate bad channels or check the average.")
     xs = x[rows][:, used]
     b, r = base[used], resp[used]
-    xs = xs - xs[:, b].mean(axis=1, keepdims=True)
+    if baseline_correct:
+        xs = xs - xs[:, b].mean(axis=1, keepdims=True)
     params = dict(baseline_window_ms=tuple(baseline_window_ms),
                   response_window_ms=tuple(response_window_ms), k=k, min_snr=min_snr,
-                  max_var_pct=max_var_pct, n_steps=n_steps, min_channel_snr=min_channel_snr)
+                  max_var_pct=max_var_pct, n_steps=n_steps, min_channel_snr=min_channel_snr,
+                  baseline_correct=bool(baseline_correct))
     empty = np.empty(0)
     if min_channel_snr is not None:
         rms_b = np.sqrt(np.mean(xs[:, b] ** 2, axis=1))
@@ -263,7 +282,7 @@ def pcist(
             ok = rms_r >= min_channel_snr * rms_b
         xs, rows = xs[ok], rows[ok]
     if xs.shape[0] == 0 or not np.any(xs[:, r]):
-        return PCIstResult(0.0, 0, empty, empty, empty, empty, 0, rows, params)
+        return PCIstResult(0.0, 0, empty, empty, empty, empty, 0, rows, params, math.nan)
     u, s, _ = np.linalg.svd(xs[:, r], full_matrices=False)
     var = s ** 2 / np.sum(s ** 2) * 100.0
     n_var = int(np.searchsorted(np.cumsum(var), max_var_pct - 1e-9) + 1)
@@ -288,7 +307,8 @@ def pcist(
     return PCIstResult(value=float(dnst.sum()), n_components=int(keep.size),
                        components_delta_nst=dnst, components_snr=snr[keep],
                        components_var_pct=var[keep], thresholds=thr, n_components_var=n_var,
-                       channels_used=rows, params=params)
+                       channels_used=rows, params=params,
+                       cumulative_var_pct=float(np.cumsum(var)[n_var - 1]))
 
 
 class RunningPCIst:
@@ -378,6 +398,9 @@ response_window_ms = [0.0, 300.0]
 k = 1.2
 min_snr = 1.1
 max_var_pct = 99.0
+# remove each channel's baseline mean before the SVD: a departure from the reference
+# implementation (which decomposes the average as given); false keeps values comparable
+baseline_correct = false
 """
 
 
@@ -424,7 +447,8 @@ class PCIstMetric:
                 min_epochs=c["min_epochs"],
                 baseline_window_ms=tuple(c["baseline_window_ms"]),
                 response_window_ms=tuple(c["response_window_ms"]), k=c["k"],
-                min_snr=c["min_snr"], max_var_pct=c["max_var_pct"])
+                min_snr=c["min_snr"], max_var_pct=c["max_var_pct"],
+                baseline_correct=c["baseline_correct"])
         self.running.update()
 
     def finish(self) -> None:
