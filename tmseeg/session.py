@@ -318,18 +318,30 @@ class TEPSession:
         if model is None:
             return
         full = np.zeros((self.meta.n_channels, n + 2 * pad))
-        full[decay._rows] = model
+        full[decay.rows] = model
         x = full[self.meta.index(list(epoch.ch_names))]
         if self.cfg["reference"]["type"] == "average":
             x = x - x.mean(axis=0)
         if filt is not None:
             x = filt(x, epoch.sfreq)
         x = x[:, pad:pad + n]
-        base = self.epocher._base if self.epocher.baseline_ms is not None else None
+        base = self.epocher.baseline_mask
         if base is not None:
             x = x - x[:, base].mean(axis=1, keepdims=True)
         self._decay_sum = x if self._decay_sum is None else self._decay_sum + x
         self._decay_n += 1
+
+    def decay_removed_roi_uv(self) -> np.ndarray | None:
+        """:meth:`decay_removed_uv` averaged over the TEP's ROI, (n_times,)."""
+        removed = self.decay_removed_uv()
+        if removed is None or self.tep is None:
+            return None
+        return removed[self._roi_rows()].mean(axis=0)
+
+    def _roi_rows(self) -> np.ndarray:
+        """Rows of the TEP's channels that form its ROI."""
+        names = [n.lower() for n in self.tep.ch_names]
+        return np.array([names.index(r.lower()) for r in self.tep.roi], dtype=np.intp)
 
     def decay_removed_uv(self) -> np.ndarray | None:
         """Mean over the averaged epochs of what decay removal took out, (n_channels,

@@ -963,6 +963,11 @@ class DecayRemoval:
                 self._by_sample.pop(int(old["sample"]), None)
             del self.fits[:5000]
 
+    @property
+    def rows(self) -> np.ndarray | None:
+        """Stream rows this stage corrects (None before the first block)."""
+        return self._rows
+
     def removed_uv(self, first: int, n: int) -> np.ndarray | None:
         """What this stage subtracted from samples ``first .. first + n - 1`` (every pulse's
         model that reaches them), shape (n_rows, n) over this stage's channels (None: no pulse

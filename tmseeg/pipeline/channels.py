@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "resolve_picks", "BadChannelDetector", "BadChannelInterpolation", "spline_matrix",
-    "standard_montage", "montage_positions", "bad_segments", "tidy_channel_names",
+    "standard_montage", "montage_positions", "nearest_channels", "bad_segments",
+    "tidy_channel_names",
     "tidy_meta",
 ]
 
@@ -71,17 +72,20 @@ def _typical_rms(x: np.ndarray, piece: int) -> tuple[np.ndarray, np.ndarray]:
     return sd, hf
 
 
-def _nearest_channels(names: Sequence[str], k: int) -> dict[int, list[int]]:
-    """Row -> rows of its ``k`` nearest channels on the scalp (10-05 positions; channels
-    without a position have no entry)."""
-    pos = montage_positions()
+def nearest_channels(names: Sequence[str], k: int,
+                     montage: str = "auto") -> dict[int, list[int]]:
+    """Row -> rows of its ``k`` nearest channels on the scalp, nearest first (3-D positions
+    of a 10-05 montage, ties by name; channels without a position have no entry and are
+    nobody's neighbour)."""
+    pos = montage_positions(montage)
     known = [i for i, n in enumerate(names) if n.lower() in pos]
-    if len(known) < 2:
+    if not known:
         return {}
     xyz = np.array([pos[names[i].lower()] for i in known])
-    d = np.sqrt(((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(axis=-1))
-    np.fill_diagonal(d, np.inf)
-    return {known[a]: [known[b] for b in np.argsort(d[a])[:k]] for a in range(len(known))}
+    d = np.linalg.norm(xyz[:, None, :] - xyz[None, :, :], axis=-1)
+    return {known[a]: [known[b] for b in sorted((b for b in range(len(known)) if b != a),
+                                                key=lambda b: (d[a, b], names[known[b]]))[:k]]
+            for a in range(len(known))}
 
 
 def _robust_z(x: np.ndarray, mad_floor: float) -> np.ndarray:
@@ -259,7 +263,7 @@ class BadChannelDetector:
             self._rows = resolve_picks(block.meta, self.picks)
             self._names = [block.meta.ch_names[i] for i in self._rows]
             self._sfreq = block.meta.sfreq
-            self._neighbours = _nearest_channels(self._names, 3)
+            self._neighbours = nearest_channels(self._names, 3)
         for ev in block.pulses():
             self._pulses.append(ev.sample)
         sf = block.meta.sfreq

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.channels import montage_positions, resolve_picks
+from tmseeg.pipeline.channels import montage_positions, nearest_channels, resolve_picks
 from tmseeg.stream.block import Block, StreamMeta
 
 __all__ = ["CoilSiteDetector", "centroid_channel", "roi_around"]
@@ -54,14 +54,11 @@ def roi_around(site: str, ch_names: Sequence[str], n_neighbors: int = 4,
     Distances are between 3-D electrode positions of a standard 10-05 montage. Channels without
     a position are ignored; if ``site`` itself has none, only ``[site]`` is returned.
     """
-    pos = montage_positions(montage)
-    if site.lower() not in pos:
-        return [site]
-    here = pos[site.lower()]
-    others = [(float(np.linalg.norm(pos[n.lower()] - here)), n) for n in ch_names
-              if n.lower() in pos and n.lower() != site.lower()]
-    others.sort()
-    return [site] + [n for _, n in others[:n_neighbors]]
+    names = list(ch_names)
+    if site not in names:
+        names.append(site)
+    near = nearest_channels(names, n_neighbors, montage).get(names.index(site))
+    return [site] if near is None else [site] + [names[j] for j in near]
 
 
 class CoilSiteDetector:

@@ -211,6 +211,11 @@ class Epocher:
             return provided_window(win)
         return (float(win[0]), float(win[1]))
 
+    @property
+    def baseline_mask(self) -> np.ndarray | None:
+        """Samples of the epoch whose mean is subtracted (None: no baseline correction)."""
+        return self._base if self.baseline_ms is not None else None
+
     def _test_mask(self) -> np.ndarray:
         """Samples of the epoch outside the pulse window (those the amplitude test sees)."""
         win = self.pulse_window_ms

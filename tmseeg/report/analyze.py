@@ -130,13 +130,12 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     if report:
         from tmseeg.report.html import write_report
         comparison = None
-        removed = session.decay_removed_uv()
-        if removed is not None and session.tep is not None:
+        removed = session.decay_removed_roi_uv()
+        if removed is not None:
             # the TEP without decay removal, from this run: what the stage took out, added back
             # (through the same reference, filter and baseline); no second pass over the file
-            roi = session.tep._roi_idx
             comparison = SimpleNamespace(tep=SimpleNamespace(
-                roi_average_uv=session.tep.roi_average_uv + removed[roi].mean(axis=0)))
+                roi_average_uv=session.tep.roi_average_uv + removed))
         write_report(session, summary, out / "report.html", comparison=comparison)
     return summary
 
@@ -297,14 +296,14 @@ def decay_effect(session: TEPSession) -> dict:
     rows = [r for r in session.pulses if r.get("kept")]
     acted = sum(1 for r in rows if r.get("decay_channels", 0))
     out = {"pulses_corrected": acted, "pulses_averaged": len(rows)}
-    removed = session.decay_removed_uv()
+    removed = session.decay_removed_roi_uv()
     tep = session.tep
-    if removed is None or tep is None:
+    if removed is None:
         return out
     lo, hi = session.cfg["tep"]["early_window_ms"]
     m = (tep.times_ms >= lo) & (tep.times_ms <= hi)
     after = tep.roi_average_uv[m]
-    took = removed[tep._roi_idx].mean(axis=0)[m]
+    took = removed[m]
     before = after + took
     rms = float(np.sqrt(np.mean(took ** 2)))
     rms_before = float(np.sqrt(np.mean(before ** 2)))
