@@ -189,13 +189,15 @@ def test_unknown_pulse_marker_is_recognised_on_the_pulse_artifacts(tmp_path):
     w = np.linspace(0.0, 1.0, b - a)
     data[:, a:b] = data[:, a - 1:a] * (1 - w) + data[:, b:b + 1] * w
     rec = replace(rec, data_uv=data, events=events)
-    from tmseeg.report.analyze import _pulses_in_data
-    assert len(_pulses_in_data(rec, load_config())) == len(truth.pulses) - 1
+    detected = run_session(rec, load_config(overrides={"pulses": {"source": "data"}}),
+                           keep_epochs=False)
+    assert len(detected.pulses) == len(truth.pulses) - 1
     summary = analyze_file(tmp_path / "r128.vhdr", tmp_path / "a", recording=rec,
                            progress=False, report=False)
     assert summary["n_pulses"] == len(truth.pulses) >= 5
-    assert summary["config"]["pulses"]["source"] == "markers"
-    assert summary["config"]["pulses"]["pattern"] == "^(?:R128)$"
+    source = summary["pulse_source"]
+    assert source["mode"] == "labels" and source["pattern"] == "^(?:R128)$"
+    assert summary["config"]["pulses"]["pattern"] == ""  # the configuration as given
     text = summary["warnings"][0]
     assert "'R128' x" in text and "fall on the pulse artifacts" in text and "'rest'" in text
     named = analyze_file(tmp_path / "r128.vhdr", tmp_path / "b", recording=rec, progress=False,
@@ -212,7 +214,7 @@ def test_unknown_marker_off_the_pulses_falls_back_to_the_data(tmp_path):
                                      kind=EVENT_MARKER) for p in truth.pulses])
     summary = analyze_file(tmp_path / "r.vhdr", tmp_path / "a", recording=rec,
                            progress=False, report=False)
-    assert summary["config"]["pulses"]["source"] == "data"
+    assert summary["pulse_source"]["mode"] == "data"
     assert summary["n_pulses"] == len(truth.pulses)
     assert "--pulse-pattern '^R128$'" in summary["warnings"][0]
 
@@ -228,11 +230,13 @@ def test_paired_pulses_marked_only_on_the_test_pulse(tmp_path):
     tests = [p for p in truth.pulses if p.sample - 15 in {q.sample for q in truth.pulses}]
     rec = replace(rec, events=[Event(sample=p.sample, label="Stimulus/S  1", kind=EVENT_MARKER)
                                for p in tests])
-    plain = run_session(rec, load_config(), keep_epochs=False)
+    plain = run_session(rec, load_config(overrides={"pulses": {"check_markers": False}}),
+                        keep_epochs=False)
     assert sum(r["kept"] for r in plain.pulses) < 0.5 * len(tests)  # the CS artifact is left in
     summary = analyze_file(tmp_path / "pp.vhdr", tmp_path / "a", recording=rec,
                            progress=False, report=False)
-    assert summary["config"]["pulses"]["source"] == "markers"
+    assert summary["pulse_source"]["mode"] == "markers"
+    assert summary["pulse_source"]["n_unmarked"] == len(tests)
     assert "have no pulse marker (median 3.0 ms before" in summary["warnings"][0]
     assert summary["n_pulses"] == len(tests)  # one epoch per test pulse, none for the CS
     # the CS artifact is gone: what is rejected is rejected for blinks on Fp1/Fp2 (no longer

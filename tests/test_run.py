@@ -63,7 +63,11 @@ def test_run_publishes_pulse_updates_with_latency(tmp_path, uid):
     assert last["tep"]["n_averaged"] >= 3
     assert last["tep"]["coil_site"] == "C3"
     lat = [m["latency_ms"] for m in pulses if m["latency_ms"] is not None]
-    assert lat and max(lat) < 500.0  # an epoch update goes out promptly after its last block
+    # an epoch update goes out promptly after its last block; the first ones wait for the
+    # decisions made on the first pulses (pulse source, cut window: documented holds), and go
+    # out with the block that releases them, which carries all their cleaning at once
+    assert len(lat) > 5 and max(lat[5:]) < 500.0, lat
+    assert max(lat[:5]) < 2000.0, lat
     # the running ROI TEP and GMFP ride along (for `monitor --attach`): 1 kHz, compact
     c = last["curves"]
     assert c["n_averaged"] == last["tep"]["n_averaged"] and c["roi"] == last["tep"]["roi"]

@@ -27,9 +27,11 @@ from tmseeg.pipeline.cutwindow import CutWindow
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
-from tmseeg.pipeline.pulses import DataPulses, MarkerPulses, TriggerChannelPulses
+from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, DataPulses, MarkerPulses,
+                                   TriggerChannelPulses)
+from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
 from tmseeg.pipeline.reference import AverageReference
-from tmseeg.stream.block import EVENT_MARKER, Block, StreamMeta
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, Block, StreamMeta
 from tmseeg.utils import now_s
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class SessionStages:
     decay: DecayRemoval | None = None
     names: list[str] = field(default_factory=list)
     cleaning: Any = None  # tmseeg.pipeline.cleaning.ArtifactCleaning when [cleaning] is on
+    pulse_source: CheckedMarkerPulses | None = None  # markers checked against the data
 
 
 def data_pulse_stage(cfg: dict) -> DataPulses:
@@ -108,7 +111,13 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     stages: list = []
     p = cfg["pulses"]
     source = p["source"]
-    if source in ("markers", "markers+data"):
+    pulse_source = None
+    if source == "markers" and p["check_markers"]:
+        pulse_source = CheckedMarkerPulses(pattern=p["pattern"] or DEFAULT_PULSE_PATTERN,
+                                           offset_ms=p["marker_offset_ms"],
+                                           detector=data_pulse_stage(cfg))
+        stages.append(pulse_source)
+    elif source in ("markers", "markers+data"):
         kw = {"pattern": p["pattern"]} if p["pattern"] else {}
         stages.append(MarkerPulses(offset_ms=p["marker_offset_ms"], **kw))
     if source == "trigger":
@@ -169,7 +178,8 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
                                        bads=fixed_bads))
     return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
                          names=[getattr(s, "name", type(s).__name__) for s in stages],
-                         cleaning=cleaning, cut_window=cut, decay=decay)
+                         cleaning=cleaning, cut_window=cut, decay=decay,
+                         pulse_source=pulse_source)
 
 
 class TEPSession:
@@ -227,6 +237,8 @@ class TEPSession:
         #: called as ``f(epoch, row)`` after each epoch entered the TEP (displays need the data)
         self.epoch_listeners: list[Callable[[Epoch, dict], None]] = []
         self.markers: list[tuple[int, str]] = []
+        self.n_gaps = 0  # gaps in the input stream (samples lost on the way)
+        self.n_missing = 0
         self._decay_sum: np.ndarray | None = None
         self._decay_n = 0
         self.track_decay = track_decay
@@ -248,6 +260,9 @@ class TEPSession:
         for ev in block.events:
             if ev.kind == EVENT_MARKER:
                 self.markers.append((ev.sample, ev.label))
+            elif ev.kind == EVENT_GAP:
+                self.n_gaps += 1
+                self.n_missing += int(ev.duration)
         for metric in self.metrics:
             metric.on_block(block)
         for epoch in self.epocher.push(block):
@@ -356,6 +371,9 @@ class TEPSession:
                       else math.nan)
         update = {"type": "pulse", "pulse": row, "tep": self.tep_summary(),
                   "metrics": self.metrics_summary(), "latency_ms": latency_ms}
+        differences = self.live_offline_differences()
+        if differences:  # named where the experimenter's programs see them, not hidden
+            update["live_offline_differences"] = differences
         if any(getattr(f, "wants_curves", False) for f in self.listeners):  # a metrics outlet
             update["curves"] = self.tep_curves()
         for listener in self.listeners:
@@ -388,6 +406,18 @@ class TEPSession:
                if self.stages.decay is not None else {}),
             **windows,
         }
+
+    def live_offline_differences(self) -> list[str]:
+        """Why this run's numbers may differ from ``tmseeg analyze`` of its recording (or the
+        reverse): samples lost on the way, markers that came after the decisions they belong
+        to. Empty when both must agree to rounding."""
+        out = []
+        if self.n_gaps:
+            out.append(f"{self.n_gaps} gaps in the input stream ({self.n_missing} samples "
+                       "lost): the recording and this run saw different data there")
+        if self.stages.pulse_source is not None:
+            out += self.stages.pulse_source.differences()
+        return out
 
     def metrics_summary(self) -> dict[str, Any]:
         """Summaries of the plug-in metrics, by name (JSON-ready)."""

@@ -112,13 +112,82 @@ class Chain:
     def flush(self) -> Iterator[Block]:
         """Drain held-back samples stage by stage, pushing each stage's rest through the rest."""
         for i, stage in enumerate(self.stages):
-            rest = stage.flush()
-            if rest is None or (rest.n_samples == 0 and not rest.events):
-                continue
-            for later in self.stages[i + 1:]:
-                rest = later.process(rest)
-            yield rest
+            while True:
+                rest = stage.flush()
+                if rest is not None and (rest.n_samples or rest.events):
+                    for later in self.stages[i + 1:]:
+                        rest = later.process(rest)
+                    yield rest
+                # a stage holding data across a gap in the stream (HeldBlocks) releases it
+                # piece by piece
+                if rest is None or not getattr(stage, "holds_more", False):
+                    break
 
     def reset(self) -> None:
         for stage in self.stages:
             stage.reset()
+
+
+class HeldBlocks:
+    """Blocks a stage holds back, released up to a sample (a block is split where needed).
+
+    Shared by the stages that wait for data before deciding (the cut window, the pulse
+    source): :meth:`release` returns everything before a sample as one block, keeping events
+    with their samples; across a gap in the stream it returns only the piece before the gap
+    (the rest waits for the next call), so a released block is always gap-free.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: list[Block] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.blocks)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def push(self, block: Block) -> None:
+        self.blocks.append(block)
+
+    @property
+    def start(self) -> int:
+        """First held sample."""
+        return self.blocks[0].first_sample
+
+    @property
+    def stop(self) -> int:
+        """One past the last held sample."""
+        return self.blocks[-1].stop_sample
+
+    def events(self) -> Iterator[Event]:
+        """The held events, block by block."""
+        for b in self.blocks:
+            yield from b.events
+
+    def release(self, upto: int, like: Block | None = None) -> Block:
+        """The held samples before ``upto`` (an empty block when there are none).
+
+        ``like`` is the block an empty result is modelled on when nothing is held.
+        """
+        out: list[Block] = []
+        blocks = self.blocks
+        while blocks and blocks[0].stop_sample <= upto:
+            out.append(blocks.pop(0))
+        if blocks and blocks[0].first_sample < upto:
+            first = blocks[0]
+            k = upto - first.first_sample
+            out.append(Block(first.data[:, :k], first.first_sample, first.timestamps[:k],
+                             first.meta, [e for e in first.events if e.sample < upto],
+                             first.received_s))
+            blocks[0] = Block(first.data[:, k:], upto, first.timestamps[k:], first.meta,
+                              [e for e in first.events if e.sample >= upto], first.received_s)
+        if not out:
+            ref = blocks[0] if blocks else like
+            if ref is None:
+                raise RuntimeError("nothing held and nothing to release")
+            return empty_block_like(ref, first_sample=ref.first_sample)
+        gaps = [i for i in range(1, len(out)) if out[i - 1].stop_sample != out[i].first_sample]
+        if gaps:  # a gap in the stream: keep the first piece, the rest waits for the next call
+            blocks[:0] = out[gaps[0]:]
+            out = out[:gaps[0]]
+        return concat_blocks(out) if len(out) > 1 else out[0]

@@ -28,6 +28,12 @@ marker_offset_ms = 0.0      # added to marker times (negative if markers lag the
 # move marker/trigger pulses to the artifact onset when the first pulses show a constant lag
 # (measured with the cut window, [interpolation]; see tmseeg.pipeline.cutwindow)
 correct_marker_lag = true
+# with source = "markers": check the markers against the pulse artifacts in the data, the same
+# way live and offline (tmseeg.pipeline.pulsesource): a label nobody named that falls on the
+# artifacts becomes the pulse marker, no markers at all -> the artifacts are the pulses, an
+# artifact no marker names (a paired pulse's conditioning pulse) is cut but gets no epoch.
+# Costs a constant 60 ms delay of the processed stream. false: markers as they are.
+check_markers = true
 trigger_channel = ""        # for source = "trigger"
 data_channels = []          # for source = "data"; [] = all EEG channels
 data_threshold_uv_per_ms = 0.0   # 0 = automatic (robust, 20 x MAD of the derivative)

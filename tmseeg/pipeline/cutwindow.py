@@ -54,12 +54,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.base import concat_blocks, empty_block_like
+from tmseeg.pipeline.base import HeldBlocks, concat_blocks
 from tmseeg.pipeline.channels import resolve_picks
 from tmseeg.pipeline.pulses import jump_onsets
 from tmseeg.stream.block import EVENT_PULSE, Block
@@ -245,18 +245,12 @@ def _movable(event) -> bool:
             and not event.extra.get("onset_from_data"))
 
 
-@dataclass
-class _Held:
-    blocks: list[Block] = field(default_factory=list)
-    pulses: list[int] = field(default_factory=list)
+class _Held(HeldBlocks):
+    """The held blocks and the pulses among them still to be measured."""
 
-    @property
-    def start(self) -> int:
-        return self.blocks[0].first_sample
-
-    @property
-    def stop(self) -> int:
-        return self.blocks[-1].stop_sample
+    def __init__(self) -> None:
+        super().__init__()
+        self.pulses: list[int] = []
 
 
 class CutWindow:
@@ -386,6 +380,11 @@ class CutWindow:
         out = self._release(self._held.stop)
         return out if out.n_samples or out.events else None
 
+    @property
+    def holds_more(self) -> bool:
+        """Whether :meth:`flush` has more to release (data after a gap in the stream)."""
+        return bool(self._held.blocks)
+
     def _shifted(self, block: Block) -> Block:
         """The block with its marker/trigger pulses moved by the measured lag."""
         if not self.lag_samples or not block.events:
@@ -399,30 +398,7 @@ class CutWindow:
     # -- internals ---------------------------------------------------------------------------
     def _release(self, upto: int) -> Block:
         """Return the held samples before ``upto`` (whole blocks, or a split one)."""
-        held = self._held
-        out: list[Block] = []
-        while held.blocks and held.blocks[0].stop_sample <= upto:
-            out.append(held.blocks.pop(0))
-        if held.blocks and held.blocks[0].first_sample < upto:
-            first = held.blocks[0]
-            k = upto - first.first_sample
-            out.append(Block(first.data[:, :k], first.first_sample, first.timestamps[:k],
-                             first.meta, [e for e in first.events if e.sample < upto],
-                             first.received_s))
-            held.blocks[0] = Block(first.data[:, k:], upto, first.timestamps[k:], first.meta,
-                                   [e for e in first.events if e.sample >= upto],
-                                   first.received_s)
-        if not out:
-            ref = held.blocks[0] if held.blocks else None
-            if ref is None:
-                raise RuntimeError("cut_window: nothing held and nothing to release")
-            return empty_block_like(ref)
-        gaps = [i for i in range(1, len(out)) if out[i - 1].stop_sample != out[i].first_sample]
-        if gaps:  # a gap in the stream: keep the first piece, the rest waits for the next call
-            rest = out[gaps[0]:]
-            out = out[:gaps[0]]
-            held.blocks[:0] = rest
-        return self._shifted(concat_blocks(out) if len(out) > 1 else out[0])
+        return self._shifted(self._held.release(upto))
 
     def _decide(self, pulses: list[int], fs: float) -> None:
         held = self._held

@@ -338,31 +338,57 @@ class OnsetTracker:
       ``rise_ratio`` times any jump in the ``n_back`` samples before it. Ringing decays and
       never rises out of its own past; a second pulse does, even on top of the first one's
       ringing.
+    * The gate also stays open while the last pulse's artifact goes on: as long as jumps keep
+      coming less than ``quiet`` samples apart (a TMS-evoked muscle burst can outlast any fixed
+      gate; a new pulse passes the tests above anyway).
+    * While every sample since the onset jumped the same way (cosine >= 0.8 with the sample
+      before), the onset's rise goes on: at 1 kHz a pulse's rise can span 3 samples, the first
+      of them small. Ringing turns, and ends this.
     * Later: any jump is a new pulse.
     """
 
-    def __init__(self, refractory: int, gate: int, n_back: int, rise_ratio: float = 1.5) -> None:
+    def __init__(self, refractory: int, gate: int, n_back: int, rise_ratio: float = 1.5,
+                 quiet: int = 0) -> None:
         self.refractory, self.gate, self.n_back = int(refractory), int(gate), int(n_back)
         self.rise_ratio = float(rise_ratio)
+        self.quiet = int(quiet)
         self.last_onset: int | None = None
+        self.last_jump: int | None = None
+        self.last_vector: np.ndarray | None = None
+        self.rising = False
         self.pattern: np.ndarray | None = None
 
     def step(self, s: int, vector: np.ndarray, size: float, before: np.ndarray) -> int | None:
         """Sample ``s`` jumps with ``vector`` (across channels, norm ``size``); ``before`` holds
         the jump sizes of the ``n_back`` samples before it. Returns a new onset or None."""
+        last_jump, self.last_jump = self.last_jump, s
+        last_vector, self.last_vector = self.last_vector, vector
+        # the onset's rise goes on while every sample since it jumps the same way
+        self.rising = (self.rising and last_jump == s - 1
+                       and _cosine(vector, last_vector) >= 0.8)
         if self.last_onset is not None:
             since = s - self.last_onset
             if since < self.refractory:
                 return None
-            if since < self.gate and self.pattern is not None:
+            going_on = last_jump is not None and s - last_jump < self.quiet
+            if (since < self.gate or going_on) and self.pattern is not None:
                 ref = self.pattern
                 nr = float(np.linalg.norm(ref))
                 if size < 0.5 * nr or size == 0 or float(vector @ ref) < 0.8 * size * nr:
                     return None
                 if before.size and size < self.rise_ratio * float(before.max()):
                     return None  # ringing (or another echo) of the pulse
-        self.last_onset, self.pattern = s, vector
+                if self.rising:
+                    return None  # the pulse's own rise, still going (a slow rise at 1 kHz)
+        self.last_onset, self.pattern, self.rising = s, vector, True
         return s
+
+
+def _cosine(a: np.ndarray, b: np.ndarray | None) -> float:
+    if b is None:
+        return 0.0
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(a @ b) / (na * nb) if na and nb else 0.0
 
 
 def jump_onsets(candidates: np.ndarray, jumps: np.ndarray, refractory: int, gate: int,
@@ -439,6 +465,9 @@ class DataPulses(_PulseMerger):
         than the pulse artifact and its muscle response).
     rise_ms, rise_ratio : float
         The fresh-jump test (3. above): the look-back and the factor.
+    quiet_ms : float
+        The tests also apply after ``pattern_gate_ms`` while the artifact goes on: until no
+        jump came for this long (a muscle burst outlasting the gate is not a new pulse).
     calibration_ms : float
         Data used to set the automatic threshold (default 500 ms). These first samples are held
         back (released, with their pulses, once the threshold is known); not used when
@@ -469,6 +498,7 @@ class DataPulses(_PulseMerger):
         merge_ms: float = 5.0,
         rise_ms: float = 0.8,
         rise_ratio: float = 1.5,
+        quiet_ms: float = 5.0,
     ) -> None:
         super().__init__(merge_ms)
         if threshold_uv_per_ms is not None and not threshold_uv_per_ms > 0:
@@ -484,6 +514,7 @@ class DataPulses(_PulseMerger):
         self.calibration_ms = float(calibration_ms)
         self.rise_ms = float(rise_ms)
         self.rise_ratio = float(rise_ratio)
+        self.quiet_ms = float(quiet_ms)
         self.reset()
 
     def reset(self) -> None:
@@ -548,7 +579,8 @@ class DataPulses(_PulseMerger):
                 refractory=int(round(self.refractory_ms * sfreq / 1000.0)),
                 gate=int(round(self.pattern_gate_ms * sfreq / 1000.0)),
                 n_back=max(1, int(round(self.rise_ms * sfreq / 1000.0))),
-                rise_ratio=self.rise_ratio)
+                rise_ratio=self.rise_ratio,
+                quiet=int(round(self.quiet_ms * sfreq / 1000.0)))
         n_back = self._tracker.n_back
         norms = np.concatenate([self._norm_tail, norm])  # jump sizes incl. the last rise_ms
         off = self._norm_tail.size

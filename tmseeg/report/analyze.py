@@ -13,13 +13,10 @@ pulse-detection stage decides what a pulse is). Outputs, in ``DIR``:
 """
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
 import math
-import re
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,14 +24,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from tmseeg import __version__
-from tmseeg.pipeline.base import ms_to_samples
-from tmseeg.pipeline.config import config_hash, load_config
-from tmseeg.pipeline.pulses import (MARKER_TOL_MS, MarkerPulses, describe_unmatched,
-                                   labels_at_pulses, nearest_index)
+from tmseeg.pipeline.config import load_config
 from tmseeg.session import TEPSession
-from tmseeg.stream.block import (EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta,
-                                 blocks_from_array)
-from tmseeg.stream.io import DEFAULT_PULSE_PATTERN, Recording, read_recording
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, StreamMeta, blocks_from_array
+from tmseeg.stream.io import Recording, read_recording
 from tmseeg.utils import jsonable
 
 log = logging.getLogger(__name__)
@@ -106,9 +99,11 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     if not recording.meta.picks("eeg").size:
         raise ValueError(f"{path} has no EEG channel (types: "
                          f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")
-    requested_hash = config_hash(cfg)  # before any fallback: what a batch resume compares
-    recording, cfg, warnings = check_pulse_source(recording, cfg)
     session = run_session(recording, cfg, roi=roi, progress=progress)
+    # where the pulses came from was decided by the pipeline, as it is live
+    # (tmseeg.pipeline.pulsesource): what it decided and found is said here
+    source = session.stages.pulse_source
+    warnings = source.messages() if source is not None else []
     if not session.pulses:
         warnings.append(
             f"no TMS pulse found in {path.name} (pulse source {cfg['pulses']['source']!r}): "
@@ -119,7 +114,6 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
         log.warning(text)
     summary = build_summary(session, recording, path)
     summary["warnings"] = warnings
-    summary["requested_config_hash"] = requested_hash
     stem = path.name.split(".")[0]
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
     write_pulses_csv(session.pulses, out / "pulses.csv")
@@ -140,120 +134,6 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     return summary
 
 
-def check_pulse_source(recording: Recording, cfg: dict
-                       ) -> tuple[Recording, dict, list[str]]:
-    """Make sure the configured pulse source can find pulses in this recording.
-
-    With ``[pulses] source = "markers"`` and no event label matching the pulse pattern (a
-    stimulator that writes ``R128``, a stim channel whose code is ``1``, ...), the pulse
-    artifacts are looked for in the data. Marker labels that fall on those artifacts
-    (:func:`~tmseeg.pipeline.pulses.labels_at_pulses`) are then taken as the pulse markers
-    (they also give the pulses the detection missed); with none, the detected pulses are used.
-    The returned warning says which, lists the labels present and how to name the right one.
-
-    When markers do match, pulse artifacts that no marker names are added as pulses without
-    an epoch of their own (see ``_with_unmarked_pulses``).
-
-    Returns
-    -------
-    recording : Recording
-        The recording to analyze (a copy with those added markers, when there are some).
-    cfg : dict
-        The configuration to use (a copy when changed).
-    warnings : list of str
-    """
-    p = cfg["pulses"]
-    if p["source"] != "markers":
-        return recording, cfg, []
-    stage = MarkerPulses(p["pattern"] or DEFAULT_PULSE_PATTERN)
-    markers = [(e.sample, str(e.label)) for e in recording.events if e.kind != EVENT_GAP]
-    labels = Counter(label for _, label in markers)
-    if any(stage.matches(label) for label in labels):
-        return _with_unmarked_pulses(recording, cfg, stage, markers)
-    present, pattern = describe_unmatched(labels)
-    cfg = copy.deepcopy(cfg)
-    unmatched = (f"no marker matches the pulse pattern '{stage.pattern}' (markers in the file: "
-                 f"{present})")
-    detected = _pulses_in_data(recording, cfg) if markers else []
-    hits = labels_at_pulses(markers, detected, recording.meta.sfreq, recording.n_samples)
-    if hits:
-        names = [h["label"] for h in hits]
-        cfg["pulses"]["pattern"] = "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
-        lag_ms = float(np.median([h["lag_ms"] for h in hits]))
-        if abs(lag_ms) >= 1000.0 / recording.meta.sfreq:  # markers off the artifact onset
-            cfg["pulses"]["marker_offset_ms"] = p["marker_offset_ms"] + lag_ms
-        found = ", ".join(f"'{h['label']}' ({h['n_at_pulses']} of {h['n_markers']} on a pulse "
-                          f"artifact, median lag {h['lag_ms']:+.1f} ms)" for h in hits)
-        # pulse artifacts those markers do not name (conditioning pulses) are cut too
-        recording, cfg, more = _with_unmarked_pulses(
-            recording, cfg, MarkerPulses(cfg["pulses"]["pattern"]), markers, detected)
-        return recording, cfg, [
-            f"{unmatched}; the markers {found} fall on the pulse artifacts found in the data, so "
-            f"they were taken as the pulses (pattern '{cfg['pulses']['pattern']}', marker offset "
-            f"{cfg['pulses']['marker_offset_ms']:+.2f} ms). Name them to make this explicit: "
-            "--pulse-pattern (or [pulses] pattern in the configuration)."] + more
-    cfg["pulses"]["source"] = "data"
-    return recording, cfg, [
-        f"{unmatched}; the pulses were looked for in the data instead. If one of those markers "
-        f"is the pulse, name it: --pulse-pattern {pattern} (or [pulses] pattern in the "
-        "configuration)."]
-
-
-#: label of the pulse markers ``analyze`` adds where the data show a pulse artifact that no
-#: marker names; those pulses are cut and cleaned but get no epoch
-UNMARKED_PULSE_LABEL = "tmseeg: unmarked pulse artifact"
-
-
-def _with_unmarked_pulses(recording: Recording, cfg: dict, stage: MarkerPulses,
-                          markers: list[tuple[int, str]], detected: list[int] | None = None
-                          ) -> tuple[Recording, dict, list[str]]:
-    """Pulse artifacts without a pulse marker (the conditioning pulse of a pair marked only on
-    its test pulse, pulses of another condition, ...) must be cut and cleaned too: each one the
-    data show becomes a pulse marker that gets no epoch (``extra["epoch"] = False``)."""
-    marked = np.array(sorted(s for s, label in markers if stage.matches(label)), dtype=np.int64)
-    detected = np.asarray(_pulses_in_data(recording, cfg) if detected is None else detected,
-                          dtype=np.int64)
-    if detected.size == 0 or marked.size == 0:
-        return recording, cfg, []
-    # each marker claims its nearest detection; the detections left over are unmarked
-    nearest = nearest_index(detected, marked)
-    tol = MARKER_TOL_MS * recording.meta.sfreq / 1000.0
-    claimed = set(nearest[np.abs(detected[nearest] - marked) <= tol].tolist())
-    unmarked = np.array([d for i, d in enumerate(detected) if i not in claimed], dtype=np.int64)
-    if unmarked.size == 0:
-        return recording, cfg, []
-    after = np.searchsorted(marked, unmarked)
-    gap_ms = np.where(after < marked.size, marked[np.minimum(after, marked.size - 1)] - unmarked,
-                      np.inf) * 1000.0 / recording.meta.sfreq
-    shift = ms_to_samples(cfg["pulses"]["marker_offset_ms"], recording.meta.sfreq)
-    added = [Event(sample=int(u) - shift, label=UNMARKED_PULSE_LABEL, kind=EVENT_MARKER,
-                   extra={"epoch": False, "onset_from_data": True})
-             for u in unmarked]  # MarkerPulses adds the shift
-    recording = replace(recording, events=sorted(list(recording.events) + added,
-                                                 key=lambda e: e.sample))
-    cfg = copy.deepcopy(cfg)
-    pattern = cfg["pulses"]["pattern"] or DEFAULT_PULSE_PATTERN
-    cfg["pulses"]["pattern"] = f"(?:{pattern})|(?:^{re.escape(UNMARKED_PULSE_LABEL)}$)"
-    return recording, cfg, [
-        f"{unmarked.size} pulse artifacts in the data have no pulse marker (median "
-        f"{np.median(gap_ms):.1f} ms before the next marked pulse: conditioning pulses of a "
-        "paired-pulse protocol?); they are cut and cleaned like the marked pulses but get no "
-        "epoch (label '" + UNMARKED_PULSE_LABEL + "'). If they are pulses to average, name "
-        "their markers with --pulse-pattern or use --pulse-source markers+data."]
-
-
-def _pulses_in_data(recording: Recording, cfg: dict) -> list[int]:
-    """Pulse samples the configured data detection finds in the whole recording."""
-    from tmseeg.session import data_pulse_stage
-
-    stage = data_pulse_stage(cfg)
-    blocks = blocks_from_array(recording.data_uv, recording.meta,
-                               max(1, int(10.0 * recording.meta.sfreq)))  # 10-s blocks
-    out = [stage.process(b) for b in blocks]
-    out.append(stage.flush())
-    return [e.sample for b in out if b is not None for e in b.events if e.kind == EVENT_PULSE]
-
-
 def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict:
     """``summary.json`` content."""
     tep = session.tep_summary()
@@ -270,6 +150,9 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         "n_rejected": int(sum(not p["kept"] for p in session.pulses)),
         "rejection_reasons": _count_reasons(session.pulses),
         "coil_site": session.stages.coil.site,
+        **({"pulse_source": session.stages.pulse_source.summary()}
+           if session.stages.pulse_source is not None else {}),
+        "live_offline_differences": session.live_offline_differences(),
         **({"cut_window": session.stages.cut_window.summary()}
            if session.stages.cut_window is not None else {}),
         **({"decay_effect": decay_effect(session)} if session.stages.decay is not None else {}),
