@@ -74,3 +74,31 @@ def test_offline_result_does_not_depend_on_block_size(recording_path):
     b = run_session(rec, cfg, keep_epochs=False, block_ms=3.7)
     assert [p["sample"] for p in a.pulses] == [p["sample"] for p in b.pulses]
     np.testing.assert_allclose(a.tep.average_uv, b.tep.average_uv, rtol=1e-9, atol=1e-9)
+
+
+def test_a_gap_in_the_stream_is_named_as_a_live_offline_difference(recording_path):
+    """Samples lost on the way live cannot be in the recording's analysis the same way: the
+    session says so on every update it publishes (the metrics stream) and in its summary."""
+    from dataclasses import replace
+
+    from tmseeg.stream.block import EVENT_GAP, Event
+
+    rec = read_recording(recording_path)
+    session = TEPSession(load_config(), rec.meta)
+    updates = []
+    session.listeners.append(updates.append)
+    blocks = list(blocks_from_array(rec.data_uv, rec.meta, 250, events=rec.events))
+    lost = blocks.pop(10)  # 50 ms never arrived
+    nxt = blocks[10]
+    blocks[10] = replace(nxt, events=[Event(sample=lost.first_sample, label="gap", kind=EVENT_GAP,
+                                            duration=lost.n_samples)] + list(nxt.events))
+    for block in blocks:
+        session.process(block)
+    session.finish()
+    assert session.pulses and updates
+    named = [u.get("live_offline_differences") for u in updates]
+    assert all(n == ["1 gaps in the input stream (250 samples lost): the recording and this run "
+                     "saw different data there"] for n in named), named[:2]
+    assert session.live_offline_differences() == named[-1]
+    clean = run_session(rec, load_config(), keep_epochs=False)
+    assert clean.live_offline_differences() == []
