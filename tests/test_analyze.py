@@ -297,3 +297,30 @@ def test_tep_without_decay_removal_from_the_same_run(simulated_session):
     assert all(r["decay_method"].startswith(("average_gain ", "none")) for r in rows)
     assert sum(r["decay_channels"] > 0 for r in rows) > 0.8 * len(rows)
     assert all(r["decay_max_uv"] > 20 for r in rows if r["decay_channels"])
+
+
+def test_brainvision_with_emg_and_an_unplaced_channel_is_analysed(tmp_path, caplog):
+    """BrainAmp/actiCHamp TMS-EEG files store no channel types: an EMG channel named FDI is
+    typed EMG by name, and an EEG channel with no 10-05 position (here flat, so it turns bad)
+    is left out of every spatial step with one warning naming it; the analysis never stops."""
+    import logging
+
+    import pybv
+
+    rec, truth = _short_recording(None)
+    fs = rec.meta.sfreq
+    data = np.vstack([rec.data_uv, np.random.default_rng(1).normal(0, 5, rec.n_samples),
+                      np.zeros(rec.n_samples)])
+    names = list(rec.meta.ch_names) + ["FDI", "Aux1"]
+    pybv.write_brainvision(data=data * 1e-6, sfreq=fs, ch_names=names, fname_base="emg",
+                           folder_out=str(tmp_path), unit="µV", resolution=0.1,
+                           events=[dict(onset=int(p.sample), description=1, type="Stimulus")
+                                   for p in truth.pulses])
+    with caplog.at_level(logging.WARNING):
+        summary = analyze_file(tmp_path / "emg.vhdr", tmp_path / "out", progress=False,
+                               report=False)
+    said = [r.getMessage() for r in caplog.records if "Aux1" in r.getMessage()]
+    assert len(said) == 1 and "no electrode position" in said[0], said
+    assert summary["n_pulses"] == len(truth.pulses) and summary["n_kept"] >= len(truth.pulses) // 2
+    assert "Aux1" not in summary["roi"] and "Aux1" not in summary["bad_channels"]
+    assert "FDI" not in summary["roi"]

@@ -100,7 +100,8 @@ def test_volts_without_a_declared_unit_are_flagged(uid, scale, warned, caplog):
 
 def test_reference_suffixed_labels_are_tidied_like_files(uid):
     """A stream labelled ``EEG C3-REF`` gets the names its recording would get (live ==
-    offline); the EMG channel and a label that is no electrode keep theirs."""
+    offline); the EMG channel and a label that is no electrode keep theirs (the latter, typed
+    EEG by the stream, is no electrode: typed misc, as a file's would be)."""
     labels = ["EEG C3-REF", "EEG Cz-REF", "Fp1-A1", "EMG-REF", "Status"]
     info = pylsl.StreamInfo(f"eeg-{uid}", "EEG", len(labels), 500, "float32", f"src-{uid}")
     info.set_channel_labels(labels)
@@ -110,7 +111,8 @@ def test_reference_suffixed_labels_are_tidied_like_files(uid):
     src = LSLSource(EEGInlet(resolve_stream(name=f"eeg-{uid}", timeout_s=3)))
     meta = src.meta
     assert meta.ch_names == ("C3", "Cz", "Fp1", "EMG-REF", "Status")
-    assert meta.ch_types == ("eeg", "eeg", "eeg", "emg", "eeg")
+    # "Status" came typed EEG but has no electrode position: left out of the spatial steps
+    assert meta.ch_types == ("eeg", "eeg", "eeg", "emg", "misc")
     assert meta.original_names == tuple(labels)
     assert meta.renamed == {"EEG C3-REF": "C3", "EEG Cz-REF": "Cz", "Fp1-A1": "Fp1"}
     out.push_chunk(np.zeros((10, len(labels)), dtype=np.float32))

@@ -55,6 +55,9 @@ VARIANTS: dict[str, dict] = {
     # epoch rejection (150 uV peak-to-peak on any channel by default): off, and looser
     "no_reject": {"epochs": {"reject_uv": 0.0}},
     "reject300": {"epochs": {"reject_uv": 300.0}},
+    # the TEP path's filter: no line-noise notch (averaging cancels line noise that is not
+    # locked to the pulses; a notch reshapes 30-60 Hz components)
+    "no_notch": {"filter": {"notch_hz": 0.0}},
 }
 PEAKS = ["N15", "P30", "N45", "P60", "N100", "P180"]
 #: metric plug-ins that do not touch the TEP path: off in the benchmark (it scores the TEP)

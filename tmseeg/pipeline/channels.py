@@ -32,6 +32,7 @@ __all__ = [
     "standard_montage", "montage_positions", "nearest_channels", "bad_segments",
     "tidy_channel_names",
     "tidy_meta",
+    "without_unplaced_eeg",
 ]
 
 
@@ -600,16 +601,45 @@ def tidy_meta(meta: StreamMeta, montage: str = "auto") -> StreamMeta:
     Returns
     -------
     StreamMeta
-        ``meta`` itself when nothing was renamed.
+        ``meta`` itself when nothing was renamed (and every EEG channel has a position, see
+        :func:`without_unplaced_eeg`).
     """
     new_names, renamed = tidy_channel_names(meta.ch_names, meta.ch_types, montage)
-    if not renamed:
+    if renamed:
+        pairs = ", ".join(f"{old!r}->{new!r}" for old, new in renamed.items())
+        log.warning("%s: renamed %d channel(s) to 10-05 labels for electrode positions: %s",
+                    meta.name or "stream", len(renamed), pairs)
+        meta = dataclasses.replace(meta, ch_names=tuple(new_names),
+                                   original_names=meta.original_names or meta.ch_names)
+    return without_unplaced_eeg(meta, montage)
+
+
+def without_unplaced_eeg(meta: StreamMeta, montage: str = "auto") -> StreamMeta:
+    """``meta`` with EEG channels that have no electrode position typed ``misc``, said once.
+
+    On a cap whose other EEG channels are 10-05 electrodes, a channel without a position (an
+    auxiliary input, an unnamed EMG, a typo) cannot take part in any spatial step: the coil
+    site, bad-channel detection and interpolation, the average reference, the ROI, the lead
+    field and topographies. It is left out of all of them (and of the TEP), instead of stopping
+    the analysis when it turns bad. On a cap where no EEG channel has a 10-05 position nothing
+    changes (those steps then say what they need).
+    """
+    eeg = meta.picks("eeg")
+    if eeg.size == 0:
         return meta
-    pairs = ", ".join(f"{old!r}->{new!r}" for old, new in renamed.items())
-    log.warning("%s: renamed %d channel(s) to 10-05 labels for electrode positions: %s",
-                meta.name or "stream", len(renamed), pairs)
-    return dataclasses.replace(meta, ch_names=tuple(new_names),
-                               original_names=meta.original_names or meta.ch_names)
+    known = montage_positions(montage)
+    unplaced = [int(i) for i in eeg if meta.ch_names[i].lower() not in known]
+    if not unplaced or len(unplaced) == eeg.size:
+        return meta
+    names = [meta.ch_names[i] for i in unplaced]
+    log.warning("%s: channel(s) %s have no electrode position on the 10-05 cap: left out of "
+                "every spatial step (coil site, bad channels, reference, ROI, topographies) "
+                "and of the TEP. If they are scalp electrodes, give them their 10-05 labels.",
+                meta.name or "stream", names)
+    types = list(meta.ch_types)
+    for i in unplaced:
+        types[i] = "misc"
+    return dataclasses.replace(meta, ch_types=tuple(types))
 
 
 
