@@ -1,19 +1,15 @@
 """One code path: a file replayed over LSL into the live engine gives the offline numbers."""
-import time
 
 import numpy as np
 import pytest
 
-from tmseeg.engine import Engine
 from tmseeg.pipeline.config import load_config
 from tmseeg.report.analyze import run_session
 from tmseeg.session import TEPSession
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import blocks_from_array
-from tmseeg.stream.inlet import LSLSource
 from tmseeg.stream.io import read_recording
 from tmseeg.stream.recorder import BrainVisionRecorder
-from tmseeg.stream.replay import Player
 
 
 @pytest.fixture(scope="module")
@@ -29,31 +25,10 @@ def recording_path(tmp_path_factory):
     return path
 
 
-def _live_session(path, cfg, uid):
-    player = Player(path, name=f"parity-{uid}", speed=3.0, chunk_ms=5.0)
-    source = LSLSource.resolve(name=player.name, timeout_s=5, marker_name=player.marker_name)
-    assert player.wait_for_consumers(5.0)
-    session = TEPSession(cfg, source.meta)
-    engine = Engine(source, stages=session.chain,
-                    on_processed=lambda b: session.after_stages(b, b.received_s))
-    n_total = player.recording.n_samples
-    player.start()
-    deadline = time.monotonic() + 60
-    while engine.ring.n_written < n_total and time.monotonic() < deadline:
-        if engine.step() == 0:
-            time.sleep(0.0005)
-    player.stop()
-    source.close()
-    session.finish()
-    assert engine.ring.n_written == n_total, "samples lost on the way"
-    assert engine.n_gaps == 0
-    return session
-
-
-def test_live_replay_equals_offline_analysis(recording_path, uid):
+def test_live_replay_equals_offline_analysis(recording_path, live_replay):
     cfg = load_config()
     offline = run_session(read_recording(recording_path), cfg, keep_epochs=False)
-    live = _live_session(recording_path, cfg, uid)
+    live = live_replay(recording_path, cfg)
     assert len(offline.pulses) >= 10
     assert [p["sample"] for p in live.pulses] == [p["sample"] for p in offline.pulses]
     assert [p["kept"] for p in live.pulses] == [p["kept"] for p in offline.pulses]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.outside import tmsgen  # noqa: E402
-from tmseeg.engine import Engine  # noqa: E402
 from tmseeg.pipeline.config import load_config  # noqa: E402
 from tmseeg.report.analyze import run_session  # noqa: E402
-from tmseeg.session import TEPSession  # noqa: E402
-from tmseeg.stream.inlet import LSLSource  # noqa: E402
 from tmseeg.stream.io import read_recording  # noqa: E402
-from tmseeg.stream.replay import Player  # noqa: E402
 
 #: pulses per short recording: enough for every decision made on the first pulses (5)
 N_PULSES = 7
@@ -46,37 +41,13 @@ def outside_files(tmp_path_factory):
     return paths
 
 
-def live_session(path: Path, cfg: dict, uid: str) -> TEPSession:
-    """Replay the file over LSL (4x real time) into the live engine, as `tmseeg replay` into
-    `tmseeg run` does; return the finished session."""
-    player = Player(path, name=f"outside-{uid}", speed=4.0, chunk_ms=5.0)
-    source = LSLSource.resolve(name=player.name, timeout_s=5, marker_name=player.marker_name)
-    assert player.wait_for_consumers(5.0)
-    session = TEPSession(cfg, source.meta)
-    engine = Engine(source, stages=session.chain,
-                    on_processed=lambda b: session.after_stages(b, b.received_s))
-    n_total = player.recording.n_samples
-    player.start()
-    deadline = time.monotonic() + 120
-    while engine.ring.n_written < n_total and time.monotonic() < deadline:
-        if engine.step() == 0:
-            time.sleep(0.0005)
-    time.sleep(0.2)  # markers of the last samples
-    engine.step()
-    player.stop()
-    source.close()
-    session.finish()
-    assert engine.ring.n_written == n_total, "samples lost on the way"
-    assert engine.n_gaps == 0
-    return session
-
-
 @pytest.mark.parametrize("family", list(tmsgen.FAMILIES))
-def test_live_replay_equals_offline_analysis_on_outside_recordings(family, outside_files, uid):
+def test_live_replay_equals_offline_analysis_on_outside_recordings(family, outside_files,
+                                                                   live_replay):
     path = outside_files[family]
     cfg = load_config()
     offline = run_session(read_recording(path), cfg, keep_epochs=False)
-    live = live_session(path, cfg, uid)
+    live = live_replay(path, cfg, speed=4.0)
     assert len(offline.pulses) >= N_PULSES - 1, family  # every test pulse has its epoch
     assert [p["sample"] for p in live.pulses] == [p["sample"] for p in offline.pulses], (
         live.stages.pulse_source.summary(), offline.stages.pulse_source.summary())
