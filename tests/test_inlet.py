@@ -243,3 +243,26 @@ def test_many_outlets_alive_at_once_stay_visible(uid):
     infos = pylsl.resolve_bypred(f"starts-with(name, 'many-{uid}-')", minimum=40, timeout=10)
     assert len({i.name() for i in infos}) == 40
     del held
+
+
+def test_a_named_marker_stream_of_any_type_is_used_and_a_missing_one_is_said(uid, caplog):
+    """Players name their marker streams as they like (mne-lsl's annotations, a stimulator's
+    own type): ``--markers NAME`` finds it whatever its type. Without a marker stream of type
+    Markers, a warning names the streams that are there and the option to use."""
+    import logging
+
+    out = make_outlet(f"eeg-{uid}", 4, 1000.0, f"src-{uid}")
+    ainfo = pylsl.StreamInfo(f"stim-{uid}", "Annotations", 1, 0, "string", f"a-{uid}")
+    aout = pylsl.StreamOutlet(ainfo)
+    src = LSLSource.resolve(name=f"eeg-{uid}", marker_name=f"stim-{uid}", timeout_s=3,
+                            marker_timeout_s=2)
+    assert src.markers is not None and src.markers.name == f"stim-{uid}"
+    src.close()
+    with caplog.at_level(logging.WARNING):
+        src = LSLSource.resolve(name=f"eeg-{uid}", timeout_s=3, marker_timeout_s=0.5)
+    assert src.markers is None
+    said = [r.getMessage() for r in caplog.records if "no marker stream" in r.getMessage()]
+    assert len(said) == 1 and f"'stim-{uid}' (Annotations)" in said[0] \
+        and "--markers NAME" in said[0], said
+    src.close()
+    del out, aout

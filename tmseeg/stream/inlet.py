@@ -520,8 +520,8 @@ class LSLSource:
         marker_inlet = None
         if with_markers:
             try:
-                if marker_name is not None:
-                    m_info = resolve_stream(name=marker_name, stype=marker_type,
+                if marker_name is not None:  # named: whatever its type (annotations, ...)
+                    m_info = resolve_stream(name=marker_name, stype=None,
                                             timeout_s=marker_timeout_s)
                 else:
                     m_info = _pick_marker_stream(eeg_info.name(), marker_type, marker_timeout_s)
@@ -529,8 +529,13 @@ class LSLSource:
             except StreamNotFoundError:
                 if marker_name is not None:
                     raise
-        if marker_inlet is None:
-            log.info("no marker stream: pulses must come from a trigger channel or the data")
+        if marker_inlet is None and with_markers:
+            others = [f"{i.name()!r} ({i.type()})" for i in _pylsl().resolve_streams(wait_time=0.2)
+                      if i.name() != eeg_info.name() and i.name() not in ENGINE_OUTPUT_STREAMS]
+            log.warning("no marker stream of type %r next to EEG stream %r: the pulses will be "
+                        "looked for in the data. Other streams seen: %s. If one of them carries "
+                        "the pulse markers, name it with --markers NAME.", marker_type,
+                        eeg_info.name(), ", ".join(others) or "none")
         return cls(EEGInlet(eeg_info), marker_inlet)
 
     def read(self) -> Block | None:
