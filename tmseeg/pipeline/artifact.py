@@ -841,7 +841,6 @@ class DecayRemoval:
         fs = block.meta.sfreq
         self._fs = fs
         self._rows = _resolve_rows(block.meta, self.channels)
-        self._names = [block.meta.ch_names[i] for i in self._rows]
         self._delay = ms_to_samples(self.max_delay_ms, fs)
         self._min_fit = max(2 * _MODELS[self.model] + 2, ms_to_samples(self.min_fit_ms, fs))
         self._sync_window()

@@ -46,6 +46,7 @@ __all__ = [
     "DataPulses",
     "OnsetTracker",
     "jump_onsets",
+    "marker_pulse",
 ]
 
 
@@ -187,6 +188,14 @@ def labels_at_pulses(markers: Sequence[tuple[int, str]], pulse_samples: Sequence
     return sorted(out, key=lambda d: -d["n_at_pulses"])
 
 
+def marker_pulse(marker: Event, shift: int, shift_s: float) -> Event:
+    """The pulse event a pulse marker stands for: moved by ``shift`` samples (``shift_s``
+    seconds on its time stamp), remembering where the marker was."""
+    return replace(marker, sample=marker.sample + shift, kind=EVENT_PULSE,
+                   time_s=marker.time_s + shift_s,
+                   extra={**marker.extra, "source": "marker", "marker_sample": marker.sample})
+
+
 class MarkerPulses(StatelessStage):
     """Marker events whose label matches a regex become pulse events.
 
@@ -233,9 +242,7 @@ class MarkerPulses(StatelessStage):
         events = []
         for e in block.events:
             if e.kind == EVENT_MARKER and self.matches(e.label):
-                e = replace(e, sample=e.sample + shift, kind=EVENT_PULSE,
-                            time_s=e.time_s + self.offset_ms / 1000.0,
-                            extra={**e.extra, "source": "marker", "marker_sample": e.sample})
+                e = marker_pulse(e, shift, self.offset_ms / 1000.0)
                 self.n_matched += 1
             elif e.kind == EVENT_MARKER and not self.n_matched and len(self.unmatched) < 50:
                 self.unmatched[e.label] = self.unmatched.get(e.label, 0) + 1
@@ -374,7 +381,7 @@ class OnsetTracker:
             if (since < self.gate or going_on) and self.pattern is not None:
                 ref = self.pattern
                 nr = float(np.linalg.norm(ref))
-                if size < 0.5 * nr or size == 0 or float(vector @ ref) < 0.8 * size * nr:
+                if size < 0.5 * nr or _cosine(vector, ref) < 0.8:
                     return None
                 if before.size and size < self.rise_ratio * float(before.max()):
                     return None  # ringing (or another echo) of the pulse

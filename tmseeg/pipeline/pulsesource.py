@@ -51,7 +51,8 @@ import numpy as np
 
 from tmseeg.pipeline.base import HeldBlocks, ms_to_samples
 from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, MARKER_TOL_MS, DataPulses,
-                                   describe_unmatched, labels_at_pulses)
+                                   MarkerPulses, describe_unmatched, labels_at_pulses,
+                                   marker_pulse)
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Block, Event
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ class CheckedMarkerPulses:
                  detector: DataPulses | None = None, n_decide: int = 5,
                  tol_ms: float = MARKER_TOL_MS, wait_ms: float = 40.0,
                  max_hold_s: float = 20.0) -> None:
-        self._given_pattern = pattern or DEFAULT_PULSE_PATTERN
-        self._compile(self._given_pattern)
+        self._given = MarkerPulses(pattern or DEFAULT_PULSE_PATTERN, offset_ms)  # validates
         self._given_offset_ms = float(offset_ms)
         self.detector = detector if detector is not None else DataPulses()
         if n_decide < 1:
@@ -121,17 +121,10 @@ class CheckedMarkerPulses:
         self.max_hold_s = float(max_hold_s)
         self.reset()
 
-    def _compile(self, pattern: str) -> None:
-        try:
-            self._re = re.compile(pattern, re.IGNORECASE)
-        except re.error as exc:
-            raise ValueError(f"pulse pattern {pattern!r} is not a valid regex: {exc}") from exc
-        self.pattern = pattern
-
     def reset(self) -> None:
         """Forget all state (a new stream begins): the source is decided again."""
         self.detector.reset()
-        self._compile(self._given_pattern)
+        self._markers = self._given  # the pattern in force ("labels" replaces it)
         self.offset_ms = self._given_offset_ms
         self.mode: str | None = None
         self.reason = "not decided yet"
@@ -145,6 +138,7 @@ class CheckedMarkerPulses:
         self._released: int | None = None  # samples before this one went downstream
         self._adopt_from = -math.inf  # earlier markers stay plain markers ("labels" mode)
         self._seen: list[tuple[int, str]] = []  # markers while undecided
+        self._first_match: int | None = None  # first pulse marker seen while undecided
         self._marks: list[int] = []  # pulse samples of pulse markers (recent, sorted)
         self._dets: list[int] = []  # pulse artifacts found (recent, sorted)
         self._unmarked_gaps_ms: list[float] = []
@@ -213,6 +207,11 @@ class CheckedMarkerPulses:
         return out if out.n_samples or out.events else None  # chain asks again for the rest
 
     @property
+    def pattern(self) -> str:
+        """The pulse pattern in force."""
+        return self._markers.pattern
+
+    @property
     def holds_more(self) -> bool:
         """Whether :meth:`flush` has more to release (data after a gap in the stream)."""
         return bool(self._held)
@@ -236,12 +235,15 @@ class CheckedMarkerPulses:
                     self._seen.append((e.sample, str(e.label)))
                 if self._is_pulse_marker(e):
                     bisect.insort(self._marks, self._pulse_sample(e))
+                    if self.mode is None:
+                        self._first_match = (e.sample if self._first_match is None
+                                             else min(self._first_match, e.sample))
             elif e.kind == EVENT_PULSE and e.extra.get("source") == "data":
                 bisect.insort(self._dets, e.sample)
 
     def _is_pulse_marker(self, e: Event) -> bool:
         return (e.kind == EVENT_MARKER and e.sample >= self._adopt_from
-                and self._re.search(str(e.label)) is not None)
+                and self._markers.matches(str(e.label)))
 
     def _pulse_sample(self, e: Event) -> int:
         return e.sample + self._n(self.offset_ms)
@@ -255,10 +257,9 @@ class CheckedMarkerPulses:
             horizon = self._dets[self.n_decide - 1] + 2 * self._n(self.tol_ms)
         if self._dets:
             horizon = min(horizon, self._dets[0] + hold)
-        matching = [s for s, label in self._seen if self._re.search(label)]
-        if matching and min(matching) < horizon:
+        if self._first_match is not None and self._first_match < horizon:
             self._decide("markers", f"markers match the pulse pattern '{self.pattern}'",
-                         at=min(matching))
+                         at=self._first_match)
             return
         stop = self._held.stop
         if not final and not stop >= horizon + wait:
@@ -279,7 +280,8 @@ class CheckedMarkerPulses:
             lag_ms = float(np.median([h["lag_ms"] for h in self.hits]))
             if abs(lag_ms) >= 1000.0 / self._fs:  # markers off the artifact onset
                 self.offset_ms += lag_ms
-            self._compile("^(?:" + "|".join(re.escape(n) for n in names) + ")$")
+            self._markers = MarkerPulses("^(?:" + "|".join(re.escape(n) for n in names) + ")$",
+                                         self.offset_ms)
             self._adopt_from = since
             self._marks = sorted(self._pulse_sample(e) for e in self._held.events()
                                  if self._is_pulse_marker(e))
@@ -341,10 +343,7 @@ class CheckedMarkerPulses:
             if self._is_pulse_marker(e) and self.mode in ("markers", "labels"):
                 self.n_marked += 1
                 offset = self._n(self.offset_ms)
-                out.append(replace(e, sample=e.sample + offset, kind=EVENT_PULSE,
-                                   time_s=e.time_s + offset / self._fs,
-                                   extra={**e.extra, "source": "marker",
-                                          "marker_sample": e.sample}))
+                out.append(marker_pulse(e, offset, offset / self._fs))
             elif e.kind == EVENT_PULSE and e.extra.get("source") == "data":
                 if self.mode == "data":
                     out.append(e)
@@ -423,5 +422,5 @@ class CheckedMarkerPulses:
                 "n_unmarked": self.n_unmarked,
                 "n_detected": self.detector.n_detected if self._check else None,
                 "n_late_markers": self.n_late_markers,
-                "delay_ms": self.delay_samples * 1000.0 / self._fs if self._fs == self._fs
-                else None}
+                "delay_ms": (None if math.isnan(self._fs)
+                             else self.delay_samples * 1000.0 / self._fs)}
