@@ -256,10 +256,12 @@ def test_attached_monitor_draws_the_engines_roi_tep(uid):
                       config=cfg, roi=["C3", "FC1", "CP1"], publish=True)
     sent = {}  # n averaged -> the engine's full-rate ROI average and GMFP when it published
 
-    def remember(update):  # engine thread, right after the outlet sent this update
+    def remember(update):  # engine thread, right before the outlet sends this update
         tep = engine.session.tep
         sent[tep.n] = (tep.times_ms.copy(), tep.roi_average_uv, tep.gmfp_uv)
-    engine.session.listeners.append(remember)
+    # first in line: after the outlet, the attached window could read an update (the first
+    # ones come in a burst once the first pulses' decisions are made) before it is remembered
+    engine.session.listeners.insert(0, remember)
     engine.start()
     win = None
     try:
