@@ -581,3 +581,41 @@ def test_decay_removal_spares_the_tep_when_there_is_no_decay():
     fits = [f["fit"] for f in stage.fits if f["fit"] is not None]
     used = sum(int(f.ok.sum()) for f in fits)
     assert used < 0.15 * sum(f.ok.size for f in fits)
+
+
+def test_the_reference_electrodes_decay_is_left_to_the_average_reference():
+    """The reference electrode sits on the skin too: its decay is in every channel, below the
+    stage's 20 uV gate on most. Fitted in the recorded reference, it goes with the local
+    decays of the channels near the coil but stays on the others, and the average reference
+    then puts the difference back into every channel. ``fit_reference = "median"`` fits
+    the channels' decays against the median of all channels (4 of 24 decay: the median is
+    what they share), so after the average reference the local decays are gone and nothing
+    else is touched."""
+    n_ch, n = 24, 30000
+    rng = np.random.default_rng(11)
+    pulses = list(range(2000, n - 6000, 5000))
+    t_ms = np.arange(n) / SFREQ * 1000
+    clean = 4.0 * rng.standard_normal((n_ch, n))
+    data = clean.copy()
+    local = {0: (-600.0, 9.0), 1: (400.0, 14.0), 2: (250.0, 6.0), 3: (-150.0, 20.0)}
+    for p in pulses:
+        k = np.maximum(t_ms[p:] - t_ms[p], 0.0)
+        g = 1 + 0.15 * rng.standard_normal()
+        for ch, (amp, tau) in local.items():
+            data[ch, p:] += g * amp * np.exp(-k / tau)
+        data[:, p:] += g * -35.0 * np.exp(-k / 12.0)  # the reference electrode's: 15 uV at 10 ms
+        data[:, p:p + 20] += 3000.0
+    events = [Event(p, "TMS", EVENT_PULSE) for p in pulses]
+    H = np.eye(n_ch) - 1.0 / n_ch
+    errors = {}
+    for ref in ("recorded", "median"):
+        stage = DecayRemoval(fit_window_ms=(10.0, 500.0), fit_on="average_gain",
+                             min_decay_uv=20.0, min_r2=0.5, fit_reference=ref)
+        out = feed(stage, data, make_meta(n_ch), events, np.random.default_rng(0), 700)
+        seg = np.concatenate([np.arange(p + 55, p + 300) for p in pulses[3:]])  # 11-60 ms
+        errors[ref] = float(np.sqrt(np.mean((H @ (out.data - clean))[:, seg] ** 2)))
+        decayed = {ch for r in stage.fits[3:] if r["fit"] is not None
+                   for ch in np.flatnonzero(r["fit"].ok)}
+        assert decayed == set(local), (ref, decayed)
+    # recorded: the 20 channels keep the reference decay the 4 lost (~15 x 20/24 uV at 10 ms)
+    assert errors["recorded"] > 1.0 and errors["median"] < 0.2 * errors["recorded"], errors

@@ -87,7 +87,7 @@ def decay_stage(cfg: dict, channels="eeg", window_from: CutWindow | None = None)
                         interp_method=i["method"], interp_fit_ms=i["fit_ms"],
                         max_delay_ms=i["max_delay_ms"], window_from=window_from,
                         fit_on=d["method"], min_decay_uv=d["min_decay_uv"],
-                        min_r2=d["min_r2"])
+                        min_r2=d["min_r2"], fit_reference=d["fit_reference"])
 
 
 def epoch_filter(cfg: dict) -> EpochFilter:

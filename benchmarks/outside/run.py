@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict] = {
     "decay_curve20r": {"decay": {"method": "average_curve"}},
     "decay_gain": {"decay": {"method": "average_gain", "min_decay_uv": 0.0, "min_r2": 0.05}},
     "decay_gain20": {"decay": {"method": "average_gain", "min_r2": 0.05}},
+    "decay_recorded": {"decay": {"fit_reference": "recorded"}},
     # epoch rejection (150 uV peak-to-peak on any channel by default): off, and looser
     "no_reject": {"epochs": {"reject_uv": 0.0}},
     "reject300": {"epochs": {"reject_uv": 300.0}},

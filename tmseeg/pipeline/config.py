@@ -79,6 +79,11 @@ method = "average_gain"
 # exponential explaining at least min_r2 of the fit window (a muscle burst or a TEP does not)
 min_decay_uv = 20.0
 min_r2 = 0.5
+# what each channel's decay is fitted against: "median" (when fewer than half of the
+# channels show a decay of their own: the median of all channels at each sample, so that the
+# reference electrode's own decay, common to all channels, is left to the average reference
+# instead of entering every fit and gate) or "recorded" (the recording's reference)
+fit_reference = "median"
 
 [bad_channels]
 detect = true
