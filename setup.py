@@ -70,7 +70,7 @@ setup(
     ],
     extras_require={
         "gui": ["pyqtgraph>=0.13.7", "PySide6-Essentials==6.9.3"],
-        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "mne-connectivity>=0.7",
+        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "mne-connectivity>=0.7", "mne-lsl>=1.6",
                  "dask[distributed]>=2024.1"],
         "dask": ["dask[distributed]>=2024.1"],
     },

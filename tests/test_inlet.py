@@ -266,3 +266,62 @@ def test_a_named_marker_stream_of_any_type_is_used_and_a_missing_one_is_said(uid
         and "--markers NAME" in said[0], said
     src.close()
     del out, aout
+
+
+def test_mne_lsl_player_annotations_are_found_and_are_the_pulse_markers(tmp_path, uid):
+    """mne-lsl's ``PlayerLSL`` (the usual Python LSL player) streams a recording's
+    annotations on a second stream, ``<name>-annotations`` of type ``annotations``, one-hot
+    over the descriptions, and gives the data stream no type when the file holds EEG and EMG.
+    Both are found from the player's name alone, and each annotation arrives as a marker on
+    the sample it annotates (the data around it are the file's)."""
+    import mne
+    from mne_lsl.player import PlayerLSL
+
+    from tmseeg.sim.accuracy import simulated_recording
+    from tmseeg.sim.model import SimConfig
+
+    rec, truth = simulated_recording(SimConfig(ch_names=("F3", "Fz", "F4", "C3", "Cz", "C4"),
+                                               sfreq=1000.0, seed=2, muscle_artifact=False),
+                                     14.0, None)
+    sfreq = rec.meta.sfreq
+    info = mne.create_info(list(rec.meta.ch_names), sfreq, list(rec.meta.ch_types))
+    assert "emg" in rec.meta.ch_types
+    raw = mne.io.RawArray(rec.data_uv * 1e-6, info, verbose="error")
+    onsets = np.array([p.sample for p in truth.pulses])
+    rests = onsets + int(0.25 * sfreq)
+    raw.set_annotations(mne.Annotations(
+        onset=np.r_[onsets, rests] / sfreq, duration=0.0,
+        description=["TMS"] * len(onsets) + ["rest"] * len(rests)))
+    fname = tmp_path / "player_raw.fif"
+    raw.save(fname, verbose="error")
+    player = PlayerLSL(fname, chunk_size=20, name=f"mnelsl-{uid}", source_id=f"p-{uid}",
+                       n_repeat=1).start()
+    try:
+        src = LSLSource.resolve(name=f"mnelsl-{uid}", timeout_s=5, marker_timeout_s=3)
+        assert src.markers is not None and src.markers.name == f"mnelsl-{uid}-annotations"
+        assert src.meta.ch_types[-1] == "emg"
+        events, chunks = [], []
+        deadline = time.monotonic() + 25.0
+        while time.monotonic() < deadline and sum(c.shape[1] for c in chunks) < 12 * sfreq:
+            block = src.read()
+            if block is None:
+                time.sleep(0.002)
+                continue
+            events += block.events
+            chunks.append(block.data)
+        src.close()
+    finally:
+        player.stop()
+    data = np.hstack(chunks)
+    tms = [e.sample for e in events if e.label == "TMS"]
+    rest = [e.sample for e in events if e.label == "rest"]
+    assert len(tms) >= len(onsets) - 2 >= 2 and len(rest) >= len(tms) - 1
+    # the stream started somewhere in the file: the data say where
+    start = next(k for k in range(rec.n_samples - 50)
+                 if np.allclose(rec.data_uv[:, k:k + 50], data[:, :50], atol=1e-2))
+    np.testing.assert_allclose(data, rec.data_uv[:, start:start + data.shape[1]], atol=1e-2)
+    # each marker on its annotated sample, give or take one: mne-lsl 1.14 stamps the
+    # annotations one sample away from the data samples they annotate (the same on all)
+    errors = {int((t + start) - onsets[np.argmin(np.abs(onsets - (t + start)))]) for t in tms}
+    errors |= {int((r + start) - rests[np.argmin(np.abs(rests - (r + start)))]) for r in rest}
+    assert len(errors) == 1 and abs(errors.pop()) <= 1

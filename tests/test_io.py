@@ -1,4 +1,5 @@
 """read_recording: every format lands in µV with the right channels, types and events."""
+import json
 import struct
 from datetime import datetime, timezone
 
@@ -312,3 +313,57 @@ def test_recording_checks_shape():
         Recording(np.zeros((3, 10)), meta)
     rec = Recording(np.zeros((2, 10)), meta, events=[Event(5, "b"), Event(1, "a")])
     assert [e.sample for e in rec.events] == [1, 5] and rec.duration_s == 0.1
+
+
+def test_xdf_with_a_separate_emg_amplifier_and_json_markers(tmp_path):
+    """LabRecorder file of a TMS-EEG session: EEG at 1 kHz, a separate EMG amplifier at 4 kHz
+    on another computer (its clock 3.7 s behind, which LabRecorder's clock offsets say) whose
+    recording started 0.2 s later (its own stream, type EMG), and JSON pulse markers.
+    The EMG becomes a channel on the EEG's samples (by time stamp, anti-aliased), the JSON
+    fields the pulses' metadata."""
+    from tmseeg.pipeline.pulseinfo import pulse_info
+
+    fs_eeg, fs_emg, t0 = 1000.0, 4000.0, 500.0
+    n = 3000
+    rng = np.random.default_rng(4)
+    eeg = (rng.standard_normal((2, n)) * 5).astype(np.float32)
+    emg_t = t0 + 0.2 + np.arange(int(2.5 * fs_emg)) / fs_emg
+    emg = rng.standard_normal(emg_t.size) * 2.0
+    mep_at = [t0 + 1.0, t0 + 2.0]  # an MEP 25 ms after each pulse: 1 kHz-wide bursts of 40 Hz
+    for p in mep_at:
+        k = (emg_t >= p + 0.020) & (emg_t < p + 0.045)
+        emg[k] += 500.0 * np.sin(2 * np.pi * 40.0 * (emg_t[k] - p - 0.020))
+    out = b"XDF:" + _chunk(1, b'<?xml version="1.0"?><info><version>1.0</version></info>')
+    out += _stream_header(1, "amp", "EEG", 2, fs_eeg, "float32",
+                          [("C3", "EEG", "microvolts"), ("C4", "EEG", "microvolts")])
+    out += _stream_header(2, "emg-amp", "EMG", 1, fs_emg, "float32",
+                          [("FDI", "EMG", "millivolts")])
+    out += _stream_header(3, "stim", "Markers", 1, 0, "string")
+    ts = t0 + np.arange(n) / fs_eeg
+    out += _numeric_samples(1, ts, eeg.T)
+    lag = 3.7  # the EMG computer's clock: LabRecorder measures and stores the offset
+    out += _chunk(4, struct.pack("<Idd", 2, emg_t[0] - lag, lag))
+    out += _numeric_samples(2, emg_t - lag, (emg[:, None] / 1000.0).astype(np.float32))
+    out += _chunk(4, struct.pack("<Idd", 2, emg_t[-1] - lag, lag))
+    labels = [json.dumps({"label": "TMS", "intensity_pct": 50 + 5 * i, "coil": "figure8"})
+              for i in range(len(mep_at))]
+    out += _string_samples(3, mep_at, labels)
+    out += _footer(1, ts[0], ts[-1], n) + _footer(2, emg_t[0] - lag, emg_t[-1] - lag, emg_t.size)
+    out += _footer(3, mep_at[0], mep_at[-1], len(mep_at))
+    path = tmp_path / "session.xdf"
+    path.write_bytes(out)
+    rec = read_recording(path)
+    assert rec.meta.ch_names == ("C3", "C4", "FDI")
+    assert rec.meta.ch_types == ("eeg", "eeg", "emg")
+    fdi = rec.data_uv[2]
+    pulses = [e for e in rec.events if e.kind == "pulse"]
+    assert [e.sample for e in pulses] == [1000, 2000]
+    assert [pulse_info(e) for e in pulses] == [
+        {"intensity_pct": 50.0, "coil": "figure8"}, {"intensity_pct": 55.0, "coil": "figure8"}]
+    for p in (1000, 2000):
+        burst = fdi[p + 15:p + 55]
+        # the burst is where its time stamps put it (20-45 ms after the pulse), mV -> µV
+        on = np.flatnonzero(np.abs(burst) > 100)
+        assert 20 - 15 - 1 <= on[0] <= 20 - 15 + 2 and 44 - 15 - 2 <= on[-1] <= 45 - 15 + 1
+        assert 400 < np.ptp(burst) < 1100
+    assert np.abs(fdi[250:900]).max() < 20  # before the first MEP: the EMG's own noise

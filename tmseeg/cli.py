@@ -67,7 +67,9 @@ def _install_sigterm_as_interrupt() -> None:
 def _source_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input streams")
     g.add_argument("--stream", default=None, help="EEG stream name (default: any of type EEG)")
-    g.add_argument("--stream-type", default="EEG", help="EEG stream type (default: EEG)")
+    g.add_argument("--stream-type", default=None,
+                   help="EEG stream type (default: EEG when no --stream or --source-id is given; "
+                   "a named stream is used whatever its type)")
     g.add_argument("--source-id", default=None, help="EEG stream source id")
     g.add_argument("--markers", default=None,
                    help="marker stream name (default: '<eeg name>-markers', else any Markers)")
@@ -76,21 +78,40 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for the EEG stream (default: 10)")
 
 
-def _pulse_arguments(p: argparse.ArgumentParser) -> None:
+def _input_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pulse-pattern", default=None, metavar="REGEX",
                    help="marker/annotation labels that are TMS pulses (case-insensitive "
                    "regex, e.g. '^R128$'; numeric markers and stim-channel events are labelled "
-                   "by their code, e.g. '^1$'); overrides [pulses] pattern")
+                   "by their code, e.g. '^1$'); named groups become per-pulse columns, e.g. "
+                   "'TMS/(?P<intensity_pct>\\d+)'; overrides [pulses] pattern")
     p.add_argument("--pulse-source", default=None,
                    choices=["markers", "trigger", "data", "markers+data"],
                    help="where the pulses come from; overrides [pulses] source")
+    p.add_argument("--pulse-table", default=None, metavar="FILE.csv",
+                   help="per-pulse metadata (intensity_pct, coil position, condition ...): "
+                   "joined by its time_s column, else in order; its columns go into "
+                   "pulses.csv and the plug-ins; overrides [pulses] table")
+    p.add_argument("--channel-types", default=None, metavar="NAME=TYPE,...",
+                   help="channel types the file or stream does not give, e.g. "
+                   "'Aux1=emg,Aux2=misc' (eeg, emg, eog, ecg, misc, stim); adds to "
+                   "[channels] types")
 
 
-def pulse_overrides(args) -> dict | None:
-    """``--pulse-pattern`` / ``--pulse-source`` as configuration overrides (None if unset)."""
+def input_overrides(args) -> dict | None:
+    """``--pulse-pattern`` / ``--pulse-source`` / ``--pulse-table`` / ``--channel-types`` as
+    configuration overrides (None if none is set)."""
+    from tmseeg.pipeline.channels import parse_channel_types
+
+    out: dict = {}
     pulses = {k: v for k in ("pattern", "source")
               if (v := getattr(args, f"pulse_{k}", None))}
-    return {"pulses": pulses} if pulses else None
+    if getattr(args, "pulse_table", None):
+        pulses["table"] = str(Path(args.pulse_table).resolve())
+    if pulses:
+        out["pulses"] = pulses
+    if getattr(args, "channel_types", None):
+        out["channels"] = {"types": parse_channel_types(args.channel_types)}
+    return out or None
 
 
 def _open_source(args):
@@ -329,7 +350,7 @@ def cmd_run(args) -> int:
     source = _open_source(args)
     runner = _make_runner(args, source) if protocol is not None else None
     rc = _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
-                     runner=runner, overrides=pulse_overrides(args))
+                     runner=runner, overrides=input_overrides(args))
     if bids_dir is not None:
         finish_bids_record(args, analyze=True)
     return rc
@@ -383,7 +404,7 @@ def cmd_analyze(args) -> int:
     roi = args.roi.split(",") if args.roi else None
     summary = analyze_file(args.file, args.out, config=args.config, roi=roi,
                            progress=not args.no_progress, report=not args.no_report,
-                           overrides=pulse_overrides(args))
+                           overrides=input_overrides(args))
     peaks = {k: (round(v["latency_ms"], 1), round(v["amplitude_uv"], 2))
              for k, v in summary["peaks"].items() if v.get("found")}
     print(f"{summary['n_pulses']} pulses, {summary['n_kept']} kept, {summary['n_rejected']} "
@@ -478,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, help="ROI channels, comma-separated (default: coil site"
                    " found from the pulse artifact + neighbours)")
     p.add_argument("--loopback", action="store_true", help="look for streams on this machine only")
-    _pulse_arguments(p)
+    _input_arguments(p)
     _protocol_arguments(p)
     from tmseeg.study.cli import add_bids_record_arguments
     add_bids_record_arguments(p)
@@ -494,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, help="ROI channels, comma-separated")
     p.add_argument("--no-report", action="store_true", help="skip report.html (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _pulse_arguments(p)
+    _input_arguments(p)
     from tmseeg.study.cli import add_bids_filter_arguments
     add_bids_filter_arguments(p)
     p.set_defaults(func=cmd_analyze)

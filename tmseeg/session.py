@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -20,7 +20,8 @@ from tmseeg import __version__
 from tmseeg.metrics import PLUGINS
 from tmseeg.metrics.tep import RunningTEP
 from tmseeg.pipeline.base import Chain
-from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation
+from tmseeg.pipeline.channels import (BadChannelDetector, BadChannelInterpolation,
+                                     ChannelTypes, with_channel_types)
 from tmseeg.pipeline.coil import CoilSiteDetector
 from tmseeg.pipeline.config import config_hash, fixed_cut_window, planning_cut_window
 from tmseeg.pipeline.cutwindow import CutWindow
@@ -29,9 +30,10 @@ from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
 from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, DataPulses, MarkerPulses,
                                    TriggerChannelPulses)
+from tmseeg.pipeline.pulseinfo import PulseTable, pulse_info, with_info
 from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
 from tmseeg.pipeline.reference import AverageReference
-from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, Block, StreamMeta
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
 from tmseeg.utils import now_s
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class SessionStages:
     names: list[str] = field(default_factory=list)
     cleaning: Any = None  # tmseeg.pipeline.cleaning.ArtifactCleaning when [cleaning] is on
     pulse_source: CheckedMarkerPulses | None = None  # markers checked against the data
+    meta: StreamMeta | None = None  # the stream as the stages see it ([channels] types)
 
 
 def data_pulse_stage(cfg: dict) -> DataPulses:
@@ -109,6 +112,10 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     interpolated, so no filter ever smears the pulse.
     """
     stages: list = []
+    typed = with_channel_types(meta, cfg["channels"]["types"])
+    if typed is not meta:  # the user's channel types, on every block from here on
+        stages.append(ChannelTypes(typed))
+        meta = typed
     p = cfg["pulses"]
     source = p["source"]
     pulse_source = None
@@ -179,7 +186,7 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
                          names=[getattr(s, "name", type(s).__name__) for s in stages],
                          cleaning=cleaning, cut_window=cut, decay=decay,
-                         pulse_source=pulse_source)
+                         pulse_source=pulse_source, meta=meta)
 
 
 class TEPSession:
@@ -212,10 +219,11 @@ class TEPSession:
     def __init__(self, cfg: dict, meta: StreamMeta, roi: list[str] | None = None,
                  keep_epochs: bool = False, track_decay: bool = False) -> None:
         self.cfg = cfg
-        self.meta = meta
         self.config_hash = config_hash(cfg)
         self.version = __version__
         self.stages = build_stages(cfg, meta)
+        #: the stream's description as the stages see it (with [channels] types applied)
+        self.meta = self.stages.meta
         self.chain = self.stages.chain
         e = cfg["epochs"]
         self.epocher = Epocher(tmin_ms=e["tmin_ms"], tmax_ms=e["tmax_ms"],
@@ -228,6 +236,11 @@ class TEPSession:
                                group_ms=e["pulse_group_ms"],
                                epoch_filter=epoch_filter(cfg))
         self.fixed_roi = list(roi or cfg["coil"]["roi"])
+        p = cfg["pulses"]
+        #: per-pulse metadata from a file ([pulses] table), joined as the epochs come
+        self.pulse_table = (PulseTable(p["table"], p["table_tolerance_ms"]) if p["table"]
+                            else None)
+        self._n_table_pulses = 0
         self.tep: RunningTEP | None = None
         self.pulses: list[dict] = []
         self.n_rejected = 0  # pulses whose epoch did not enter the average (running count)
@@ -255,8 +268,19 @@ class TEPSession:
         self.after_stages(out, received_s=raw.received_s)
         return out
 
+    def _with_table_row(self, event: Event) -> Event:
+        """A pulse event with its row of the pulse table (every pulse the pipeline found, in
+        the order found: before the epochs and plug-ins see it)."""
+        if event.kind != EVENT_PULSE:
+            return event
+        info = self.pulse_table.lookup(self._n_table_pulses, event.sample / self.meta.sfreq)
+        self._n_table_pulses += 1
+        return replace(event, extra=with_info(event.extra, info))
+
     def after_stages(self, block: Block, received_s: float = math.nan) -> None:
         """Epochs and metrics from a processed block (the engine calls this as ``on_processed``)."""
+        if self.pulse_table is not None and block.events:
+            block = replace(block, events=[self._with_table_row(e) for e in block.events])
         for ev in block.events:
             if ev.kind == EVENT_MARKER:
                 self.markers.append((ev.sample, ev.label))
@@ -386,7 +410,7 @@ class TEPSession:
         tep = self.tep
         early = tep.single_trial_early_uv(epoch) if tep is not None else math.nan
         windows = tep.single_trial_window_means_uv(epoch) if tep is not None else {}
-        return {
+        row = {
             "pulse_index": len(self.pulses),
             "sample": int(epoch.sample),
             "time_s": float(epoch.sample / self.meta.sfreq),
@@ -406,6 +430,11 @@ class TEPSession:
                if self.stages.decay is not None else {}),
             **windows,
         }
+        # what the lab says about the pulse (intensity, coil position ...), after the columns
+        # tmseeg computes; a name that clashes with one of those gets an "info_" prefix
+        for key, value in pulse_info(epoch.event).items():
+            row[f"info_{key}" if key in row else key] = value
+        return row
 
     def live_offline_differences(self) -> list[str]:
         """Why this run's numbers may differ from ``tmseeg analyze`` of its recording (or the

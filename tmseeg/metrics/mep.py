@@ -21,6 +21,11 @@ Input-output curve
     :func:`fit_recruitment_curve` — least-squares Boltzmann sigmoid
     ``MEP(I) = MEPmax / (1 + exp((I50 - I) / k))`` (Devanne et al., 1997), returning I50, the
     slope parameter k and MEPmax, with standard errors.
+Hotspot map
+    :func:`hotspot_map` — a motor-mapping session (the coil moved over a grid of sites at one
+    intensity, each pulse's site from the navigation log): per site the median MEP and the
+    probability of an MEP, the hotspot (the site of the largest median MEP) and how sure that
+    is (the share of bootstrap resamples of each site's trials in which it is still the best).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import optimize, special, stats
 
+from tmseeg.pipeline.pulseinfo import pulse_info
 from tmseeg.utils import jsonable
 
 __all__ = [
@@ -233,7 +239,7 @@ class MEPTracker:
 
     columns = ("pulse_index", "sample", "intensity_pct", "mep_ptp_uv", "mep_latency_ms",
                "mep_present", "mep_pre_rms_uv", "mep_preinnervated", "mep_rejected",
-               "mep_reason")
+               "mep_reason", "mep_site")
 
     def __init__(self, channel: str | None = None, **measure_kw: Any) -> None:
         self.channel = channel
@@ -270,8 +276,8 @@ class MEPTracker:
         Parameters
         ----------
         epoch : Epoch, optional
-            A pulse-locked epoch holding the EMG channel; its event's ``extra["intensity_pct"]``
-            gives the intensity when ``intensity_pct`` is not passed.
+            A pulse-locked epoch holding the EMG channel; its pulse metadata's
+            ``intensity_pct`` (:mod:`tmseeg.pipeline.pulseinfo`) gives the intensity when ``intensity_pct`` is not passed.
         emg_uv, times_ms : ndarray, optional
             Alternatively the bare EMG trace and its time axis (ms from the pulse).
         intensity_pct : float, optional
@@ -286,20 +292,22 @@ class MEPTracker:
         if epoch is not None:
             emg_uv = self._pick(epoch)
             times_ms = epoch.times_ms
-            if intensity_pct is None:
-                intensity_pct = epoch.event.extra.get("intensity_pct")
+            if intensity_pct is None:  # the pulse's metadata (table, pattern, JSON marker)
+                intensity_pct = pulse_info(epoch.event).get(
+                    "intensity_pct", epoch.event.extra.get("intensity_pct"))
             if sample is None:
                 sample = int(epoch.sample)
         if emg_uv is None or times_ms is None:
             raise ValueError("MEPTracker.add: give an epoch, or emg_uv= and times_ms=.")
         m = measure_mep(emg_uv, times_ms, **self.measure_kw)
         inten = math.nan if intensity_pct is None else float(intensity_pct)
+        site = pulse_site(pulse_info(epoch.event)) if epoch is not None else ""
         self.rows.append({
             "pulse_index": len(self.rows), "sample": -1 if sample is None else int(sample),
             "intensity_pct": inten, "mep_ptp_uv": m.ptp_uv, "mep_latency_ms": m.latency_ms,
             "mep_present": m.present, "mep_pre_rms_uv": m.pre_rms_uv,
             "mep_preinnervated": m.preinnervated, "mep_rejected": m.rejected,
-            "mep_reason": m.reason})
+            "mep_reason": m.reason, "mep_site": site})
         if not m.rejected:
             self._acc.append(m.ptp_uv)
             self._sum += m.ptp_uv
@@ -719,6 +727,166 @@ def fit_recruitment_curve(
                             n_trials=int(i.size), warnings=warn)
 
 
+# ----------------------------------------------------------------------------------------------
+# Hotspot map
+
+#: pulse metadata naming the stimulated site: a label, else the coil position (mm)
+SITE_KEY = "site"
+COIL_POSITION_KEYS = (("coil_x_mm", "coil_y_mm", "coil_z_mm"), ("x_mm", "y_mm", "z_mm"))
+
+
+def pulse_site(info: dict) -> str:
+    """The site a pulse was given at, from its metadata: the ``site`` label, else its coil
+    position (``coil_x_mm``, ``coil_y_mm`` [, ``coil_z_mm``], or ``x_mm`` ...) as text
+    (:func:`position_sites` groups positions into sites); "" when neither is known."""
+    if info.get(SITE_KEY) not in (None, ""):
+        return str(info[SITE_KEY])
+    for keys in COIL_POSITION_KEYS:
+        xyz = [info.get(k) for k in keys]
+        if all(isinstance(v, float) and math.isfinite(v) for v in xyz[:2]):
+            return "@" + ",".join(repr(v) for v in xyz if isinstance(v, float)
+                                  and math.isfinite(v))
+    return ""
+
+
+def position_sites(sites: Sequence[str], spacing_mm: float = 5.0) -> list[str]:
+    """Coil positions (``"@x,y[,z]"`` from :func:`pulse_site`) grouped into sites.
+
+    A navigation log gives each pulse's measured position, scattered by a millimetre or two
+    around the intended grid point. In the order given, a position joins the site whose mean
+    position is nearest if that lies within 0.6 x the grid ``spacing_mm``, else it starts a
+    site; sites whose means are that close merge into the larger; then every position goes to
+    the nearest final mean (twice, so that early, less certain means do not decide). Each site is named by its mean position in whole mm.
+    Labels pass through unchanged."""
+    out = list(sites)
+    at = [i for i, t in enumerate(sites) if t.startswith("@")]
+    if not at:
+        return out
+    rows = [[float(v) for v in sites[i][1:].split(",")] for i in at]
+    dims = min(len(r) for r in rows)
+    xyz = np.array([r[:dims] for r in rows])
+    radius = 0.6 * spacing_mm
+    sums: list[np.ndarray] = []
+    counts: list[int] = []
+    for x in xyz:  # leader clustering on running means
+        if sums:
+            d = np.linalg.norm(np.array(sums) / np.array(counts)[:, None] - x, axis=1)
+            j = int(d.argmin())
+            if d[j] <= radius:
+                sums[j] = sums[j] + x
+                counts[j] += 1
+                continue
+        sums.append(x.copy())
+        counts.append(1)
+    centres = np.array(sums) / np.array(counts)[:, None]
+    keep: list[int] = []  # a stray early position's own site merges into a nearby larger one
+    for j in np.argsort(counts, kind="stable")[::-1]:
+        if all(np.linalg.norm(centres[j] - centres[k]) > radius for k in keep):
+            keep.append(int(j))
+    centres = centres[keep]
+    for _ in range(2):  # each position to the nearest final mean
+        label = np.linalg.norm(xyz[:, None, :] - centres[None], axis=2).argmin(axis=1)
+        centres = np.array([xyz[label == j].mean(axis=0) for j in np.unique(label)])
+    label = np.linalg.norm(xyz[:, None, :] - centres[None], axis=2).argmin(axis=1)
+    for i, j in zip(at, label):
+        out[i] = ",".join(f"{v:.0f}" for v in centres[j])
+    return out
+
+
+@dataclass
+class HotspotMap:
+    """Result of :func:`hotspot_map`.
+
+    Attributes
+    ----------
+    sites : list of dict
+        Per site: ``site``, ``n_trials``, ``median_ptp_uv``, ``mean_ptp_uv``,
+        ``mep_probability`` (share of trials with an MEP >= the criterion) and
+        ``p_best`` (share of bootstrap resamples in which it has the largest median).
+    hotspot : str
+        The site with the largest median MEP.
+    p_best : float
+        ``p_best`` of the hotspot: how sure the choice is (low: map more densely there or
+        give more pulses per site).
+    warnings : list of str
+    """
+
+    sites: list[dict]
+    hotspot: str
+    p_best: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def hotspot_map(sites: Sequence[str], ptp_uv: Sequence[float] | np.ndarray,
+                criterion_uv: float = 50.0, n_boot: int = 2000, seed: int = 0,
+                min_trials: int = 3) -> HotspotMap:
+    """The motor hotspot from trials given at several sites (one intensity).
+
+    Parameters
+    ----------
+    sites : sequence of str
+        The site of each accepted trial: a label, or a coil position from :func:`pulse_site`
+        (grouped by :func:`position_sites`).
+    ptp_uv : array-like
+        Its MEP peak-to-peak amplitude (trials without an MEP included).
+    criterion_uv : float
+        An MEP is a response of at least this (for the probability).
+    n_boot : int
+        Bootstrap resamples (each site's trials resampled with replacement) for ``p_best``.
+    seed : int
+        Of the bootstrap (the result is reproducible).
+    min_trials : int
+        Sites with fewer trials are listed but cannot be the hotspot (warning).
+
+    Raises
+    ------
+    ValueError
+        Fewer than two sites with ``min_trials`` trials.
+    """
+    a = np.asarray(ptp_uv, dtype=float)
+    labels = position_sites([str(x) for x in sites])
+    if len(labels) != a.size:
+        raise ValueError(f"hotspot_map: {len(labels)} sites and {a.size} amplitudes must pair up "
+                         "one to one.")
+    keep = np.isfinite(a) & np.array([bool(x) for x in labels])
+    groups: dict[str, np.ndarray] = {}
+    for lab in dict.fromkeys(np.array(labels, dtype=object)[keep]):
+        groups[lab] = a[keep & (np.array(labels, dtype=object) == lab)]
+    usable = [k for k, v in groups.items() if v.size >= min_trials]
+    if len(usable) < 2:
+        raise ValueError(f"hotspot_map: {len(usable)} site(s) with >= {min_trials} trials; a map "
+                         "needs at least two (give each pulse its site or coil position).")
+    rng = np.random.default_rng(seed)
+    boot = np.empty((n_boot, len(usable)))
+    for j, k in enumerate(usable):
+        v = groups[k]
+        boot[:, j] = np.median(v[rng.integers(0, v.size, (n_boot, v.size))], axis=1)
+    wins = np.bincount(boot.argmax(axis=1), minlength=len(usable)) / n_boot
+    table = []
+    for k, v in groups.items():
+        j = usable.index(k) if k in usable else None
+        table.append({"site": k, "n_trials": int(v.size), "median_ptp_uv": float(np.median(v)),
+                      "mean_ptp_uv": float(np.mean(v)),
+                      "mep_probability": float(np.mean(v >= criterion_uv)),
+                      "p_best": float(wins[j]) if j is not None else 0.0})
+    best = max((r for r in table if r["site"] in usable), key=lambda r: r["median_ptp_uv"])
+    warn = []
+    few = [k for k in groups if k not in usable]
+    if few:
+        warn.append(f"{len(few)} site(s) with fewer than {min_trials} trials cannot be the "
+                    f"hotspot: {few[:5]}")
+    if best["p_best"] < 0.8:
+        warn.append(f"the hotspot {best['site']!r} is the best site in only "
+                    f"{100 * best['p_best']:.0f} % of bootstrap resamples: give more pulses "
+                    "per site or map more densely around it")
+    return HotspotMap(sites=table, hotspot=str(best["site"]), p_best=float(best["p_best"]),
+                      warnings=warn)
+
+
 # -- session plug-in (tmseeg.metrics.base) -----------------------------------------------------
 
 CONFIG_TOML = """\
@@ -782,10 +950,12 @@ class MEPMetric:
         return out
 
     def _thresholds(self) -> dict[str, Any]:
-        """Motor threshold when intensities varied (a threshold hunt or recruitment curve)."""
+        """Motor threshold and recruitment curve when intensities varied (a threshold hunt, an
+        I/O curve); the hotspot when pulses were given at several sites (a motor map)."""
+        out = self._hotspot()
         inten, ptp = self.tracker.pairs()
         if inten.size < 10 or np.unique(inten).size < 3:
-            return {"motor_threshold": None}
+            return {"motor_threshold": None, **out}
         crit = self.cfg["criterion_uv"]
         out: dict[str, Any] = {}
         try:
@@ -798,7 +968,23 @@ class MEPMetric:
         rf = motor_threshold_relative_frequency(inten, ptp, criterion_uv=crit)
         out["motor_threshold_rf_pct"] = jsonable(rf.mt_pct)
         out["motor_threshold_rf_warnings"] = list(rf.warnings)
+        try:
+            out["recruitment_curve"] = jsonable(fit_recruitment_curve(inten, ptp).to_dict())
+        except (ValueError, RuntimeError) as err:  # too few levels, or no convergence
+            out["recruitment_curve"] = None
+            out["recruitment_curve_note"] = str(err)
         return out
+
+    def _hotspot(self) -> dict[str, Any]:
+        rows = [r for r in self.tracker.rows if not r["mep_rejected"] and r["mep_site"]]
+        if len({r["mep_site"] for r in rows}) < 2:
+            return {}
+        try:
+            hs = hotspot_map([r["mep_site"] for r in rows], [r["mep_ptp_uv"] for r in rows],
+                             criterion_uv=self.cfg["criterion_uv"])
+        except ValueError as err:
+            return {"hotspot": None, "hotspot_note": str(err)}
+        return {"hotspot": jsonable(hs.to_dict())}
 
     def report(self, report, session) -> None:
         """MEP amplitudes over pulses (and against intensity when it varied)."""
@@ -822,6 +1008,20 @@ class MEPMetric:
         fig.tight_layout()
         report.add_figure(fig, title=f"MEPs ({self.channel})", section="MEP")
         plt.close(fig)
+        hs = self._thresholds().get("hotspot")
+        if hs:  # a motor map: median MEP per site, the hotspot marked
+            sites = sorted(hs["sites"], key=lambda r: -r["median_ptp_uv"])[:40]
+            fig, ax = plt.subplots(figsize=(max(5.0, 0.3 * len(sites) + 2), 3.5))
+            ax.bar(range(len(sites)), [r["median_ptp_uv"] for r in sites],
+                   color=["C3" if r["site"] == hs["hotspot"] else "C0" for r in sites])
+            ax.set_xticks(range(len(sites)), [r["site"] for r in sites], rotation=90, fontsize=7)
+            ax.axhline(self.cfg["criterion_uv"], color="k", ls="--", lw=0.8)
+            ax.set_ylabel("median MEP (µV)")
+            ax.set_title(f"hotspot {hs['hotspot']} (best in {100 * hs['p_best']:.0f} % of "
+                         "bootstrap resamples)", fontsize=9)
+            fig.tight_layout()
+            report.add_figure(fig, title=f"Motor map ({self.channel})", section="MEP")
+            plt.close(fig)
 
 
 def make_metric(cfg: dict, session) -> MEPMetric | None:

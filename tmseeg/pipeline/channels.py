@@ -614,6 +614,89 @@ def tidy_meta(meta: StreamMeta, montage: str = "auto") -> StreamMeta:
     return without_unplaced_eeg(meta, montage)
 
 
+#: channel types ``[channels] types`` / ``--channel-types`` may give
+CHANNEL_TYPES = ("eeg", "emg", "eog", "ecg", "misc", "stim")
+
+
+def parse_channel_types(text: str) -> dict[str, str]:
+    """``"FDI=emg,APB=emg,Aux1=misc"`` (the ``--channel-types`` option) as a dict."""
+    out: dict[str, str] = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, sep, kind = item.partition("=")
+        if not sep or not name.strip() or not kind.strip():
+            raise ValueError(f"--channel-types: {item!r} is not NAME=TYPE (e.g. "
+                             f"'FDI=emg,VEOG=eog'; types: {', '.join(CHANNEL_TYPES)})")
+        out[name.strip()] = kind.strip().lower()
+    return out
+
+
+def with_channel_types(meta: StreamMeta, types: Mapping[str, str],
+                       montage: str = "auto") -> StreamMeta:
+    """``meta`` with the channel types the user gave (``[channels] types``), by name.
+
+    Names match case-insensitively, the channel's name as tidied or as the file or stream gave
+    it. A name the stream does not have, or a type tmseeg does not know, is an error naming
+    it and the channels there are (a typo must not silently leave an EMG channel in the EEG).
+    A channel typed ``eeg`` that has no electrode position becomes ``misc`` as in
+    :func:`without_unplaced_eeg`.
+    """
+    if not types:
+        return meta
+    lookup: dict[str, int] = {}
+    for names in (meta.original_names or (), meta.ch_names):
+        for i, n in enumerate(names):
+            lookup[str(n).lower()] = i
+    new = list(meta.ch_types)
+    missing = []
+    for name, kind in types.items():
+        if kind not in CHANNEL_TYPES:
+            raise ValueError(f"channel type {kind!r} for {name!r} is not one of "
+                             f"{', '.join(CHANNEL_TYPES)}")
+        i = lookup.get(str(name).lower())
+        if i is None:
+            missing.append(name)
+            continue
+        new[i] = kind
+    if missing:
+        shown = ", ".join(meta.ch_names[:12]) + (" ..." if meta.n_channels > 12 else "")
+        where = meta.name or "the stream"
+        raise ValueError(f"channel types were given for {missing}, which {where} does not "
+                         f"have (channels: {shown}); fix the names in [channels] types / "
+                         "--channel-types")
+    changed = {meta.ch_names[i]: f"{old}->{t}" for i, (old, t) in
+               enumerate(zip(meta.ch_types, new)) if old != t}
+    if not changed:
+        return meta
+    log.info("%s: channel types as configured: %s", meta.name or "stream", changed)
+    return without_unplaced_eeg(dataclasses.replace(meta, ch_types=tuple(new)), montage)
+
+
+class ChannelTypes:
+    """First stage of a chain when the user gave channel types: every block leaves with the
+    retyped ``meta`` (:func:`with_channel_types`), live and offline alike."""
+
+    name = "channel_types"
+
+    def __init__(self, meta: StreamMeta) -> None:
+        self.meta = meta
+
+    def process(self, block: Block) -> Block:
+        if block.meta is self.meta:
+            return block
+        if tuple(block.meta.ch_names) != tuple(self.meta.ch_names):
+            raise ValueError(f"channel types were set for {self.meta.name!r}'s channels, but "
+                             f"a block of {block.meta.name!r} came")
+        return dataclasses.replace(block, meta=self.meta)
+
+    def flush(self) -> Block | None:
+        return None
+
+    def reset(self) -> None:
+        return None
+
+
 def without_unplaced_eeg(meta: StreamMeta, montage: str = "auto") -> StreamMeta:
     """``meta`` with EEG channels that have no electrode position typed ``misc``, said once.
 

@@ -34,10 +34,25 @@ correct_marker_lag = true
 # artifact no marker names (a paired pulse's conditioning pulse) is cut but gets no epoch.
 # Costs a constant 60 ms delay of the processed stream. false: markers as they are.
 check_markers = true
+# per-pulse metadata (intensity_pct, coil position, condition ...) from a CSV file: joined to
+# the pulses by time when it has a time_s column (s from the recording's start, nearest within
+# table_tolerance_ms), else in order (row n = the n-th pulse found, as a stimulator logs them:
+# a paired pulse's conditioning pulse takes a row, though only the pair has one in
+# pulses.csv). Its columns go into
+# pulses.csv, the metrics stream and the plug-ins (intensity_pct -> motor threshold).
+# Named groups of the pattern do the same from the marker text: "TMS/(?P<intensity_pct>\\d+)".
+table = ""
+table_tolerance_ms = 50.0
 trigger_channel = ""        # for source = "trigger"
 data_channels = []          # for source = "data"; [] = all EEG channels
 data_threshold_uv_per_ms = 0.0   # 0 = automatic (robust, 20 x MAD of the derivative)
 refractory_ms = 1.0
+
+[channels]
+# channel types by name, for files that store none (BrainVision, EDF) and streams that send
+# none, where the name does not say it (EMG*, FDI, APB, EOG, ECG ... are typed by name):
+# e.g. types = { Aux1 = "emg", Aux2 = "misc" }; --channel-types Aux1=emg,Aux2=misc
+types = {}
 
 [coil]
 # the region of interest for LMFP / ROI TEP; [] = the coil site found from the pulse
@@ -218,7 +233,7 @@ DEFAULT_CONFIG_TOML = _with_plugins(DEFAULT_CONFIG_TOML)
 DEFAULT_CONFIG: dict[str, Any] = tomllib.loads(DEFAULT_CONFIG_TOML)
 
 #: sections whose keys are free (user-named), not checked against the defaults
-_FREE_SECTIONS = {("tep", "peak_windows_ms"), ("connectivity", "bands_hz"),
+_FREE_SECTIONS = {("channels", "types"), ("tep", "peak_windows_ms"), ("connectivity", "bands_hz"),
                   ("connectivity", "regions")}
 
 
@@ -238,7 +253,9 @@ def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"configuration key {'.'.join(here)!r} must be a table")
-            if here in _FREE_SECTIONS:  # user-named keys (e.g. extra TEP peaks)
+            if here == ("channels", "types"):  # a file's types, then the command line's
+                out[key] = {**base[key], **copy.deepcopy(value)}
+            elif here in _FREE_SECTIONS:  # user-named keys (e.g. extra TEP peaks)
                 out[key] = copy.deepcopy(value)
             else:
                 out[key] = _merge(base[key], value, here)
@@ -313,6 +330,14 @@ def _validate(cfg: dict) -> None:
     if cfg["decay"]["method"] not in ("average", "average_curve", "average_gain"):
         raise ConfigError(f"decay.method must be average_gain, average_curve or average, "
                           f"got {cfg['decay']['method']!r}")
+    if cfg["decay"]["fit_reference"] not in ("median", "recorded"):
+        raise ConfigError(f"decay.fit_reference must be median or recorded, got "
+                          f"{cfg['decay']['fit_reference']!r}")
+    from tmseeg.pipeline.channels import CHANNEL_TYPES
+    for name, kind in cfg["channels"]["types"].items():
+        if kind not in CHANNEL_TYPES:
+            raise ConfigError(f"channels.types: {name} = {kind!r} is not one of "
+                              f"{', '.join(CHANNEL_TYPES)}")
     if cfg["filter"]["epoch_pad_ms"] < 0:
         raise ConfigError("filter.epoch_pad_ms must be >= 0")
     if cfg["reference"]["type"] not in ("average", "none"):

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tmseeg.pipeline.base import StatelessStage, empty_block_like, ms_to_samples
+from tmseeg.pipeline.pulseinfo import pattern_fields, with_info
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
 
 try:  # one pattern for file reading and live markers
@@ -188,12 +189,15 @@ def labels_at_pulses(markers: Sequence[tuple[int, str]], pulse_samples: Sequence
     return sorted(out, key=lambda d: -d["n_at_pulses"])
 
 
-def marker_pulse(marker: Event, shift: int, shift_s: float) -> Event:
+def marker_pulse(marker: Event, shift: int, shift_s: float,
+                 info: Mapping[str, object] | None = None) -> Event:
     """The pulse event a pulse marker stands for: moved by ``shift`` samples (``shift_s``
-    seconds on its time stamp), remembering where the marker was."""
+    seconds on its time stamp), remembering where the marker was, with ``info`` (the pulse
+    pattern's named groups) added to its metadata (:mod:`tmseeg.pipeline.pulseinfo`)."""
+    extra = with_info(marker.extra, info or {})
     return replace(marker, sample=marker.sample + shift, kind=EVENT_PULSE,
                    time_s=marker.time_s + shift_s,
-                   extra={**marker.extra, "source": "marker", "marker_sample": marker.sample})
+                   extra={**extra, "source": "marker", "marker_sample": marker.sample})
 
 
 class MarkerPulses(StatelessStage):
@@ -210,6 +214,9 @@ class MarkerPulses(StatelessStage):
     offset_ms : float
         Added to the marker time to get the pulse sample (negative when markers lag the pulse,
         e.g. ``-3.0`` for a stimulator whose marker is sent 3 ms after the pulse).
+
+    Named groups of the pattern become the pulse's metadata: ``TMS/(?P<intensity_pct>\\d+)``
+    on ``TMS/55`` gives ``intensity_pct = 55`` (:mod:`tmseeg.pipeline.pulseinfo`).
     """
 
     name = "marker_pulses"
@@ -234,6 +241,10 @@ class MarkerPulses(StatelessStage):
         """Whether a marker label is a pulse under this stage's pattern."""
         return self._re.search(label) is not None
 
+    def fields(self, label: str) -> dict:
+        """The pattern's named groups in ``label``, as pulse metadata."""
+        return pattern_fields(self._re.search(label))
+
     def process(self, block: Block) -> Block:
         """Return the block with pulse events added (see the class description)."""
         if not block.events:
@@ -241,8 +252,9 @@ class MarkerPulses(StatelessStage):
         shift = ms_to_samples(self.offset_ms, block.meta.sfreq)
         events = []
         for e in block.events:
-            if e.kind == EVENT_MARKER and self.matches(e.label):
-                e = marker_pulse(e, shift, self.offset_ms / 1000.0)
+            found = self._re.search(e.label) if e.kind == EVENT_MARKER else None
+            if found is not None:
+                e = marker_pulse(e, shift, self.offset_ms / 1000.0, pattern_fields(found))
                 self.n_matched += 1
             elif e.kind == EVENT_MARKER and not self.n_matched and len(self.unmatched) < 50:
                 self.unmatched[e.label] = self.unmatched.get(e.label, 0) + 1

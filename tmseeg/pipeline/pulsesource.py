@@ -343,7 +343,8 @@ class CheckedMarkerPulses:
             if self._is_pulse_marker(e) and self.mode in ("markers", "labels"):
                 self.n_marked += 1
                 offset = self._n(self.offset_ms)
-                out.append(marker_pulse(e, offset, offset / self._fs))
+                out.append(marker_pulse(e, offset, offset / self._fs,
+                                        self._markers.fields(str(e.label))))
             elif e.kind == EVENT_PULSE and e.extra.get("source") == "data":
                 if self.mode == "data":
                     out.append(e)

@@ -104,6 +104,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     # (tmseeg.pipeline.pulsesource): what it decided and found is said here
     source = session.stages.pulse_source
     warnings = source.messages() if source is not None else []
+    if session.pulse_table is not None:
+        warnings += session.pulse_table.messages()
     if not session.pulses:
         warnings.append(
             f"no TMS pulse found in {path.name} (pulse source {cfg['pulses']['source']!r}): "
@@ -153,6 +155,8 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         **({"pulse_source": session.stages.pulse_source.summary()}
            if session.stages.pulse_source is not None else {}),
         "live_offline_differences": session.live_offline_differences(),
+        **({"pulse_table": session.pulse_table.summary()}
+           if session.pulse_table is not None else {}),
         **({"cut_window": session.stages.cut_window.summary()}
            if session.stages.cut_window is not None else {}),
         **({"decay_effect": decay_effect(session)} if session.stages.decay is not None else {}),

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tmseeg.pipeline.channels import tidy_meta
+from tmseeg.pipeline.pulseinfo import info_value, with_info
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, Block, Event, StreamMeta
 
 log = logging.getLogger(__name__)
@@ -442,7 +443,11 @@ class MarkerInlet:
 
     String markers are used as they are. Numeric marker streams (trigger boxes and stimulator
     bridges often send int32 codes) are accepted too: the first channel's value becomes the
-    label, e.g. ``"1"`` (match it with a pulse pattern such as ``^1$``).
+    label, e.g. ``"1"`` (match it with a pulse pattern such as ``^1$``). A numeric stream of
+    several named channels is one-hot: each non-zero channel in a sample is a marker labelled
+    with the channel's name. That is how mne-lsl's ``PlayerLSL`` sends a recording's
+    annotations (a stream ``<name>-annotations`` of type ``annotations``, one channel per
+    description, the annotation's duration or -1 as the value).
     """
 
     def __init__(self, info) -> None:
@@ -454,16 +459,34 @@ class MarkerInlet:
         self._inlet = pylsl.StreamInlet(info, max_buflen=360, recover=True,
                                         processing_flags=pylsl.proc_clocksync)
         self._inlet.open_stream(timeout=5.0)
+        self._one_hot: list[str] | None = None
+        if info.channel_count() > 1 and info.channel_format() != pylsl.cf_string:
+            full = self._inlet.info(timeout=5.0)
+            self._one_hot = _channel_labels(full) or [str(i) for i in
+                                                      range(info.channel_count())]
 
     def pull(self) -> list[tuple[str, float]]:
         try:
             samples, ts = self._inlet.pull_chunk(timeout=0.0, max_samples=256)
         except lost_error(self._pylsl):
             return []
-        return [(marker_label(s[0]), float(t)) for s, t in zip(samples, ts)]
+        if self._one_hot is None:
+            return [(marker_label(s[0]), float(t)) for s, t in zip(samples, ts)]
+        return [(self._one_hot[i], float(t)) for s, t in zip(samples, ts)
+                for i, v in enumerate(s) if v != 0 and i < len(self._one_hot)]
 
     def close(self) -> None:
         self._inlet.close_stream()
+
+
+def _channel_labels(info) -> list[str]:
+    """The channel labels of a stream's description (empty if it has none)."""
+    out = []
+    ch = info.desc().child("channels").child("channel")
+    while not ch.empty():
+        out.append(ch.child_value("label"))
+        ch = ch.next_sibling()
+    return out if len(out) == info.channel_count() and all(out) else []
 
 
 def parse_marker(label: str) -> tuple[str, dict]:
@@ -475,7 +498,13 @@ def parse_marker(label: str) -> tuple[str, dict]:
         except ValueError:
             return text, {}
         if isinstance(payload, dict):
-            return str(payload.get("label", payload.get("event", text))), payload
+            # every other key is what the sender knows about the pulse (intensity, coil
+            # position, condition): the pulse's metadata (tmseeg.pipeline.pulseinfo)
+            info = {k: info_value(v) for k, v in payload.items()
+                    if k not in ("label", "event") and isinstance(v, (str, int, float))
+                    and not isinstance(v, bool)}
+            return (str(payload.get("label", payload.get("event", text))),
+                    with_info(payload, info))
     return text, {}
 
 
@@ -505,16 +534,23 @@ class LSLSource:
         self._pending: list[tuple[str, float, dict]] = []
 
     @classmethod
-    def resolve(cls, name: str | None = None, stype: str = "EEG", source_id: str | None = None,
+    def resolve(cls, name: str | None = None, stype: str | None = None,
+                source_id: str | None = None,
                 marker_name: str | None = None, marker_type: str = "Markers",
                 with_markers: bool = True, timeout_s: float = 5.0,
                 marker_timeout_s: float = 2.0) -> "LSLSource":
         """Find the EEG stream and (optionally) a marker stream and open both.
 
+        The EEG stream is the one named ``name`` (or with ``source_id``) whatever its type
+        (mne-lsl's ``PlayerLSL`` gives a file with EEG and EMG channels no type), else any
+        stream of type ``stype`` (default ``EEG``).
+
         When no marker name is given, a marker stream whose name starts with the EEG stream's
         name is preferred (``<eeg>-markers``), else any ``Markers`` stream that is not an
         engine output (``tmseeg-triggers``, ``tmseeg-metrics``).
         """
+        if stype is None and name is None and source_id is None:
+            stype = "EEG"
         eeg_info = resolve_stream(name=name, stype=stype, source_id=source_id,
                                   timeout_s=timeout_s)
         marker_inlet = None
@@ -576,10 +612,13 @@ def _pick_marker_stream(eeg_name: str, marker_type: str, timeout_s: float):
     pylsl = _pylsl()
     deadline = time.monotonic() + timeout_s
     while True:
-        found = [s for s in pylsl.resolve_streams(wait_time=0.3)
-                 if s.type().lower() == marker_type.lower()
-                 and s.name() not in ENGINE_OUTPUT_STREAMS]
-        own = [s for s in found if s.name().startswith(eeg_name)]
+        streams = [s for s in pylsl.resolve_streams(wait_time=0.3)
+                   if s.name() not in ENGINE_OUTPUT_STREAMS]
+        found = [s for s in streams if s.type().lower() == marker_type.lower()]
+        # the EEG's own: "<eeg>-markers", or mne-lsl PlayerLSL's "<eeg>-annotations"
+        own = [s for s in found if s.name().startswith(eeg_name)] + [
+            s for s in streams if s.type().lower() == "annotations"
+            and s.name().startswith(eeg_name) and s.name() != eeg_name]
         if own:
             return own[0]
         if found and time.monotonic() >= deadline:

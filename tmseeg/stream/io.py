@@ -25,9 +25,10 @@ what is wrong with it, and what to do.
 """
 from __future__ import annotations
 
+import logging
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +37,9 @@ import numpy as np
 
 from tmseeg.pipeline.channels import tidy_meta
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
-from tmseeg.stream.inlet import UNIT_SCALE_TO_UV
+from tmseeg.stream.inlet import UNIT_SCALE_TO_UV, parse_marker
+
+log = logging.getLogger(__name__)
 
 #: Regular expression (matched case-insensitively with :func:`re.search`) that decides which
 #: marker labels are TMS pulses. It covers what labs commonly write:
@@ -364,6 +367,10 @@ _XDF_TYPES = {
 }
 
 
+#: XDF stream types whose regularly sampled channels join the EEG stream's as extra channels
+_XDF_AUX_TYPES = ("emg", "eog", "ecg", "exg", "aux", "misc", "bipolar")
+
+
 def _first(d: dict, key: str, default=None):
     v = d.get(key) if isinstance(d, dict) else None
     if isinstance(v, list):
@@ -427,8 +434,67 @@ def _read_xdf(path: Path, pattern: re.Pattern, stream_name: str | None) -> Recor
         )
     x = np.asarray(eeg["time_series"], dtype=np.float64).T  # (n_channels, n_samples)
     ts = np.asarray(eeg["time_stamps"], dtype=np.float64)
-    n_ch = x.shape[0]
-    desc = _first(eeg["info"], "desc") or {}
+    names, types, scales, explicit = _xdf_channels(eeg, path)
+    types = _fix_types(names, types, explicit=explicit)
+    data_uv = x * np.asarray(scales)[:, None]
+    merged = []
+    for s in numeric:  # a separate EMG amplifier (or EOG/ECG/aux box) on its own stream
+        if s is eeg or info(s, "type").lower() not in _XDF_AUX_TYPES:
+            continue
+        rate = float(info(s, "nominal_srate", "0") or 0)
+        if not rate > 0:
+            continue
+        a_names, a_types, a_scales, a_explicit = _xdf_channels(s, path)
+        a_types = _fix_types(a_names, [t if t != "eeg" else "misc" for t in a_types],
+                             explicit=a_explicit)
+        a_names = [n if n not in names else f"{info(s, 'name')}:{n}" for n in a_names]
+        values = (np.asarray(s["time_series"], dtype=np.float64).T
+                  * np.asarray(a_scales)[:, None])
+        data_uv = np.vstack([data_uv, _on_grid(values, np.asarray(s["time_stamps"], float),
+                                               rate, ts, sfreq, info(s, "name"), path)])
+        names += a_names
+        types += a_types
+        merged.append(info(s, "name"))
+    if merged:
+        log.info("%s: stream(s) %s added to %r as channels, resampled onto its samples by "
+                 "their time stamps", path.name, merged, info(eeg, "name"))
+
+    events: list[Event] = []
+    half = 0.5 / sfreq
+    for s in streams:
+        if s is eeg or len(s["time_stamps"]) == 0:
+            continue
+        is_marker = info(s, "type").lower() == "markers" or info(s, "channel_format").lower() == "string"
+        if not is_marker:
+            continue
+        for t, value in zip(np.asarray(s["time_stamps"], dtype=float), s["time_series"]):
+            if t < ts[0] - half or t > ts[-1] + half:
+                continue  # a marker outside the EEG recording has no sample
+            sample = int(np.clip(np.round((t - ts[0]) * sfreq), 0, len(ts) - 1))
+            # nearest actual timestamp (robust to a clock that is not exactly nominal)
+            j = int(np.searchsorted(ts, t))
+            cands = [k for k in (j - 1, j) if 0 <= k < len(ts)]
+            sample = min(cands, key=lambda k: abs(ts[k] - t)) if cands else sample
+            label = value[0] if isinstance(value, (list, tuple, np.ndarray)) else value
+            text, extra = parse_marker(str(label))  # JSON markers carry pulse metadata
+            event = _make_event(int(sample), text, pattern, 0, time_s=float(t))
+            events.append(replace(event, extra=extra) if extra else event)
+    meta = StreamMeta(
+        ch_names=tuple(names), sfreq=sfreq, ch_types=tuple(types), name=path.name,
+        source_id=info(eeg, "source_id"),
+    )
+    meas_date = _xdf_date(header)
+    return Recording(
+        data_uv=np.ascontiguousarray(data_uv), meta=meta, events=events,
+        meas_date=meas_date, t0_s=float(ts[0]), path=path,
+    )
+
+
+def _xdf_channels(stream: dict, path: Path) -> tuple[list[str], list[str], list[float], bool]:
+    """Names, MNE types and to-µV scales of an XDF stream's channels (from its description),
+    and whether every channel had a type."""
+    n_ch = len(stream["time_series"][0]) if len(stream["time_series"]) else 0
+    desc = _first(stream["info"], "desc") or {}
     chans = _first(desc, "channels") or {}
     ch_list = chans.get("channel", []) if isinstance(chans, dict) else []
     names, types, scales, explicit = [], [], [], True
@@ -451,36 +517,27 @@ def _read_xdf(path: Path, pattern: re.Pattern, stream_name: str | None) -> Recor
             scales.append(UNIT_SCALE_TO_UV.get(unit, 1.0))
         else:
             scales.append(1.0)
-    types = _fix_types(names, types, explicit=explicit)
-    data_uv = x * np.asarray(scales)[:, None]
+    return names, types, scales, explicit
 
-    events: list[Event] = []
-    half = 0.5 / sfreq
-    for s in streams:
-        if s is eeg or len(s["time_stamps"]) == 0:
-            continue
-        is_marker = info(s, "type").lower() == "markers" or info(s, "channel_format").lower() == "string"
-        if not is_marker:
-            continue
-        for t, value in zip(np.asarray(s["time_stamps"], dtype=float), s["time_series"]):
-            if t < ts[0] - half or t > ts[-1] + half:
-                continue  # a marker outside the EEG recording has no sample
-            sample = int(np.clip(np.round((t - ts[0]) * sfreq), 0, len(ts) - 1))
-            # nearest actual timestamp (robust to a clock that is not exactly nominal)
-            j = int(np.searchsorted(ts, t))
-            cands = [k for k in (j - 1, j) if 0 <= k < len(ts)]
-            sample = min(cands, key=lambda k: abs(ts[k] - t)) if cands else sample
-            label = value[0] if isinstance(value, (list, tuple, np.ndarray)) else value
-            events.append(_make_event(int(sample), str(label), pattern, 0, time_s=float(t)))
-    meta = StreamMeta(
-        ch_names=tuple(names), sfreq=sfreq, ch_types=tuple(types), name=path.name,
-        source_id=info(eeg, "source_id"),
-    )
-    meas_date = _xdf_date(header)
-    return Recording(
-        data_uv=np.ascontiguousarray(data_uv), meta=meta, events=events,
-        meas_date=meas_date, t0_s=float(ts[0]), path=path,
-    )
+
+def _on_grid(values: np.ndarray, times_s: np.ndarray, rate_hz: float, grid_s: np.ndarray,
+             grid_rate_hz: float, name: str, path: Path) -> np.ndarray:
+    """Another stream's samples at the EEG's sample times (both on the recording's common
+    clock, as pyxdf gives them): low-passed at 0.45 x the EEG rate first when it is faster
+    (no aliasing), then interpolated linearly. Outside the stream's own span its first or
+    last value is held, with a warning."""
+    from scipy import signal
+
+    order = np.argsort(times_s, kind="stable")
+    times_s, values = times_s[order], values[:, order]
+    if rate_hz > 1.1 * grid_rate_hz and values.shape[1] > 30:
+        sos = signal.butter(4, 0.45 * grid_rate_hz, fs=rate_hz, output="sos")
+        values = signal.sosfiltfilt(sos, values, axis=1)
+    covered = (grid_s >= times_s[0] - 0.5 / rate_hz) & (grid_s <= times_s[-1] + 0.5 / rate_hz)
+    if not covered.all():
+        log.warning("%s: stream %r covers %.0f %% of the EEG recording; its first/last value is "
+                    "held outside", path.name, name, 100.0 * covered.mean())
+    return np.vstack([np.interp(grid_s, times_s, row) for row in values])
 
 
 def _xdf_date(header) -> datetime | None:

@@ -64,7 +64,7 @@ def is_bids_request(args) -> bool:
 
 def run_bids_analyze(args) -> int:
     """``tmseeg analyze BIDS_ROOT ...``: the batch; prints one line per session and totals."""
-    from tmseeg.cli import pulse_overrides
+    from tmseeg.cli import input_overrides
     from tmseeg.study.batch import run_batch
 
     roi = args.roi.split(",") if args.roi else None
@@ -73,7 +73,7 @@ def run_bids_analyze(args) -> int:
                     roi=roi, n_jobs=args.jobs, scheduler=args.scheduler, force=args.force,
                     report=not args.no_report, group_report=not args.no_group_report,
                     progress=not args.no_progress, out_root=args.out,
-                    overrides=pulse_overrides(args))
+                    overrides=input_overrides(args))
     for r in res.results:
         ent = " ".join(f"{k}={v}" for k, v in r.entities.items() if v)
         print(f"{r.status:8s} {ent}: {r.message}")
@@ -123,12 +123,12 @@ def finish_bids_record(args, vhdr: Path | None = None, analyze: bool = False):
                               ("schedule", args.stim_protocol)) if v is not None}
     pulses, coil, roi = None, None, None
     if analyze:
-        from tmseeg.cli import pulse_overrides
+        from tmseeg.cli import input_overrides
         from tmseeg.pipeline.config import load_config
         from tmseeg.report.analyze import analyze_file
         bp = bids_path_for(args.bids_root, args.subject, args.session, args.task, args.run)
         deriv = derivatives_root(args.bids_root)
-        overrides = pulse_overrides(args)  # the offline rerun uses what the live run used
+        overrides = input_overrides(args)  # the offline rerun uses what the live run used
         write_derivatives_description(deriv, load_config(getattr(args, "config", None),
                                                          overrides), args.bids_root)
         out = session_output_dir(deriv, bp)

@@ -1,0 +1,222 @@
+"""Per-pulse metadata (intensity, condition ...) and channel types given by the user, through
+``tmseeg analyze`` on BrainVision files the tests write: the motor threshold of a recording
+whose intensities live in a table or in the marker text, against the simulator's truth."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from tmseeg.cli import main as cli_main
+from tmseeg.metrics.mep import motor_threshold_ml
+from tmseeg.pipeline.channels import parse_channel_types
+from tmseeg.pipeline.pulseinfo import PulseTable, PulseTableError
+from tmseeg.report.analyze import analyze_file
+from tmseeg.sim.model import SimConfig, TMSEEGSimulator
+
+SF = 2000.0
+SPACING = 2000  # 1 s between pulses
+CHANNELS = ("F3", "Fz", "F4", "C3", "Cz", "C4", "P3", "Pz", "P4")
+
+
+@pytest.fixture(scope="module")
+def threshold_hunt(tmp_path_factory):
+    """70 pulses at intensities scattered around the simulated threshold (true 50 %-MEP
+    intensity 40.35 % MSO), EMG on a channel whose name says nothing ("Aux1"), written as
+    BrainVision twice: markers "TMS/<intensity>" and plain "TMS" markers."""
+    import pybv
+
+    rng = np.random.default_rng(7)
+    intens = np.round(rng.uniform(34.0, 48.0, 70) * 2) / 2
+    sim = TMSEEGSimulator(SimConfig(ch_names=CHANNELS, sfreq=SF, schedule="external",
+                                    blinks=False, alpha=False, mu=False, seed=7))
+    for k, inten in enumerate(intens):
+        sim.request_pulse(SPACING * (k + 1), intensity_pct=float(inten))
+    data, _ = sim.generate(SPACING * (len(intens) + 1))
+    names = list(CHANNELS) + ["Aux1"]
+    assert data.shape[0] == len(names)  # the EMG is the simulator's last channel
+    folder = tmp_path_factory.mktemp("hunt")
+    pulses = sim.truth.pulses
+    for stem, label in (("coded", lambda p: f"TMS/{p.intensity_pct:g}"),
+                        ("plain", lambda p: "TMS")):
+        pybv.write_brainvision(data=data * 1e-6, sfreq=SF, ch_names=names, fname_base=stem,
+                               folder_out=str(folder), unit="µV", resolution=0.01,
+                               events=[dict(onset=int(p.sample), description=label(p),
+                                            type="Comment") for p in pulses])
+    return folder, pulses
+
+
+def _mep_rows(out_dir):
+    with open(out_dir / "pulses.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_threshold(summary, rows, pulses):
+    """The threshold analyze reports is the ML fit of the true intensities and the MEPs it
+    measured, and close to the simulated one."""
+    assert [float(r["intensity_pct"]) for r in rows] == [p.intensity_pct for p in pulses]
+    mep = summary["metrics"]["mep"]
+    assert mep["channel"] == "Aux1"
+    amps = np.array([float(r["mep_ptp_uv"]) for r in rows])
+    expected = motor_threshold_ml([p.intensity_pct for p in pulses], amps).mt_pct
+    assert mep["motor_threshold_ml_pct"] == pytest.approx(expected, abs=0.3)
+    assert abs(mep["motor_threshold_ml_pct"] - 40.35) < 2.0, mep
+    assert mep["motor_threshold_rf_pct"] is not None or mep["motor_threshold_rf_warnings"]
+
+
+def test_intensity_from_the_marker_text_and_emg_typed_on_the_command_line(threshold_hunt,
+                                                                         tmp_path):
+    folder, pulses = threshold_hunt
+    out = tmp_path / "coded"
+    rc = cli_main(["analyze", str(folder / "coded.vhdr"), "--out", str(out), "--no-report",
+                   "--no-progress", "--channel-types", "Aux1=emg",
+                   "--pulse-pattern", r"TMS/(?P<intensity_pct>\d+(?:\.\d+)?)"])
+    assert rc in (0, None)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_pulses"] == len(pulses)
+    assert "Aux1" not in summary["roi"] and "Aux1" not in summary["bad_channels"]
+    _check_threshold(summary, _mep_rows(out), pulses)
+
+
+def test_intensity_from_a_table_joined_by_time_or_by_order(threshold_hunt, tmp_path):
+    folder, pulses = threshold_hunt
+    rng = np.random.default_rng(0)
+    by_time = tmp_path / "log.csv"  # a navigation log: its own clock, ~10 ms off, extra column
+    with open(by_time, "w", newline="") as fh:
+        w = csv.writer(fh, delimiter=";")
+        w.writerow(["time_s", "intensity_pct", "coil_x_mm"])
+        for p in pulses:
+            w.writerow([f"{p.sample / SF + rng.uniform(-0.01, 0.01):.4f}", p.intensity_pct,
+                        f"{rng.normal(-40, 2):.1f}"])
+        w.writerow([f"{pulses[-1].sample / SF + 0.5:.4f}", 99, 0])  # no pulse there
+    over = {"channels": {"types": {"aux1": "emg"}}}  # names match case-insensitively
+    summary = analyze_file(folder / "plain.vhdr", tmp_path / "t", progress=False, report=False,
+                           overrides={**over, "pulses": {"table": str(by_time)}})
+    rows = _mep_rows(tmp_path / "t")
+    _check_threshold(summary, rows, pulses)
+    assert all(r["coil_x_mm"] for r in rows)
+    assert summary["pulse_table"]["join"] == "time"
+    assert summary["pulse_table"]["rows_used"] == len(pulses)
+    assert any("1 of 71 rows met no pulse" in w for w in summary["warnings"])
+
+    in_order = tmp_path / "order.csv"  # a protocol sheet: one row per pulse, no times
+    in_order.write_text("intensity_pct,condition\n" + "".join(
+        f"{p.intensity_pct},{'sham' if k % 2 else 'active'}\n" for k, p in enumerate(pulses)))
+    summary = analyze_file(folder / "plain.vhdr", tmp_path / "o", progress=False, report=False,
+                           overrides={**over, "pulses": {"table": str(in_order)}})
+    rows = _mep_rows(tmp_path / "o")
+    _check_threshold(summary, rows, pulses)
+    assert [r["condition"] for r in rows[:3]] == ["active", "sham", "active"]
+    assert summary["pulse_table"]["join"] == "order" and not summary["warnings"]
+
+
+def test_without_intensities_there_is_no_threshold_and_the_emg_stays_out(threshold_hunt,
+                                                                        tmp_path, caplog):
+    """The same file with no metadata: no threshold (not a made-up one); and without the
+    channel type, Aux1 has no electrode position, so it is left out of the EEG (one warning)."""
+    folder, pulses = threshold_hunt
+    with caplog.at_level(logging.WARNING):
+        summary = analyze_file(folder / "plain.vhdr", tmp_path / "n", progress=False,
+                               report=False)
+    assert "mep" not in summary["metrics"]  # no EMG channel known
+    assert any("Aux1" in r.getMessage() and "no electrode position" in r.getMessage()
+               for r in caplog.records)
+    summary = analyze_file(folder / "plain.vhdr", tmp_path / "m", progress=False, report=False,
+                           overrides={"channels": {"types": {"Aux1": "emg"}}})
+    assert summary["metrics"]["mep"]["motor_threshold"] is None
+
+
+def test_bad_metadata_and_channel_types_are_named(tmp_path, threshold_hunt):
+    folder, _ = threshold_hunt
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time_s,intensity_pct\n1.0,40\n2.0\n")
+    with pytest.raises(PulseTableError, match="line 3: 1 cells for 2 columns"):
+        PulseTable(bad)
+    bad.write_text("time_s,intensity_pct\n1.0,40\nsoon,42\n")
+    with pytest.raises(PulseTableError, match="line 3, column 'time_s': 'soon'"):
+        PulseTable(bad)
+    with pytest.raises(PulseTableError, match="does not exist"):
+        PulseTable(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="NAME=TYPE"):
+        parse_channel_types("Aux1:emg")
+    with pytest.raises(ValueError, match=r"\['EMG2'\].*does not have"):
+        analyze_file(folder / "plain.vhdr", tmp_path / "x", progress=False, report=False,
+                     overrides={"channels": {"types": {"EMG2": "emg"}}})
+
+
+def test_live_replay_gives_the_same_threshold_and_metadata(threshold_hunt, tmp_path,
+                                                           live_replay):
+    """Channel types and the pattern's named groups act in the stages, so a live run of the
+    recording (over LSL) gives what the analysis of the file gives."""
+    from tmseeg.pipeline.config import load_config
+    from tmseeg.report.analyze import run_session
+    from tmseeg.stream.io import read_recording
+
+    folder, pulses = threshold_hunt
+    cfg = load_config(overrides={"channels": {"types": {"Aux1": "emg"}},
+                                 "pulses": {"pattern": r"TMS/(?P<intensity_pct>[\d.]+)"}})
+    live = live_replay(folder / "coded.vhdr", cfg, speed=10.0)
+    offline = run_session(read_recording(folder / "coded.vhdr"), cfg, keep_epochs=False)
+    assert live.meta.ch_types[-1] == offline.meta.ch_types[-1] == "emg"
+    lm, om = live.metrics_summary()["mep"], offline.metrics_summary()["mep"]
+    assert lm["motor_threshold_ml_pct"] == pytest.approx(om["motor_threshold_ml_pct"], abs=1e-6)
+    assert [r["intensity_pct"] for r in live.pulses] == [p.intensity_pct for p in pulses]
+
+
+def test_motor_map_from_a_navigation_log_finds_the_hotspot(tmp_path):
+    """A motor-mapping session: 5 sites x 12 pulses at one intensity, the coil position of
+    each pulse in a navigation log (measured, so it scatters ~1 mm around the grid point).
+    The site under which the simulator's MEP is largest is the hotspot, with a high bootstrap
+    share; per-site medians match the injected MEPs."""
+    import pybv
+
+    from tmseeg.metrics.mep import hotspot_map
+
+    # the simulator knows intensity, not position: a site's distance from the hotspot is an
+    # effective intensity (the field at the hand knob falls with distance)
+    grid = {(-40.0, 10.0): 50.0, (-35.0, 10.0): 47.0, (-45.0, 10.0): 46.0,
+            (-40.0, 15.0): 45.0, (-40.0, 5.0): 43.0}
+    rng = np.random.default_rng(3)
+    order = [site for site in grid for _ in range(12)]
+    rng.shuffle(order)
+    sim = TMSEEGSimulator(SimConfig(ch_names=CHANNELS, sfreq=SF, schedule="external",
+                                    blinks=False, alpha=False, mu=False, seed=11))
+    for k, site in enumerate(order):
+        sim.request_pulse(SPACING * (k + 1), intensity_pct=grid[site])
+    data, _ = sim.generate(SPACING * (len(order) + 1))
+    names = list(CHANNELS) + ["FDI"]
+    pybv.write_brainvision(data=data * 1e-6, sfreq=SF, ch_names=names, fname_base="map",
+                           folder_out=str(tmp_path), unit="µV", resolution=0.01,
+                           events=[dict(onset=int(p.sample), description="TMS", type="Comment")
+                                   for p in sim.truth.pulses])
+    log_csv = tmp_path / "navigation.csv"
+    with open(log_csv, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time_s", "coil_x_mm", "coil_y_mm", "coil_z_mm"])
+        for p, (x, y) in zip(sim.truth.pulses, order):
+            w.writerow([p.sample / SF, x + rng.normal(0, 0.8), y + rng.normal(0, 0.8),
+                        62.0 + rng.normal(0, 0.8)])
+    summary = analyze_file(tmp_path / "map.vhdr", tmp_path / "out", progress=False,
+                           overrides={"pulses": {"table": str(log_csv)}})
+    hs = summary["metrics"]["mep"]["hotspot"]
+
+    def grid_point(label):  # a site is named by its first measured position, in whole mm
+        x, y = (float(v) for v in label.split(",")[:2])
+        return min(grid, key=lambda g: np.hypot(g[0] - x, g[1] - y))
+
+    assert grid_point(hs["hotspot"]) == (-40.0, 10.0) and hs["p_best"] > 0.8, hs
+    truth = {}
+    for p, site in zip(sim.truth.pulses, order):
+        truth.setdefault(site, []).append(p.mep_ptp_uv)
+    assert sorted(grid_point(r["site"]) for r in hs["sites"]) == sorted(grid)
+    for row in hs["sites"]:
+        assert row["n_trials"] == 12
+        assert row["median_ptp_uv"] == pytest.approx(np.median(truth[grid_point(row["site"])]),
+                                                     rel=0.1, abs=15.0)
+    assert "Motor map" in (tmp_path / "out" / "report.html").read_text()
+    # too few sites is an error that says what a map needs
+    with pytest.raises(ValueError, match="at least two"):
+        hotspot_map(["a"] * 5 + ["b"], np.ones(6))

@@ -1,0 +1,179 @@
+"""What the lab knows about each pulse: intensity, coil position, condition, ...
+
+In a TMS lab this lives outside the EEG markers: in the stimulator's or the neuronavigation
+system's log, in a protocol spreadsheet, or in the marker text itself. It reaches a pulse in
+three ways, all kept in the pulse event's ``extra["pulse_info"]`` (a dict of column -> value)
+and written as columns of ``pulses.csv``, sent with each pulse on the metrics stream and read
+by the plug-ins (the MEP plug-in takes ``intensity_pct`` from it for the motor threshold):
+
+* a JSON marker, ``{"label": "TMS", "intensity_pct": 55, "condition": "active"}`` (live
+  stimulators and protocols send these; :func:`tmseeg.stream.inlet.parse_marker`);
+* named groups of the pulse pattern, ``--pulse-pattern 'TMS/(?P<intensity_pct>\\d+)'`` on a
+  marker ``TMS/55`` (:func:`pattern_fields`);
+* a table, ``--pulse-table FILE.csv`` / ``[pulses] table`` (:class:`PulseTable`), joined to
+  the pulses in their order, or by time when it has a ``time_s`` column.
+
+Values that read as numbers are numbers; everything else stays text.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from tmseeg.stream.block import Event
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PULSE_INFO", "pulse_info", "pattern_fields", "info_value", "PulseTable",
+           "PulseTableError"]
+
+#: key of ``Event.extra`` holding the pulse's metadata
+PULSE_INFO = "pulse_info"
+
+#: columns of a table that give a pulse's time (s from the recording's first sample)
+_TIME_COLUMNS = ("time_s", "onset_s", "onset", "time")
+
+
+class PulseTableError(ValueError):
+    """The pulse table cannot be used: the message names the file, row and column."""
+
+
+def info_value(text: Any) -> Any:
+    """A number when ``text`` reads as one (``"55"`` -> 55.0), else ``text`` stripped."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    s = str(text).strip()
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+def pulse_info(event: Event) -> dict[str, Any]:
+    """The metadata of a pulse event (empty when nothing is known)."""
+    return dict(event.extra.get(PULSE_INFO) or {})
+
+
+def pattern_fields(match: re.Match | None) -> dict[str, Any]:
+    """Named groups of a pulse-pattern match that matched, as pulse metadata."""
+    if match is None:
+        return {}
+    return {k: info_value(v) for k, v in match.groupdict().items() if v is not None}
+
+
+def with_info(extra: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` with ``info`` added to its pulse metadata (``info`` wins on a clash)."""
+    if not info:
+        return dict(extra)
+    return {**extra, PULSE_INFO: {**(extra.get(PULSE_INFO) or {}), **info}}
+
+
+class PulseTable:
+    """Per-pulse metadata from a CSV file, joined to the pulses as they come.
+
+    Parameters
+    ----------
+    path : path
+        A CSV file with a header row (comma, semicolon or tab separated). Every column is
+        carried into the pulse's metadata; ``intensity_pct`` (% of maximum stimulator output)
+        is what the motor threshold needs. With a ``time_s`` column (or ``onset_s``,
+        ``onset``, ``time``: seconds from the recording's first sample), each pulse takes the
+        row nearest in time, within ``tolerance_ms``; without one, the n-th pulse found takes
+        the n-th row (one row per pulse fired, as a stimulator logs them: a paired pulse's
+        conditioning pulse takes a row of its own, though only the pair gets an epoch).
+    tolerance_ms : float
+        Largest time difference of a join by time.
+
+    Raises
+    ------
+    PulseTableError
+        No such file, no header, an empty table, a row with more or fewer cells than the
+        header, or a time that is not a number (the message names row and column).
+    """
+
+    def __init__(self, path: str | Path, tolerance_ms: float = 50.0) -> None:
+        self.path = Path(path)
+        self.tolerance_ms = float(tolerance_ms)
+        if not self.path.is_file():
+            raise PulseTableError(f"pulse table {self.path} does not exist")
+        text = self.path.read_text(encoding="utf-8-sig")
+        try:
+            dialect = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        rows = list(csv.reader(text.splitlines(), dialect))
+        rows = [r for r in rows if any(c.strip() for c in r)]
+        if len(rows) < 2:
+            raise PulseTableError(f"pulse table {self.path}: needs a header row and at least "
+                                  "one pulse row (e.g. 'intensity_pct' then one value per "
+                                  "pulse)")
+        header = [h.strip() for h in rows[0]]
+        if len(set(header)) != len(header) or not all(header):
+            raise PulseTableError(f"pulse table {self.path}: the header {header} has an empty "
+                                  "or repeated column name")
+        self.columns = header
+        self.rows: list[dict[str, Any]] = []
+        for n, cells in enumerate(rows[1:], start=2):
+            if len(cells) != len(header):
+                raise PulseTableError(f"pulse table {self.path}, line {n}: {len(cells)} cells "
+                                      f"for {len(header)} columns ({', '.join(header)})")
+            self.rows.append({h: info_value(c) for h, c in zip(header, cells)})
+        self.time_column = next((c for c in _TIME_COLUMNS if c in header), None)
+        self.times_s: list[float] = []
+        if self.time_column is not None:
+            for n, row in enumerate(self.rows, start=2):
+                t = row[self.time_column]
+                if not isinstance(t, float) or not math.isfinite(t):
+                    raise PulseTableError(f"pulse table {self.path}, line {n}, column "
+                                          f"{self.time_column!r}: {t!r} is not a time in s")
+                self.times_s.append(t)
+        self.used: set[int] = set()
+        self.unmatched_pulses = 0
+        self.n_pulses = 0
+
+    @property
+    def join(self) -> str:
+        """``"time"`` or ``"order"``: how rows are matched to pulses."""
+        return "order" if self.time_column is None else "time"
+
+    def lookup(self, index: int, time_s: float) -> dict[str, Any]:
+        """The row for the ``index``-th pulse (0-based) at ``time_s``; {} if there is none."""
+        self.n_pulses = max(self.n_pulses, index + 1)
+        if self.time_column is None:
+            if index < len(self.rows):
+                self.used.add(index)
+                return dict(self.rows[index])
+            self.unmatched_pulses += 1
+            return {}
+        best = min(range(len(self.rows)), key=lambda i: abs(self.times_s[i] - time_s))
+        if abs(self.times_s[best] - time_s) * 1000.0 > self.tolerance_ms:
+            self.unmatched_pulses += 1
+            return {}
+        self.used.add(best)
+        return dict(self.rows[best])
+
+    def messages(self) -> list[str]:
+        """What did not join, for the analysis warnings (empty when every row met a pulse)."""
+        out = []
+        left = len(self.rows) - len(self.used)
+        how = ("in order" if self.time_column is None
+               else f"by {self.time_column!r} within {self.tolerance_ms:g} ms")
+        if self.unmatched_pulses:
+            out.append(f"pulse table {self.path.name}: {self.unmatched_pulses} of "
+                       f"{self.n_pulses} pulses found no row (joined {how}); their "
+                       "metadata columns are empty")
+        if left:
+            out.append(f"pulse table {self.path.name}: {left} of {len(self.rows)} rows met no "
+                       f"pulse (joined {how}); check that the table belongs to this "
+                       "recording")
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """For ``summary.json``."""
+        return {"file": str(self.path), "join": self.join, "columns": self.columns,
+                "rows": len(self.rows), "rows_used": len(self.used),
+                "pulses_without_row": self.unmatched_pulses}
