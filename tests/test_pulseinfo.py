@@ -220,3 +220,57 @@ def test_motor_map_from_a_navigation_log_finds_the_hotspot(tmp_path):
     # too few sites is an error that says what a map needs
     with pytest.raises(ValueError, match="at least two"):
         hotspot_map(["a"] * 5 + ["b"], np.ones(6))
+
+
+def test_a_cap_without_10_05_labels_works_with_its_montage(tmp_path):
+    """An EGI-style cap (E1 ... E129): with --montage GSN-HydroCel-129, or the same positions
+    in an .sfp file, the coil site, ROI, bad-channel handling and TEP work as on the same
+    recording with 10-05 labels."""
+    import mne
+    import pybv
+
+    from tmseeg.pipeline.channels import ten_five_montage, use_montage
+    from tmseeg.sim.accuracy import simulated_recording
+
+    rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=5,
+                                               muscle_artifact=False), 25.0, "TMS")
+    gsn = mne.channels.make_standard_montage("GSN-HydroCel-129").get_positions()["ch_pos"]
+    ten = ten_five_montage().get_positions()["ch_pos"]
+    ten = {k.lower(): v for k, v in ten.items()}
+    names, taken = [], set()
+    for name, kind in zip(rec.meta.ch_names, rec.meta.ch_types):
+        if kind != "eeg":
+            names.append(name)
+            continue
+        free = [g for g in gsn if g not in taken]  # the nearest free EGI electrode
+        best = min(free, key=lambda g: np.linalg.norm(gsn[g] - ten[name.lower()]))
+        taken.add(best)
+        names.append(best)
+    events = [dict(onset=int(p.sample), description=1, type="Stimulus") for p in truth.pulses]
+    for stem, ch in (("ten", list(rec.meta.ch_names)), ("egi", names)):
+        pybv.write_brainvision(data=rec.data_uv * 1e-6, sfreq=rec.meta.sfreq, ch_names=ch,
+                               fname_base=stem, folder_out=str(tmp_path), unit="µV",
+                               resolution=0.01, events=events)
+    sfp = tmp_path / "cap.sfp"  # the same positions as a digitiser's file (label x y z, m)
+    sfp.write_text("".join(f"{g} {gsn[g][0]:.6f} {gsn[g][1]:.6f} {gsn[g][2]:.6f}\n"
+                           for g in names if g in gsn))
+    try:
+        ref = analyze_file(tmp_path / "ten.vhdr", tmp_path / "a", progress=False, report=False)
+        rename = dict(zip(rec.meta.ch_names, names))
+        for montage in ("GSN-HydroCel-129", str(sfp)):
+            out = tmp_path / f"b{len(montage)}"
+            got = analyze_file(tmp_path / "egi.vhdr", out, progress=False,
+                               overrides={"channels": {"montage": montage}})
+            assert got["coil_site"] == rename[ref["coil_site"]], (got["coil_site"], ref["coil_site"])
+            # neighbours of the site by the EGI cap's own distances: mostly the same electrodes
+            assert len(set(got["roi"]) & {rename[c] for c in ref["roi"]}) >= 3, got["roi"]
+            assert got["n_kept"] == ref["n_kept"] and got["n_pulses"] == len(truth.pulses)
+            assert got["bad_channels"] == {rename[c]: v for c, v in ref["bad_channels"].items()}
+            # every channel's TEP is the same: positions enter no step that changes it here
+            a = mne.read_evokeds(tmp_path / "a" / "ten-ave.fif", verbose="error")[0]
+            b = mne.read_evokeds(out / "egi-ave.fif", verbose="error")[0]
+            b = b.copy().rename_channels({v: k for k, v in rename.items() if v in b.ch_names})
+            np.testing.assert_allclose(b.get_data(picks=a.ch_names), a.get_data(), atol=1e-12)
+            assert (out / "report.html").stat().st_size > 0
+    finally:
+        use_montage("auto")

@@ -91,6 +91,10 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-pulse metadata (intensity_pct, coil position, condition ...): "
                    "joined by its time_s column, else in order; its columns go into "
                    "pulses.csv and the plug-ins; overrides [pulses] table")
+    p.add_argument("--montage", default=None, metavar="NAME|FILE",
+                   help="electrode positions: an MNE built-in montage (GSN-HydroCel-129, "
+                   "easycap-M1 ...) or a file (.elc .sfp .bvef .loc .csd .txt ...); overrides "
+                   "[channels] montage")
     p.add_argument("--channel-types", default=None, metavar="NAME=TYPE,...",
                    help="channel types the file or stream does not give, e.g. "
                    "'Aux1=emg,Aux2=misc' (eeg, emg, eog, ecg, misc, stim); adds to "
@@ -98,8 +102,8 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def input_overrides(args) -> dict | None:
-    """``--pulse-pattern`` / ``--pulse-source`` / ``--pulse-table`` / ``--channel-types`` as
-    configuration overrides (None if none is set)."""
+    """``--pulse-pattern`` / ``--pulse-source`` / ``--pulse-table`` / ``--montage`` /
+    ``--channel-types`` as configuration overrides (None if none is set)."""
     from tmseeg.pipeline.channels import parse_channel_types
 
     out: dict = {}
@@ -109,13 +113,25 @@ def input_overrides(args) -> dict | None:
         pulses["table"] = str(Path(args.pulse_table).resolve())
     if pulses:
         out["pulses"] = pulses
+    channels: dict = {}
     if getattr(args, "channel_types", None):
-        out["channels"] = {"types": parse_channel_types(args.channel_types)}
+        channels["types"] = parse_channel_types(args.channel_types)
+    if getattr(args, "montage", None):
+        montage = args.montage
+        channels["montage"] = str(Path(montage).resolve()) if Path(montage).is_file() else montage
+    if channels:
+        out["channels"] = channels
     return out or None
 
 
 def _open_source(args):
+    from tmseeg.pipeline.channels import use_montage
+    from tmseeg.pipeline.config import load_config
     from tmseeg.stream.inlet import LSLSource
+
+    # the stream's channel names are tidied against the montage in use: set it first
+    cfg = load_config(getattr(args, "config", None), input_overrides(args))
+    use_montage(cfg["channels"]["montage"])
     return LSLSource.resolve(name=args.stream, stype=args.stream_type, source_id=args.source_id,
                              marker_name=args.markers, with_markers=not args.no_markers,
                              timeout_s=args.timeout)

@@ -21,7 +21,7 @@ from tmseeg.metrics import PLUGINS
 from tmseeg.metrics.tep import RunningTEP
 from tmseeg.pipeline.base import Chain
 from tmseeg.pipeline.channels import (BadChannelDetector, BadChannelInterpolation,
-                                     ChannelTypes, with_channel_types)
+                                     ChannelTypes, use_montage, with_channel_types)
 from tmseeg.pipeline.coil import CoilSiteDetector
 from tmseeg.pipeline.config import config_hash, fixed_cut_window, planning_cut_window
 from tmseeg.pipeline.cutwindow import CutWindow
@@ -112,6 +112,7 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     interpolated, so no filter ever smears the pulse.
     """
     stages: list = []
+    use_montage(cfg["channels"]["montage"])
     typed = with_channel_types(meta, cfg["channels"]["types"])
     if typed is not meta:  # the user's channel types, on every block from here on
         stages.append(ChannelTypes(typed))

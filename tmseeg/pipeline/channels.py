@@ -19,6 +19,7 @@ import functools
 import logging
 import re
 import warnings
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -469,26 +470,87 @@ def bad_segments(bads_from, fixed: Sequence[str], start: int,
             for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def standard_montage(montage: str = "auto"):
-    """An MNE built-in montage, ``"auto"`` = ``colin27_1005`` (MNE >= 1.13) or ``standard_1005``.
+#: the montage "auto" stands for (``[channels] montage``, ``--montage``; see use_montage)
+_ACTIVE_MONTAGE = "auto"
+#: montage files MNE reads with read_custom_montage (and .fif digitisations)
+MONTAGE_FILE_SUFFIXES = (".loc", ".locs", ".eloc", ".sfp", ".csd", ".elc", ".txt", ".elp",
+                         ".hpts", ".bvef", ".xyz", ".fif")
+
+
+def use_montage(montage: str = "auto") -> None:
+    """Make ``montage`` the one every spatial step uses (electrode positions by label).
 
     Parameters
     ----------
     montage : str
-        Built-in montage name or ``"auto"``.
+        ``"auto"`` (MNE's 10-05 positions), an MNE built-in montage name (e.g.
+        ``"GSN-HydroCel-129"``, ``"easycap-M1"``, ``"biosemi64"``), or a file MNE reads:
+        ``.elc``, ``.sfp``, ``.bvef``, ``.loc``/``.locs``/``.eloc``, ``.csd``, ``.txt``,
+        ``.elp``, ``.hpts``, ``.xyz``, or a ``.fif`` digitisation. A cap whose labels are not
+        10-05 names (EGI ``E1`` ... ``E129``) works with its own montage.
+
+    Raises
+    ------
+    ValueError
+        Neither a built-in name nor a readable file (the message lists the built-ins).
+    """
+    global _ACTIVE_MONTAGE
+    montage = str(montage or "auto")
+    if montage != _ACTIVE_MONTAGE:
+        standard_montage(montage)  # fails here, with the reason, not in a later stage
+        _ACTIVE_MONTAGE = montage
+
+
+def resolve_montage(montage: str = "auto") -> str:
+    """The montage ``montage`` stands for: ``"auto"`` is the one in use (:func:`use_montage`)."""
+    return _ACTIVE_MONTAGE if montage == "auto" else montage
+
+
+def standard_montage(montage: str = "auto"):
+    """The montage in use: ``"auto"`` = the one set by :func:`use_montage`, by default MNE's
+    ``colin27_1005`` (MNE >= 1.13) or ``standard_1005``.
+
+    Parameters
+    ----------
+    montage : str
+        ``"auto"``, a built-in montage name or a montage file (see :func:`use_montage`).
 
     Returns
     -------
     mne.channels.DigMontage
     """
+    return _montage(resolve_montage(montage))
+
+
+def ten_five_montage():
+    """MNE's built-in 10-05 montage, whatever montage is in use (the simulator's cap)."""
+    return _montage("auto")
+
+
+@functools.lru_cache(maxsize=8)
+def _montage(spec: str):
     import mne
 
-    if montage == "auto":
-        builtin = mne.channels.get_builtin_montages()
-        montage = "colin27_1005" if "colin27_1005" in builtin else "standard_1005"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return mne.channels.make_standard_montage(montage)
+    builtin = mne.channels.get_builtin_montages()
+    if spec == "auto":
+        spec = "colin27_1005" if "colin27_1005" in builtin else "standard_1005"
+    if spec in builtin:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return mne.channels.make_standard_montage(spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"montage {spec!r} is neither an MNE built-in montage ({', '.join(builtin)})"
+                         f" nor a file; montage files: {', '.join(MONTAGE_FILE_SUFFIXES)}")
+    try:
+        with warnings.catch_warnings(), mne.utils.use_log_level("error"):
+            warnings.simplefilter("ignore")
+            if path.suffix.lower() == ".fif":
+                return mne.channels.read_dig_fif(path)
+            return mne.channels.read_custom_montage(path)
+    except Exception as exc:
+        raise ValueError(f"montage file {path}: MNE cannot read it ({type(exc).__name__}: "
+                         f"{exc}); formats: {', '.join(MONTAGE_FILE_SUFFIXES)}") from exc
 
 
 #: A leading ``EEG`` with a separator (``"EEG Fp1"``, ``"EEG-Fp1"``, ``"EEG_Fp1"``).
@@ -501,18 +563,26 @@ _REF_SUFFIX = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=8)
 def montage_positions(montage: str = "auto") -> dict[str, np.ndarray]:
-    """3-D electrode positions (m) of a built-in montage by lower-case label (cached; do not
-    modify the returned arrays)."""
-    return {k.lower(): np.asarray(v, float)
-            for k, v in standard_montage(montage).get_positions()["ch_pos"].items()}
+    """3-D electrode positions (m) of the montage in use (or ``montage``) by lower-case label
+    (cached; do not modify the returned arrays)."""
+    return _positions(resolve_montage(montage))
 
 
 @functools.lru_cache(maxsize=8)
+def _positions(spec: str) -> dict[str, np.ndarray]:
+    return {k.lower(): np.asarray(v, float)
+            for k, v in _montage(spec).get_positions()["ch_pos"].items()}
+
+
 def _montage_labels(montage: str) -> dict[str, str]:
     """Lower-case label -> the montage's own spelling, for :func:`standard_montage`."""
-    return {n.lower(): n for n in standard_montage(montage).ch_names}
+    return _labels(resolve_montage(montage))
+
+
+@functools.lru_cache(maxsize=8)
+def _labels(spec: str) -> dict[str, str]:
+    return {n.lower(): n for n in _montage(spec).ch_names}
 
 
 def tidy_channel_names(
@@ -712,12 +782,22 @@ def without_unplaced_eeg(meta: StreamMeta, montage: str = "auto") -> StreamMeta:
         return meta
     known = montage_positions(montage)
     unplaced = [int(i) for i in eeg if meta.ch_names[i].lower() not in known]
-    if not unplaced or len(unplaced) == eeg.size:
+    if not unplaced:
+        return meta
+    if len(unplaced) > eeg.size / 2:  # not stray channels: the cap is not this montage's
+        log.warning("%s: %d of %d EEG channels (%s) have no position in the montage %r: every "
+                    "spatial step (coil site, bad channels, ROI, topographies) needs one. Pass "
+                    "the cap's montage: --montage NAME|FILE or [channels] montage (an MNE "
+                    "built-in such as GSN-HydroCel-129, or an .elc/.sfp/.bvef ... file).",
+                    meta.name or "stream", len(unplaced), eeg.size,
+                    ", ".join(meta.ch_names[i] for i in unplaced[:6])
+                    + (" ..." if len(unplaced) > 6 else ""), resolve_montage(montage))
         return meta
     names = [meta.ch_names[i] for i in unplaced]
-    log.warning("%s: channel(s) %s have no electrode position on the 10-05 cap: left out of "
+    log.warning("%s: channel(s) %s have no electrode position in the montage: left out of "
                 "every spatial step (coil site, bad channels, reference, ROI, topographies) "
-                "and of the TEP. If they are scalp electrodes, give them their 10-05 labels.",
+                "and of the TEP. If they are scalp electrodes, give them their 10-05 labels or "
+                "pass the cap's montage (--montage NAME|FILE).",
                 meta.name or "stream", names)
     types = list(meta.ch_types)
     for i in unplaced:

@@ -49,6 +49,11 @@ data_threshold_uv_per_ms = 0.0   # 0 = automatic (robust, 20 x MAD of the deriva
 refractory_ms = 1.0
 
 [channels]
+# electrode positions by label for every spatial step (coil site, ROI, bad-channel
+# interpolation, reference, lead field, topographies): "auto" (MNE's 10-05 positions), an MNE
+# built-in montage ("GSN-HydroCel-129", "easycap-M1", "biosemi64" ...) or a file MNE reads
+# (.elc .sfp .bvef .loc .locs .eloc .csd .txt .elp .hpts .xyz, .fif digitisation); --montage
+montage = "auto"
 # channel types by name, for files that store none (BrainVision, EDF) and streams that send
 # none, where the name does not say it (EMG*, FDI, APB, EOG, ECG ... are typed by name):
 # e.g. types = { Aux1 = "emg", Aux2 = "misc" }; --channel-types Aux1=emg,Aux2=misc

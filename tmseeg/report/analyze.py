@@ -27,6 +27,7 @@ from tmseeg import __version__
 from tmseeg.pipeline.config import load_config
 from tmseeg.session import TEPSession
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, StreamMeta, blocks_from_array
+from tmseeg.pipeline.channels import standard_montage, use_montage
 from tmseeg.stream.io import Recording, read_recording
 from tmseeg.utils import jsonable
 
@@ -95,6 +96,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(config, overrides)
+    use_montage(cfg["channels"]["montage"])  # before reading: channel names are tidied by it
     recording = read_recording(path) if recording is None else recording
     if not recording.meta.picks("eeg").size:
         raise ValueError(f"{path} has no EEG channel (types: "
@@ -237,7 +239,7 @@ def to_mne(session: TEPSession, meta: StreamMeta):
     ch_names = list(epochs_list[0].ch_names)
     info = mne.create_info(ch_names, meta.sfreq, ch_types="eeg")
     with mne.utils.use_log_level("error"):
-        montage = mne.channels.make_standard_montage("standard_1005")
+        montage = standard_montage()  # the montage in use ([channels] montage)
         info.set_montage(montage, on_missing="ignore", match_case=False)
     data_v = np.stack([np.nan_to_num(e.data_uv) for e in epochs_list]) * 1e-6
     events = np.array([[e.sample, 0, 1] for e in epochs_list], dtype=int)

@@ -121,7 +121,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy import signal
 
-from tmseeg.pipeline.channels import standard_montage
+from tmseeg.pipeline.channels import ten_five_montage
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
 
 # ----------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ _TAG_GEOMETRY, _TAG_BG, _TAG_MU, _TAG_ALPHA, _TAG_BLINK, _TAG_SCHED, _TAG_PULSE,
 @lru_cache(maxsize=1)
 def _montage_positions() -> dict[str, np.ndarray]:
     """10-05 positions (m) from MNE, shifted to the centre of a fitted sphere."""
-    pos = standard_montage().get_positions()["ch_pos"]
+    pos = ten_five_montage().get_positions()["ch_pos"]
     names = [n for n in pos if n not in ("A1", "A2", "M1", "M2")]
     xyz = np.array([pos[n] for n in names], dtype=float)
     # sphere fit: |x|^2 = 2 c.x + (r^2 - |c|^2)
@@ -1468,7 +1468,7 @@ def simulate_recording(config: SimConfig, duration_s: float,
     data = np.concatenate(parts, axis=1) * 1e-6
     info = mne.create_info(list(sim.meta.ch_names), sim.sfreq, list(sim.meta.ch_types))
     raw = mne.io.RawArray(data, info, verbose="error")
-    raw.set_montage(standard_montage(), on_missing="ignore", verbose="error")
+    raw.set_montage(ten_five_montage(), on_missing="ignore", verbose="error")
     if events:
         raw.set_annotations(mne.Annotations(
             onset=[e.sample / sim.sfreq for e in events], duration=[0.0] * len(events),

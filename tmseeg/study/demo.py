@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmseeg.pipeline.channels import standard_montage
+from tmseeg.pipeline.channels import ten_five_montage
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 
 
@@ -95,7 +95,7 @@ def simulate_block_session(seed: int, gain_pre: float = 1.0, gain_post: float = 
         events.extend(ev)
     info = mne.create_info(list(sim.meta.ch_names), sim.sfreq, list(sim.meta.ch_types))
     raw = mne.io.RawArray(np.concatenate(parts, axis=1) * 1e-6, info, verbose="error")
-    raw.set_montage(standard_montage(), on_missing="ignore", verbose="error")
+    raw.set_montage(ten_five_montage(), on_missing="ignore", verbose="error")
     raw.set_annotations(mne.Annotations(onset=[e.sample / sim.sfreq for e in events],
                                         duration=[0.0] * len(events),
                                         description=[e.label for e in events]))

@@ -89,6 +89,9 @@ def sphere_leadfield(
         raise ValueError(f"orientation must be 'free' or 'fixed', got {orientation!r}")
     if len(names) < 4:
         raise ValueError(f"a lead field needs at least 4 EEG channels, got {len(names)}")
+    from tmseeg.pipeline.channels import resolve_montage
+
+    montage = resolve_montage(montage)  # "auto" is the montage in use: part of the cache key
     key = (tuple(n.lower() for n in names), montage, int(n_locations), float(shell_fraction),
            float(min_elevation), orientation)
     with _LOCK:
