@@ -367,3 +367,66 @@ def test_xdf_with_a_separate_emg_amplifier_and_json_markers(tmp_path):
         assert 20 - 15 - 1 <= on[0] <= 20 - 15 + 2 and 44 - 15 - 2 <= on[-1] <= 45 - 15 + 1
         assert 400 < np.ptp(burst) < 1100
     assert np.abs(fdi[250:900]).max() < 20  # before the first MEP: the EMG's own noise
+
+
+def write_biosemi_bdf(path, data_uv, names, sfreq, status):
+    """A BioSemi ActiveTwo-style BDF: 24-bit samples, 1 s records, EEG in µV with the
+    ActiveTwo's range, and a ``Status`` channel whose low 16 bits are the trigger code and
+    whose upper bits are the amplifier's own flags (here bit 20, "CMS in range", always on,
+    as on a working system)."""
+    n_ch = len(names) + 1
+    fs = int(sfreq)
+    n_rec = data_uv.shape[1] // fs
+    labels = list(names) + ["Status"]
+    head = (b"\xffBIOSEMI".ljust(8) + b"X X X X".ljust(80) + b"Startdate 01-JAN-2024 X X X".ljust(80)
+            + b"01.01.24" + b"12.00.00" + str(256 * (n_ch + 1)).encode().ljust(8)
+            + b"24BIT".ljust(44) + str(n_rec).encode().ljust(8) + b"1".ljust(8)
+            + str(n_ch).encode().ljust(4))
+    field = lambda vals, w: b"".join(str(v).encode().ljust(w) for v in vals)  # noqa: E731
+    head += field(labels, 16) + field(["Active Electrode"] * (n_ch - 1) + ["Triggers"], 80)
+    head += field(["uV"] * (n_ch - 1) + ["Boolean"], 8)
+    head += field([-262144] * (n_ch - 1) + [-8388608], 8)
+    head += field([262143] * (n_ch - 1) + [8388607], 8)
+    head += field([-8388608] * n_ch, 8) + field([8388607] * n_ch, 8)
+    head += field([""] * n_ch, 80) + field([fs] * n_ch, 8) + field([""] * n_ch, 32)
+    assert len(head) == 256 * (n_ch + 1)
+    gain = (262143 - -262144) / (8388607 - -8388608)  # EDF: phys = pmin + (dig - dmin) * gain
+    digital = np.vstack([np.round((data_uv - (-262144 - -8388608 * gain)) / gain),
+                         status[None, :]]).astype(np.int64)
+    body = bytearray()
+    for r in range(n_rec):
+        for c in range(n_ch):
+            x = digital[c, r * fs:(r + 1) * fs] & 0xFFFFFF
+            b = np.empty((fs, 3), np.uint8)
+            b[:, 0], b[:, 1], b[:, 2] = x & 0xFF, (x >> 8) & 0xFF, (x >> 16) & 0xFF
+            body += b.tobytes()
+    path.write_bytes(head + bytes(body))
+
+
+def test_biosemi_bdf_status_channel_gives_the_trigger_codes(tmp_path):
+    """BioSemi's Status channel carries the trigger in its low 16 bits and the amplifier's
+    flags above (CMS in range, battery, speed mode): the pulses are the trigger code, not the
+    flags; and `analyze` finds every pulse of a stimulator that sends code 1."""
+    from tmseeg.report.analyze import analyze_file
+    from tmseeg.sim.accuracy import simulated_recording
+    from tmseeg.sim.model import SimConfig
+
+    rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=2048.0, seed=6,
+                                               muscle_artifact=False), 20.0, None)
+    eeg = [i for i, t in enumerate(rec.meta.ch_types) if t == "eeg"]
+    status = np.full(rec.n_samples, 1 << 20, dtype=np.int64)  # CMS in range
+    for p in truth.pulses:
+        status[p.sample:p.sample + 20] |= 1  # the stimulator's TTL on trigger bit 0
+    status[5000:] |= 1 << 16  # a flag flipping mid-recording must not make an event
+    path = tmp_path / "biosemi.bdf"
+    write_biosemi_bdf(path, rec.data_uv[eeg], [rec.meta.ch_names[i] for i in eeg],
+                      rec.meta.sfreq, status)
+    got = read_recording(path)
+    assert got.meta.ch_types[-1] == "stim"
+    np.testing.assert_allclose(got.data_uv[:len(eeg)], rec.data_uv[eeg][:, :got.n_samples],
+                               atol=0.02)  # 24-bit steps of 0.031 µV
+    codes = [(e.sample, e.label) for e in got.events]
+    full = [p.sample for p in truth.pulses if p.sample < got.n_samples]
+    assert codes == [(s, "1") for s in full], codes[:5]
+    summary = analyze_file(path, tmp_path / "out", progress=False, report=False)
+    assert summary["n_pulses"] == len(full)

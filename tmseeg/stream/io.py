@@ -327,9 +327,13 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None) -> Recording:
             events.append(_make_event(int(s), str(desc), pattern, int(round(dur * sfreq))))
     stim_picks = [i for i, t in enumerate(types) if t == "stim"]
     for i in stim_picks:
+        # BioSemi's Status: the trigger is the low 16 bits, the bits above are the
+        # amplifier's flags (CMS in range, battery, new epoch), which change on their own
+        biosemi = names[i].lower() == "status" and path is not None \
+            and path.suffix.lower() == ".bdf"
         found = mne.find_events(
-            raw, stim_channel=names[i], shortest_event=1, consecutive=True, verbose="error"
-        )
+            raw, stim_channel=names[i], shortest_event=1, consecutive=True, verbose="error",
+            **({"mask": 0xFFFF, "mask_type": "and"} if biosemi else {}))
         for s, _, code in found:
             events.append(_make_event(int(s - raw.first_samp), str(int(code)), pattern, 0))
     name = path.name if path is not None else "recording"
