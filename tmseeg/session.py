@@ -238,7 +238,8 @@ class TEPSession:
                                epoch_filter=epoch_filter(cfg))
         self.fixed_roi = list(roi or cfg["coil"]["roi"])
         p = cfg["pulses"]
-        #: per-pulse metadata from a file ([pulses] table), joined as the epochs come
+        #: per-pulse metadata from a file ([pulses] table), joined to the pulse events as they
+        #: leave the stages (before the epochs and plug-ins see them)
         self.pulse_table = (PulseTable(p["table"], p["table_tolerance_ms"]) if p["table"]
                             else None)
         self._n_table_pulses = 0

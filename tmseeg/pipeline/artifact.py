@@ -784,6 +784,14 @@ class DecayRemoval:
         Least size of a channel's decay at the fit start for it to be removed (the pipeline's
         default 20 µV: a TEP near the coil can reach ~10 µV early, decay artifacts are tens to
         thousands).
+    fit_reference : {"median", "recorded"}
+        What each channel's decay is fitted against. ``"median"``: when a first fit finds a
+        decay of their own on fewer than half of the channels, every channel is fitted again
+        against the median of all channels at each sample, so that what they all share (the
+        reference electrode's own decay) enters no fit and no gate; it is left to the average
+        reference, which removes it from every channel alike (subtracted from the channels
+        near the coil only, its remainder came back into all of them). ``"recorded"``: the
+        recording's reference, always. Chosen on the outside benchmark (see the README).
 
     window_from : object with ``window_ms`` and ``min_window_ms``, optional
         Usually the session's :class:`~tmseeg.pipeline.cutwindow.CutWindow`: its window replaces
@@ -960,7 +968,7 @@ class DecayRemoval:
                 fit = self._fit_average(y)
             else:
                 fit = self._fitter(n).fit(y)
-                if self._against_median(fit):
+                if self._use_median(fit):
                     fit = self._fitter(n).fit(_against_median(y))
             good = self._decaying(fit)
             fit = replace(fit, ok=good)
@@ -1052,7 +1060,7 @@ class DecayRemoval:
         with np.errstate(invalid="ignore", divide="ignore"):
             avg = self._avg_sum / self._avg_n
         avg_fit = fitter.fit(avg)
-        if self._against_median(avg_fit):  # what all channels share is not any one's decay
+        if self._use_median(avg_fit):  # what all channels share is not any one's decay
             avg = _against_median(avg)
             y = _against_median(y)
             avg_fit = fitter.fit(avg)
@@ -1063,7 +1071,7 @@ class DecayRemoval:
         fit = fitter.fit_amplitudes(y, avg_fit.tau_ms)
         return replace(fit, ok=fit.ok & avg_fit.ok)
 
-    def _against_median(self, fit: DecayFit) -> bool:
+    def _use_median(self, fit: DecayFit) -> bool:
         """``fit_reference = "median"``: fit again against the median of all channels when a
         first fit (in the recorded reference) finds a decay of their own on fewer than half
         of the channels. Then the median is what they share (the reference electrode's decay);
