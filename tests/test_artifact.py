@@ -617,5 +617,8 @@ def test_the_reference_electrodes_decay_is_left_to_the_average_reference():
         decayed = {ch for r in stage.fits[3:] if r["fit"] is not None
                    for ch in np.flatnonzero(r["fit"].ok)}
         assert decayed == set(local), (ref, decayed)
+        # pulses.csv says what each pulse's channels were fitted against
+        methods = {stage.pulse_columns(p)["decay_method"] for p in pulses[3:]}
+        assert methods == {f"average_gain double_exp vs {ref}"}, methods
     # recorded: the 20 channels keep the reference decay the 4 lost (~15 x 20/24 uV at 10 ms)
     assert errors["recorded"] > 1.0 and errors["median"] < 0.2 * errors["recorded"], errors

@@ -867,6 +867,7 @@ class DecayRemoval:
         self._by_sample: dict[int, dict] = {}
         self._avg_sum: np.ndarray | None = None
         self._avg_n: np.ndarray | None = None
+        self._median_used = False  # whether the last fit was against the median of channels
 
     def _setup(self, block: Block) -> None:
         fs = block.meta.sfreq
@@ -964,12 +965,15 @@ class DecayRemoval:
             record["reason"] = f"fit window {n} samples < min_fit_ms (next pulse or end too close)"
         else:
             y = self._buf.data[self._rows, fs_ - self._buf.start:fe_ - self._buf.start]
+            self._median_used = False
             if self.fit_on != "trial" and n == self._n1 - self._n0:
                 fit = self._fit_average(y)
             else:
                 fit = self._fitter(n).fit(y)
                 if self._use_median(fit):
                     fit = self._fitter(n).fit(_against_median(y))
+                    self._median_used = True
+            record["against"] = "median" if self._median_used else "recorded"
             good = self._decaying(fit)
             fit = replace(fit, ok=good)
             record["fit"] = fit
@@ -1030,7 +1034,9 @@ class DecayRemoval:
         return out
 
     def pulse_columns(self, sample: int) -> dict:
-        """What was done to the pulse at ``sample``, for ``pulses.csv``: the method, how many
+        """What was done to the pulse at ``sample``, for ``pulses.csv``: the method (and what
+        the channels were fitted against: the median of all channels or the recording's
+        reference, see ``fit_reference``), how many
         channels were corrected (0: no decay stood out, the data were left alone), the largest
         corrected decay at the fit start (µV) and the median R² of those fits."""
         rec = self._by_sample.get(int(sample))
@@ -1042,7 +1048,7 @@ class DecayRemoval:
             return {"decay_method": f"none ({rec['reason'] or 'no decay stands out'})",
                     "decay_channels": 0, "decay_max_uv": math.nan, "decay_r2": math.nan}
         ok = fit.ok
-        return {"decay_method": f"{self.fit_on} {self.model}",
+        return {"decay_method": f"{self.fit_on} {self.model} vs {rec.get('against', 'recorded')}",
                 "decay_channels": int(ok.sum()),
                 "decay_max_uv": float(np.abs(fit.amps_uv[ok].sum(axis=1)).max()),
                 "decay_r2": float(np.median(fit.r2[ok]))}
@@ -1064,6 +1070,7 @@ class DecayRemoval:
             avg = _against_median(avg)
             y = _against_median(y)
             avg_fit = fitter.fit(avg)
+            self._median_used = True
         if self.fit_on == "average_curve":  # TESA: the average's curve, the same every trial
             return avg_fit
         if self.fit_on == "average_gain":
