@@ -319,3 +319,22 @@ def test_curve_encoding_decimates_without_aliasing():
     ref = x[:5000].reshape(-1, 5).mean(axis=1)
     assert np.isnan(uv["roi_average_uv"][2]) and np.isnan(ref[2])
     np.testing.assert_allclose(uv["roi_average_uv"], ref, rtol=0, atol=5e-4 + 1e-12)
+
+
+def test_mep_panel_says_the_threshold_and_the_hotspot(mon):
+    """During a threshold hunt or a motor map the MEP panel's title gives what the MEP
+    plug-in concluded so far (drawn from a snapshot carrying its summary)."""
+    from tmseeg.gui.feed import MonitorSnapshot
+
+    app, win, feed, amp = mon
+    snap = MonitorSnapshot(version=-5)
+    snap.mep_ptp_uv = np.array([20.0, 80.0, 300.0])
+    snap.metrics = {"mep": {"motor_threshold_ml_pct": 41.24,
+                            "motor_threshold_ml_ci_pct": [39.9, 42.6],
+                            "hotspot": {"hotspot": "-40,10,62", "p_best": 0.93, "sites": []}}}
+    win._draw_mep(snap)
+    title = win.mep_amp_plot.titleLabel.text
+    assert "MT 41.2 % MSO [39.9, 42.6]" in title and "hotspot -40,10,62 (best in 93 %)" in title
+    snap.metrics = {"mep": {"motor_threshold": None}}
+    win._draw_mep(snap)
+    assert win.mep_amp_plot.titleLabel.text.endswith("per pulse")

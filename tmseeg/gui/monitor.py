@@ -538,6 +538,20 @@ class MonitorWindow(QtWidgets.QMainWindow):
             self.mep_curve.setData(s.mep_times_ms, s.mep_last_uv)
         if s.mep_ptp_uv.size:
             self.mep_amp.setData(np.arange(s.mep_ptp_uv.size), s.mep_ptp_uv)
+        # a threshold hunt or a motor map: what the MEP plug-in concluded so far
+        mep = (s.metrics or {}).get("mep") or {}
+        said = []
+        if mep.get("motor_threshold_ml_pct") is not None:
+            ci = mep.get("motor_threshold_ml_ci_pct") or [None, None]
+            said.append(f"MT {mep['motor_threshold_ml_pct']:.1f} % MSO" + (
+                f" [{ci[0]:.1f}, {ci[1]:.1f}]" if None not in ci else ""))
+        if mep.get("hotspot"):
+            hs = mep["hotspot"]
+            said.append(f"hotspot {hs['hotspot']} (best in {100 * hs['p_best']:.0f} %)")
+        title = "MEP peak-to-peak (µV) per pulse" + (": " + "; ".join(said) if said else "")
+        if title != getattr(self, "_mep_title", None):
+            self._mep_title = title
+            self.mep_amp_plot.setTitle(title)
 
     def _draw_topo(self) -> None:
         s = self.snap
