@@ -4,6 +4,7 @@ import re
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -324,3 +325,30 @@ def test_brainvision_with_emg_and_an_unplaced_channel_is_analysed(tmp_path, capl
     assert summary["n_pulses"] == len(truth.pulses) and summary["n_kept"] >= len(truth.pulses) // 2
     assert "Aux1" not in summary["roi"] and "Aux1" not in summary["bad_channels"]
     assert "FDI" not in summary["roi"]
+
+
+def test_outputs_that_cannot_be_written_stop_before_the_analysis(tmp_path, capsys):
+    """An --out that cannot be a directory is named at once, before the file is analysed."""
+    from tmseeg.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    t0 = time.perf_counter()
+    sample = Path(__file__).resolve().parents[1] / "sample_data" / "tmseeg_sample.vhdr"
+    rc = main(["analyze", str(sample), "--out", str(blocker / "out"),
+               "--no-report", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot write the outputs to" in err and "--out" in err, err
+    assert time.perf_counter() - t0 < 5.0  # nothing was analysed first
+
+
+def test_too_few_eeg_channels_for_an_average_reference_are_named(tmp_path):
+    """One EEG channel (and an EMG): an average reference would make every TEP zero; the
+    error says so and how to analyse it anyway."""
+    rec, truth = _short_recording("TMS")
+    keep = [rec.meta.ch_names.index("C3"), rec.meta.ch_names.index("EMG")]
+    one = replace(rec, data_uv=rec.data_uv[keep],
+                  meta=replace(rec.meta, ch_names=("C3", "EMG"), ch_types=("eeg", "emg")))
+    with pytest.raises(ValueError, match=r"1 EEG channel\(s\) \(C3\).*type = \"none\""):
+        analyze_file(tmp_path / "one.vhdr", tmp_path / "o", recording=one, progress=False,
+                     report=False)

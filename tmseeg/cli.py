@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 0
-    except (FileNotFoundError, ValueError, RuntimeError, LookupError) as err:
+    except (OSError, ValueError, RuntimeError, LookupError) as err:
         # the documented errors: say what is wrong and what to do, no traceback
         print(f"tmseeg {args.command}: error: {err}", file=sys.stderr)
         if args.verbose:

@@ -93,14 +93,21 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
         ``path`` then only names the outputs.
     """
     path = Path(path)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out_dir)  # before any work: a result that cannot be written is lost
     cfg = load_config(config, overrides)
     use_montage(cfg["channels"]["montage"])  # before reading: channel names are tidied by it
     recording = read_recording(path) if recording is None else recording
     if not recording.meta.picks("eeg").size:
         raise ValueError(f"{path} has no EEG channel (types: "
                          f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")
+    eeg = recording.meta.picks("eeg")
+    if eeg.size < 3 and cfg["reference"]["type"] == "average":
+        names = [recording.meta.ch_names[i] for i in eeg]
+        raise ValueError(f"{path} has {eeg.size} EEG channel(s) ({', '.join(names)}): the "
+                         "average reference of fewer than 3 channels is zero or a mirror image "
+                         "of itself, so every TEP would be. Set [reference] type = \"none\" to "
+                         "analyse the channel(s) as recorded, or type the other channels as EEG "
+                         "(--channel-types).")
     session = run_session(recording, cfg, roi=roi, progress=progress)
     # where the pulses came from was decided by the pipeline, as it is live
     # (tmseeg.pipeline.pulsesource): what it decided and found is said here
@@ -136,6 +143,22 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
                 roi_average_uv=session.tep.roi_average_uv + removed))
         write_report(session, summary, out / "report.html", comparison=comparison)
     return summary
+
+
+def writable_dir(out_dir: str | Path) -> Path:
+    """``out_dir``, created if needed and checked to take a file (raises ``OSError`` naming
+    the directory and the cause, before any analysis runs)."""
+    import tempfile
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".tmseeg-write-test-"):
+            pass
+    except OSError as exc:
+        raise OSError(f"cannot write the outputs to {out} ({type(exc).__name__}: "
+                      f"{exc.strerror or exc}); choose another --out directory") from exc
+    return out
 
 
 def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict:
