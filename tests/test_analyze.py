@@ -352,3 +352,17 @@ def test_too_few_eeg_channels_for_an_average_reference_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"1 EEG channel\(s\) \(C3\).*type = \"none\""):
         analyze_file(tmp_path / "one.vhdr", tmp_path / "o", recording=one, progress=False,
                      report=False)
+
+
+def test_volts_labelled_microvolts_are_named(tmp_path):
+    """A recording whose values are volts but whose header says µV: the error names the unit
+    as the likely cause (before: "only 0 good EEG channels left")."""
+    rec, _ = _short_recording("TMS")
+    volts = replace(rec, data_uv=rec.data_uv * 1e-6)
+    with pytest.raises(ValueError, match="volts or millivolts labelled µV"):
+        analyze_file(tmp_path / "v.vhdr", tmp_path / "v", recording=volts, progress=False,
+                     report=False)
+    # millivolts too; real µV pass the check
+    with pytest.raises(ValueError, match="labelled µV"):
+        analyze_file(tmp_path / "m.vhdr", tmp_path / "m", recording=replace(
+            rec, data_uv=rec.data_uv * 1e-3), progress=False, report=False)

@@ -101,6 +101,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
         raise ValueError(f"{path} has no EEG channel (types: "
                          f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")
     eeg = recording.meta.picks("eeg")
+    check_eeg_scale(recording, path)
     if eeg.size < 3 and cfg["reference"]["type"] == "average":
         names = [recording.meta.ch_names[i] for i in eeg]
         raise ValueError(f"{path} has {eeg.size} EEG channel(s) ({', '.join(names)}): the "
@@ -143,6 +144,24 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
                 roi_average_uv=session.tep.roi_average_uv + removed))
         write_report(session, summary, out / "report.html", comparison=comparison)
     return summary
+
+
+def check_eeg_scale(recording: Recording, path: Path) -> None:
+    """Refuse EEG whose size says its unit is wrong: scalp EEG is tens of µV, so channels
+    whose typical sample-to-sample change is below 0.02 µV (real EEG: ~1 µV) are volts or
+    millivolts labelled µV."""
+    eeg = recording.meta.picks("eeg")
+    x = recording.data_uv[eeg, :min(recording.n_samples, int(20 * recording.meta.sfreq))]
+    with np.errstate(all="ignore"):
+        spread = np.nanmedian(np.abs(np.diff(x, axis=1)), axis=1)
+    live = spread[np.isfinite(spread) & (spread > 0)]
+    if live.size >= max(1, eeg.size // 2) and np.median(live) < 0.02:
+        level = float(np.nanmedian(np.abs(x)))
+        raise ValueError(f"{path}: the EEG is {level:.3g} µV in size (sample-to-sample "
+                         f"{np.median(live):.2g} µV), 1000 to a million times smaller than EEG: "
+                         "the data look like volts or millivolts labelled µV. Fix the unit in "
+                         "the file (BrainVision: the resolution/unit in the .vhdr; EDF: the "
+                         "physical dimension) and analyse again.")
 
 
 def writable_dir(out_dir: str | Path) -> Path:
