@@ -366,3 +366,28 @@ def test_volts_labelled_microvolts_are_named(tmp_path):
     with pytest.raises(ValueError, match="labelled µV"):
         analyze_file(tmp_path / "m.vhdr", tmp_path / "m", recording=replace(
             rec, data_uv=rec.data_uv * 1e-3), progress=False, report=False)
+
+
+def test_a_truncated_brainvision_file_is_named_and_what_is_there_is_analysed(tmp_path):
+    """The .eeg cut to half its length (copied before the recorder closed it): the markers
+    after the end are counted in a warning (summary.json too) and the first half is analysed
+    (before: 24 of 49 pulses and no word)."""
+    import pybv
+
+    rec, truth = _short_recording(None)
+    pybv.write_brainvision(data=rec.data_uv * 1e-6, sfreq=rec.meta.sfreq,
+                           ch_names=list(rec.meta.ch_names), fname_base="cut",
+                           folder_out=str(tmp_path), unit="µV", resolution=0.1,
+                           events=[dict(onset=int(p.sample), description=1, type="Stimulus")
+                                   for p in truth.pulses])
+    eeg = tmp_path / "cut.eeg"
+    frame = eeg.stat().st_size // rec.n_samples  # bytes per multiplexed sample
+    half = rec.n_samples // 2
+    eeg.write_bytes(eeg.read_bytes()[:half * frame])
+    summary = analyze_file(tmp_path / "cut.vhdr", tmp_path / "out", progress=False,
+                           report=False)
+    n_after = sum(p.sample >= half for p in truth.pulses)
+    assert n_after >= 2
+    said = [w for w in summary["warnings"] if "after the last sample" in w]
+    assert len(said) == 1 and f"{n_after} marker(s)" in said[0] and "truncated" in said[0]
+    assert summary["n_pulses"] == len(truth.pulses) - n_after

@@ -113,7 +113,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     # where the pulses came from was decided by the pipeline, as it is live
     # (tmseeg.pipeline.pulsesource): what it decided and found is said here
     source = session.stages.pulse_source
-    warnings = source.messages() if source is not None else []
+    warnings = list(recording.warnings) + (source.messages() if source is not None else [])
     if session.pulse_table is not None:
         warnings += session.pulse_table.messages()
     if not session.pulses:
@@ -122,7 +122,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
             "nothing was averaged. Check how the pulses are recorded: a marker or annotation "
             "(--pulse-pattern REGEX), a trigger channel ([pulses] source = \"trigger\", "
             "trigger_channel), or the artifact in the data (--pulse-source data).")
-    for text in warnings:
+    for text in warnings[len(recording.warnings):]:  # the reader said its own already
         log.warning(text)
     summary = build_summary(session, recording, path)
     summary["warnings"] = warnings

@@ -89,6 +89,9 @@ class Recording:
         timestamp of the first EEG sample for XDF.
     path : Path or None
         Where the recording was read from (None when built in memory).
+    warnings : list of str
+        What reading found wrong but could read around (markers after the last sample of a
+        truncated file ...); ``tmseeg analyze`` puts them into ``summary.json``.
     """
 
     data_uv: np.ndarray
@@ -97,6 +100,7 @@ class Recording:
     meas_date: datetime | None = None
     t0_s: float = 0.0
     path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.data_uv = np.asarray(self.data_uv, dtype=np.float64)
@@ -272,7 +276,27 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
             f"{path}: cannot read it as {fmt.upper()} ({type(exc).__name__}: {exc}). "
             f"Hint: {hint}."
         ) from exc
-    return _from_raw(raw, pattern, path)
+    return _from_raw(raw, pattern, path, _markers_after_end(raw, fmt, path))
+
+
+def _markers_after_end(raw, fmt: str, path: Path) -> list[tuple[str, float]]:
+    """Markers a BrainVision marker file holds after the data's last sample (MNE drops them
+    when it reads the recording): the sign of a data file cut short."""
+    if fmt != "brainvision":
+        return []
+    import mne
+
+    try:
+        text = path.read_text(encoding="latin-1")
+        found = re.search(r"^MarkerFile=(.+?)\s*$", text, re.MULTILINE)
+        vmrk = path.parent / found.group(1) if found else path.with_suffix(".vmrk")
+        with warnings.catch_warnings(), mne.utils.use_log_level("error"):
+            warnings.simplefilter("ignore")
+            ann = mne.read_annotations(vmrk, sfreq=raw.info["sfreq"])
+    except Exception:  # the recording was read; this check only adds a warning
+        return []
+    end_s = raw.n_times / raw.info["sfreq"]
+    return [(str(d), float(t)) for d, t in zip(ann.description, ann.onset) if t >= end_s]
 
 
 #: channel names that say what a channel is when the file does not (BrainVision and EDF store
@@ -307,8 +331,10 @@ def _fix_types(names: Sequence[str], types: Sequence[str], explicit: bool) -> li
     return out
 
 
-def _from_raw(raw, pattern: re.Pattern, path: Path | None) -> Recording:
-    """Convert an MNE Raw (volts) into a :class:`Recording` (µV)."""
+def _from_raw(raw, pattern: re.Pattern, path: Path | None,
+              past_end: Sequence[tuple[str, float]] = ()) -> Recording:
+    """Convert an MNE Raw (volts) into a :class:`Recording` (µV); ``past_end`` are the
+    markers (description, time in s) the file has after its last sample."""
     import mne
 
     names = list(raw.ch_names)
@@ -318,6 +344,7 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None) -> Recording:
     scale = 1.0 / _volt_scale(types)
     data_uv = np.ascontiguousarray(data * scale[:, None], dtype=np.float64)
     events: list[Event] = []
+    warnings_found: list[str] = []
     ann = raw.annotations
     if len(ann):
         samples = raw.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time)
@@ -325,6 +352,14 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None) -> Recording:
             if not 0 <= s < raw.n_times:
                 continue
             events.append(_make_event(int(s), str(desc), pattern, int(round(dur * sfreq))))
+    if past_end:
+        labels = sorted(set(d for d, _ in past_end))
+        warnings_found.append(
+            f"{len(past_end)} marker(s) lie after the last sample ({', '.join(labels[:5])}"
+            f"{' ...' if len(labels) > 5 else ''}; the data end at "
+            f"{raw.n_times / sfreq:.1f} s, the last marker is at "
+            f"{max(t for _, t in past_end):.1f} s): the data file is probably truncated "
+            "(copied or exported before the recording was closed); what is there is analysed")
     stim_picks = [i for i, t in enumerate(types) if t == "stim"]
     for i in stim_picks:
         # BioSemi's Status: the trigger is the low 16 bits, the bits above are the
@@ -339,6 +374,8 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None) -> Recording:
     name = path.name if path is not None else "recording"
     meta = StreamMeta(ch_names=tuple(names), sfreq=sfreq, ch_types=tuple(types), name=name)
     meas_date = raw.info["meas_date"]
+    for text in warnings_found:
+        log.warning("%s: %s", name, text)
     return Recording(
         data_uv=data_uv,
         meta=meta,
@@ -346,6 +383,7 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None) -> Recording:
         meas_date=meas_date,
         t0_s=float(raw.first_time),
         path=path,
+        warnings=warnings_found,
     )
 
 
