@@ -430,3 +430,19 @@ def test_biosemi_bdf_status_channel_gives_the_trigger_codes(tmp_path):
     assert codes == [(s, "1") for s in full], codes[:5]
     summary = analyze_file(path, tmp_path / "out", progress=False, report=False)
     assert summary["n_pulses"] == len(full)
+
+
+def test_xdf_markers_after_the_eeg_stream_stopped_are_counted(tmp_path):
+    """The amplifier's stream stopped (lost, unplugged) while the stimulator's markers went
+    on: the markers after the EEG's last sample are counted in a warning, not dropped in
+    silence."""
+    data = np.zeros((4, N), np.float32)
+    t0 = 100.0
+    inside = [t0 + 1.0, t0 + 2.0]
+    after = [t0 + N / SFREQ + 1.0, t0 + N / SFREQ + 2.5]
+    path = tmp_path / "lost.xdf"
+    write_xdf(path, data, t0, SFREQ, inside + after, ["TMS"] * 4)
+    rec = read_recording(path)
+    assert [e.sample for e in rec.events] == [250, 500]
+    assert len(rec.warnings) == 1 and rec.warnings[0].startswith("2 marker(s) lie after")
+    assert "'amp' stopped before the markers did" in rec.warnings[0]

@@ -279,6 +279,15 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
     return _from_raw(raw, pattern, path, _markers_after_end(raw, fmt, path))
 
 
+def _past_end_warning(past_end: Sequence[tuple[str, float]], end_s: float, cause: str) -> str:
+    """The warning for markers (description, s from the first sample) after the data end."""
+    labels = sorted(set(d for d, _ in past_end))
+    return (f"{len(past_end)} marker(s) lie after the last sample ({', '.join(labels[:5])}"
+            f"{' ...' if len(labels) > 5 else ''}; the data end at {end_s:.1f} s, the last "
+            f"marker is at {max(t for _, t in past_end):.1f} s): {cause}; what is there is "
+            "analysed")
+
+
 def _markers_after_end(raw, fmt: str, path: Path) -> list[tuple[str, float]]:
     """Markers a BrainVision marker file holds after the data's last sample (MNE drops them
     when it reads the recording): the sign of a data file cut short."""
@@ -353,13 +362,9 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None,
                 continue
             events.append(_make_event(int(s), str(desc), pattern, int(round(dur * sfreq))))
     if past_end:
-        labels = sorted(set(d for d, _ in past_end))
-        warnings_found.append(
-            f"{len(past_end)} marker(s) lie after the last sample ({', '.join(labels[:5])}"
-            f"{' ...' if len(labels) > 5 else ''}; the data end at "
-            f"{raw.n_times / sfreq:.1f} s, the last marker is at "
-            f"{max(t for _, t in past_end):.1f} s): the data file is probably truncated "
-            "(copied or exported before the recording was closed); what is there is analysed")
+        warnings_found.append(_past_end_warning(
+            past_end, raw.n_times / sfreq, "the data file is probably truncated (copied or "
+            "exported before the recording was closed)"))
     stim_picks = [i for i, t in enumerate(types) if t == "stim"]
     for i in stim_picks:
         # BioSemi's Status: the trigger is the low 16 bits, the bits above are the
@@ -502,6 +507,7 @@ def _read_xdf(path: Path, pattern: re.Pattern, stream_name: str | None) -> Recor
                  "their time stamps", path.name, merged, info(eeg, "name"))
 
     events: list[Event] = []
+    past_end: list[tuple[str, float]] = []
     half = 0.5 / sfreq
     for s in streams:
         if s is eeg or len(s["time_stamps"]) == 0:
@@ -510,8 +516,11 @@ def _read_xdf(path: Path, pattern: re.Pattern, stream_name: str | None) -> Recor
         if not is_marker:
             continue
         for t, value in zip(np.asarray(s["time_stamps"], dtype=float), s["time_series"]):
-            if t < ts[0] - half or t > ts[-1] + half:
-                continue  # a marker outside the EEG recording has no sample
+            if t < ts[0] - half or t > ts[-1] + half:  # outside the EEG: it has no sample
+                if t > ts[-1] + half:
+                    label = value[0] if isinstance(value, (list, tuple, np.ndarray)) else value
+                    past_end.append((parse_marker(str(label))[0], float(t - ts[0])))
+                continue
             sample = int(np.clip(np.round((t - ts[0]) * sfreq), 0, len(ts) - 1))
             # nearest actual timestamp (robust to a clock that is not exactly nominal)
             j = int(np.searchsorted(ts, t))
@@ -526,9 +535,15 @@ def _read_xdf(path: Path, pattern: re.Pattern, stream_name: str | None) -> Recor
         source_id=info(eeg, "source_id"),
     )
     meas_date = _xdf_date(header)
+    found = []
+    if past_end:  # the EEG stream stopped (amplifier lost) while the markers went on
+        found.append(_past_end_warning(past_end, float(ts[-1] - ts[0] + 1.0 / sfreq),
+                                       f"the EEG stream {info(eeg, 'name')!r} stopped before "
+                                       "the markers did"))
+        log.warning("%s: %s", path.name, found[-1])
     return Recording(
         data_uv=np.ascontiguousarray(data_uv), meta=meta, events=events,
-        meas_date=meas_date, t0_s=float(ts[0]), path=path,
+        meas_date=meas_date, t0_s=float(ts[0]), path=path, warnings=found,
     )
 
 
