@@ -1008,7 +1008,7 @@ class MEPMetric:
         fig.tight_layout()
         report.add_figure(fig, title=f"MEPs ({self.channel})", section="MEP")
         plt.close(fig)
-        hs = self._thresholds().get("hotspot")
+        hs = self.summary().get("hotspot")  # cached per accepted pulse: no second bootstrap
         if hs:  # a motor map: median MEP per site, the hotspot marked
             sites = sorted(hs["sites"], key=lambda r: -r["median_ptp_uv"])[:40]
             fig, ax = plt.subplots(figsize=(max(5.0, 0.3 * len(sites) + 2), 3.5))

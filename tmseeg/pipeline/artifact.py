@@ -867,7 +867,6 @@ class DecayRemoval:
         self._by_sample: dict[int, dict] = {}
         self._avg_sum: np.ndarray | None = None
         self._avg_n: np.ndarray | None = None
-        self._median_used = False  # whether the last fit was against the median of channels
 
     def _setup(self, block: Block) -> None:
         fs = block.meta.sfreq
@@ -965,15 +964,11 @@ class DecayRemoval:
             record["reason"] = f"fit window {n} samples < min_fit_ms (next pulse or end too close)"
         else:
             y = self._buf.data[self._rows, fs_ - self._buf.start:fe_ - self._buf.start]
-            self._median_used = False
             if self.fit_on != "trial" and n == self._n1 - self._n0:
-                fit = self._fit_average(y)
+                fit, median = self._fit_average(y)
             else:
-                fit = self._fitter(n).fit(y)
-                if self._use_median(fit):
-                    fit = self._fitter(n).fit(_against_median(y))
-                    self._median_used = True
-            record["against"] = "median" if self._median_used else "recorded"
+                fit, median = self._fit_with_reference(y, self._fitter(n))
+            record["against"] = "median" if median else "recorded"
             good = self._decaying(fit)
             fit = replace(fit, ok=good)
             record["fit"] = fit
@@ -1053,8 +1048,18 @@ class DecayRemoval:
                 "decay_max_uv": float(np.abs(fit.amps_uv[ok].sum(axis=1)).max()),
                 "decay_r2": float(np.median(fit.r2[ok]))}
 
-    def _fit_average(self, y: np.ndarray) -> DecayFit:
-        """Taus from the running average of full fit windows, amplitudes from this pulse."""
+    def _fit_with_reference(self, y: np.ndarray, fitter: DecayFitter
+                            ) -> tuple[DecayFit, bool]:
+        """Fit ``y``, again against the median of its channels when ``fit_reference`` says
+        so (:meth:`_use_median`); also return whether it was."""
+        fit = fitter.fit(y)
+        if self._use_median(fit):
+            return fitter.fit(_against_median(y)), True
+        return fit, False
+
+    def _fit_average(self, y: np.ndarray) -> tuple[DecayFit, bool]:
+        """Taus from the running average of full fit windows, amplitudes from this pulse;
+        and whether the channels were fitted against their median."""
         finite = np.isfinite(y)
         if self._avg_sum is None:
             self._avg_sum = np.zeros(y.shape)
@@ -1065,18 +1070,15 @@ class DecayRemoval:
         fitter = self._fitter(y.shape[1])
         with np.errstate(invalid="ignore", divide="ignore"):
             avg = self._avg_sum / self._avg_n
-        avg_fit = fitter.fit(avg)
-        if self._use_median(avg_fit):  # what all channels share is not any one's decay
-            avg = _against_median(avg)
+        avg_fit, median = self._fit_with_reference(avg, fitter)
+        if median:  # what all channels share is not any one's decay: this pulse alike
             y = _against_median(y)
-            avg_fit = fitter.fit(avg)
-            self._median_used = True
         if self.fit_on == "average_curve":  # TESA: the average's curve, the same every trial
-            return avg_fit
+            return avg_fit, median
         if self.fit_on == "average_gain":
-            return self._scaled_to_trial(avg_fit, y)
+            return self._scaled_to_trial(avg_fit, y), median
         fit = fitter.fit_amplitudes(y, avg_fit.tau_ms)
-        return replace(fit, ok=fit.ok & avg_fit.ok)
+        return replace(fit, ok=fit.ok & avg_fit.ok), median
 
     def _use_median(self, fit: DecayFit) -> bool:
         """``fit_reference = "median"``: fit again against the median of all channels when a

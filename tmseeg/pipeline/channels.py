@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tmseeg.pipeline.base import StatelessStage
 from tmseeg.stream.block import Block, StreamMeta
 
 log = logging.getLogger(__name__)
@@ -743,7 +744,7 @@ def with_channel_types(meta: StreamMeta, types: Mapping[str, str],
     return without_unplaced_eeg(dataclasses.replace(meta, ch_types=tuple(new)), montage)
 
 
-class ChannelTypes:
+class ChannelTypes(StatelessStage):
     """First stage of a chain when the user gave channel types: every block leaves with the
     retyped ``meta`` (:func:`with_channel_types`), live and offline alike."""
 
@@ -759,12 +760,6 @@ class ChannelTypes:
             raise ValueError(f"channel types were set for {self.meta.name!r}'s channels, but "
                              f"a block of {block.meta.name!r} came")
         return dataclasses.replace(block, meta=self.meta)
-
-    def flush(self) -> Block | None:
-        return None
-
-    def reset(self) -> None:
-        return None
 
 
 def without_unplaced_eeg(meta: StreamMeta, montage: str = "auto") -> StreamMeta:

@@ -461,9 +461,9 @@ class MarkerInlet:
         self._inlet.open_stream(timeout=5.0)
         self._one_hot: list[str] | None = None
         if info.channel_count() > 1 and info.channel_format() != pylsl.cf_string:
-            full = self._inlet.info(timeout=5.0)
-            self._one_hot = _channel_labels(full) or [str(i) for i in
-                                                      range(info.channel_count())]
+            labels = self._inlet.info(timeout=5.0).get_channel_labels() or []
+            self._one_hot = (list(labels) if len(labels) == info.channel_count() and all(labels)
+                             else [str(i) for i in range(info.channel_count())])
 
     def pull(self) -> list[tuple[str, float]]:
         try:
@@ -477,16 +477,6 @@ class MarkerInlet:
 
     def close(self) -> None:
         self._inlet.close_stream()
-
-
-def _channel_labels(info) -> list[str]:
-    """The channel labels of a stream's description (empty if it has none)."""
-    out = []
-    ch = info.desc().child("channels").child("channel")
-    while not ch.empty():
-        out.append(ch.child_value("label"))
-        ch = ch.next_sibling()
-    return out if len(out) == info.channel_count() and all(out) else []
 
 
 def parse_marker(label: str) -> tuple[str, dict]:
