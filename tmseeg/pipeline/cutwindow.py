@@ -39,10 +39,13 @@ onsets (a conditioning pulse before a marked test pulse), the one nearest the ev
 that lags the pulse has its onset before time zero.
 
 Marker lag. When the pulses come from markers (or a trigger channel) and the artifact starts
-at the same offset from them on the measured pulses (median onset at least one sample and 0.25
-ms away from the marker, spread (MAD) under 0.5 ms), that constant lag is corrected: every such
-pulse event from then on is moved to the artifact onset (``summary()["marker_lag_ms"]``), so
-time zero is the pulse, not the marker. Pulses found in the data are never moved.
+at the same offset from them on the measured pulses (spread (MAD) under 0.5 ms), that constant
+lag is corrected when it is at least one sample and 0.25 ms: every such pulse event from then on
+is moved to the pulse (``summary()["marker_lag_ms"]``), so time zero is the pulse, not the
+marker. The lag is the mean onset minus half a sample: the first sample that shows the
+artifact comes 0..1 sample after the physical pulse, so a marker on the pulse's nearest sample
+sees onsets of 0 or +1 sample and is left where it is. Pulses found in the data are never
+moved.
 
 The window is the median over the pulses of those start and end times, widened by
 ``margin_ms`` (1 ms) on each side, rounded outwards to 0.5 ms, never shorter than
@@ -439,10 +442,19 @@ class CutWindow:
         self._lag_fs = fs
         if not self.correct_lag or not onsets_ms:
             return
-        onset = float(np.median(onsets_ms))
-        spread = float(np.median(np.abs(np.asarray(onsets_ms) - onset)))
+        onsets = np.asarray(onsets_ms, dtype=float)
+        median = float(np.median(onsets))
+        spread = float(np.median(np.abs(onsets - median)))
+        # The first jumped sample follows the physical pulse by 0..1 sample (half a sample on
+        # average), while a marker placed at the pulse's nearest sample has no bias: an
+        # on-time marker sees onsets of 0 or +1 sample, and at 1 kHz moving it by the median
+        # (+1 sample) would shift every TEP by 1 ms. So the lag is the mean onset (of those
+        # near the median) minus half a sample.
+        sample_ms = 1000.0 / fs
+        near = onsets[np.abs(onsets - median) <= max(3.0 * spread, sample_ms)]
+        onset = float(near.mean()) - 0.5 * sample_ms
         self.lag_ms = -onset  # a marker after the onset lags by a positive amount
-        shift = int(round(onset * fs / 1000.0))
+        shift = int(math.floor(onset / sample_ms + 0.5))
         if shift and abs(onset) >= 0.25 and spread <= 0.5:
             self.lag_samples = shift
 
