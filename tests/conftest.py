@@ -54,3 +54,57 @@ def live_replay(uid):
         return session
 
     return run
+
+
+class FillingDisk:
+    """A folder whose writes fail once ``size_bytes`` are used, the way a full disk fails.
+
+    A real tmpfs of that size where mounting is allowed (root): writes fail with ``ENOSPC``.
+    Elsewhere the folder is an ordinary one and a child process started with
+    ``preexec_fn=disk.preexec`` may write files of at most ``size_bytes``: its writes fail
+    with ``EFBIG`` from the kernel, also part-way through a write (the same short write and
+    error a full disk gives). ``errno_name`` says which.
+    """
+
+    def __init__(self, path, size_bytes: int) -> None:
+        import subprocess
+
+        self.path = path
+        self.size_bytes = size_bytes
+        path.mkdir(parents=True, exist_ok=True)
+        self.mounted = os.geteuid() == 0 and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
+            capture_output=True).returncode == 0
+        self.errno_name = "ENOSPC" if self.mounted else "EFBIG"
+
+    def preexec(self) -> None:
+        """In the child: limit the size of the files it writes (no-op on a real small disk)."""
+        if self.mounted:
+            return
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.size_bytes, self.size_bytes))
+
+    def unmount(self) -> None:
+        import subprocess
+
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+            self.mounted = False
+
+
+@pytest.fixture
+def filling_disk(tmp_path):
+    """``filling_disk(size_bytes)``: a :class:`FillingDisk` folder, unmounted after the test."""
+    made = []
+
+    def make(size_bytes: int) -> FillingDisk:
+        disk = FillingDisk(tmp_path / f"disk{len(made)}", size_bytes)
+        made.append(disk)
+        return disk
+
+    yield make
+    for disk in made:
+        disk.unmount()

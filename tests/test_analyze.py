@@ -12,6 +12,7 @@ import mne
 import numpy as np
 import pytest
 
+from tmseeg.pipeline.coil import roi_around
 from tmseeg.pipeline.config import ConfigError, load_config
 from tmseeg.report.analyze import analyze_file, run_session
 from tmseeg.sim.accuracy import peak_errors, simulated_recording, true_roi_tep
@@ -391,3 +392,111 @@ def test_a_truncated_brainvision_file_is_named_and_what_is_there_is_analysed(tmp
     said = [w for w in summary["warnings"] if "after the last sample" in w]
     assert len(said) == 1 and f"{n_after} marker(s)" in said[0] and "truncated" in said[0]
     assert summary["n_pulses"] == len(truth.pulses) - n_after
+
+
+# ------------------------------------------------------------------ faults in the file (#19)
+def _write_bv(tmp_path, stem, rec, truth, data_uv):
+    """A BrainVision file (float32: NaN survives) of ``data_uv`` with the true pulses marked."""
+    import pybv
+
+    pybv.write_brainvision(data=data_uv * 1e-6, sfreq=rec.meta.sfreq,
+                           ch_names=list(rec.meta.ch_names), fname_base=stem,
+                           folder_out=str(tmp_path), unit="µV", fmt="binary_float32",
+                           events=[dict(onset=int(p.sample), description=1, type="Stimulus")
+                                   for p in truth.pulses])
+    return tmp_path / f"{stem}.vhdr"
+
+
+@pytest.fixture(scope="module")
+def fault_session():
+    """40 s, 32 ch at 2 kHz, ~15 pulses (the recording of #19's measurements)."""
+    return simulated_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=3,
+                                         muscle_artifact=False), 40.0, None)
+
+
+def _rows(out):
+    with open(out / "pulses.csv") as fh:
+        return {round(float(r["time_s"]), 3): r for r in csv.DictReader(fh)}
+
+
+@pytest.mark.parametrize("where", ["all", "C3"])
+def test_a_nan_stretch_rejects_only_the_epochs_it_touches(tmp_path, fault_session, where):
+    """1 s of NaN on every channel, or 2 s on C3 (the coil site), across one pulse's epoch.
+    Before: the whole file was refused ("only 0 good EEG channels left"), or C3 was "no data"
+    and interpolated for the rest of the file (N15 -1.47 instead of -4.17 uV). Now the epoch
+    with NaN is rejected with that reason, every other pulse is as on the clean file, no
+    channel is bad and the coil site stays C3."""
+    rec, truth = fault_session
+    fs = rec.meta.sfreq
+    clean = analyze_file(_write_bv(tmp_path, "clean", rec, truth, rec.data_uv),
+                         tmp_path / "clean", progress=False, report=False)
+    hit = int(truth.pulses[len(truth.pulses) // 2].sample)  # NaN from 100 ms after it on
+    a, b = hit + int(0.1 * fs), hit + int((1.1 if where == "all" else 2.1) * fs)
+    data = rec.data_uv.copy()
+    data[slice(None) if where == "all" else list(rec.meta.ch_names).index("C3"), a:b] = np.nan
+    summary = analyze_file(_write_bv(tmp_path, "nan", rec, truth, data), tmp_path / "nan",
+                           progress=False, report=False)
+    assert summary["bad_channels"] == {} and summary["coil_site"] == "C3"
+    assert summary["n_pulses"] == clean["n_pulses"] == len(truth.pulses)
+    got, ref = _rows(tmp_path / "nan"), _rows(tmp_path / "clean")
+    touched = {t for t in got if (t - 0.5) * fs < b and (t + 0.5) * fs > a}
+    assert round(hit / fs, 3) in touched
+    for t, row in got.items():
+        if t in touched:
+            assert row["kept"] == "False" and row["reason"].startswith("NaN in data"), row
+            assert (where == "C3") == ("(C3)" in row["reason"]), row["reason"]
+        else:  # the epoch filter's padding may reach into the NaN: amplitudes move a little
+            assert row["kept"] == ref[t]["kept"], (t, row["reason"], ref[t]["reason"])
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_epochs_away_from_a_nan_stretch_are_unchanged(fault_session, decay):
+    """NaN on every channel from 100 ms after one pulse on: every epoch whose padded span
+    (+-1 s) misses the NaN is unchanged, sample for sample (no state carries the NaN on).
+    Without decay removal it is the clean recording's epoch. With it, the pulse whose fit
+    window holds NaN is left out of the running average (pulses.csv says so), so later
+    epochs are those of any other NaN stretch after that pulse: 1 s or 2 s long, the same."""
+    rec, truth = fault_session
+    fs = rec.meta.sfreq
+    cfg = load_config(overrides={"decay": {"enabled": decay}})
+    hit = int(truth.pulses[len(truth.pulses) // 2].sample)
+    marked = replace(rec, events=[Event(sample=int(p.sample), label="TMS", kind=EVENT_MARKER)
+                                  for p in truth.pulses])
+
+    def with_nan(seconds):
+        a, b = hit + int(0.1 * fs), hit + int((0.1 + seconds) * fs)
+        data = rec.data_uv.copy()
+        data[:, a:b] = np.nan
+        return run_session(replace(marked, data_uv=data), cfg), b
+
+    if decay:
+        session, _ = with_nan(1.0)
+        ref = {e.event.sample: e.data_uv for e in session.epochs}
+        row = next(p for p in session.pulses if p["sample"] == hit)
+        assert "NaN" in row["decay_method"] and "left out" in row["decay_method"], row
+    else:
+        ref = {e.event.sample: e.data_uv for e in run_session(marked, cfg).epochs}
+    session, b = with_nan(2.0)
+    got = session.epochs
+    a = hit + int(0.1 * fs)
+    far = [e for e in got if e.event.sample + fs < a or e.event.sample - fs > b]
+    assert len(far) >= len(got) - 2 and sum(e.event.sample > b for e in far) >= 5
+    for e in far:
+        assert np.isfinite(e.data_uv).all()
+        np.testing.assert_array_equal(e.data_uv, ref[e.event.sample], err_msg=str(e.event))
+
+
+def test_a_railed_channel_is_no_coil_site(tmp_path, fault_session):
+    """Fz swinging between +-3 V from the start: before, the coil site and ROI went to Fz
+    (Fz, FC2, FC1, F3, F4). Now Fz is left out of the site search and of the ROI, is marked
+    clipped by the bad-channel detector, and the site stays C3."""
+    rec, truth = fault_session
+    data = rec.data_uv.copy()
+    fz = list(rec.meta.ch_names).index("Fz")
+    data[fz] = 3e6 * np.random.default_rng(0).choice([-1.0, 1.0], data.shape[1])
+    summary = analyze_file(_write_bv(tmp_path, "rail", rec, truth, data), tmp_path / "rail",
+                           progress=False, report=False)
+    assert summary["coil_site"] == "C3" and "Fz" not in summary["roi"]
+    assert summary["roi"] == roi_around("C3", [n for n in rec.meta.ch_names if n != "Fz"], 4)
+    assert summary["bad_channels"]["Fz"].startswith("clipped")
+    assert list(summary["coil_excluded"]) == ["Fz"]

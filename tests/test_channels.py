@@ -89,10 +89,28 @@ def test_channel_dying_mid_session_becomes_bad_live():
             seen_at.setdefault(nm, b.stop_sample)
     assert set(det.bads) == {"Cz", "Pz"}
     assert det.bads["Cz"].startswith("no data") and det.bads["Pz"].startswith("flat")
-    # found live: within ~1.2 windows of failing (window 1 s + late-marker margin 100 ms)
-    assert 5000 < seen_at["Cz"] <= 5000 + 1600
+    # found live: flat within ~1.2 windows of failing (window 1 s + late-marker margin 100 ms);
+    # NaN only once it has lasted no_data_windows (3) windows: a dead electrode, not a dropout
     assert 7000 < seen_at["Pz"] <= 7000 + 1600
-    assert [h[1] for h in det.history] == ["Cz", "Pz"]
+    assert 5000 + 2 * 1000 < seen_at["Cz"] <= 5000 + 3 * 1000 + 600
+    assert sorted(h[1] for h in det.history) == ["Cz", "Pz"]
+
+
+def test_a_nan_stretch_marks_no_channel_a_dead_one_does():
+    """2 s of NaN on C3, 1 s of NaN on every channel (a gap): no channel is bad (the epochs
+    they touch are rejected instead); Cz NaN from 9 s to the end (20 s) is."""
+    rng = np.random.default_rng(3)
+    meta = _meta(emg=False)
+    data = _session(rng, 20000)[:32]
+    data[NAMES.index("C3"), 2000:4000] = np.nan  # exactly one 2-s window: 100 % NaN
+    data[:, 5000:6000] = np.nan
+    data[NAMES.index("Cz"), 9000:] = np.nan
+    det = BadChannelDetector(window_s=2.0)
+    _feed(det, data, meta)
+    assert det.bads == {"Cz": det.bads.get("Cz")} and det.bads["Cz"].startswith("no data")
+    assert "3 windows of 2 s in a row" in det.bads["Cz"]
+    with pytest.raises(ValueError, match="no_data_windows"):
+        BadChannelDetector(no_data_windows=0)
 
 
 def test_pulse_windows_are_excluded_from_evaluation():

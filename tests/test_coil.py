@@ -2,7 +2,8 @@
 import numpy as np
 
 from tmseeg.pipeline.channels import standard_montage
-from tmseeg.pipeline.coil import CoilSiteDetector, centroid_channel, roi_around
+from tmseeg.pipeline.coil import (CoilSiteDetector, broken_channels, centroid_channel,
+                                roi_around)
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import blocks_from_array
 
@@ -101,3 +102,35 @@ def test_session_warns_when_the_site_moves_out_of_the_roi_fixed_with_the_first_e
                for r in caplog.records)
     clean = run_session(clean_rec, load_config(), keep_epochs=False)
     assert clean.tep.roi[0] == clean.stages.coil.site  # no warning case: the ROI is the site's
+
+
+def test_railed_and_flat_channels_are_no_coil_site_nor_in_its_roi():
+    """Fz swinging between +-3 V (a lead off: millions of µV between samples) made Fz the
+    site and its neighbours the ROI; FC1 flat (a dead input) next to the coil. Both are left
+    out, and the site stays under the coil."""
+    sim = TMSEEGSimulator(SimConfig(n_channels=32, sfreq=5000.0, seed=5, isi_range_s=(1.0, 1.2)))
+    data, events = sim.generate(5000 * 8)
+    names = list(sim.meta.ch_names)
+    rng = np.random.default_rng(0)
+    data = data.copy()
+    data[names.index("Fz")] = 3e6 * rng.choice([-1.0, 1.0], data.shape[1])
+    data[names.index("FC1")] = 12.5
+    det = CoilSiteDetector()
+    for b in blocks_from_array(data, sim.meta, 50, events):
+        det.process(b)
+    assert len(det.amplitudes_uv) == 5
+    eeg = [n for n, t in zip(names, sim.meta.ch_types) if t == "eeg"]
+    raw = np.nan_to_num(np.median(np.abs(data[[names.index(n) for n in eeg]]), axis=1))
+    assert centroid_channel(raw, eeg) == "Fz"  # what the rail's swing alone makes the site
+    assert set(det.excluded) == {"Fz", "FC1"} and "railed or flat" in det.excluded["Fz"]
+    assert det.site in sim.truth.roi and det.site != "FC1"
+    assert not {"Fz", "FC1"} & set(det.roi) and len(det.roi) == 5
+
+
+def test_broken_channels_needs_a_rail_not_a_quantised_peak():
+    rng = np.random.default_rng(1)
+    x = np.round(10 * rng.standard_normal((3, 500)), 1)  # EEG at 0.1 µV resolution
+    x[1] = np.clip(x[1], -3.0, 3.0)  # clipped 2/3 of the time
+    x[2, 200:] = np.nan  # NaN is no evidence either way
+    assert broken_channels(x).tolist() == [False, True, False]
+    assert broken_channels(np.zeros((1, 500))).tolist() == [True]  # flat

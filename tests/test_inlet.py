@@ -325,3 +325,77 @@ def test_mne_lsl_player_annotations_are_found_and_are_the_pulse_markers(tmp_path
     errors = {int((t + start) - onsets[np.argmin(np.abs(onsets - (t + start)))]) for t in tms}
     errors |= {int((r + start) - rests[np.argmin(np.abs(rests - (r + start)))]) for r in rest}
     assert len(errors) == 1 and abs(errors.pop()) <= 1
+
+
+def test_a_stream_back_with_a_new_source_id_is_followed(uid, caplog):
+    """The amplifier program restarts (or a new device comes up) under the same name and type
+    but a new source id, which liblsl's own recovery never finds: the outage is shown while it
+    lasts (a warning, rate 0, seconds without data), the inlet follows the new stream, and the
+    samples missing meanwhile are one gap, with true sample indices after it. A stream of the
+    same name with other channels is not followed, and a warning says why."""
+    import logging
+
+    sfreq, n_ch = 1000.0, 4
+    out = make_outlet(f"eeg-{uid}", n_ch, sfreq, f"old-{uid}")
+    inlet = EEGInlet(resolve_stream(name=f"eeg-{uid}", timeout_s=3))
+    t0 = pylsl.local_clock()
+    p = Pusher(out, n_ch, sfreq, 1.0, t0=t0)
+    p.start()
+    received, gaps = [], []
+
+    def drain(until, n_wanted=None, stop=lambda: False):
+        while time.monotonic() < until and not stop():
+            got = inlet.pull()
+            if got is None:
+                if n_wanted is not None and inlet.next_sample >= n_wanted:
+                    return
+                time.sleep(0.002)
+                continue
+            received.append((inlet.next_sample - got[0].shape[0], got[0][:, 0].copy()))
+            gaps.extend(got[2])
+
+    with caplog.at_level(logging.WARNING, logger="tmseeg.stream.inlet"):
+        drain(time.monotonic() + 10, n_wanted=1000)
+        p.join()
+        assert inlet.next_sample == 1000 and inlet.stats.rate_hz > 500
+        p.outlet = None
+        del out  # the amplifier program dies
+        t_gone = time.monotonic()
+        drain(t_gone + 5, stop=lambda: inlet.stats.no_data_s > 0)
+        said_after_s = time.monotonic() - t_gone
+        # shown while it lasts: rate 0, seconds without data, one warning
+        assert inlet.stats.rate_hz == 0.0 and inlet.stats.no_data_s > 1.0
+        assert said_after_s < 5.0
+        gone = [r.getMessage() for r in caplog.records if "sent nothing" in r.getMessage()]
+        assert len(gone) == 1 and f"eeg-{uid}" in gone[0]
+        # a stream of the same name with another layout is refused, and said so
+        wrong = make_outlet(f"eeg-{uid}", n_ch + 2, sfreq, f"wrong-{uid}")
+        drain(time.monotonic() + 10,
+              stop=lambda: any("not followed" in r.getMessage() for r in caplog.records))
+        assert inlet.stats.n_reconnects == 0
+        refused = [r.getMessage() for r in caplog.records if "not followed" in r.getMessage()]
+        assert len(refused) == 1 and "6 channels, not 4" in refused[0]
+        # the program comes back with a new source id
+        out2 = make_outlet(f"eeg-{uid}", n_ch, sfreq, f"new-{uid}")
+        restart_index = int(round((pylsl.local_clock() - t0) * sfreq))
+        p2 = Pusher(out2, n_ch, sfreq, 1.0, t0=t0, start_index=restart_index)
+        p2.start()
+        last_value = (p2.stop_at - 1) % 100000
+        drain(time.monotonic() + 15,
+              stop=lambda: received and received[-1][1][-1] == last_value)
+        p2.join()
+    assert inlet.source_id == f"new-{uid}" and inlet.stats.n_reconnects == 1
+    assert inlet.stats.no_data_s == 0.0 and inlet.stats.n_outages == 1
+    assert len(gaps) == 1, gaps
+    gap = gaps[0]
+    assert gap.sample == 1000
+    s_after, v_after = [(s, v) for s, v in received if s >= 1000][0]
+    assert gap.sample + gap.duration == s_after
+    # the same clock on both sides here: the indices after the gap are the true ones
+    assert s_after >= restart_index
+    assert v_after[0] == pytest.approx(s_after % 100000, abs=2)
+    assert gap.duration >= 0.9 * (restart_index - 1000)
+    back = [r.getMessage() for r in caplog.records if "data again" in r.getMessage()]
+    assert len(back) == 1 and "recorded as a gap" in back[0]
+    inlet.close()
+    del out2, wrong

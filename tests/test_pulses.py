@@ -11,6 +11,7 @@ from tmseeg.pipeline.pulses import (
     DEFAULT_PULSE_PATTERN,
     DataPulses,
     MarkerPulses,
+    PulsePlausibility,
     TriggerChannelPulses,
 )
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
@@ -296,3 +297,67 @@ def test_numeric_marker_stream_gives_code_labels(uid):
         pulses += [e for e in stage.process(block).events if e.kind == EVENT_PULSE]
     src.close()
     assert len(pulses) == 1 and abs(pulses[0].sample - 250) <= 2, (labels, pulses)
+
+
+# --------------------------------------------------------------------------- plausibility
+def _pulse_events(samples, label="TMS"):
+    return [Event(int(s), label, kind=EVENT_PULSE) for s in samples]
+
+
+def test_plausibility_keeps_every_real_protocol():
+    """Pairs 1 and 3 ms apart (1 ms is one sample at 1 kHz), quadripulse 1.5 ms, theta bursts
+    (50 Hz), a 2-s 100 Hz train: nothing refused, nothing said."""
+    for fs in (1000.0, 5000.0):
+        ms = fs / 1000.0
+        pulses = [1000, 1000 + round(1 * ms), 5000, 5000 + round(3 * ms)]
+        pulses += [9000 + round(k * 1.5 * ms) for k in range(4)]
+        pulses += [13000 + round((200 * b + 20 * k) * ms) for b in range(10) for k in range(3)]
+        start = pulses[-1] + round(500 * ms)
+        pulses += [start + round(10 * k * ms) for k in range(200)]
+        n = pulses[-1] + 2000
+        meta = StreamMeta(["C3", "C4"], fs, ["eeg", "eeg"])
+        stage = PulsePlausibility()
+        out = run_blocks(stage, np.zeros((2, n)), meta, _pulse_events(pulses))
+        assert pulse_samples(out) == sorted(pulses), fs
+        assert stage.n_refused == 0 and stage.messages() == []
+
+
+def test_plausibility_refuses_a_flood_with_one_warning_per_second(caplog):
+    """A marker loop at ~7.6 kHz for 2.5 s among real pulses 1 s apart: the flood is refused
+    (its first marker, indistinguishable from a pulse, excepted), the real pulses before and
+    after it are kept, and the log says so once per second of flood, with the count."""
+    fs = 5000.0
+    meta = StreamMeta(["C3", "C4"], fs, ["eeg", "eeg"])
+    real = list(range(2500, 50000, 5000))
+    flood = sorted({20200 + int(k * fs / 7600) for k in range(int(7600 * 2.5))})
+    stage = PulsePlausibility()
+    with caplog.at_level("WARNING", logger="tmseeg.pipeline.pulses"):
+        out = run_blocks(stage, np.zeros((2, 50000)), meta,
+                         _pulse_events(sorted(real + flood)))
+        stage.flush()
+    kept = pulse_samples(out)
+    # inside the flood, or within a second after it (the flood fills the rate window)
+    lost = [22500, 27500, 32500, 37500]
+    assert kept == sorted(set(real) - set(lost) | {flood[0]})
+    said = [r.getMessage() for r in caplog.records if "pulse plausibility" in r.getMessage()]
+    assert len(said) == 4  # seconds 4-5, 5-6, 6-7 (flood) and 7-8 (37500) of the stream
+    assert sum(r["n_refused"] for r in stage.refusals) == stage.n_refused
+    assert stage.n_refused == len(flood) - 1 + len(lost)
+    assert "refused 4800 pulse event(s) at 4-5 s" in said[0]
+    assert "refused 1 pulse event(s) at 7-8 s (1 more than 100 pulses in a second" in said[3]
+    assert "closer than 1 ms to the previous pulse" in said[0] and "'TMS'" in said[0]
+    assert "min_interval_ms" in stage.messages()[0]
+
+
+def test_plausibility_rate_limit_catches_a_flood_at_the_sample_rate():
+    """At 1 kHz a marker on every sample is 1 ms apart, as a real pair: the rate limit
+    (100 per second, refused ones counting) refuses all but the first 101."""
+    fs = 1000.0
+    meta = StreamMeta(["C3"], fs, ["eeg"])
+    stage = PulsePlausibility()
+    flood = list(range(3000, 6000))
+    out = run_blocks(stage, np.zeros((1, 8000)), meta, _pulse_events(flood + [7500]))
+    assert pulse_samples(out) == flood[:101] + [7500]
+    assert stage.n_refused == len(flood) - 101
+    with pytest.raises(ValueError, match="0 = off"):
+        PulsePlausibility(min_interval_ms=-1)

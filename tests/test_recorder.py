@@ -1,4 +1,5 @@
 """BrainVisionRecorder: incremental, crash-safe, readable by MNE at every moment."""
+import errno
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from tmseeg.stream.block import Block, Event, StreamMeta, blocks_from_array
 from tmseeg.stream.io import read_recording
-from tmseeg.stream.recorder import BrainVisionRecorder
+from tmseeg.stream.recorder import AppendFile, BrainVisionRecorder, RecordingError
 
 SFREQ = 1000.0
 
@@ -250,3 +251,89 @@ def test_record_a_replayed_lsl_stream(tmp_path, uid):
     back = read_recording(path)
     np.testing.assert_allclose(back.data_uv, x.astype(np.float32), rtol=1e-7)
     assert [(e.sample, e.kind) for e in back.events] == [(200, "pulse"), (1100, "pulse")]
+
+
+class _FillsUp(AppendFile):
+    """A file on a disk with ``room_bytes`` left: a write that does not fit writes what fits
+    and the next call fails with ENOSPC, as the kernel does on a full disk."""
+
+    room_bytes = 0
+
+    def _write_some(self, data):
+        room = self.room_bytes - os.fstat(self.fd).st_size
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.write(self.fd, data[:room])
+
+
+@pytest.mark.parametrize("full", [".eeg", ".vmrk"])
+def test_disk_full_stops_at_a_whole_sample_and_says_what_was_kept(tmp_path, full):
+    """The disk fills while a block is written (part of it is on disk): the block is taken
+    back, so the data end at a whole sample and every marker points into them; the error is
+    raised once with what was kept; later blocks are counted as not recorded."""
+    meta = _meta()
+    frame = meta.n_channels * 4
+    x = _data(meta, 3000)
+    events = [Event(100, "TMS", "pulse"), Event(420, "TMS", "pulse"), Event(2000, "TMS", "pulse")]
+
+    class Recorder(BrainVisionRecorder):
+        def _open_append(self, path):
+            f = _FillsUp(path) if path.suffix == full else AppendFile(path)
+            f.room_bytes = 10_000 if full == ".eeg" else 1 << 30  # the .vmrk: set below
+            return f
+
+    path = tmp_path / "full.vhdr"
+    rec = Recorder(path, meta)
+    if full == ".vmrk":  # room for the header and the first block's marker line only
+        rec._vmrk.room_bytes = rec._vmrk.size + 30
+    raised = []
+    for b in blocks_from_array(x, meta, 37, events):
+        try:
+            rec.write(b)
+        except RecordingError as err:
+            raised.append(err)
+    rec.close()
+    # blocks of 37 samples: 10 000 bytes hold 11 whole blocks (407 samples) and part of the
+    # 12th. The marker file has room for the line of the pulse at 100, not for the one at 420
+    # (12th block): that block's data, already written, are taken back with it
+    kept = 407
+    assert len(raised) == 1, raised
+    err = raised[0]
+    assert err.errno == errno.ENOSPC and rec.failed
+    msg = str(err)
+    assert msg.startswith("recording stopped") and "No space left on device (ENOSPC)" in msg
+    assert f"Kept {kept} samples ({kept / SFREQ:.1f} s) and 1 markers in {path}" in msg
+    assert "NOT recorded" in msg and "Free space" in msg
+    assert rec.n_samples_written == kept and rec.n_samples_dropped == 3000 - kept
+    assert rec.outcome().startswith("recording FAILED (No space left on device (ENOSPC)): "
+                                    f"kept {kept} samples")
+    assert f"NOT recorded: {3000 - kept} samples ({(3000 - kept) / SFREQ:.1f} s)" in rec.outcome()
+    assert (tmp_path / "full.eeg").stat().st_size == kept * frame
+    raw = mne.io.read_raw_brainvision(path, preload=True, verbose="error")
+    assert raw.n_times == kept
+    np.testing.assert_allclose(raw.get_data()[:5] * 1e6, x[:5, :kept].astype(np.float32),
+                               rtol=1e-6)
+    assert [round(o * SFREQ) for o in raw.annotations.onset] == [100]
+    assert (tmp_path / "full.vmrk").read_text().endswith("\n")  # no half line
+
+
+def test_a_real_full_disk_keeps_whole_samples(filling_disk):
+    """The same on a real filesystem that fills up (a 64 kB tmpfs; needs root to mount)."""
+    disk = filling_disk(64 * 1024)
+    if not disk.mounted:
+        pytest.skip("no small filesystem here (mounting a tmpfs needs root)")
+    meta = _meta(n_eeg=7)  # 9 channels: 36-byte samples do not tile 4 kB pages
+    x = _data(meta, 10_000)
+    rec = BrainVisionRecorder(disk.path / "r.vhdr", meta)
+    with pytest.raises(RecordingError, match="No space left on device") as err:
+        for b in blocks_from_array(x, meta, 50, [Event(33, "TMS", "pulse")]):
+            rec.write(b)
+    assert err.value.errno == errno.ENOSPC
+    rec.close()
+    n = rec.n_samples_written
+    assert 500 < n < 2000 and f"Kept {n} samples" in str(err.value)
+    assert (disk.path / "r.eeg").stat().st_size == n * 9 * 4
+    raw = mne.io.read_raw_brainvision(disk.path / "r.vhdr", preload=True, verbose="error")
+    assert raw.n_times == n and list(raw.annotations.onset * SFREQ) == [33]
+    np.testing.assert_array_equal(np.fromfile(disk.path / "r.eeg", "<f4").reshape(n, 9).T,
+                                  x[:, :n].astype(np.float32))

@@ -157,7 +157,7 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
         from tmseeg.stream.recorder import BrainVisionRecorder
         recorder = BrainVisionRecorder(Path(record_dir), source.meta)
         sinks.append(RawRecorderSink(recorder))
-        print(f"recording to {recorder.path}")
+        print(f"recording to {recorder.path} ({_free_space(recorder)})")
     outlet = None
     if publish:
         from tmseeg.stream.metrics_outlet import MetricsOutlet
@@ -171,8 +171,11 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
     printer = StatusPrinter()
 
     def on_status(status) -> None:
-        printer(status, session.tep_summary(),
-                runner.status_line() if runner is not None else None)
+        extra = [runner.status_line()] if runner is not None else []
+        if recorder is not None and recorder.failed:  # said once; shown while it lasts
+            extra.append(f"RECORDING STOPPED ({recorder.error.strerror}): "
+                         f"{recorder.n_samples_dropped} samples not recorded so far")
+        printer(status, session.tep_summary(), " | ".join(extra) or None)
         if outlet is not None:
             outlet.send_status(status)
 
@@ -186,8 +189,7 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
         if runner is not None:
             runner.close()
         if recorder is not None:
-            recorder.close()
-            print(f"recording closed: {recorder.path} ({recorder.n_samples_written} samples)")
+            _close_recorder(recorder)
         if outlet is not None:
             outlet.close()
         source.close()
@@ -195,7 +197,39 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
     print("       " + tep_line(session.tep_summary()))
     if runner is not None:
         print("       " + runner.status_line())
+    if recorder is not None and recorder.failed:
+        print("       " + recorder.outcome(), file=sys.stderr)
+        return 1  # the session ran, but its recording is incomplete
     return 0
+
+
+def _free_space(recorder) -> str:
+    """The free space note of a recording (a warning when it holds under 30 minutes)."""
+    from tmseeg.stream.recorder import free_space_note
+    note, short = free_space_note(recorder.path.parent, recorder.meta)
+    if short:
+        log.warning("%s has only %s: the recording will stop when the disk is full. Free "
+                    "space, or record to another folder.", recorder.path.parent, note)
+    return note
+
+
+def _close_recorder(recorder) -> None:
+    """Close a recording and say what it holds (and lacks, after a write failure)."""
+    from tmseeg.stream.recorder import RecordingError
+    try:
+        recorder.close()
+    except RecordingError as err:
+        log.error("%s", err)
+    if recorder.failed:
+        print(f"recording closed after a failure: {recorder.path}", file=sys.stderr)
+    else:
+        print(f"recording closed: {recorder.outcome()}")
+
+
+def _record_folder(out: str) -> Path:
+    """The folder a recording named by ``--out``/``--record`` goes to (a .vhdr's parent)."""
+    path = Path(out)
+    return path.parent if path.suffix.lower() == ".vhdr" else path
 
 
 def tep_line(tep: dict) -> str:
@@ -216,14 +250,23 @@ def tep_line(tep: dict) -> str:
 
 
 class RawRecorderSink:
-    """Engine sink that records every raw block (as acquired) to a recorder."""
+    """Engine sink that records every raw block (as acquired) to a recorder.
+
+    A write failure (disk full) is said once, as an error; the recorder has stopped at a whole
+    sample and counts what it could not record, and the engine goes on processing.
+    """
 
     def __init__(self, recorder) -> None:
         self.recorder = recorder
 
     def on_block(self, raw, processed) -> None:
-        if raw is not None:
+        from tmseeg.stream.recorder import RecordingError
+        if raw is None:
+            return
+        try:
             self.recorder.write(raw)
+        except RecordingError as err:
+            log.error("%s The analysis goes on without recording.", err)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -237,6 +280,9 @@ def cmd_demo(args) -> int:
 
     from tmseeg.pipeline.config import load_config
     load_config(args.config)  # a bad configuration fails before anything starts
+    if args.record is not None:  # so does a folder the recording cannot go to
+        from tmseeg.utils import writable_dir
+        writable_dir(_record_folder(args.record), "--record")
     protocol = getattr(args, "protocol", None)
     if protocol is not None:  # closed loop: only the protocol's pulses fire
         from tmseeg.closedloop.protocol import load_protocol
@@ -363,6 +409,9 @@ def cmd_run(args) -> int:
     if protocol is not None:
         from tmseeg.closedloop.protocol import load_protocol
         load_protocol(protocol)  # a broken protocol file fails before streams are opened
+    if args.record is not None:  # before the streams are opened: fail before any work
+        from tmseeg.utils import writable_dir
+        writable_dir(_record_folder(args.record), "--record")
     source = _open_source(args)
     runner = _make_runner(args, source) if protocol is not None else None
     rc = _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
@@ -384,24 +433,40 @@ def cmd_record(args) -> int:
         args.out = str(bids_dir)
     if args.out is None:
         raise ValueError("record needs --out DIR (or --bids-root ROOT --subject LABEL)")
+    from tmseeg.stream.recorder import RecordingError
+    from tmseeg.utils import writable_dir
+    writable_dir(_record_folder(args.out), "--out")  # before the stream is opened
     source = _open_source(args)
     recorder = BrainVisionRecorder(Path(args.out), source.meta, overwrite=args.overwrite)
     print(f"recording {source.meta.name!r} ({source.meta.n_channels} ch @ "
-          f"{source.meta.sfreq:g} Hz) to {recorder.path}; Ctrl-C to stop")
+          f"{source.meta.sfreq:g} Hz) to {recorder.path} ({_free_space(recorder)}); "
+          "Ctrl-C to stop")
     t_end = None if args.duration is None else time.monotonic() + args.duration
     try:
         while t_end is None or time.monotonic() < t_end:
-            block = source.read()
+            block = source.read()  # an outage is said by the inlet as it starts and ends
             if block is None:
                 time.sleep(0.002)
                 continue
             recorder.write(block)
     except KeyboardInterrupt:
         pass
+    except RecordingError as err:  # nothing more can be recorded: stop, say what is kept
+        log.error("%s", err)
     finally:
-        recorder.close()
+        try:
+            recorder.close()
+        except RecordingError as err:
+            log.error("%s", err)
         source.close()
-    print(f"recorded {recorder.n_samples_written} samples to {recorder.path}")
+    stats = source.eeg.stats
+    outages = (f"; the stream was gone {stats.n_outages} time(s), {stats.n_missing} samples "
+               f"({stats.n_missing / source.meta.sfreq:.1f} s) missing, marked as gaps"
+               if stats.n_outages or stats.n_missing else "")
+    if recorder.failed:
+        print(recorder.outcome() + outages, file=sys.stderr)
+        return 1
+    print(recorder.outcome() + outages)
     if bids_dir is not None:
         finish_bids_record(args, recorder.path)
     return 0

@@ -58,10 +58,14 @@ class EngineStatus:
     processing_latency_ms_p50: float
     processing_latency_ms_p99: float
     elapsed_s: float
+    #: seconds since the stream last sent data, while it is silent (0.0 while data flow)
+    no_data_s: float = 0.0
 
     def line(self) -> str:
-        """One-line text for a terminal dashboard."""
-        return (f"{self.stream} {self.n_channels}ch @ {self.rate_hz:7.1f} Hz "
+        """One-line text for a terminal dashboard (starts with the outage while there is one)."""
+        gone = (f"NO DATA for {self.no_data_s:.1f} s (stream gone? waiting for it) | "
+                if self.no_data_s > 0 else "")
+        return (f"{gone}{self.stream} {self.n_channels}ch @ {self.rate_hz:7.1f} Hz "
                 f"(nominal {self.sfreq_hz:g}) | samples {self.n_samples:9d} | "
                 f"pulses {self.n_pulses:4d} | gaps {self.n_gaps} ({self.n_missing} smp) | "
                 f"transport {self.transport_latency_ms:6.2f} ms | processing p50 "
@@ -196,4 +200,5 @@ class Engine:
             processing_latency_ms_p50=float(p50),
             processing_latency_ms_p99=float(p99),
             elapsed_s=time.monotonic() - self._t_start,
+            no_data_s=float(stats.no_data_s) if stats is not None else 0.0,
         )

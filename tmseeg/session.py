@@ -29,7 +29,7 @@ from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
 from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, DataPulses, MarkerPulses,
-                                   TriggerChannelPulses)
+                                   PulsePlausibility, TriggerChannelPulses)
 from tmseeg.pipeline.pulseinfo import PulseTable, pulse_info, with_info
 from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
 from tmseeg.pipeline.reference import AverageReference
@@ -52,6 +52,7 @@ class SessionStages:
     cleaning: Any = None  # tmseeg.pipeline.cleaning.ArtifactCleaning when [cleaning] is on
     pulse_source: CheckedMarkerPulses | None = None  # markers checked against the data
     meta: StreamMeta | None = None  # the stream as the stages see it ([channels] types)
+    plausibility: PulsePlausibility | None = None  # refuses pulses no stimulator can fire
 
 
 def data_pulse_stage(cfg: dict) -> DataPulses:
@@ -105,11 +106,11 @@ def epoch_filter(cfg: dict) -> EpochFilter:
 def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     """The stage chain a configuration declares, in the documented order.
 
-    Order: pulse detection -> coil-site estimate -> pulse-window interpolation -> decay-artifact
-    removal -> bad-channel detection -> (optional causal band-pass / notch) -> bad-channel
-    interpolation -> average reference. The TEP path's zero-phase filter runs per epoch
-    (:class:`~tmseeg.pipeline.filters.EpochFilter`), on data whose pulse window was already
-    interpolated, so no filter ever smears the pulse.
+    Order: pulse detection -> pulse plausibility -> coil-site estimate -> pulse-window
+    interpolation -> decay-artifact removal -> bad-channel detection -> (optional causal
+    band-pass / notch) -> bad-channel interpolation -> average reference. The TEP path's
+    zero-phase filter runs per epoch (:class:`~tmseeg.pipeline.filters.EpochFilter`), on data
+    whose pulse window was already interpolated, so no filter ever smears the pulse.
     """
     stages: list = []
     use_montage(cfg["channels"]["montage"])
@@ -133,8 +134,14 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
                                            refractory_ms=p["refractory_ms"]))
     if source in ("data", "markers+data"):
         stages.append(data_pulse_stage(cfg))
+    # every pulse source's events, before anything cuts or counts them
+    plausibility = PulsePlausibility(min_interval_ms=p["min_interval_ms"],
+                                     max_rate_hz=p["max_rate_hz"])
+    stages.append(plausibility)
     c = cfg["coil"]
-    coil = CoilSiteDetector(n_neighbors=c["n_neighbors"])
+    # a railed or flat channel (as the bad-channel detector would call flat) is no coil site
+    coil = CoilSiteDetector(n_neighbors=c["n_neighbors"],
+                            flat_uv=cfg["bad_channels"]["flat_uv"])
     stages.append(coil)
     i = cfg["interpolation"]
     cut = None
@@ -187,7 +194,7 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
                          names=[getattr(s, "name", type(s).__name__) for s in stages],
                          cleaning=cleaning, cut_window=cut, decay=decay,
-                         pulse_source=pulse_source, meta=meta)
+                         pulse_source=pulse_source, meta=meta, plausibility=plausibility)
 
 
 class TEPSession:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,3 +34,36 @@ def now_s() -> float:
         return float(pylsl.local_clock())
     except Exception:  # pragma: no cover - pylsl is a core dependency
         return time.monotonic()
+
+
+def writable_dir(out_dir: str | Path, option: str = "--out") -> Path:
+    """``out_dir``, created if needed and checked to take a file's data.
+
+    A 64 kB test file is written and removed: an empty file would fit on a full disk (it needs
+    an inode, not space).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The folder.
+    option : str
+        The command-line option that named it, for the message.
+
+    Raises
+    ------
+    OSError
+        Naming the directory, the cause and the option to change, before any work starts.
+    """
+    import tempfile
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".tmseeg-write-test-") as f:
+            f.write(bytes(64 * 1024))
+            f.flush()
+    except OSError as exc:
+        raise OSError(f"cannot write the outputs to {out} ({type(exc).__name__}: "
+                      f"{exc.strerror or exc}); free space there or choose another {option} "
+                      "directory") from exc
+    return out

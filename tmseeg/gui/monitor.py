@@ -572,6 +572,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
                 f"transport {st.transport_latency_ms:.2f} ms, processing p50 "
                 f"{st.processing_latency_ms_p50:.2f} / p99 {st.processing_latency_ms_p99:.2f} ms"
                 f"  |  pulses {st.n_pulses}  |  display {fps:.0f} fps")
+        if st.no_data_s > 0:  # the stream is gone: say so first, while it lasts
+            text = f"NO DATA for {st.no_data_s:.1f} s (stream gone? waiting for it)  |  " + text
         if self.paused:
             text += "  |  DISPLAY PAUSED (acquiring)"
         if self.feed.error is not None:

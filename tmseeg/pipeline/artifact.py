@@ -964,6 +964,10 @@ class DecayRemoval:
             record["reason"] = f"fit window {n} samples < min_fit_ms (next pulse or end too close)"
         else:
             y = self._buf.data[self._rows, fs_ - self._buf.start:fe_ - self._buf.start]
+            n_nan = int((~np.isfinite(y).all(axis=1)).sum())
+            if n_nan:  # a dropout: those channels stay out of the running average
+                record["nan"] = (f"{n_nan} channel(s) with NaN in the fit window, left out of "
+                                 "the running average")
             if self.fit_on != "trial" and n == self._n1 - self._n0:
                 fit, median = self._fit_average(y)
             else:
@@ -1039,11 +1043,13 @@ class DecayRemoval:
             return {"decay_method": "", "decay_channels": 0, "decay_max_uv": math.nan,
                     "decay_r2": math.nan}
         fit = rec["fit"]
+        nan = f"; {rec['nan']}" if rec.get("nan") else ""
         if fit is None or not fit.ok.any():
-            return {"decay_method": f"none ({rec['reason'] or 'no decay stands out'})",
+            return {"decay_method": f"none ({rec['reason'] or 'no decay stands out'}){nan}",
                     "decay_channels": 0, "decay_max_uv": math.nan, "decay_r2": math.nan}
         ok = fit.ok
-        return {"decay_method": f"{self.fit_on} {self.model} vs {rec.get('against', 'recorded')}",
+        return {"decay_method": (f"{self.fit_on} {self.model} vs "
+                                 f"{rec.get('against', 'recorded')}{nan}"),
                 "decay_channels": int(ok.sum()),
                 "decay_max_uv": float(np.abs(fit.amps_uv[ok].sum(axis=1)).max()),
                 "decay_r2": float(np.median(fit.r2[ok]))}

@@ -107,7 +107,10 @@ class BadChannelDetector:
     first that fires gives the reason):
 
     1. **no data**: fewer than ``min_valid_fraction`` (50 %) of the window's samples are finite
-       (a channel sending NaN).
+       (a channel sending NaN) in ``no_data_windows`` (3) windows in a row: a dead electrode.
+       A shorter NaN stretch is no channel fault: the epochs it touches are rejected
+       (:class:`~tmseeg.pipeline.epochs.Epocher`), the channel is kept. Samples where every
+       channel is NaN (a gap in the recording) are left out of the window like pulse windows.
     2. **flat**: standard deviation over the window below ``flat_uv`` (default 0.5 µV; real
        scalp EEG is ~5-50 µV RMS, amplifier noise alone ~0.3-1 µV over a wide band).
     3. **clipped**: more than ``clip_fraction`` (default 0.5 %) of the samples sit exactly at the
@@ -155,6 +158,9 @@ class BadChannelDetector:
         Channels known to be bad before the session (name -> reason).
     transient_windows : int
         Consecutive windows an excess that is not gross must recur in (see 4.).
+    no_data_windows : int
+        Consecutive windows a channel must be mostly NaN in to be marked "no data" (see 1.;
+        default 3, i.e. 4-6 s of NaN with 2-s windows).
     shared_corr, neighbour_ratio : float
         Correlation with a neighbour above which a channel's large activity is taken as shared
         (brain, eyes), not as an electrode fault, unless it is more than ``neighbour_ratio``
@@ -198,8 +204,12 @@ class BadChannelDetector:
         shared_corr: float = 0.5,
         neighbour_ratio: float = 4.0,
         transient_windows: int = 3,
+        no_data_windows: int = 3,
     ) -> None:
+        if no_data_windows < 1:
+            raise ValueError(f"no_data_windows must be >= 1, got {no_data_windows}")
         self.transient_windows = int(transient_windows)
+        self.no_data_windows = int(no_data_windows)
         self.shared_corr = float(shared_corr)
         self.neighbour_ratio = float(neighbour_ratio)
         self.window_s = float(window_s)
@@ -231,6 +241,7 @@ class BadChannelDetector:
         self._newest = 0
         self.n_noisy_capped = 0
         self._strikes: dict[str, int] = {}  # consecutive windows with a transient excess
+        self._nan_strikes: dict[str, int] = {}  # consecutive windows mostly NaN
         # (first sample from which a bad set applies, the set): see bads_at()
         self._timeline: list[tuple[int, dict[str, str]]] = [(-(2 ** 62), dict(self.bads))]
 
@@ -284,6 +295,9 @@ class BadChannelDetector:
             first, data, present = self._consolidate()
             a, b = max(w0, first), max(min(w1, first + data.shape[1]), max(w0, first))
             usable = self._usable_mask(a, present[a - first:b - first], b, lo, hi)
+            # samples no channel has (a gap, the amplifier sending NaN on all channels) say
+            # nothing about any one channel: left out like the pulse windows
+            usable &= np.isfinite(data[:, a - first:b - first]).any(axis=0)
             if usable.sum() >= self.min_usable_fraction * win_n:
                 self._evaluate(data[:, a - first:b - first][:, usable], w1)
                 self._timeline.append((w1 + max(hi, 0), dict(self.bads)))
@@ -368,15 +382,24 @@ class BadChannelDetector:
         clip = np.maximum(at_max, at_min) / n_valid
 
         reasons: dict[str, str] = {}
+        nan_strikes: dict[str, int] = {}
         for i, nm in enumerate(self._names):
             if valid_frac[i] < self.min_valid_fraction:
-                reasons[nm] = f"no data ({100 * (1 - valid_frac[i]):.0f}% NaN)"
-            elif rms[i] < self.flat_uv:
+                # a NaN stretch only rejects the epochs it touches; a channel is dead (and
+                # interpolated from then on) only when it stays NaN window after window
+                nan_strikes[nm] = self._nan_strikes.get(nm, 0) + 1
+                if nan_strikes[nm] >= self.no_data_windows:
+                    reasons[nm] = (f"no data ({100 * (1 - valid_frac[i]):.0f}% NaN, "
+                                   f"{nan_strikes[nm]} windows of {self.window_s:g} s in a "
+                                   "row)")
+                continue
+            if rms[i] < self.flat_uv:
                 reasons[nm] = f"flat (RMS {rms[i]:.3g} uV < {self.flat_uv:g} uV)"
             elif clip[i] > self.clip_fraction and max(at_max[i], at_min[i]) >= 3:
                 reasons[nm] = (f"clipped ({100 * clip[i]:.1f}% of samples at "
                                f"{xmax[i] if at_max[i] >= at_min[i] else xmin[i]:.6g} uV)")
-        cand = np.array([nm not in reasons for nm in self._names])
+        self._nan_strikes = nan_strikes  # consecutive windows only
+        cand = np.array([nm not in reasons and nm not in nan_strikes for nm in self._names])
         z_rms = np.full(n_ch, np.nan)
         z_hf = np.full(n_ch, np.nan)
         if cand.sum() >= 3:

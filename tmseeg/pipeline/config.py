@@ -47,6 +47,15 @@ trigger_channel = ""        # for source = "trigger"
 data_channels = []          # for source = "data"; [] = all EEG channels
 data_threshold_uv_per_ms = 0.0   # 0 = automatic (robust, 20 x MAD of the derivative)
 refractory_ms = 1.0
+# pulses faster than any stimulator fires are refused (a stuck trigger line, a marker loop),
+# whatever their source, with one warning per second of flood (tmseeg.pipeline.pulses.
+# PulsePlausibility): closer than min_interval_ms to the previous pulse (paired-pulse and
+# quadripulse protocols go down to 1-1.5 ms; a pair's unmarked conditioning pulse found in the
+# data counts too), or more than max_rate_hz in a second (no stimulator repeats faster than
+# 100 Hz; theta bursts are 50 Hz). Refused pulses count against the limits, so a flood stays
+# refused until it stops. 0 = no limit.
+min_interval_ms = 1.0
+max_rate_hz = 100.0
 
 [channels]
 # electrode positions by label for every spatial step (coil site, ROI, bad-channel
@@ -330,6 +339,10 @@ def _validate(cfg: dict) -> None:
     if src not in ("markers", "trigger", "data", "markers+data"):
         raise ConfigError(f"pulses.source must be markers, trigger, data or markers+data, "
                           f"got {src!r}")
+    for key in ("min_interval_ms", "max_rate_hz"):
+        if cfg["pulses"][key] < 0:
+            raise ConfigError(f"pulses.{key} must be >= 0 (0 = no limit), got "
+                              f"{cfg['pulses'][key]}")
     if src == "trigger" and not cfg["pulses"]["trigger_channel"]:
         raise ConfigError("pulses.source = 'trigger' needs pulses.trigger_channel")
     if cfg["decay"]["method"] not in ("average", "average_curve", "average_gain"):

@@ -8,6 +8,9 @@ events to the blocks passing through (all other events are kept):
 * :class:`TriggerChannelPulses` — edges on a stimulus/trigger channel recorded with the EEG.
 * :class:`DataPulses` — the pulse artifact itself: a steep jump in many EEG channels at once.
 
+:class:`PulsePlausibility`, after them, refuses pulse events faster than any stimulator fires (a
+marker flood from a stuck trigger line or a software loop), whatever their source.
+
 They can be combined (e.g. markers for labels, the data for the exact onset): a stage that finds
 a pulse within ``merge_ms`` of a pulse event it received keeps one of them and demotes the other
 to a ``"marker"`` event (``extra["duplicate_of"]`` names the kept sample), so later stages never
@@ -48,6 +51,7 @@ __all__ = [
     "OnsetTracker",
     "jump_onsets",
     "marker_pulse",
+    "PulsePlausibility",
 ]
 
 
@@ -646,3 +650,158 @@ class DataPulses(_PulseMerger):
         if not self._held:
             return None
         return self._release_held()
+
+
+class PulsePlausibility(StatelessStage):
+    """Refuse pulse events faster than any stimulator can fire; say so once per second.
+
+    Applies to every pulse event leaving the pulse stages (markers, a trigger channel, the
+    data), in order of arrival. A pulse is refused when
+
+    1. it comes less than ``min_interval_ms`` after the previous pulse *candidate*, or
+    2. the last ``1 s`` already holds ``max_rate_hz`` + 1 pulse candidates or more (one of
+       slack for timing jitter),
+
+    where refused pulses count as candidates too: a flood stays refused until it stops, instead
+    of letting one pulse in every ``min_interval_ms``. Refused pulses leave the stream (no cut,
+    no epoch, no row in ``pulses.csv``); how many, when and why is logged as one warning per
+    second of stream that had refusals, and kept in :attr:`refusals` (``summary.json``).
+
+    The defaults are the fastest protocols in use: paired-pulse and quadripulse protocols put
+    pulses down to 1-1.5 ms apart (SICI, SICF, QPS-1.5; the conditioning pulse of a pair marked
+    on its test pulse comes from the data, 1-3 ms before the marker), theta bursts 20 ms apart
+    (50 Hz), and no stimulator repeats faster than 100 Hz. Pulses 1 ms apart are also the
+    closest the data detection and a trigger channel resolve (their ``refractory_ms``).
+
+    Parameters
+    ----------
+    min_interval_ms : float
+        Shortest interval between two pulses (default 1.0 ms; 0 turns the test off). Compared
+        in whole samples: at 1 kHz a pair one sample apart passes.
+    max_rate_hz : float
+        Most pulses in any second (default 100; 0 turns the test off).
+
+    Attributes
+    ----------
+    n_refused : int
+        Pulse events refused so far.
+    refusals : list of dict
+        One entry per second of stream with refusals: ``start_s`` (from the stream's first
+        sample), ``n_refused``, ``n_accepted`` (in that second), ``reasons`` (count per
+        test), ``labels`` (count per pulse label).
+    """
+
+    name = "pulse_plausibility"
+
+    #: length of the rate window and of the summary bins
+    WINDOW_S = 1.0
+
+    def __init__(self, min_interval_ms: float = 1.0, max_rate_hz: float = 100.0) -> None:
+        if min_interval_ms < 0 or max_rate_hz < 0:
+            raise ValueError(f"min_interval_ms and max_rate_hz must be >= 0 (0 = off), got "
+                             f"{min_interval_ms}, {max_rate_hz}")
+        self.min_interval_ms = float(min_interval_ms)
+        self.max_rate_hz = float(max_rate_hz)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all state (a new stream begins)."""
+        self.n_refused = 0
+        self.refusals: list[dict] = []
+        self._first: int | None = None
+        self._fs = math.nan
+        self._recent: deque[int] = deque()  # candidate samples of the last second
+        self._last: int | None = None  # the latest candidate
+        self._bin: dict | None = None  # the second being counted
+
+    def process(self, block: Block) -> Block:
+        """Return the block without its implausible pulse events (see the class description)."""
+        if self._first is None:
+            self._first, self._fs = block.first_sample, block.meta.sfreq
+            self._floor = ms_to_samples(self.min_interval_ms, self._fs)
+            self._window = max(1, ms_to_samples(self.WINDOW_S * 1000.0, self._fs))
+            self._most = (math.floor(self.max_rate_hz * self.WINDOW_S) + 1
+                          if self.max_rate_hz > 0 else math.inf)
+        events = block.events
+        if any(e.kind == EVENT_PULSE for e in events):
+            events = [e for e in events if e.kind != EVENT_PULSE or self._accept(e)]
+        if self._bin is not None and block.stop_sample >= self._bin["stop"]:
+            self._close_bin()
+        return block if len(events) == len(block.events) else replace(block, events=events)
+
+    def flush(self) -> Block | None:
+        """Nothing is held back; the last second's refusals are reported."""
+        if self._bin is not None:
+            self._close_bin()
+        return None
+
+    def _accept(self, e: Event) -> bool:
+        s = e.sample
+        while self._recent and self._recent[0] <= s - self._window:
+            self._recent.popleft()
+        why = ""
+        if self._floor > 0 and self._last is not None and abs(s - self._last) < self._floor:
+            why = f"closer than {self.min_interval_ms:g} ms to the previous pulse"
+        elif len(self._recent) >= self._most:
+            why = f"more than {self.max_rate_hz:g} pulses in a second"
+        self._last = s
+        self._recent.append(s)
+        self._count(s, e.label, why)
+        return not why
+
+    def _count(self, s: int, label: str, why: str) -> None:
+        k = (s - self._first) // self._window
+        if self._bin is not None and k != self._bin["k"]:
+            self._close_bin()
+        if self._bin is None:
+            self._bin = {"k": k, "stop": self._first + (k + 1) * self._window, "n_refused": 0,
+                         "n_accepted": 0, "reasons": {}, "labels": {}}
+        b = self._bin
+        if not why:
+            b["n_accepted"] += 1
+            return
+        self.n_refused += 1
+        b["n_refused"] += 1
+        b["reasons"][why] = b["reasons"].get(why, 0) + 1
+        if len(b["labels"]) < 20 or label in b["labels"]:
+            b["labels"][label] = b["labels"].get(label, 0) + 1
+
+    def _close_bin(self) -> None:
+        b, self._bin = self._bin, None
+        if not b["n_refused"]:
+            return
+        entry = {"start_s": b["k"] * self._window / self._fs, "n_refused": b["n_refused"],
+                 "n_accepted": b["n_accepted"], "reasons": b["reasons"], "labels": b["labels"]}
+        self.refusals.append(entry)
+        log.warning("%s", self._describe(entry))
+
+    def _describe(self, entry: dict) -> str:
+        t0 = entry["start_s"]
+        reasons = "; ".join(f"{n} {why}" for why, n in entry["reasons"].items())
+        labels = ", ".join(f"'{lab}' x{n}" for lab, n in
+                           sorted(entry["labels"].items(), key=lambda kv: -kv[1])[:3])
+        return (f"pulse plausibility: refused {entry['n_refused']} pulse event(s) at "
+                f"{t0:.0f}-{t0 + self.WINDOW_S:.0f} s ({reasons}; labels {labels}), "
+                f"{entry['n_accepted']} accepted: faster than any stimulator fires (a stuck "
+                "trigger line, a marker loop?). Limits: [pulses] min_interval_ms, max_rate_hz")
+
+    def messages(self) -> list[str]:
+        """One line for ``summary.json``: how many pulses were refused, when and why."""
+        if not self.n_refused:
+            return []
+        first, last = self.refusals[0]["start_s"], self.refusals[-1]["start_s"] + self.WINDOW_S
+        reasons: dict[str, int] = {}
+        for r in self.refusals:
+            for why, n in r["reasons"].items():
+                reasons[why] = reasons.get(why, 0) + n
+        said = "; ".join(f"{n} {why}" for why, n in reasons.items())
+        return [f"{self.n_refused} pulse event(s) refused as faster than any stimulator fires, "
+                f"in {len(self.refusals)} second(s) between {first:.0f} and {last:.0f} s "
+                f"({said}): no epoch, no row in pulses.csv. Check the trigger or marker line; "
+                f"the limits are [pulses] min_interval_ms = {self.min_interval_ms:g} and "
+                f"max_rate_hz = {self.max_rate_hz:g} (0 = off)."]
+
+    def summary(self) -> dict:
+        """What ``summary.json`` says about refused pulses."""
+        return {"min_interval_ms": self.min_interval_ms, "max_rate_hz": self.max_rate_hz,
+                "n_refused": self.n_refused, "refusals": self.refusals}

@@ -29,7 +29,7 @@ from tmseeg.session import TEPSession
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, StreamMeta, blocks_from_array
 from tmseeg.pipeline.channels import standard_montage, use_montage
 from tmseeg.stream.io import Recording, read_recording
-from tmseeg.utils import jsonable
+from tmseeg.utils import jsonable, writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     warnings = list(recording.warnings) + (source.messages() if source is not None else [])
     if session.pulse_table is not None:
         warnings += session.pulse_table.messages()
+    if session.stages.plausibility is not None:
+        warnings += session.stages.plausibility.messages()
     if not session.pulses:
         warnings.append(
             f"no TMS pulse found in {path.name} (pulse source {cfg['pulses']['source']!r}): "
@@ -164,22 +166,6 @@ def check_eeg_scale(recording: Recording, path: Path) -> None:
                          "physical dimension) and analyse again.")
 
 
-def writable_dir(out_dir: str | Path) -> Path:
-    """``out_dir``, created if needed and checked to take a file (raises ``OSError`` naming
-    the directory and the cause, before any analysis runs)."""
-    import tempfile
-
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".tmseeg-write-test-"):
-            pass
-    except OSError as exc:
-        raise OSError(f"cannot write the outputs to {out} ({type(exc).__name__}: "
-                      f"{exc.strerror or exc}); choose another --out directory") from exc
-    return out
-
-
 def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict:
     """``summary.json`` content."""
     tep = session.tep_summary()
@@ -196,9 +182,13 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         "n_rejected": int(sum(not p["kept"] for p in session.pulses)),
         "rejection_reasons": _count_reasons(session.pulses),
         "coil_site": session.stages.coil.site,
+        # railed or flat channels the site search and the ROI left out (name -> why)
+        "coil_excluded": session.stages.coil.excluded,
         **({"pulse_source": session.stages.pulse_source.summary()}
            if session.stages.pulse_source is not None else {}),
         "live_offline_differences": session.live_offline_differences(),
+        **({"pulse_plausibility": session.stages.plausibility.summary()}
+           if session.stages.plausibility is not None else {}),
         **({"pulse_table": session.pulse_table.summary()}
            if session.pulse_table is not None else {}),
         **({"cut_window": session.stages.cut_window.summary()}

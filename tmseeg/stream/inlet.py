@@ -9,7 +9,10 @@ The pieces, each usable alone:
 - :class:`EEGInlet` pulls chunks with ``timeout=0`` into a preallocated buffer, converts to
   microvolts, numbers samples absolutely, and records a :data:`~tmseeg.stream.block.EVENT_GAP`
   whenever samples are missing (a stream that vanished and came back, or dropped packets): a gap
-  is never silently bridged.
+  is never silently bridged. A stream that stops sending is announced at once (a warning, rate
+  0 and the seconds without data in :attr:`EEGInlet.stats`) and followed: whether it comes back
+  with the same source id (liblsl's own recovery) or as a new stream of the same name and type
+  (a new device, a restarted program), the inlet picks it up.
 - :class:`MarkerInlet` pulls string markers with their clock-corrected times.
 - :class:`LSLSource` joins the two and emits :class:`~tmseeg.stream.block.Block` objects whose
   events are aligned to EEG samples.
@@ -20,6 +23,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -267,11 +271,17 @@ class InletStats:
     transport_latency_s: float = float("nan")
     rate_hz: float = float("nan")
     clock_offset_s: float = float("nan")
+    #: seconds since data last came, while the stream is silent (0.0 while data flow)
+    no_data_s: float = 0.0
+    #: times the stream went silent for longer than ``stale_s``
+    n_outages: int = 0
+    #: times the inlet moved to a new stream of the same name and type (new source id)
+    n_reconnects: int = 0
     _rate_window: list = field(default_factory=list, repr=False)
 
 
 class EEGInlet:
-    """Non-blocking EEG inlet with absolute sample numbering and gap detection.
+    """Non-blocking EEG inlet with absolute sample numbering, gap detection and stream following.
 
     Parameters
     ----------
@@ -283,14 +293,30 @@ class EEGInlet:
         A jump of the raw timestamps beyond the dejittered prediction by more than this is
         recorded as a gap of the corresponding number of samples.
     stale_s : float
-        No data for this long marks the stream as stalled (reported in :attr:`stalled`); when
-        data come back the jump in time is recorded as a gap.
+        No data for this long is an outage: announced once (a warning), shown in
+        :attr:`stats` (``rate_hz`` 0, ``no_data_s``), and, with ``follow``, the network is
+        searched for the stream again. When data come back the missing samples are a gap.
     expected_channels : int or None
         If given, a stream with another channel count is refused (clear error).
+    follow : bool
+        During an outage, look for a stream of the same name and type (and the same channels
+        and rate) with another identity -- a new device, or the amplifier program restarted
+        with a new source id -- and read from it. liblsl's own recovery only finds a stream
+        that comes back with the same source id.
+    same_source_id : bool
+        Follow only a stream with the same source id too (when the user chose the stream by
+        its source id).
+
+    Attributes
+    ----------
+    source_id : str
+        Source id of the stream read now (it changes when the inlet follows a new stream;
+        ``meta.source_id`` keeps the first one).
     """
 
     def __init__(self, info, max_chunk: int = 4096, gap_tolerance_s: float = 0.05,
-                 stale_s: float = 1.0, expected_channels: int | None = None) -> None:
+                 stale_s: float = 1.0, expected_channels: int | None = None,
+                 follow: bool = True, same_source_id: bool = False) -> None:
         pylsl = _pylsl()
         if expected_channels is not None and info.channel_count() != expected_channels:
             raise ValueError(
@@ -304,35 +330,47 @@ class EEGInlet:
                 "sampling rate. Is this a marker stream? Resolve the EEG stream instead."
             )
         self._pylsl = pylsl
-        self._inlet = pylsl.StreamInlet(info, max_buflen=30, recover=True,
-                                        processing_flags=pylsl.proc_clocksync)
-        self._inlet.open_stream(timeout=5.0)
-        full = self._inlet.info(timeout=5.0)
+        self._inlet, full = _open_eeg_inlet(info)
         self.meta, self.scales_to_uv = meta_from_info(full)
+        self._eeg_rows = self.meta.picks("eeg")
+        self.max_chunk = max_chunk
+        self._adopt(full)
+        #: set when the EEG values look like volts although no unit was declared
+        self.unit_warning = ""
+        self.clock = SampleClock(self.meta.sfreq)
+        self.gap_tolerance_s = gap_tolerance_s
+        self.stale_s = stale_s
+        self.follow = follow
+        self.same_source_id = same_source_id
+        self.next_sample = 0
+        self.stats = InletStats()
+        self._last_offset_check = 0.0
+        self._lost = False  # liblsl gave the stream up (a stream without a source id)
+        self._in_outage = False
+        self._new_stream = False  # the next data come from a stream just followed
+        self._finder: _StreamFinder | None = None
+
+    def _adopt(self, full) -> None:
+        """Read the data format, units and identity of the stream behind ``full``."""
+        pylsl = self._pylsl
+        _, self.scales_to_uv = meta_from_info(full)
         self._uniform_scale = bool(np.all(self.scales_to_uv == self.scales_to_uv[0]))
         # LSL's convention is µV, and a stream without units is read so; a player that sends
         # volts without saying so would give numbers a million times too small, silently
         units = list(full.get_channel_units() or [])
-        self._eeg_rows = self.meta.picks("eeg")
         self._unit_check = bool(self._eeg_rows.size) and not any(
             i < len(units) and units[i] for i in self._eeg_rows)
         self._unit_seen: list[np.ndarray] = []
-        #: set when the EEG values look like volts although no unit was declared
-        self.unit_warning = ""
         fmt = full.channel_format()
         self._dtype = {pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64,
                        pylsl.cf_int32: np.int32, pylsl.cf_int16: np.int16}.get(fmt)
         if self._dtype is None:
-            raise ValueError(f"stream {self.meta.name!r} has channel format {fmt}; tmseeg reads "
+            raise ValueError(f"stream {full.name()!r} has channel format {fmt}; tmseeg reads "
                              "float32, double64, int32 or int16 EEG streams")
-        self._dest = np.zeros((max_chunk, self.meta.n_channels), dtype=self._dtype)
-        self.max_chunk = max_chunk
-        self.clock = SampleClock(self.meta.sfreq)
-        self.gap_tolerance_s = gap_tolerance_s
-        self.stale_s = stale_s
-        self.next_sample = 0
-        self.stats = InletStats()
-        self._last_offset_check = 0.0
+        self._dest = np.zeros((self.max_chunk, self.meta.n_channels), dtype=self._dtype)
+        self._uid = full.uid()
+        self._stype = full.type()
+        self.source_id = full.source_id()
 
     @property
     def stalled(self) -> bool:
@@ -351,34 +389,33 @@ class EEGInlet:
             before these samples (their sample indices are absolute). None when nothing came.
         """
         pylsl = self._pylsl
+        k = 0
+        if not self._lost:
+            try:
+                view, raw_ts = self._inlet.pull_chunk(timeout=0.0, max_samples=self.max_chunk,
+                                                      dest_obj=self._dest, as_numpy=True)
+                k = len(raw_ts)
+            except lost_error(pylsl):
+                # liblsl recovers only streams with a source id; the others we look for
+                # ourselves (the outage is announced like any other)
+                self._lost = True
+        # after the pull: the first one waits for liblsl's clock offset (~0.6 s here)
         now = pylsl.local_clock()
         self.stats.last_pull_s = now
-        try:
-            view, raw_ts = self._inlet.pull_chunk(timeout=0.0, max_samples=self.max_chunk,
-                                                  dest_obj=self._dest, as_numpy=True)
-        except lost_error(pylsl) as err:  # only when recovery is impossible
-            raise StreamLostError(
-                f"EEG stream {self.meta.name!r} was lost and cannot be recovered ({err}). "
-                "Restart the amplifier stream; data already recorded are kept."
-            ) from err
-        k = len(raw_ts)
         if k == 0:
+            self._idle(now)
             return None
         raw_ts = np.asarray(raw_ts, dtype=np.float64)
         gaps: list[Event] = []
-        if self.clock.ready:
+        if self._new_stream:
+            gaps.append(self._gap_to_new_stream(raw_ts, k, now))
+        elif self.clock.ready:
             predicted = float(self.clock.time_of(self.next_sample))
             jump_s = raw_ts[0] - predicted
             if jump_s > self.gap_tolerance_s:
-                n_missing = int(round(jump_s * self.meta.sfreq))
-                gaps.append(Event(sample=self.next_sample, label="gap", kind=EVENT_GAP,
-                                  time_s=predicted, duration=n_missing,
-                                  extra={"seconds": jump_s}))
-                self.stats.n_gaps += 1
-                self.stats.n_missing += n_missing
-                log.warning("EEG stream %r: %d samples (%.3f s) missing before sample %d",
-                            self.meta.name, n_missing, jump_s, self.next_sample)
-                self.next_sample += n_missing
+                gaps.append(self._gap(predicted, jump_s))
+        if self._in_outage:
+            self._end_outage(now, gaps)
         idx = np.arange(self.next_sample, self.next_sample + k)
         self.clock.update(idx, raw_ts)
         ts = self.clock.time_of(idx)
@@ -393,12 +430,7 @@ class EEGInlet:
         st.n_chunks += 1
         st.last_data_s = now
         st.transport_latency_s = now - raw_ts[-1]
-        st._rate_window.append((now, st.n_samples))
-        while len(st._rate_window) > 2 and now - st._rate_window[0][0] > 2.0:
-            st._rate_window.pop(0)
-        (t_a, n_a), (t_b, n_b) = st._rate_window[0], st._rate_window[-1]
-        if t_b > t_a + 0.2:
-            st.rate_hz = (n_b - n_a) / (t_b - t_a)
+        self._update_rate(now)
         if now - self._last_offset_check > 5.0:
             self._last_offset_check = now
             try:
@@ -406,6 +438,107 @@ class EEGInlet:
             except Exception:  # a timeout only means no estimate yet
                 pass
         return samples, ts, gaps
+
+    def _update_rate(self, now: float) -> None:
+        """Samples received per second over the last ~2 s (0 while the stream is silent)."""
+        st = self.stats
+        st._rate_window.append((now, st.n_samples))
+        while len(st._rate_window) > 2 and now - st._rate_window[0][0] > 2.0:
+            st._rate_window.pop(0)
+        (t_a, n_a), (t_b, n_b) = st._rate_window[0], st._rate_window[-1]
+        if t_b > t_a + 0.2:
+            st.rate_hz = (n_b - n_a) / (t_b - t_a)
+
+    def _gap(self, predicted_s: float, jump_s: float) -> Event:
+        """Record ``jump_s`` seconds of missing samples before ``next_sample``."""
+        n_missing = max(1, int(round(jump_s * self.meta.sfreq)))
+        gap = Event(sample=self.next_sample, label="gap", kind=EVENT_GAP, time_s=predicted_s,
+                    duration=n_missing, extra={"seconds": jump_s})
+        self.stats.n_gaps += 1
+        self.stats.n_missing += n_missing
+        if not self._in_outage:  # an outage's end is said by _end_outage
+            log.warning("EEG stream %r: %d samples (%.3f s) missing before sample %d",
+                        self.meta.name, n_missing, jump_s, self.next_sample)
+        self.next_sample += n_missing
+        return gap
+
+    def _gap_to_new_stream(self, raw_ts: np.ndarray, k: int, now: float) -> Event:
+        """The gap between the old stream's last sample and a new stream's first.
+
+        A new device has its own clock: its timestamps are trusted for the length of the gap
+        only when they agree with the time that passed here; otherwise that time is the gap.
+        """
+        self._new_stream = False
+        predicted = float(self.clock.time_of(self.next_sample))
+        silent_s = max(0.0, now - self.stats.last_data_s - k / self.meta.sfreq)
+        jump_s = raw_ts[0] - predicted
+        if not 0.0 < jump_s < silent_s + 5.0:
+            jump_s = silent_s
+        gap = self._gap(predicted, jump_s)
+        self.clock = SampleClock(self.meta.sfreq)  # fit the new stream's clock afresh
+        return gap
+
+    def _idle(self, now: float) -> None:
+        """Nothing came: keep the rate and the outage state true, and look for the stream."""
+        st = self.stats
+        if math.isnan(st.last_data_s):
+            return  # no data yet: nothing is missing
+        if not st._rate_window or now - st._rate_window[-1][0] > 0.1:
+            self._update_rate(now)
+        silent_s = now - st.last_data_s
+        if silent_s <= self.stale_s:
+            return
+        st.rate_hz = 0.0
+        st.no_data_s = silent_s
+        if not self._in_outage:
+            self._in_outage = True
+            st.n_outages += 1
+            log.warning(
+                "EEG stream %r (source id %r) sent nothing for %.1f s: is the amplifier or "
+                "its program stopped, or the network down? Waiting for it%s; the samples "
+                "missing meanwhile will be recorded as a gap.", self.meta.name, self.source_id,
+                silent_s, " or a stream of the same name and type" if self.follow else "")
+        if self.follow:
+            if self._finder is None:
+                self._finder = _StreamFinder(self)
+                self._finder.start()
+            found = self._finder.take()
+            if found is not None:
+                self._switch_to(*found)
+
+    def _switch_to(self, inlet, full) -> None:
+        """Read from now on from the stream behind ``inlet`` (found during an outage)."""
+        old = self._inlet
+        try:
+            old.close_stream()
+        except Exception:  # a lost stream may refuse to close: it is dropped either way
+            pass
+        self._inlet = inlet
+        self._adopt(full)
+        self._lost = False
+        self._new_stream = True
+        self._stop_finder()
+        self.stats.n_reconnects += 1
+        log.warning("EEG stream %r is back as a new stream (source id %r, host %r): reading "
+                    "from it.", self.meta.name, full.source_id(), full.hostname())
+
+    def _end_outage(self, now: float, gaps: list[Event]) -> None:
+        st = self.stats
+        missing = sum(g.duration for g in gaps)
+        log.warning("EEG stream %r: data again after %.1f s without (%d samples, %.1f s "
+                    "missing, recorded as a gap).", self.meta.name, now - st.last_data_s,
+                    missing, missing / self.meta.sfreq)
+        self._in_outage = False
+        st.no_data_s = 0.0
+        # the rate restarts from the data now coming, not from before the outage
+        st._rate_window.clear()
+        st._rate_window.append((st.last_data_s, st.n_samples))
+        self._stop_finder()
+
+    def _stop_finder(self) -> None:
+        if self._finder is not None:
+            self._finder.stop()
+            self._finder = None
 
     def _check_unit(self, samples: np.ndarray) -> None:
         """Once 0.5 s of data are in: warn if EEG without a declared unit looks like volts."""
@@ -426,7 +559,103 @@ class EEGInlet:
             log.warning(self.unit_warning)
 
     def close(self) -> None:
+        self._stop_finder()
         self._inlet.close_stream()
+
+
+def _open_eeg_inlet(info):
+    """An opened inlet on ``info`` and the stream's full description."""
+    pylsl = _pylsl()
+    inlet = pylsl.StreamInlet(info, max_buflen=30, recover=True,
+                              processing_flags=pylsl.proc_clocksync)
+    inlet.open_stream(timeout=5.0)
+    try:  # the first clock-offset estimate takes ~0.6 s: here, not in the first pull
+        inlet.time_correction(timeout=5.0)
+    except Exception:  # no estimate yet: the first pull waits for it instead
+        pass
+    return inlet, inlet.info(timeout=5.0)
+
+
+class _StreamFinder(threading.Thread):
+    """Looks for a stream to follow during an outage, off the acquisition thread.
+
+    A candidate has the lost stream's name and type (and source id, if pinned), another LSL
+    identity (uid), and the same channels and rate; it is opened here, so that the thread that
+    pulls never waits on the network. One with other channels is refused with a warning.
+    """
+
+    def __init__(self, eeg: EEGInlet) -> None:
+        super().__init__(name=f"tmseeg-follow-{eeg.meta.name}", daemon=True)
+        self._meta = eeg.meta
+        self._uid = eeg._uid
+        clauses = [f"name='{eeg.meta.name}'", f"type='{eeg._stype}'"]
+        if eeg.same_source_id:
+            clauses.append(f"source_id='{eeg.source_id}'")
+        self._predicate = " and ".join(clauses)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._found = None
+        self._refused: set[str] = set()
+
+    def take(self):
+        """``(inlet, full_info)`` of a stream found, once; else None."""
+        with self._lock:
+            found, self._found = self._found, None
+        return found
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            found, self._found = self._found, None
+        if found is not None:  # found too late: the old stream came back first
+            found[0].close_stream()
+
+    def run(self) -> None:
+        pylsl = _pylsl()
+        while not self._stop.is_set():
+            try:
+                infos = pylsl.resolve_bypred(self._predicate, minimum=1, timeout=1.0)
+            except Exception as err:  # the network may be what failed: keep trying
+                log.debug("looking for %r: %s", self._meta.name, err)
+                infos = []
+            others = [i for i in infos if i.uid() != self._uid and i.uid() not in self._refused]
+            for info in sorted(others, key=lambda s: -s.created_at()):
+                got = self._try(info)
+                if got is not None:
+                    with self._lock:
+                        if self._stop.is_set():
+                            got[0].close_stream()
+                        else:
+                            self._found = got
+                    return
+            self._stop.wait(0.5)  # the old stream is still listed, or none: ask again soon
+
+    def _try(self, info):
+        why = ""
+        if info.channel_count() != self._meta.n_channels:
+            why = f"it has {info.channel_count()} channels, not {self._meta.n_channels}"
+        elif abs(info.nominal_srate() - self._meta.sfreq) > 1e-9 * self._meta.sfreq:
+            why = f"its rate is {info.nominal_srate():g} Hz, not {self._meta.sfreq:g} Hz"
+        inlet = None
+        if not why:
+            try:
+                inlet, full = _open_eeg_inlet(info)
+            except Exception as err:
+                log.debug("could not open %s: %s", _describe(info), err)
+                return None
+            meta, _ = meta_from_info(full)
+            if meta.ch_names != self._meta.ch_names:
+                changed = [f"{a}->{b}" for a, b in zip(self._meta.ch_names, meta.ch_names)
+                           if a != b]
+                why = f"its channels differ ({', '.join(changed[:5])})"
+        if not why:
+            return inlet, full
+        if inlet is not None:
+            inlet.close_stream()
+        self._refused.add(info.uid())
+        log.warning("a stream named %r is back but is not followed: %s. Restart tmseeg to "
+                    "use the new layout.", self._meta.name, why)
+        return None
 
 
 def marker_label(value) -> str:
@@ -562,7 +791,9 @@ class LSLSource:
                         "looked for in the data. Other streams seen: %s. If one of them carries "
                         "the pulse markers, name it with --markers NAME.", marker_type,
                         eeg_info.name(), ", ".join(others) or "none")
-        return cls(EEGInlet(eeg_info), marker_inlet)
+        # a stream chosen by its source id is followed only under that id; one chosen by
+        # name or type also when it comes back as a new stream (new device, restart)
+        return cls(EEGInlet(eeg_info, same_source_id=source_id is not None), marker_inlet)
 
     def read(self) -> Block | None:
         """The next block (None when no new EEG samples arrived)."""

@@ -26,12 +26,23 @@ Events become marker lines (positions are 1-based file samples, as BrainVision w
   data resume. BrainVision files store no samples for a gap: the file is the samples received,
   back to back, and the marker's duration field holds the number of missing samples (MNE
   reads it as the annotation ``"New Segment/Gap"`` with duration ``n_missing / sfreq``).
+
+When writing fails (disk full, drive removed)
+---------------------------------------------
+The block being written is taken back (both files are cut to their size before it), so the
+``.eeg`` ends at a whole sample and every marker points into the data; the files are closed and
+stay readable as they are. :meth:`BrainVisionRecorder.write` raises :class:`RecordingError`
+once, saying what was kept; later blocks are counted as not recorded
+(:attr:`~BrainVisionRecorder.n_samples_dropped`) and :meth:`~BrainVisionRecorder.outcome`
+sums it up.
 """
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import re
+import shutil
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +51,57 @@ import numpy as np
 
 from tmseeg.stream.block import EVENT_GAP, EVENT_PULSE, Block, Event, StreamMeta
 from tmseeg.stream.io import VOLTAGE_TYPES
+
+
+class RecordingError(OSError):
+    """Writing a recording failed; the message says what was kept and what to do.
+
+    An :class:`OSError` with the ``errno`` of the failure (``ENOSPC`` for a full disk).
+    """
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]" prefix
+        return str(self.strerror)
+
+
+class AppendFile:
+    """One file written by whole appends (``O_APPEND``), which can be cut back to a size.
+
+    The recorder's file layer: every byte of the recording goes through :meth:`write`.
+
+    Parameters
+    ----------
+    path : Path
+        Created, or truncated if it exists.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        #: bytes in the file (the size it is cut back to after a failed write)
+        self.size = 0
+
+    def _write_some(self, data: memoryview) -> int:
+        """One ``write`` system call; returns the bytes written (may be fewer on a full disk)."""
+        return os.write(self.fd, data)
+
+    def write(self, data: bytes) -> None:
+        """Append all of ``data`` (raises ``OSError``, maybe after writing part of it)."""
+        view = memoryview(data)
+        done = 0
+        while done < len(view):  # a regular file takes it in one call unless the disk fills
+            done += self._write_some(view[done:])
+        self.size += len(view)
+
+    def truncate(self, size: int) -> None:
+        """Cut the file back to ``size`` bytes."""
+        os.ftruncate(self.fd, size)
+        self.size = size
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _bv_escape(text: str) -> str:
@@ -74,11 +136,19 @@ class BrainVisionRecorder:
         Marker lines written after the initial ``New Segment``.
     vhdr_path, vmrk_path, eeg_path : Path
         The three files.
+    error : OSError or None
+        The write (or ``fsync``) failure that stopped the recording, if one did.
+    n_samples_dropped : int
+        Samples per channel given to :meth:`write` but not recorded because of that failure.
 
     Notes
     -----
     ``write`` is meant to be called from one thread (the sink of one stream); the ``os.fsync``
     calls run on a background thread and never block it.
+
+    A failed write (disk full, drive removed) stops the recording cleanly: the block is taken
+    back, the files are closed at a whole sample with every marker inside the data, and
+    :class:`RecordingError` is raised once; later blocks are counted as not recorded.
 
     Examples
     --------
@@ -129,19 +199,21 @@ class BrainVisionRecorder:
         self._seg_file: list[int] = []
         self._mk_number = 1
         self._closed = False
+        self.error: OSError | None = None
+        self.n_samples_dropped = 0
+        self._n_synced = 0  # samples known to be on disk (last successful fsync)
+        self._sync_error: OSError | None = None
         # guards the file descriptors between fsync (background thread / flush()) and close();
         # write() never takes it, so a slow fsync never stalls the stream being recorded
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._stop = threading.Event()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         self._start_date = datetime.now(timezone.utc)
         self._write_header()
-        self._eeg_fd = os.open(self.eeg_path, flags | os.O_APPEND, 0o644)
-        self._vmrk_fd = os.open(self.vmrk_path, flags | os.O_APPEND, 0o644)
+        self._eeg = self._open_append(self.eeg_path)
+        self._vmrk = self._open_append(self.vmrk_path)
         stamp = self._start_date.strftime("%Y%m%d%H%M%S%f")
-        os.write(
-            self._vmrk_fd,
+        self._vmrk.write(
             (
                 "Brain Vision Data Exchange Marker File, Version 1.0\n"
                 "; written incrementally by tmseeg\n\n"
@@ -155,8 +227,8 @@ class BrainVisionRecorder:
                 f"Mk1=New Segment,,1,1,0,{stamp}\n"
             ).encode("utf-8"),
         )
-        for fd in (self._eeg_fd, self._vmrk_fd):
-            os.fsync(fd)
+        for f in (self._eeg, self._vmrk):
+            f.fsync()
         self._fsync_dir()
         self._syncer = threading.Thread(target=self._sync_loop, name="bv-fsync", daemon=True)
         self._syncer.start()
@@ -178,6 +250,29 @@ class BrainVisionRecorder:
     def path(self) -> Path:
         """The ``.vhdr`` header file of this recording."""
         return self.vhdr_path
+
+    @property
+    def failed(self) -> bool:
+        """True when a write or sync failure stopped the recording."""
+        return self.error is not None
+
+    def _open_append(self, path: Path) -> AppendFile:
+        """The file layer of the ``.eeg`` and ``.vmrk`` files."""
+        return AppendFile(path)
+
+    def _seconds(self, n_samples: int) -> str:
+        return f"{n_samples} samples ({n_samples / self.meta.sfreq:.1f} s)"
+
+    def outcome(self) -> str:
+        """One line on what the recording holds, and, after a failure, what it lacks."""
+        kept = (f"{self._seconds(self.n_samples_written)}, {self.n_markers_written} markers "
+                f"in {self.vhdr_path}")
+        if self.error is None:
+            return f"recorded {kept}"
+        total = self.n_samples_written + self.n_samples_dropped
+        share = f", {100 * self.n_samples_dropped / total:.0f} % of the session" if total else ""
+        return (f"recording FAILED ({_describe_error(self.error)}): kept {kept}; NOT recorded: "
+                f"{self._seconds(self.n_samples_dropped)} that arrived after the failure{share}")
 
     # ---------------------------------------------------------------------------------------
     def _write_header(self) -> None:
@@ -240,15 +335,21 @@ class BrainVisionRecorder:
         while not self._stop.wait(self.flush_interval_s):
             if self._dirty.is_set():
                 self._dirty.clear()
-                self.flush()
+                try:
+                    self.flush()
+                except OSError as err:  # the next write() reports it and stops the recording
+                    self._sync_error = err
+                    return
 
     def flush(self) -> None:
         """Force data and markers to disk now (``os.fsync``)."""
         with self._lock:
             if self._closed:
                 return
-            os.fsync(self._eeg_fd)
-            os.fsync(self._vmrk_fd)
+            n = self.n_samples_written
+            self._eeg.fsync()
+            self._vmrk.fsync()
+            self._n_synced = n
 
     # ---------------------------------------------------------------------------------------
     def _file_pos(self, abs_sample: int) -> int:
@@ -287,19 +388,39 @@ class BrainVisionRecorder:
 
         Raises
         ------
+        RecordingError
+            Writing failed (disk full, drive removed): the block is taken back, the files are
+            closed at a whole sample, and the message says what was kept. Raised once; later
+            blocks are counted in :attr:`n_samples_dropped`.
         ValueError
             Channel-count mismatch, or a block that overlaps samples already written.
         RuntimeError
             The recorder is closed.
         """
+        if self.error is not None:  # already said once, by the RecordingError
+            self.n_samples_dropped += block.n_samples
+            return
         if self._closed:
             raise RuntimeError(f"BrainVisionRecorder {self.vhdr_path} is closed; open a new one.")
+        if self._sync_error is not None:
+            self._fail(self._sync_error, block.n_samples, synced=True)
         if block.meta.n_channels != self.meta.n_channels:
             raise ValueError(
                 f"BrainVisionRecorder {self.vhdr_path.name}: block has {block.meta.n_channels} "
                 f"channels, the recording has {self.meta.n_channels}: channel-count mismatch. "
                 "Start a new recording for the new channel layout."
             )
+        n = block.n_samples
+        # what a failed write rolls back to
+        before = (self.n_samples_written, self.n_markers_written, self._mk_number,
+                  len(self._seg_abs), self._next_abs, self._eeg.size, self._vmrk.size)
+        try:
+            self._append(block)
+        except OSError as err:
+            self._rollback(before)
+            self._fail(err, n)
+
+    def _append(self, block: Block) -> None:
         n = block.n_samples
         lines: list[str] = []
         if n:
@@ -320,30 +441,92 @@ class BrainVisionRecorder:
                     lines.append(
                         self._marker_line("New Segment", "Gap", self.n_samples_written, missing)
                     )
-            payload = np.ascontiguousarray(block.data.T, dtype="<f4").tobytes()
-            written = os.write(self._eeg_fd, payload)
-            while written < len(payload):  # regular files complete in one call; be safe
-                written += os.write(self._eeg_fd, payload[written:])
+            self._eeg.write(np.ascontiguousarray(block.data.T, dtype="<f4").tobytes())
             self.n_samples_written += n
             self._next_abs = block.stop_sample
         for ev in block.events:
             lines.append(self._event_line(ev))
         if lines:
-            os.write(self._vmrk_fd, "".join(lines).encode("utf-8"))
+            self._vmrk.write("".join(lines).encode("utf-8"))
         if n or lines:
             self._dirty.set()
 
+    def _rollback(self, before: tuple) -> None:
+        """Take back a block whose write failed: counters, segment map and file sizes."""
+        (self.n_samples_written, self.n_markers_written, self._mk_number, n_seg,
+         self._next_abs, eeg_size, vmrk_size) = before
+        del self._seg_abs[n_seg:], self._seg_file[n_seg:]
+        for f, size in ((self._eeg, eeg_size), (self._vmrk, vmrk_size)):
+            try:  # shrinking frees space: it works on a full disk
+                f.truncate(size)
+            except OSError:  # a removed drive: nothing more can be done to the file
+                pass
+
+    def _fail(self, err: OSError, n_block: int, synced: bool = False) -> None:
+        """Stop the recording after a write or sync failure and raise it, said once."""
+        self.error = err
+        self.n_samples_dropped += n_block
+        self._stop.set()
+        if self._syncer is not threading.current_thread():
+            self._syncer.join()
+        with self._lock:
+            for f in (self._eeg, self._vmrk):
+                for op in (f.fsync, f.close):
+                    try:
+                        op()
+                    except OSError:
+                        pass
+            self._closed = True
+        where = self.vhdr_path.parent
+        if synced:
+            lost = (f" (the last {self._seconds(self.n_samples_written - self._n_synced)} may "
+                    "not have reached the disk)" if self.n_samples_written > self._n_synced
+                    else "")
+        else:
+            lost = ""
+        raise RecordingError(
+            err.errno or errno.EIO,
+            f"recording stopped: writing to {where} failed ({_describe_error(err)}). Kept "
+            f"{self._seconds(self.n_samples_written)} and {self.n_markers_written} markers in "
+            f"{self.vhdr_path}{lost}, readable as they are (whole samples, markers inside the "
+            f"data); the data from sample {self.n_samples_written} of the file on are NOT "
+            f"recorded. Free space on that drive (or reconnect it), or record to another "
+            "folder, and start a new recording.",
+        ) from err
+
     def close(self) -> None:
-        """Flush everything to disk and close the files (idempotent)."""
+        """Flush everything to disk and close the files (idempotent).
+
+        Raises
+        ------
+        RecordingError
+            The final ``fsync`` failed (the files are closed all the same).
+        """
         if self._closed:
             return
         self._stop.set()
         self._syncer.join()
+        failure = None
         with self._lock:
-            for fd in (self._eeg_fd, self._vmrk_fd):
-                os.fsync(fd)
-                os.close(fd)
+            for f in (self._eeg, self._vmrk):
+                try:
+                    f.fsync()
+                except OSError as err:
+                    failure = failure or err
+                try:
+                    f.close()
+                except OSError as err:
+                    failure = failure or err
             self._closed = True
+        failure = failure or self._sync_error
+        if failure is not None and self.error is None:
+            self.error = failure
+            raise RecordingError(
+                failure.errno or errno.EIO,
+                f"recording {self.vhdr_path}: flushing to disk failed at close "
+                f"({_describe_error(failure)}); up to {self._seconds(self.n_samples_written)} "
+                "were written, those since the last successful sync may be missing.",
+            ) from failure
 
     def __enter__(self) -> "BrainVisionRecorder":
         return self
@@ -358,4 +541,32 @@ class BrainVisionRecorder:
             pass
 
 
-__all__ = ["BrainVisionRecorder"]
+def _describe_error(err: OSError) -> str:
+    """``No space left on device (ENOSPC)``: the cause in words and its errno name."""
+    name = errno.errorcode.get(err.errno, "") if err.errno else ""
+    text = err.strerror or str(err)
+    return f"{text} ({name})" if name else text
+
+
+def free_space_note(folder: str | Path, meta: StreamMeta) -> tuple[str, bool]:
+    """How long a recording of ``meta`` fits in the free space of ``folder``.
+
+    Returns
+    -------
+    (text, short) : (str, bool)
+        e.g. ``"12.3 GB free: room for ~5.2 h at 640 kB/s"``; ``short`` when that is less
+        than 30 minutes.
+    """
+    rate_bps = meta.n_channels * 4 * meta.sfreq
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "free space unknown", False
+    seconds = free / max(rate_bps, 1.0)
+    room = (f"{seconds / 3600:.1f} h" if seconds >= 3600 else
+            f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s")
+    size = (f"{free / 1e9:.1f} GB" if free >= 1e9 else f"{free / 1e6:.1f} MB")
+    return f"{size} free: room for ~{room} at {rate_bps / 1e3:.0f} kB/s", seconds < 1800
+
+
+__all__ = ["AppendFile", "BrainVisionRecorder", "RecordingError", "free_space_note"]
