@@ -18,12 +18,25 @@ channels and every metric plug-in).
 
 Prints the time of each (median of the repeats, and each run), the speed ratio, and how far the
 two averaged TEPs are apart (largest difference over the largest value, correlation).
+
+Whole processes (issue #16), each reading the same BrainVision file from disk:
+
+    python benchmarks/bench_analyze.py --processes [--seconds 600] [--repeats 3]
+
+alternates ``tmseeg analyze FILE --out DIR`` (every default output, report included),
+``tmseeg analyze FILE --out DIR --no-report`` and ``benchmarks/analyst_mne.py`` (the analyst's
+MNE script, ERSP and wPLI included), and prints each one's wall time and peak memory (median,
+each run), the ratios, and the recording's float32 size.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import mne
 import numpy as np
@@ -74,14 +87,89 @@ def run_mne(raw: mne.io.BaseRaw, pulses: np.ndarray, cfg: dict):
     return evoked.data * 1e6, evoked.data.std(axis=0) * 1e6, len(epochs)
 
 
+def _timed_process(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd``; return its wall time (s) and its own peak resident memory (MB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024.0  # Linux: kB
+
+
+def run_processes(args) -> None:
+    """tmseeg analyze and the analyst's MNE script as whole processes on one file."""
+    import pybv
+
+    folder = Path(args.data or Path.home() / ".cache" / "tmseeg-bench")
+    stem = f"bench_{args.channels}ch_{args.sfreq:g}hz_{args.seconds:g}s"
+    vhdr = folder / f"{stem}.vhdr"
+    rec, truth = simulated_recording(
+        SimConfig(n_channels=args.channels, sfreq=args.sfreq, seed=1, include_emg=False),
+        args.seconds)
+    roi = "C3,FC1,FC5,CP1,CP5"  # around the simulator's coil site (C3), both sides alike
+    if not vhdr.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        pybv.write_brainvision(data=rec.data_uv * 1e-6, sfreq=rec.meta.sfreq,
+                               ch_names=list(rec.meta.ch_names), fname_base=stem,
+                               folder_out=str(folder), unit="µV", fmt="binary_float32",
+                               events=[dict(onset=int(p.sample), description=1,
+                                            type="Stimulus") for p in truth.pulses])
+    n_pulses = len(truth.pulses)
+    size_mb = rec.data_uv.shape[0] * rec.data_uv.shape[1] * 4 / 2 ** 20
+    del rec
+    out = folder / "runs"
+    here = Path(__file__).resolve().parent
+    tmseeg_cli = [sys.executable, "-c", "from tmseeg.cli import main; main()"]
+    sides = {
+        "tmseeg analyze": [*tmseeg_cli, "analyze", str(vhdr), "--out",
+                           str(out / "tmseeg"), "--roi", roi],
+        "tmseeg analyze --no-report": [*tmseeg_cli, "analyze", str(vhdr),
+                                       "--out", str(out / "tmseeg-noreport"), "--roi", roi,
+                                       "--no-report"],
+        "analyst's MNE script": [sys.executable, str(here / "analyst_mne.py"), str(vhdr),
+                                 "--roi", roi, "--out", str(out / "mne")],
+    }
+    print(f"{args.channels} ch, {args.sfreq:g} Hz, {args.seconds:g} s, {n_pulses} pulses; "
+          f"{vhdr} ({size_mb:.0f} MB as float32); {args.repeats} alternating runs each, whole "
+          "processes (reading the file included)")
+    wall: dict[str, list[float]] = {k: [] for k in sides}
+    peak: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(args.repeats):
+        for name, cmd in sides.items():
+            s, mb = _timed_process(cmd)
+            wall[name].append(s)
+            peak[name].append(mb)
+    med = {k: float(np.median(v)) for k, v in wall.items()}
+    for k in sides:
+        print(f"{k:28s} wall median {med[k]:6.1f} s (runs "
+              + ", ".join(f"{x:.1f}" for x in wall[k])
+              + f"); peak memory median {np.median(peak[k]):6.0f} MB "
+              f"({np.median(peak[k]) / size_mb:.2f}x the recording)")
+    mne_s = med["analyst's MNE script"]
+    print(f"speed-up against the MNE script: {mne_s / med['tmseeg analyze']:.2f}x with the "
+          f"report, {mne_s / med['tmseeg analyze --no-report']:.2f}x without")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--sfreq", type=float, default=5000.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--processes", action="store_true",
+                    help="whole processes on a file (see the module description)")
+    ap.add_argument("--data", default=None, help="where the --processes recording is written "
+                    "(default ~/.cache/tmseeg-bench)")
     args = ap.parse_args()
     logging.getLogger("tmseeg").setLevel(logging.ERROR)
+    if args.processes:
+        run_processes(args)
+        return
     rec, truth = simulated_recording(
         SimConfig(n_channels=args.channels, sfreq=args.sfreq, seed=1, decay_artifact=False,
                   muscle_artifact=False, include_emg=False), args.seconds)
