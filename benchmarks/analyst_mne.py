@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("file")
     ap.add_argument("--roi", required=True)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--reject-uv", type=float, default=150.0, help="0: keep every epoch")
     a = ap.parse_args(argv)
     roi = a.roi.split(",")
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     raw.notch_filter([50.0, 100.0], picks="eeg", verbose="error")
     raw.set_eeg_reference("average", verbose="error")
     epochs = mne.Epochs(raw, events, tmin=-0.5, tmax=0.5, baseline=(-0.5, -0.01), picks="eeg",
-                        reject=dict(eeg=150e-6), preload=True, verbose="error")
+                        reject=dict(eeg=a.reject_uv * 1e-6) if a.reject_uv else None, preload=True, verbose="error")
     evoked = epochs.average()
     gmfp = evoked.data.std(axis=0)
     y = evoked.copy().pick(roi).data.mean(axis=0)

@@ -87,41 +87,53 @@ def run_mne(raw: mne.io.BaseRaw, pulses: np.ndarray, cfg: dict):
     return evoked.data * 1e6, evoked.data.std(axis=0) * 1e6, len(epochs)
 
 
-def _timed_process(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd``; return its wall time (s) and its own peak resident memory (MB)."""
+def _timed_process(cmd: list[str], log_path: Path) -> tuple[float, float]:
+    """Run ``cmd``; return its wall time (s) and its own peak resident memory (MB).
+
+    ``posix_spawn``, not fork: a forked child's peak memory would start at this process's.
+    """
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(log_path, "wb") as log_file, open(os.devnull, "wb") as null:
+        pid = os.posix_spawn(cmd[0], cmd, dict(os.environ), file_actions=[
+            (os.POSIX_SPAWN_DUP2, null.fileno(), 1), (os.POSIX_SPAWN_DUP2, log_file.fileno(), 2)])
+        _, status, usage = os.wait4(pid, 0)
     seconds = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n"
+                           f"{log_path.read_text(errors='replace')[-2000:]}")
     return seconds, usage.ru_maxrss / 1024.0  # Linux: kB
+
+
+def write_file(vhdr: Path, args) -> None:
+    """The simulated recording (all artifacts, no EMG) as float32 BrainVision."""
+    import pybv
+
+    rec, truth = simulated_recording(
+        SimConfig(n_channels=args.channels, sfreq=args.sfreq, seed=1, include_emg=False),
+        args.seconds)
+    vhdr.parent.mkdir(parents=True, exist_ok=True)
+    pybv.write_brainvision(data=rec.data_uv * 1e-6, sfreq=rec.meta.sfreq,
+                           ch_names=list(rec.meta.ch_names), fname_base=vhdr.stem,
+                           folder_out=str(vhdr.parent), unit="µV", fmt="binary_float32",
+                           events=[dict(onset=int(p.sample), description=1, type="Stimulus")
+                                   for p in truth.pulses])
 
 
 def run_processes(args) -> None:
     """tmseeg analyze and the analyst's MNE script as whole processes on one file."""
-    import pybv
-
     folder = Path(args.data or Path.home() / ".cache" / "tmseeg-bench")
     stem = f"bench_{args.channels}ch_{args.sfreq:g}hz_{args.seconds:g}s"
     vhdr = folder / f"{stem}.vhdr"
-    rec, truth = simulated_recording(
-        SimConfig(n_channels=args.channels, sfreq=args.sfreq, seed=1, include_emg=False),
-        args.seconds)
     roi = "C3,FC1,FC5,CP1,CP5"  # around the simulator's coil site (C3), both sides alike
     if not vhdr.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        pybv.write_brainvision(data=rec.data_uv * 1e-6, sfreq=rec.meta.sfreq,
-                               ch_names=list(rec.meta.ch_names), fname_base=stem,
-                               folder_out=str(folder), unit="µV", fmt="binary_float32",
-                               events=[dict(onset=int(p.sample), description=1,
-                                            type="Stimulus") for p in truth.pulses])
-    n_pulses = len(truth.pulses)
-    size_mb = rec.data_uv.shape[0] * rec.data_uv.shape[1] * 4 / 2 ** 20
-    del rec
+        # written by a child process: this one stays small (see _timed_process)
+        subprocess.run([sys.executable, __file__, "--write-file", str(vhdr), "--seconds",
+                        str(args.seconds), "--channels", str(args.channels), "--sfreq",
+                        str(args.sfreq)], check=True)
+    vmrk = vhdr.with_suffix(".vmrk").read_text()
+    n_pulses = vmrk.count("Stimulus,")
+    size_mb = args.channels * args.seconds * args.sfreq * 4 / 2 ** 20
     out = folder / "runs"
     here = Path(__file__).resolve().parent
     tmseeg_cli = [sys.executable, "-c", "from tmseeg.cli import main; main()"]
@@ -131,8 +143,10 @@ def run_processes(args) -> None:
         "tmseeg analyze --no-report": [*tmseeg_cli, "analyze", str(vhdr),
                                        "--out", str(out / "tmseeg-noreport"), "--roi", roi,
                                        "--no-report"],
+        # the simulated decay artifact puts every epoch over 150 uV (the script removes no
+        # decay): it keeps them all, or it would have nothing to compute ERSP and wPLI on
         "analyst's MNE script": [sys.executable, str(here / "analyst_mne.py"), str(vhdr),
-                                 "--roi", roi, "--out", str(out / "mne")],
+                                 "--roi", roi, "--out", str(out / "mne"), "--reject-uv", "0"],
     }
     print(f"{args.channels} ch, {args.sfreq:g} Hz, {args.seconds:g} s, {n_pulses} pulses; "
           f"{vhdr} ({size_mb:.0f} MB as float32); {args.repeats} alternating runs each, whole "
@@ -141,7 +155,7 @@ def run_processes(args) -> None:
     peak: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(args.repeats):
         for name, cmd in sides.items():
-            s, mb = _timed_process(cmd)
+            s, mb = _timed_process(cmd, folder / "last-run.log")
             wall[name].append(s)
             peak[name].append(mb)
     med = {k: float(np.median(v)) for k, v in wall.items()}
@@ -165,8 +179,12 @@ def main() -> None:
                     help="whole processes on a file (see the module description)")
     ap.add_argument("--data", default=None, help="where the --processes recording is written "
                     "(default ~/.cache/tmseeg-bench)")
+    ap.add_argument("--write-file", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.getLogger("tmseeg").setLevel(logging.ERROR)
+    if args.write_file:
+        write_file(Path(args.write_file), args)
+        return
     if args.processes:
         run_processes(args)
         return

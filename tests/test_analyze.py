@@ -41,6 +41,11 @@ def test_cli_analyze_sample_data_writes_every_output(tmp_path):
     epochs = mne.read_epochs(out / "tmseeg_sample-epo.fif", verbose="error")
     evoked = mne.read_evokeds(out / "tmseeg_sample-ave.fif", verbose="error")[0]
     assert len(epochs) == summary["n_kept"] and evoked.nave == summary["n_kept"]
+    # the rejected epochs are in MNE's drop log with their reasons, in pulse order
+    assert [bool(d) for d in epochs.drop_log] == [r["kept"] == "False" for r in rows]
+    assert all(epochs.drop_log[i] == (r["reason"],) for i, r in enumerate(rows)
+               if r["kept"] == "False")
+    assert list(epochs.events[:, 0]) == [int(r["sample"]) for r in rows if r["kept"] == "True"]
     html = (out / "report.html").read_text()
     for title in ("Butterfly TEP", "ROI TEP and peaks", "Early TEP", "Single trials",
                   "SNR against trial count", "Rejected pulses"):

@@ -48,6 +48,20 @@ class Pusher(threading.Thread):
             self.i += n
 
 
+
+def _drain(inlet, received, gaps, until, n_wanted=None, stop=lambda: False):
+    """Pull ``inlet`` until ``until`` (monotonic s), ``n_wanted`` samples or ``stop()``:
+    (first sample, first channel) of each chunk into ``received``, its gaps into ``gaps``."""
+    while time.monotonic() < until and not stop():
+        got = inlet.pull()
+        if got is None:
+            if n_wanted is not None and inlet.next_sample >= n_wanted:
+                return
+            time.sleep(0.002)
+            continue
+        received.append((inlet.next_sample - got[0].shape[0], got[0][:, 0].copy()))
+        gaps.extend(got[2])
+
 def test_missing_stream_names_what_is_visible(uid):
     out = make_outlet(f"present-{uid}", 2, 100, f"src-{uid}")
     t = time.monotonic()
@@ -164,16 +178,8 @@ def test_gap_is_recorded_when_stream_vanishes_and_returns(uid):
     received = []
     gaps = []
 
-    def drain(until, n_wanted=None):
-        while time.monotonic() < until:
-            got = inlet.pull()
-            if got is None:
-                if n_wanted is not None and inlet.next_sample >= n_wanted:
-                    return
-                time.sleep(0.002)
-                continue
-            received.append((inlet.next_sample - got[0].shape[0], got[0][:, 0].copy()))
-            gaps.extend(got[2])
+    def drain(until, n_wanted=None, stop=lambda: False):
+        _drain(inlet, received, gaps, until, n_wanted, stop)
 
     drain(time.monotonic() + 10, n_wanted=1500)
     p.join()
@@ -344,15 +350,7 @@ def test_a_stream_back_with_a_new_source_id_is_followed(uid, caplog):
     received, gaps = [], []
 
     def drain(until, n_wanted=None, stop=lambda: False):
-        while time.monotonic() < until and not stop():
-            got = inlet.pull()
-            if got is None:
-                if n_wanted is not None and inlet.next_sample >= n_wanted:
-                    return
-                time.sleep(0.002)
-                continue
-            received.append((inlet.next_sample - got[0].shape[0], got[0][:, 0].copy()))
-            gaps.extend(got[2])
+        _drain(inlet, received, gaps, until, n_wanted, stop)
 
     with caplog.at_level(logging.WARNING, logger="tmseeg.stream.inlet"):
         drain(time.monotonic() + 10, n_wanted=1000)

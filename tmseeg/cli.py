@@ -166,7 +166,9 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
     if runner is not None:  # closed loop: raw blocks in, pulse rows from the session
         runner.attach(session)
         sinks.append(runner)
-    engine = Engine(source, stages=session.chain, sinks=sinks,
+    # stages, epochs and plug-ins on a processing thread: acquisition, recording and the
+    # protocol's trigger decisions never wait for a decay fit or a summary
+    engine = Engine(source, stages=session.chain, sinks=sinks, worker=True,
                     on_processed=lambda block: session.after_stages(block, block.received_s))
     printer = StatusPrinter()
 
@@ -185,6 +187,9 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
         pass
     finally:
         printer.done()
+        if not engine.drain(timeout_s=30.0):  # what is queued is processed before the end
+            log.error("processing did not finish within 30 s of the end; the last blocks "
+                      "are not in the results")
         session.finish()  # release held-back samples; epochs cut short are marked incomplete
         if runner is not None:
             runner.close()
@@ -259,14 +264,16 @@ class RawRecorderSink:
     def __init__(self, recorder) -> None:
         self.recorder = recorder
 
-    def on_block(self, raw, processed) -> None:
+    def on_raw(self, raw) -> None:
+        """On the acquisition thread, as each block arrives (never behind processing)."""
         from tmseeg.stream.recorder import RecordingError
-        if raw is None:
-            return
         try:
             self.recorder.write(raw)
         except RecordingError as err:
             log.error("%s The analysis goes on without recording.", err)
+
+    def on_block(self, raw, processed) -> None:
+        """Nothing: the raw block was written by :meth:`on_raw`."""
 
 
 # -- commands -------------------------------------------------------------------------------

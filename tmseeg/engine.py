@@ -3,20 +3,36 @@
 One loop serves the live path (an :class:`~tmseeg.stream.inlet.LSLSource`) and the offline path
 (blocks cut from a file by :func:`~tmseeg.stream.block.blocks_from_array`), so live and offline
 numbers agree.
+
+Live, the work is on two threads when ``worker=True`` (``tmseeg run``, ``demo``, the monitor):
+
+* the **acquisition thread** pulls the stream, writes the ring buffer, and calls the raw hooks
+  (``on_raw``: the recorder, a closed-loop protocol's trigger decisions) -- microseconds per
+  block, so a decay fit or a plug-in summary never delays a sample or a trigger;
+* the **processing thread** runs the stages, the epochs, the metrics and the sinks'
+  ``on_block`` on the blocks in the order they came, so its results are the offline ones.
+
+Between them a queue holds at most ``max_backlog_s`` seconds of data. When processing falls that
+far behind, new blocks are recorded and shown raw but not processed: the processing thread sees
+them as a gap (``extra["skipped"]``), the log says which samples and which pulse markers were
+skipped, and the status counts them; acquisition is never blocked and nothing is skipped in
+silence.
 """
 from __future__ import annotations
 
 import logging
+import queue
+import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
 from tmseeg.pipeline.base import Chain, Stage
-from tmseeg.stream.block import EVENT_GAP, Block
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, Event
 from tmseeg.stream.ringbuffer import RingBuffer
 from tmseeg.utils import now_s
 
@@ -60,6 +76,15 @@ class EngineStatus:
     elapsed_s: float
     #: seconds since the stream last sent data, while it is silent (0.0 while data flow)
     no_data_s: float = 0.0
+    #: from a block's arrival to the end of its processing (stages, epochs, metrics, sinks);
+    #: with a processing thread this includes the wait in its queue
+    update_latency_ms_p50: float = float("nan")
+    update_latency_ms_p99: float = float("nan")
+    #: seconds of data waiting for the processing thread
+    backlog_s: float = 0.0
+    #: samples acquired (and recorded) but not processed: the processing thread was too far
+    #: behind (see :class:`Engine`)
+    n_skipped_samples: int = 0
 
     def line(self) -> str:
         """One-line text for a terminal dashboard (starts with the outage while there is one)."""
@@ -70,7 +95,16 @@ class EngineStatus:
                 f"pulses {self.n_pulses:4d} | gaps {self.n_gaps} ({self.n_missing} smp) | "
                 f"transport {self.transport_latency_ms:6.2f} ms | processing p50 "
                 f"{self.processing_latency_ms_p50:6.3f} ms p99 "
-                f"{self.processing_latency_ms_p99:6.3f} ms | {self.elapsed_s:6.1f} s")
+                f"{self.processing_latency_ms_p99:6.3f} ms{self._worker_part()} | "
+                f"{self.elapsed_s:6.1f} s")
+
+    def _worker_part(self) -> str:
+        if np.isnan(self.update_latency_ms_p99) and not self.n_skipped_samples:
+            return ""
+        skipped = (f", SKIPPED {self.n_skipped_samples} smp (processing behind)"
+                   if self.n_skipped_samples else "")
+        return (f" | updates p50 {self.update_latency_ms_p50:6.1f} ms p99 "
+                f"{self.update_latency_ms_p99:6.1f} ms, backlog {self.backlog_s:4.2f} s{skipped}")
 
 
 class Engine:
@@ -88,11 +122,18 @@ class Engine:
         Seconds of raw data kept in the ring buffer (for displays and late events).
     on_processed : callable, optional
         Called with each processed block (e.g. the epocher).
+    worker : bool
+        Process on a thread of its own (see the module description); :meth:`run` starts it,
+        :meth:`finish` drains it. Without, :meth:`step` processes each block at once.
+    max_backlog_s : float
+        With ``worker``: most seconds of data waiting for processing; beyond, blocks are
+        recorded but skipped by processing (said in the log and the status).
     """
 
     def __init__(self, source: Source, stages: Iterable[Stage] | Chain = (),
                  sinks: Iterable[Sink] = (), buffer_s: float = 10.0,
-                 on_processed: Callable[[Block], None] | None = None) -> None:
+                 on_processed: Callable[[Block], None] | None = None,
+                 worker: bool = False, max_backlog_s: float = 30.0) -> None:
         self.source = source
         self.chain = stages if isinstance(stages, Chain) else Chain(stages)
         self.sinks = list(sinks)
@@ -106,8 +147,20 @@ class Engine:
         self.n_gaps = 0
         self.n_missing = 0
         self._latencies_ms: deque[float] = deque(maxlen=2000)
+        self._update_ms: deque[float] = deque(maxlen=2000)
         self._t_start = time.monotonic()
         self._stop = threading.Event()
+        self.worker = bool(worker)
+        self.max_backlog_samples = max(1, int(max_backlog_s * self.meta.sfreq))
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queued_samples = 0  # written by both threads under _count_lock
+        self._count_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._skipping: dict | None = None  # the run of blocks being skipped now
+        self.n_skipped_samples = 0
+        #: one entry per run of skipped blocks: first/stop sample and the pulse markers in it
+        self.skipped: list[dict] = []
+        self._status_cb: Callable[[EngineStatus], None] | None = None
 
     # -- one iteration ---------------------------------------------------------------------
     def step(self) -> int:
@@ -118,7 +171,9 @@ class Engine:
         self._ingest(raw)
         return raw.n_samples
 
-    def _ingest(self, raw: Block) -> Block:
+    def _ingest(self, raw: Block) -> Block | None:
+        """Acquire ``raw`` (ring buffer, raw hooks), then process it here or queue it."""
+        t0 = now_s()
         for ev in raw.events:
             if ev.kind == EVENT_GAP:
                 self.ring.write_gap(ev.duration)
@@ -132,11 +187,110 @@ class Engine:
                 on_raw(raw)
             except Exception:
                 log.exception("%r failed on raw block at sample %d", on_raw, raw.first_sample)
+        if self.worker:
+            self._enqueue(raw)
+            self._latencies_ms.append((now_s() - t0) * 1e3)  # this thread's work only
+            return None
+        processed = self._process(raw)
+        self._latencies_ms.append((now_s() - t0) * 1e3)
+        return processed
+
+    def _process(self, raw: Block) -> Block:
         processed = self.chain.process(raw)
         self._deliver(raw, processed)
         if not np.isnan(raw.received_s):
-            self._latencies_ms.append((now_s() - raw.received_s) * 1e3)
+            self._update_ms.append((now_s() - raw.received_s) * 1e3)
         return processed
+
+    # -- the processing thread ---------------------------------------------------------------
+    def _enqueue(self, raw: Block) -> None:
+        if self._thread is None:
+            self.start_worker()
+        with self._count_lock:
+            full = self._queued_samples + raw.n_samples > self.max_backlog_samples
+            if not full:
+                self._queued_samples += raw.n_samples
+        if full:
+            self._skip(raw)
+            return
+        if self._skipping is not None:  # processing caught up: the skipped run is a gap
+            raw = self._after_skip(raw)
+        self._queue.put(raw)
+
+    def _skip(self, raw: Block) -> None:
+        """Leave ``raw`` out of processing (it is in the ring buffer and the recording)."""
+        marks = [f"{e.label}@{e.sample}" for e in raw.events
+                 if e.kind in (EVENT_PULSE, EVENT_MARKER)]
+        if self._skipping is None:
+            self._skipping = {"first_sample": raw.first_sample, "markers": []}
+            log.warning("processing is %.1f s behind acquisition: from sample %d on, blocks are "
+                        "recorded but not processed until it catches up (a slow plug-in or "
+                        "a machine too busy for this rate)", self.max_backlog_samples /
+                        self.meta.sfreq, raw.first_sample)
+        self._skipping["markers"] += marks
+        self._skipping["stop_sample"] = raw.stop_sample
+        self.n_skipped_samples += raw.n_samples
+
+    def _after_skip(self, raw: Block) -> Block:
+        run, self._skipping = self._skipping, None
+        n = raw.first_sample - run["first_sample"]
+        self.skipped.append(run)
+        log.warning("processing caught up: samples %d-%d (%.2f s) were not processed%s",
+                    run["first_sample"], raw.first_sample, n / self.meta.sfreq,
+                    f"; pulse markers skipped: {', '.join(run['markers'])}"
+                    if run["markers"] else "; no pulse marker among them")
+        gap = Event(sample=run["first_sample"], label="gap", kind=EVENT_GAP,
+                    time_s=float("nan"), duration=n,
+                    extra={"skipped": "processing behind", "markers": run["markers"]})
+        return replace(raw, events=[gap, *raw.events])
+
+    def _work(self) -> None:
+        """The processing thread: blocks in arrival order until the end sentinel."""
+        while True:
+            raw = self._queue.get()
+            if raw is None:
+                return
+            try:
+                self._process(raw)
+            except Exception:  # a bug in a stage must not end processing for the session
+                log.exception("processing failed on block at sample %d", raw.first_sample)
+            finally:
+                with self._count_lock:
+                    self._queued_samples -= raw.n_samples
+            cb = self._status_cb
+            if cb is not None:
+                cb()
+
+    def start_worker(self) -> None:
+        """Start the processing thread (``worker=True``; :meth:`run` does it)."""
+        if not self.worker or self._thread is not None:
+            return
+        # the acquisition thread waits at most this long for the interpreter while the
+        # processing thread runs Python code (default 5 ms: a whole block period or more)
+        if sys.getswitchinterval() > 0.0005:
+            sys.setswitchinterval(0.0005)
+        self._thread = threading.Thread(target=self._work, name="tmseeg-processing",
+                                        daemon=True)
+        self._thread.start()
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until the processing thread has processed every queued block and ended;
+        return whether it did within ``timeout_s``."""
+        if self._skipping is not None:  # the stream ended while processing was behind
+            run, self._skipping = self._skipping, None
+            self.skipped.append(run)
+            log.warning("samples %d-%d were not processed (processing behind at the end)%s",
+                        run["first_sample"], run["stop_sample"],
+                        f"; pulse markers skipped: {', '.join(run['markers'])}"
+                        if run["markers"] else "")
+        if self._thread is None:
+            return True
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+        done = not self._thread.is_alive()
+        if done:
+            self._thread = None
+        return done
 
     def _deliver(self, raw: Block | None, processed: Block) -> None:
         self.n_pulses += len(processed.pulses())
@@ -150,7 +304,10 @@ class Engine:
                               processed.first_sample)
 
     def finish(self) -> None:
-        """End of stream: release samples held back by stages (offline files)."""
+        """End of stream: process what is queued, then release samples held back by stages."""
+        if not self.drain():
+            log.error("the processing thread did not end; held-back samples are not released")
+            return
         for rest in self.chain.flush():
             self._deliver(None, rest)
 
@@ -161,21 +318,45 @@ class Engine:
         """Poll the source until ``duration_s`` passes or :meth:`stop` is called.
 
         The loop never blocks on the source: it polls, sleeping ``idle_sleep_s`` when nothing
-        came, which keeps latency well under a millisecond on loopback.
+        came, which keeps latency well under a millisecond on loopback. With ``worker``,
+        ``on_status`` is called on the processing thread (it may read what processing
+        writes, e.g. the running TEP), after a block, and here while nothing is queued.
         """
         t_end = None if duration_s is None else time.monotonic() + duration_s
-        next_status = time.monotonic() + status_every_s
         self._t_start = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if t_end is not None and now >= t_end:
-                break
-            if self.step() == 0:
-                time.sleep(idle_sleep_s)
-            if on_status is not None and now >= next_status:
-                next_status = now + status_every_s
+        next_status = [time.monotonic() + status_every_s]
+        status_lock = threading.Lock()
+
+        def maybe_status() -> None:
+            if on_status is None:
+                return
+            with status_lock:
+                now = time.monotonic()
+                if now < next_status[0]:
+                    return
+                next_status[0] = now + status_every_s
                 on_status(self.status())
+
+        if self.worker:
+            self._status_cb = maybe_status
+            self.start_worker()
+        try:
+            while not self._stop.is_set():
+                if t_end is not None and time.monotonic() >= t_end:
+                    break
+                if self.step() == 0:
+                    time.sleep(idle_sleep_s)
+                # with a processing thread, the status comes from it; from here only while
+                # it has nothing to do (a silent stream must still show its outage)
+                if not self.worker or self._queue_is_idle():
+                    maybe_status()
+        finally:
+            self._status_cb = None
         return self.status()
+
+    def _queue_is_idle(self) -> bool:
+        with self._count_lock:
+            return self._queued_samples == 0
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (thread-safe)."""
@@ -183,9 +364,8 @@ class Engine:
 
     def status(self) -> EngineStatus:
         stats = getattr(getattr(self.source, "eeg", None), "stats", None)
-        lat = np.array(self._latencies_ms, dtype=float)
-        lat = lat[np.isfinite(lat)]
-        p50, p99 = (np.percentile(lat, [50, 99]) if lat.size else (np.nan, np.nan))
+        p50, p99 = _percentiles(self._latencies_ms)
+        u50, u99 = _percentiles(self._update_ms)
         return EngineStatus(
             stream=self.meta.name,
             n_channels=self.meta.n_channels,
@@ -201,4 +381,18 @@ class Engine:
             processing_latency_ms_p99=float(p99),
             elapsed_s=time.monotonic() - self._t_start,
             no_data_s=float(stats.no_data_s) if stats is not None else 0.0,
+            update_latency_ms_p50=u50,
+            update_latency_ms_p99=u99,
+            backlog_s=self._queued_samples / self.meta.sfreq,
+            n_skipped_samples=self.n_skipped_samples,
         )
+
+
+def _percentiles(values: deque) -> tuple[float, float]:
+    """p50 and p99 of the finite values (NaN when there are none)."""
+    x = np.array(list(values), dtype=float)
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return float("nan"), float("nan")
+    p50, p99 = np.percentile(x, [50, 99])
+    return float(p50), float(p99)

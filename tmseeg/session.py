@@ -261,8 +261,10 @@ class TEPSession:
         self.markers: list[tuple[int, str]] = []
         self.n_gaps = 0  # gaps in the input stream (samples lost on the way)
         self.n_missing = 0
-        self._decay_sum: np.ndarray | None = None
+        self._decay_sum: np.ndarray | None = None  # unfiltered, over the padded epoch
         self._decay_n = 0
+        self._decay_pad = 0
+        self._decay_sfreq = math.nan
         self.track_decay = track_decay
         self.metrics: list = []
         for module in PLUGINS:  # see tmseeg.metrics.base
@@ -370,14 +372,11 @@ class TEPSession:
         x = full[self.meta.index(list(epoch.ch_names))]
         if self.cfg["reference"]["type"] == "average":
             x = x - x.mean(axis=0)
-        if filt is not None:
-            x = filt(x, epoch.sfreq)
-        x = x[:, pad:pad + n]
-        base = self.epocher.baseline_mask
-        if base is not None:
-            x = x - x[:, base].mean(axis=1, keepdims=True)
+        # the filter and the baseline are linear: applied once to the sum, at the end
         self._decay_sum = x if self._decay_sum is None else self._decay_sum + x
         self._decay_n += 1
+        self._decay_pad = pad
+        self._decay_sfreq = epoch.sfreq
 
     def decay_removed_roi_uv(self) -> np.ndarray | None:
         """:meth:`decay_removed_uv` averaged over the TEP's ROI, (n_times,)."""
@@ -397,7 +396,15 @@ class TEPSession:
         or no epoch). The TEP without decay removal is ``tep.average_uv`` plus this."""
         if self._decay_sum is None or not self._decay_n:
             return None
-        return self._decay_sum / self._decay_n
+        x = self._decay_sum / self._decay_n
+        filt, pad = self.epocher.epoch_filter, self._decay_pad
+        if filt is not None:
+            x = filt(x, self._decay_sfreq)
+        x = x[:, pad:x.shape[1] - pad]
+        base = self.epocher.baseline_mask
+        if base is not None:
+            x = x - x[:, base].mean(axis=1, keepdims=True)
+        return x
 
     def _publish(self, row: dict, received_s: float) -> None:
         latency_ms = ((now_s() - received_s) * 1e3 if not math.isnan(received_s)

@@ -119,6 +119,8 @@ class _FeedBase:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 log.warning("engine thread did not stop within %.1f s", timeout_s)
+        if not self.engine.drain(timeout_s):
+            log.warning("processing thread did not finish within %.1f s", timeout_s)
         for close in (getattr(self.engine.source, "close", None),
                       getattr(getattr(self, "outlet", None), "close", None)):
             if close is not None:
@@ -155,8 +157,10 @@ class LiveFeed(_FeedBase):
         cfg = config if isinstance(config, dict) else load_config(config)
         self.meta = source.meta
         self.session = TEPSession(cfg, source.meta, roi=list(roi) if roi else None)
+        # stages, epochs and plug-ins on the engine's processing thread: the raw traces and
+        # the recording never wait for a decay fit
         self.engine = Engine(source, stages=self.session.chain, buffer_s=buffer_s,
-                             on_processed=self._on_processed)
+                             on_processed=self._on_processed, worker=True)
         self.outlet = None
         if publish:
             from tmseeg.stream.metrics_outlet import MetricsOutlet

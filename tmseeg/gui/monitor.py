@@ -571,7 +571,11 @@ class MonitorWindow(QtWidgets.QMainWindow):
                 f"{st.sfreq_hz:g})  |  gaps {st.n_gaps} ({st.n_missing} samples dropped)  |  "
                 f"transport {st.transport_latency_ms:.2f} ms, processing p50 "
                 f"{st.processing_latency_ms_p50:.2f} / p99 {st.processing_latency_ms_p99:.2f} ms"
-                f"  |  pulses {st.n_pulses}  |  display {fps:.0f} fps")
+                + (f", updates p99 {st.update_latency_ms_p99:.0f} ms"
+                   if np.isfinite(st.update_latency_ms_p99) else "")
+                + (f"  |  {st.n_skipped_samples} samples NOT PROCESSED (processing behind)"
+                   if st.n_skipped_samples else "")
+                + f"  |  pulses {st.n_pulses}  |  display {fps:.0f} fps")
         if st.no_data_s > 0:  # the stream is gone: say so first, while it lasts
             text = f"NO DATA for {st.no_data_s:.1f} s (stream gone? waiting for it)  |  " + text
         if self.paused:

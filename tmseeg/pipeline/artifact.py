@@ -498,13 +498,22 @@ class DecayFit:
     def model_uv(self, n_samples: int, sfreq: float, start: int = 0) -> np.ndarray:
         """The fitted exponentials (without the constant) for samples ``start .. start+n-1``
         after the first fitted sample, shape (n_channels, n_samples); zero where not ``ok``."""
-        t_ms = (np.arange(start, start + n_samples) * (1000.0 / sfreq))
         out = np.zeros((self.amps_uv.shape[0], n_samples))
-        rows = np.flatnonzero(self.ok)
-        for k in range(self.amps_uv.shape[1]):
-            out[rows] += self.amps_uv[rows, k, None] * np.exp(
-                -t_ms[None, :] / self.tau_ms[rows, k, None])
+        rows, values = self.model_rows_uv(n_samples, sfreq, start)
+        out[rows] = values
         return out
+
+    def model_rows_uv(self, n_samples: int, sfreq: float, start: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`model_uv` of the ``ok`` channels only: their rows, and the model
+        (n_ok, n_samples) (most channels have no decay: no zeros to build and subtract)."""
+        t_ms = (np.arange(start, start + n_samples) * (1000.0 / sfreq))
+        rows = np.flatnonzero(self.ok)
+        values = np.zeros((rows.size, n_samples))
+        for k in range(self.amps_uv.shape[1]):
+            values += self.amps_uv[rows, k, None] * np.exp(
+                -t_ms[None, :] / self.tau_ms[rows, k, None])
+        return rows, values
 
 
 class DecayFitter:
@@ -914,8 +923,8 @@ class DecayRemoval:
             start, done, end, fit = item
             a, b = max(done, buf.start), min(end, buf.stop)
             if b > a:
-                model = fit.model_uv(b - a, self._fs, start=a - start)
-                buf.data[self._rows, a - buf.start:b - buf.start] -= model
+                rows, model = fit.model_rows_uv(b - a, self._fs, start=a - start)
+                buf.data[self._rows[rows], a - buf.start:b - buf.start] -= model
                 item[1] = b
             if item[1] < end:
                 keep.append(item)
@@ -1021,8 +1030,8 @@ class DecayRemoval:
                 continue
             a, b = max(first, span[0]), min(first + n, span[1])
             if b > a:
-                out[:, a - first:b - first] += rec["fit"].model_uv(b - a, self._fs,
-                                                                    start=a - span[0])
+                rows, model = rec["fit"].model_rows_uv(b - a, self._fs, start=a - span[0])
+                out[rows, a - first:b - first] += model
         if self._interp is not None and pulses:
             # the cut window was re-interpolated after the subtraction: interpolation is
             # linear, so what it changed there is the interpolation of the model itself

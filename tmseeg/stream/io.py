@@ -349,9 +349,15 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None,
     names = list(raw.ch_names)
     types = _fix_types(names, raw.get_channel_types(), explicit=False)
     sfreq = float(raw.info["sfreq"])
-    data = raw.get_data()
     scale = 1.0 / _volt_scale(types)
-    data_uv = np.ascontiguousarray(data * scale[:, None], dtype=np.float64)
+    data = getattr(raw, "_data", None)  # a preloaded Raw's own array: scaled in place
+    if isinstance(data, np.ndarray) and data.dtype == np.float64 and data.flags.c_contiguous \
+            and data.shape == (len(names), raw.n_times):
+        # no copy of a recording that may be gigabytes (the Raw is ours and dropped after)
+        data *= scale[:, None]
+        data_uv = data
+    else:
+        data_uv = np.ascontiguousarray(raw.get_data() * scale[:, None], dtype=np.float64)
     events: list[Event] = []
     warnings_found: list[str] = []
     ann = raw.annotations

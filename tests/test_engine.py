@@ -1,0 +1,150 @@
+"""The engine's processing thread: acquisition never waits for processing, processing sees
+every block in order (the offline numbers), and what it cannot keep up with is said."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from tmseeg.engine import Engine
+from tmseeg.pipeline.config import load_config
+from tmseeg.report.analyze import run_session
+from tmseeg.session import TEPSession
+from tmseeg.sim.model import SimConfig, TMSEEGSimulator
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, Event, StreamMeta, blocks_from_array
+
+
+class BlockSource:
+    """Blocks of an array, one per ``read()`` (``None`` once they are all read)."""
+
+    def __init__(self, data_uv: np.ndarray, meta: StreamMeta, block_size: int, events=()):
+        self.meta = meta
+        self.blocks = list(blocks_from_array(data_uv, meta, block_size, events=events))
+
+    def read(self):
+        return self.blocks.pop(0) if self.blocks else None
+
+
+class SlowStage:
+    """A stage that holds its thread ``seconds`` on every block (a machine too slow for the
+    rate), and records which thread ran it."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.threads: set[str] = set()
+        self.seen: list[Event] = []
+
+    def process(self, block):
+        self.threads.add(threading.current_thread().name)
+        self.seen += block.events
+        time.sleep(self.seconds)
+        return block
+
+    def flush(self):
+        return None
+
+    def reset(self):
+        pass
+
+
+def _meta(n_ch=4, sfreq=1000.0):
+    return StreamMeta(ch_names=tuple(f"E{i}" for i in range(n_ch)), sfreq=sfreq,
+                      ch_types=("eeg",) * n_ch, name="test")
+
+
+def test_the_processing_thread_gives_the_offline_numbers():
+    """The same recording in 7-ms blocks through an engine with a processing thread and through
+    the offline driver: the same pulses, the same kept epochs, the same TEP to the bit."""
+    sim = TMSEEGSimulator(SimConfig(n_channels=32, sfreq=5000.0, seed=5,
+                                    isi_range_s=(0.9, 1.2)))
+    data, events = sim.generate(int(12.0 * sim.meta.sfreq))
+    cfg = load_config()
+    session = TEPSession(cfg, sim.meta)
+    engine = Engine(BlockSource(data, sim.meta, 35, events), stages=session.chain, worker=True,
+                    on_processed=lambda b: session.after_stages(b, b.received_s))
+    while engine.step():
+        pass
+    engine.drain()
+    assert engine.ring.n_written == data.shape[1] and not engine.n_skipped_samples
+    session.finish()
+
+    from tmseeg.stream.io import Recording
+    offline = run_session(Recording(data_uv=data, meta=sim.meta, events=list(events)), cfg,
+                          keep_epochs=False)
+    assert len(offline.pulses) >= 8
+    assert [p["sample"] for p in session.pulses] == [p["sample"] for p in offline.pulses]
+    assert [p["kept"] for p in session.pulses] == [p["kept"] for p in offline.pulses]
+    np.testing.assert_array_equal(session.tep.average_uv, offline.tep.average_uv)
+
+
+def test_a_slow_processing_thread_never_holds_acquisition_and_says_what_it_skipped(caplog):
+    """Processing at 20 ms per 10-ms block falls behind a source that gives its first second
+    at once, and catches up when blocks come every 50 ms. Acquisition still takes every block
+    into the ring buffer (and the raw hooks, where the recorder is) at once; beyond 0.2 s of
+    backlog blocks go unprocessed, the log names the samples and the pulse markers skipped,
+    and the processing thread sees them as one gap per run, so nothing is bridged."""
+    meta = _meta()
+    n = 3000
+    marks = [Event(sample=s, label="TMS", kind=EVENT_MARKER) for s in (500, 1500, 2500)]
+    source = BlockSource(np.zeros((4, n)), meta, 10, marks)
+    slow = SlowStage(0.02)
+    raw_seen: list[tuple[int, str]] = []
+
+    class RawHook:
+        def on_raw(self, raw):
+            raw_seen.append((raw.n_samples, threading.current_thread().name))
+
+        def on_block(self, raw, processed):
+            pass
+
+    engine = Engine(source, stages=[slow], sinks=[RawHook()], worker=True, max_backlog_s=0.2)
+    caplog.set_level(logging.WARNING, logger="tmseeg.engine")
+    k = 0
+    while engine.step():  # the first second as fast as the source gives, then slower
+        k += 1          # than processing (50 ms per block): it catches up
+        if k > 100:
+            time.sleep(0.05)
+    assert engine.ring.n_written == n  # acquisition took everything ...
+    assert sum(k for k, _ in raw_seen) == n  # ... and the raw hooks saw every sample
+    assert {t for _, t in raw_seen} == {threading.current_thread().name}
+    engine.finish()
+    assert slow.threads == {"tmseeg-processing"}
+    assert engine.n_skipped_samples > 0 and engine.skipped
+    gaps = [e for e in slow.seen if e.kind == EVENT_GAP]
+    assert len(gaps) >= 1 and all(g.extra["skipped"] for g in gaps)
+    # every sample is either processed or inside a skipped run, and each run is said
+    n_gap = sum(g.duration for g in gaps)
+    skipped_runs = sum(r["stop_sample"] - r["first_sample"] for r in engine.skipped)
+    assert n_gap <= engine.n_skipped_samples == skipped_runs
+    said = caplog.text
+    assert "behind acquisition" in said and "caught up" in said
+    skipped_marks = [m for r in engine.skipped for m in r["markers"]]
+    seen_marks = [e.sample for e in slow.seen if e.kind == EVENT_MARKER]
+    assert sorted(skipped_marks + [f"TMS@{s}" for s in seen_marks]) == \
+        sorted(f"TMS@{e.sample}" for e in marks)  # every marker processed or named
+    for m in skipped_marks:
+        assert m in said
+
+
+def test_status_comes_from_the_processing_thread():
+    """``on_status`` may read what processing writes: it is called on the processing thread
+    while blocks flow."""
+    meta = _meta()
+    source = BlockSource(np.zeros((4, 2000)), meta, 10)
+    engine = Engine(source, stages=[SlowStage(0.0)], worker=True)
+    threads = set()
+
+    def on_status(status):
+        threads.add(threading.current_thread().name)
+        if engine.ring.n_written >= 2000:
+            engine.stop()
+
+    engine.run(duration_s=20.0, status_every_s=0.0, on_status=on_status)
+    engine.finish()
+    assert "tmseeg-processing" in threads
+    st = engine.status()
+    assert np.isfinite(st.processing_latency_ms_p99) and st.backlog_s == 0.0
