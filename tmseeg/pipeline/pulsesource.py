@@ -277,8 +277,12 @@ class CheckedMarkerPulses:
                      f"the first {len(dets)} pulse artifacts: {present})")
         if self.hits:
             names = [h["label"] for h in self.hits]
-            lag_ms = float(np.median([h["lag_ms"] for h in self.hits]))
-            if abs(lag_ms) >= 1000.0 / self._fs:  # markers off the artifact onset
+            # the artifact's first sample is 0..1 sample after the pulse (half a sample on
+            # average): an on-time marker shows a lag of 0 or +1 sample, which is no lag;
+            # and under 0.25 ms a lag is nothing a TEP shows, only jitter a live stream's
+            # marker timestamps may add (the rule of the cut window's marker lag)
+            lag_ms = float(np.median([h["lag_ms"] for h in self.hits])) - 500.0 / self._fs
+            if abs(lag_ms) >= max(0.25, 1000.0 / self._fs):  # markers off the artifact onset
                 self.offset_ms += lag_ms
             self._markers = MarkerPulses("^(?:" + "|".join(re.escape(n) for n in names) + ")$",
                                          self.offset_ms)
