@@ -24,6 +24,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from tmseeg._ext.decimate import minmax_decimate
 from tmseeg.gui.decimate import RawDecimator
+from tmseeg.gui.metrics_view import metrics_lines
 from tmseeg.gui.feed import MonitorSnapshot
 from tmseeg.gui.topo import TopoInterpolator
 
@@ -44,28 +45,12 @@ ROI_PEN = pg.mkPen((20, 90, 200), width=2)
 TRIAL_PEN = pg.mkPen((230, 140, 20), width=1)
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "n/a" if not math.isfinite(v) else f"{v:.3g}"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in list(v.items())[:6]) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt(x) for x in list(v)[:6]) + (", …" if len(v) > 6 else "") + "]"
-    return "n/a" if v is None else str(v)
-
-
 def metrics_text(metrics: dict) -> str:
-    """The plug-in summaries, one line per metric name (``name: key=value, ...``)."""
+    """The plug-in summaries as labelled numbers with units, a few lines per plug-in
+    (:func:`tmseeg.gui.metrics_view.metrics_lines`)."""
     if not metrics:
         return "metrics: (no plug-in metric in this session yet)"
-    lines = []
-    for name, summ in sorted(metrics.items()):
-        if isinstance(summ, dict):
-            body = "  ".join(f"{k}={_fmt(v)}" for k, v in summ.items())
-        else:
-            body = _fmt(summ)
-        lines.append(f"{name}: {body}")
-    return "\n".join(lines)
+    return "\n".join(metrics_lines(metrics))
 
 
 class MonitorWindow(QtWidgets.QMainWindow):
@@ -281,7 +266,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
 
         self.metrics_box = QtWidgets.QPlainTextEdit()
         self.metrics_box.setReadOnly(True)
-        self.metrics_box.setMaximumHeight(90)
+        self.metrics_box.setMaximumHeight(150)
         self.metrics_box.setPlainText(metrics_text({}))
         right = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(right)
