@@ -27,6 +27,14 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def float_or_nan(x: Any) -> float:
+    """``float(x)``, or NaN when ``x`` is no number (None, a text that is not one)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def now_s() -> float:
     """The LSL clock when pylsl is there (latencies compare with LSL timestamps)."""
     try:

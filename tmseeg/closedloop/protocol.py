@@ -68,6 +68,7 @@ from tmseeg.closedloop.phase import ARPhaseEstimator, ETPPhaseEstimator, PhaseEs
 from tmseeg.closedloop.spatial import SpatialFilter
 from tmseeg.closedloop.triggers import TriggerOutput, lsl_clock, message_json
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, StreamMeta
+from tmseeg.utils import float_or_nan
 
 __all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "ProtocolRunner",
            "ProtocolLoadError", "ProtocolConfigError", "load_protocol", "build_runner"]
@@ -478,16 +479,8 @@ def _pick(req: Any, attr: str, phase: PhaseEstimate | None) -> float:
     """The request's own estimate (``phase_rad`` / ``amplitude_uv``), else the runner's."""
     v = getattr(req, attr, None) if req is not None else None
     if v is not None:
-        return _fnum(v)
+        return float_or_nan(v)
     return getattr(phase, attr) if phase is not None else math.nan
-
-
-def _fnum(x: Any) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return v
 
 
 class ProtocolRunner:
@@ -701,7 +694,7 @@ class ProtocolRunner:
                         self._post_event("on_pulse", PulseInfo(
                             sample=ev.sample, time_s=t, newest_sample=self._newest_sample,
                             newest_time_s=self._newest_time, now_s=math.nan,
-                            intensity_pct=_fnum(ev.extra.get("intensity_pct", math.nan))))
+                            intensity_pct=float_or_nan(ev.extra.get("intensity_pct", math.nan))))
                 elif ev.kind == EVENT_MARKER:
                     t = ev.time_s if math.isfinite(ev.time_s) else self.time_of(ev.sample)
                     self._post_event("on_marker", MarkerInfo(
@@ -765,7 +758,7 @@ class ProtocolRunner:
         sample = int(row.get("sample", -1))
         t = self.time_of(sample)
         trig = self._match_trigger(t)
-        inten = trig["intensity_pct"] if trig is not None else _fnum(
+        inten = trig["intensity_pct"] if trig is not None else float_or_nan(
             row.get("intensity_pct", math.nan))
         self._post_event("on_pulse", PulseInfo(
             sample=sample, time_s=t, row=row, tep=self._tep, metrics=self._metrics,
@@ -945,12 +938,12 @@ class ProtocolRunner:
             self._runner_ids += 1
             did = -self._runner_ids
             decided = self.clock()
-            target = _fnum(getattr(req, "target_time_s", math.nan))
+            target = float_or_nan(getattr(req, "target_time_s", math.nan))
         rec = {
             "decision_id": did, "accepted": bool(decision is not None and decision.accepted),
             "code": code, "reason": reason,
             "label": str(getattr(req, "label", ""))[:200],
-            "intensity_pct": _fnum(getattr(req, "intensity_pct", math.nan)),
+            "intensity_pct": float_or_nan(getattr(req, "intensity_pct", math.nan)),
             "target_time_s": target, "newest_sample": job.newest_sample,
             "last_sample_time_s": job.newest_time_s, "received_s": job.received_s,
             "decision_time_s": decided, "send_time_s": math.nan, "sent_s": math.nan,
@@ -976,7 +969,7 @@ class ProtocolRunner:
                 out.send(msg)
                 n_ok += 1
                 if math.isnan(rec["send_time_s"]):
-                    rec["send_time_s"] = _fnum(msg.get("send_time_s", math.nan))
+                    rec["send_time_s"] = float_or_nan(msg.get("send_time_s", math.nan))
             except Exception as err:
                 self._report(f"trigger output {out.name} failed on decision {did}: {err}")
         rec["sent_s"] = self.clock()

@@ -10,19 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from tmseeg.utils import float_or_nan
+
 __all__ = ["metric_lines", "metrics_lines"]
 
 
-def _num(v: Any) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return x
-
-
 def _f(v: Any, spec: str = ".1f", unit: str = "") -> str:
-    x = _num(v)
+    x = float_or_nan(v)
     if not math.isfinite(x):
         return "n/a"
     return f"{x:{spec}}{(' ' + unit) if unit else ''}"
@@ -50,7 +44,7 @@ def _mep(s: dict) -> list[str]:
                      f"{_f(curve.get('i50_pct'))} % MSO")
     hot = s.get("hotspot")
     if hot:
-        lines.append(f"  hotspot {hot.get('hotspot')} (chosen in {_f(100 * _num(hot.get('p_best')), '.0f')} "
+        lines.append(f"  hotspot {hot.get('hotspot')} (chosen in {_f(100 * float_or_nan(hot.get('p_best')), '.0f')} "
                      f"% of resamples, {len(hot.get('sites') or [])} sites)")
     return lines
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tmseeg.study.bids import entity_label
+from tmseeg.utils import float_or_nan
 
 #: columns of the group table, in order
 TABLE_COLUMNS = ["subject", "session", "task", "run", "block", "metric", "value", "n",
@@ -40,14 +41,6 @@ TABLE_COLUMNS = ["subject", "session", "task", "run", "block", "metric", "value"
 #: per-trial measures shown in the report's distribution and effect figures (when present)
 REPORT_MEASURES = ("early_tep_ptp_uv", "tep_N45_uv", "tep_N100_uv", "tep_P180_uv",
                    "mep_ptp_uv")
-
-
-def _f(x: Any) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return v
 
 
 def session_rows(entities: dict, summary: dict, status: str = "ok") -> list[dict]:
@@ -71,7 +64,7 @@ def session_rows(entities: dict, summary: dict, status: str = "ok") -> list[dict
     rows: list[dict] = []
 
     def add(block: str, metric: str, value: Any, n: Any = None, **extra) -> None:
-        rows.append({**base, "block": block, "metric": metric, "value": _f(value),
+        rows.append({**base, "block": block, "metric": metric, "value": float_or_nan(value),
                      "n": None if n is None else int(n), **extra})
 
     n_kept = summary.get("n_kept")
@@ -91,10 +84,10 @@ def session_rows(entities: dict, summary: dict, status: str = "ok") -> list[dict
             if block != baseline:
                 extra["baseline"] = baseline
             if "diff" in comp:
-                extra.update(diff=_f(comp["diff"]), g=_f(comp.get("hedges_g")),
-                             diff_ci_low=_f(comp["diff_ci"][0]),
-                             diff_ci_high=_f(comp["diff_ci"][1]),
-                             g_ci_low=_f(comp["g_ci"][0]), g_ci_high=_f(comp["g_ci"][1]))
+                extra.update(diff=float_or_nan(comp["diff"]), g=float_or_nan(comp.get("hedges_g")),
+                             diff_ci_low=float_or_nan(comp["diff_ci"][0]),
+                             diff_ci_high=float_or_nan(comp["diff_ci"][1]),
+                             g_ci_low=float_or_nan(comp["g_ci"][0]), g_ci_high=float_or_nan(comp["g_ci"][1]))
             elif comp.get("note"):
                 extra["message"] = comp["note"]
             add(block, metric, stats.get("mean"), stats.get("n"), **extra)
