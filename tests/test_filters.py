@@ -248,3 +248,17 @@ def test_epocher_with_epoch_filter_crops_padding_and_waits_for_it():
     assert len(got) == 1 and got[0].data_uv.shape == (2, 1001)
     want = filt(data[:, 2500 - 800:2500 + 801], sf)[:, 300:1301]
     np.testing.assert_allclose(got[0].data_uv, want, atol=1e-12)
+
+
+def test_zero_phase_filter_over_the_cores_equals_one_thread():
+    """The epoch filter splits the channels over the cores: every channel's result is the
+    single-threaded one, to the bit, on a whole cap and on a small array alike."""
+    from tmseeg.pipeline import filters
+
+    sos = np.vstack([design_bandpass(5000.0, 1.0, 100.0, 4),
+                     filters.design_notch(5000.0, 50.0, 2)])
+    x = np.random.default_rng(3).standard_normal((65, 4001)) * 20.0
+    np.testing.assert_array_equal(filters._sosfiltfilt_rows(sos, x),
+                                  signal.sosfiltfilt(sos, x, axis=-1))
+    np.testing.assert_array_equal(filters.sosfiltfilt_nan(sos, x[:3, :500]),
+                                  signal.sosfiltfilt(sos, x[:3, :500], axis=-1))

@@ -215,13 +215,15 @@ class MorletTransform:
         if x.ndim != 2 or x.shape[1] != self.n_in:
             raise ValueError(f"MorletTransform: expected (n_channels, {self.n_in}) samples, got "
                              f"{x.shape}.")
-        spec = sp_fft.rfft(x, self.nfft, axis=1)
+        # workers=-1: the transforms of the channels on every core (results are the same)
+        spec = sp_fft.rfft(x, self.nfft, axis=1, workers=-1)
         # full complex spectrum of the real input from its half spectrum
         full = np.empty((x.shape[0], self.nfft), complex)
         nh = spec.shape[1]
         full[:, :nh] = spec
         full[:, nh:] = np.conj(spec[:, 1:self.nfft - nh + 1][:, ::-1])
-        y = sp_fft.ifft(full[:, None, :] * self._spec[None], axis=2)
+        y = sp_fft.ifft(full[:, None, :] * self._spec[None], axis=2, overwrite_x=True,
+                        workers=-1)
         return y[:, :, 2 * self.half:2 * self.half + self.n_out]
 
 

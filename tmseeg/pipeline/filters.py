@@ -36,6 +36,8 @@ electrode) therefore recovers by itself if it comes back.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -162,6 +164,26 @@ def sosfilt_nan(sos: np.ndarray, data: np.ndarray) -> np.ndarray:
     return out
 
 
+_POOL: ThreadPoolExecutor | None = None
+#: below this many samples in all, one thread is faster than handing work to another
+_PARALLEL_MIN_SIZE = 100_000
+
+
+def _sosfiltfilt_rows(sos: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """``sosfiltfilt`` along the last axis, the rows split over the machine's cores (scipy's
+    filter loop runs without the interpreter lock; each row's result is the same)."""
+    global _POOL
+    n_workers = min(os.cpu_count() or 1, 4, data.shape[0])
+    if n_workers < 2 or data.size < _PARALLEL_MIN_SIZE:
+        return signal.sosfiltfilt(sos, data, axis=-1)
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="tmseeg-filter")
+    parts = np.array_split(np.arange(data.shape[0]), n_workers)
+    futures = [_POOL.submit(signal.sosfiltfilt, sos, data[rows[0]:rows[-1] + 1], axis=-1)
+               for rows in parts]
+    return np.concatenate([f.result() for f in futures], axis=0)
+
+
 def sosfiltfilt_nan(sos: np.ndarray, data: np.ndarray) -> np.ndarray:
     """Zero-phase (forward-backward) filtering of each finite run of each channel.
 
@@ -182,7 +204,7 @@ def sosfiltfilt_nan(sos: np.ndarray, data: np.ndarray) -> np.ndarray:
     finite = np.isfinite(data)
     if finite.all():
         if data.shape[1] > default_pad:
-            return signal.sosfiltfilt(sos, data, axis=-1)
+            return _sosfiltfilt_rows(sos, data)
     for c in range(data.shape[0]):
         for a, b in _finite_runs(finite[c]):
             n = b - a
