@@ -218,23 +218,31 @@ def _free_space(recorder) -> str:
     return note
 
 
-def _close_recorder(recorder) -> None:
-    """Close a recording and say what it holds (and lacks, after a write failure)."""
+def _close_logged(recorder) -> None:
+    """Close a recording; a write failure while closing is said as an error, not raised
+    (what was recorded stays)."""
     from tmseeg.stream.recorder import RecordingError
     try:
         recorder.close()
     except RecordingError as err:
         log.error("%s", err)
+
+
+def _close_recorder(recorder) -> None:
+    """Close a recording and say what it holds (and lacks, after a write failure)."""
+    _close_logged(recorder)
     if recorder.failed:
         print(f"recording closed after a failure: {recorder.path}", file=sys.stderr)
     else:
         print(f"recording closed: {recorder.outcome()}")
 
 
-def _record_folder(out: str) -> Path:
-    """The folder a recording named by ``--out``/``--record`` goes to (a .vhdr's parent)."""
+def _check_record_folder(out: str, option: str) -> None:
+    """Fail before any work when the folder a recording named by ``--out``/``--record`` goes
+    to (a .vhdr's parent) cannot take it."""
+    from tmseeg.utils import writable_dir
     path = Path(out)
-    return path.parent if path.suffix.lower() == ".vhdr" else path
+    writable_dir(path.parent if path.suffix.lower() == ".vhdr" else path, option)
 
 
 def tep_line(tep: dict) -> str:
@@ -288,8 +296,7 @@ def cmd_demo(args) -> int:
     from tmseeg.pipeline.config import load_config
     load_config(args.config)  # a bad configuration fails before anything starts
     if args.record is not None:  # so does a folder the recording cannot go to
-        from tmseeg.utils import writable_dir
-        writable_dir(_record_folder(args.record), "--record")
+        _check_record_folder(args.record, "--record")
     protocol = getattr(args, "protocol", None)
     if protocol is not None:  # closed loop: only the protocol's pulses fire
         from tmseeg.closedloop.protocol import load_protocol
@@ -417,8 +424,7 @@ def cmd_run(args) -> int:
         from tmseeg.closedloop.protocol import load_protocol
         load_protocol(protocol)  # a broken protocol file fails before streams are opened
     if args.record is not None:  # before the streams are opened: fail before any work
-        from tmseeg.utils import writable_dir
-        writable_dir(_record_folder(args.record), "--record")
+        _check_record_folder(args.record, "--record")
     source = _open_source(args)
     runner = _make_runner(args, source) if protocol is not None else None
     rc = _run_engine(source, args.duration, args.record, config=args.config, roi=roi,
@@ -441,8 +447,7 @@ def cmd_record(args) -> int:
     if args.out is None:
         raise ValueError("record needs --out DIR (or --bids-root ROOT --subject LABEL)")
     from tmseeg.stream.recorder import RecordingError
-    from tmseeg.utils import writable_dir
-    writable_dir(_record_folder(args.out), "--out")  # before the stream is opened
+    _check_record_folder(args.out, "--out")  # before the stream is opened
     source = _open_source(args)
     recorder = BrainVisionRecorder(Path(args.out), source.meta, overwrite=args.overwrite)
     print(f"recording {source.meta.name!r} ({source.meta.n_channels} ch @ "
@@ -461,10 +466,7 @@ def cmd_record(args) -> int:
     except RecordingError as err:  # nothing more can be recorded: stop, say what is kept
         log.error("%s", err)
     finally:
-        try:
-            recorder.close()
-        except RecordingError as err:
-            log.error("%s", err)
+        _close_logged(recorder)
         source.close()
     stats = source.eeg.stats
     outages = (f"; the stream was gone {stats.n_outages} time(s), {stats.n_missing} samples "

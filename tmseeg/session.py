@@ -263,8 +263,6 @@ class TEPSession:
         self.n_missing = 0
         self._decay_sum: np.ndarray | None = None  # unfiltered, over the padded epoch
         self._decay_n = 0
-        self._decay_pad = 0
-        self._decay_sfreq = math.nan
         self.track_decay = track_decay
         self.metrics: list = []
         for module in PLUGINS:  # see tmseeg.metrics.base
@@ -361,8 +359,7 @@ class TEPSession:
         (average reference, the epoch filter, baseline), so that the report can show the TEP
         with and without it from this one run."""
         decay = self.stages.decay
-        filt = self.epocher.epoch_filter
-        pad = int(round(getattr(filt, "pad_ms", 0.0) * epoch.sfreq / 1000.0)) if filt else 0
+        pad = self._epoch_pad()
         n = epoch.data_uv.shape[1]
         model = decay.removed_uv(epoch.first_sample - pad, n + 2 * pad)
         if model is None:
@@ -375,8 +372,12 @@ class TEPSession:
         # the filter and the baseline are linear: applied once to the sum, at the end
         self._decay_sum = x if self._decay_sum is None else self._decay_sum + x
         self._decay_n += 1
-        self._decay_pad = pad
-        self._decay_sfreq = epoch.sfreq
+
+    def _epoch_pad(self) -> int:
+        """Samples of padding on each side the epoch filter filters an epoch with."""
+        filt = self.epocher.epoch_filter
+        return (int(round(getattr(filt, "pad_ms", 0.0) * self.meta.sfreq / 1000.0))
+                if filt else 0)
 
     def decay_removed_roi_uv(self) -> np.ndarray | None:
         """:meth:`decay_removed_uv` averaged over the TEP's ROI, (n_times,)."""
@@ -397,9 +398,9 @@ class TEPSession:
         if self._decay_sum is None or not self._decay_n:
             return None
         x = self._decay_sum / self._decay_n
-        filt, pad = self.epocher.epoch_filter, self._decay_pad
+        filt, pad = self.epocher.epoch_filter, self._epoch_pad()
         if filt is not None:
-            x = filt(x, self._decay_sfreq)
+            x = filt(x, self.meta.sfreq)
         x = x[:, pad:x.shape[1] - pad]
         base = self.epocher.baseline_mask
         if base is not None:

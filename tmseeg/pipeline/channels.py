@@ -375,10 +375,8 @@ class BadChannelDetector:
                 hf = np.sqrt(np.nanmean(d ** 2, axis=1)) if d.shape[1] else np.full(n_ch, np.nan)
                 xmax = np.nanmax(x, axis=1)
                 xmin = np.nanmin(x, axis=1)
-        tol = 1e-6 * np.maximum(xmax - xmin, 1e-12)
         n_valid = np.maximum(finite.sum(axis=1), 1)
-        at_max = (x >= (xmax - tol)[:, None]).sum(axis=1)
-        at_min = (x <= (xmin + tol)[:, None]).sum(axis=1)
+        at_max, at_min = edge_counts(x, xmax, xmin)
         clip = np.maximum(at_max, at_min) / n_valid
 
         reasons: dict[str, str] = {}
@@ -783,6 +781,17 @@ class ChannelTypes(StatelessStage):
             raise ValueError(f"channel types were set for {self.meta.name!r}'s channels, but "
                              f"a block of {block.meta.name!r} came")
         return dataclasses.replace(block, meta=self.meta)
+
+
+def edge_counts(x: np.ndarray, xmax: np.ndarray, xmin: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, how many samples of ``x`` sit at its maximum ``xmax`` and at its minimum
+    ``xmin`` (within 1e-6 of its range; NaN counts at neither): a clipped or railed input
+    holds its extremes, EEG touches them a few times."""
+    tol = 1e-6 * np.maximum(xmax - xmin, 1e-12)
+    with np.errstate(invalid="ignore"):
+        return ((x >= (xmax - tol)[:, None]).sum(axis=1),
+                (x <= (xmin + tol)[:, None]).sum(axis=1))
 
 
 def without_unplaced_eeg(meta: StreamMeta, montage: str = "auto") -> StreamMeta:

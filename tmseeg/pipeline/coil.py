@@ -17,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.channels import montage_positions, nearest_channels, resolve_picks
+from tmseeg.pipeline.channels import (edge_counts, montage_positions, nearest_channels,
+                                      resolve_picks)
 from tmseeg.stream.block import Block, StreamMeta
 
 __all__ = ["CoilSiteDetector", "broken_channels", "centroid_channel", "roi_around"]
@@ -86,10 +87,7 @@ def broken_channels(x: np.ndarray, flat_uv: float = 0.5,
         sd = np.nanstd(x, axis=1)
         hi = np.nanmax(x, axis=1) if x.shape[1] else np.full(x.shape[0], np.nan)
         lo = np.nanmin(x, axis=1) if x.shape[1] else np.full(x.shape[0], np.nan)
-    tol = 1e-6 * np.maximum(hi - lo, 1e-12)
-    with np.errstate(invalid="ignore"):
-        at_edge = np.maximum((x >= (hi - tol)[:, None]).sum(axis=1),
-                             (x <= (lo + tol)[:, None]).sum(axis=1))
+    at_edge = np.maximum(*edge_counts(x, hi, lo))
     railed = (at_edge >= 3) & (at_edge > rail_fraction * np.maximum(n, 1))
     return (n >= 3) & ((sd < flat_uv) | railed)
 
@@ -194,8 +192,9 @@ class CoilSiteDetector:
             self._check = int(round(self.check_ms * sf / 1e3))
             self._art = (int(round(-10.0 * sf / 1e3)), int(round(100.0 * sf / 1e3)))
         new = [e.sample for e in block.pulses()]
-        self._pending.extend(new)
-        self._seen = sorted(self._seen + new)[-64:]
+        if new:
+            self._pending.extend(new)
+            self._seen = sorted(self._seen + new)[-64:]
         data = block.data[self._rows]
         if self._tail is None:
             self._tail, self._tail_start = data, block.first_sample

@@ -64,7 +64,7 @@ import numpy as np
 
 from tmseeg.pipeline.base import HeldBlocks, concat_blocks
 from tmseeg.pipeline.channels import resolve_picks
-from tmseeg.pipeline.pulses import jump_onsets
+from tmseeg.pipeline.pulses import jump_onsets, marker_lag_ms
 from tmseeg.stream.block import EVENT_PULSE, Block
 
 log = logging.getLogger(__name__)
@@ -445,14 +445,12 @@ class CutWindow:
         onsets = np.asarray(onsets_ms, dtype=float)
         median = float(np.median(onsets))
         spread = float(np.median(np.abs(onsets - median)))
-        # The first jumped sample follows the physical pulse by 0..1 sample (half a sample on
-        # average), while a marker placed at the pulse's nearest sample has no bias: an
-        # on-time marker sees onsets of 0 or +1 sample, and at 1 kHz moving it by the median
-        # (+1 sample) would shift every TEP by 1 ms. So the lag is the mean onset (of those
-        # near the median) minus half a sample.
+        # the mean onset of those near the median, less the half-sample bias of a measured
+        # onset (marker_lag_ms): at 1 kHz, moving an on-time marker by the median (+1 sample)
+        # shifted every TEP by 1 ms
         sample_ms = 1000.0 / fs
         near = onsets[np.abs(onsets - median) <= max(3.0 * spread, sample_ms)]
-        onset = float(near.mean()) - 0.5 * sample_ms
+        onset = marker_lag_ms(float(near.mean()), fs)
         self.lag_ms = -onset  # a marker after the onset lags by a positive amount
         shift = int(math.floor(onset / sample_ms + 0.5))
         if shift and abs(onset) >= 0.25 and spread <= 0.5:

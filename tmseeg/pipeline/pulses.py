@@ -50,6 +50,7 @@ __all__ = [
     "DataPulses",
     "OnsetTracker",
     "jump_onsets",
+    "marker_lag_ms",
     "marker_pulse",
     "PulsePlausibility",
 ]
@@ -414,6 +415,16 @@ def _cosine(a: np.ndarray, b: np.ndarray | None) -> float:
     return float(a @ b) / (na * nb) if na and nb else 0.0
 
 
+def marker_lag_ms(onset_ms: float, sfreq: float) -> float:
+    """The lag of a marker behind its pulse, from the artifact onset measured relative to it
+    (first jumped sample minus marker; negative when the marker comes late).
+
+    The first sample that shows a pulse's artifact comes 0..1 sample after the pulse (half a
+    sample on average), while a marker put on the pulse's nearest sample is on time: an
+    on-time marker measures onsets of 0 or +1 sample. So half a sample is taken off."""
+    return onset_ms - 500.0 / sfreq
+
+
 def jump_onsets(candidates: np.ndarray, jumps: np.ndarray, refractory: int, gate: int,
                 n_back: int, rise_ratio: float = 1.5) -> list[int]:
     """Pulse onsets in a stretch of data, by the rules of :class:`OnsetTracker`.
@@ -695,6 +706,8 @@ class PulsePlausibility(StatelessStage):
 
     #: length of the rate window and of the summary bins
     WINDOW_S = 1.0
+    #: how late a pulse event may arrive and still be counted in its second's warning
+    LATE_S = 2.0
 
     def __init__(self, min_interval_ms: float = 1.0, max_rate_hz: float = 100.0) -> None:
         if min_interval_ms < 0 or max_rate_hz < 0:
@@ -712,7 +725,7 @@ class PulsePlausibility(StatelessStage):
         self._fs = math.nan
         self._recent: deque[int] = deque()  # candidate samples of the last second
         self._last: int | None = None  # the latest candidate
-        self._bin: dict | None = None  # the second being counted
+        self._bins: dict[int, dict] = {}  # the seconds being counted, by index
 
     def process(self, block: Block) -> Block:
         """Return the block without its implausible pulse events (see the class description)."""
@@ -725,14 +738,17 @@ class PulsePlausibility(StatelessStage):
         events = block.events
         if any(e.kind == EVENT_PULSE for e in events):
             events = [e for e in events if e.kind != EVENT_PULSE or self._accept(e)]
-        if self._bin is not None and block.stop_sample >= self._bin["stop"]:
-            self._close_bin()
+        # a second's count is said once the stream is LATE_S past it: markers come late (a
+        # busy network, a loaded machine), and one second must not be said twice
+        late = self.LATE_S * self._fs
+        for k in [k for k, b in self._bins.items() if block.stop_sample >= b["stop"] + late]:
+            self._close_bin(k)
         return block if len(events) == len(block.events) else replace(block, events=events)
 
     def flush(self) -> Block | None:
         """Nothing is held back; the last second's refusals are reported."""
-        if self._bin is not None:
-            self._close_bin()
+        for k in sorted(self._bins):
+            self._close_bin(k)
         return None
 
     def _accept(self, e: Event) -> bool:
@@ -751,12 +767,10 @@ class PulsePlausibility(StatelessStage):
 
     def _count(self, s: int, label: str, why: str) -> None:
         k = (s - self._first) // self._window
-        if self._bin is not None and k != self._bin["k"]:
-            self._close_bin()
-        if self._bin is None:
-            self._bin = {"k": k, "stop": self._first + (k + 1) * self._window, "n_refused": 0,
-                         "n_accepted": 0, "reasons": {}, "labels": {}}
-        b = self._bin
+        b = self._bins.get(k)
+        if b is None:
+            b = self._bins[k] = {"k": k, "stop": self._first + (k + 1) * self._window,
+                                 "n_refused": 0, "n_accepted": 0, "reasons": {}, "labels": {}}
         if not why:
             b["n_accepted"] += 1
             return
@@ -766,8 +780,8 @@ class PulsePlausibility(StatelessStage):
         if len(b["labels"]) < 20 or label in b["labels"]:
             b["labels"][label] = b["labels"].get(label, 0) + 1
 
-    def _close_bin(self) -> None:
-        b, self._bin = self._bin, None
+    def _close_bin(self, k: int) -> None:
+        b = self._bins.pop(k)
         if not b["n_refused"]:
             return
         entry = {"start_s": b["k"] * self._window / self._fs, "n_refused": b["n_refused"],
@@ -789,7 +803,8 @@ class PulsePlausibility(StatelessStage):
         """One line for ``summary.json``: how many pulses were refused, when and why."""
         if not self.n_refused:
             return []
-        first, last = self.refusals[0]["start_s"], self.refusals[-1]["start_s"] + self.WINDOW_S
+        starts = [r["start_s"] for r in self.refusals]
+        first, last = min(starts), max(starts) + self.WINDOW_S
         reasons: dict[str, int] = {}
         for r in self.refusals:
             for why, n in r["reasons"].items():

@@ -52,7 +52,7 @@ import numpy as np
 from tmseeg.pipeline.base import HeldBlocks, ms_to_samples
 from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, MARKER_TOL_MS, DataPulses,
                                    MarkerPulses, describe_unmatched, labels_at_pulses,
-                                   marker_pulse)
+                                   marker_lag_ms, marker_pulse)
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Block, Event
 
 log = logging.getLogger(__name__)
@@ -277,11 +277,10 @@ class CheckedMarkerPulses:
                      f"the first {len(dets)} pulse artifacts: {present})")
         if self.hits:
             names = [h["label"] for h in self.hits]
-            # the artifact's first sample is 0..1 sample after the pulse (half a sample on
-            # average): an on-time marker shows a lag of 0 or +1 sample, which is no lag;
-            # and under 0.25 ms a lag is nothing a TEP shows, only jitter a live stream's
-            # marker timestamps may add (the rule of the cut window's marker lag)
-            lag_ms = float(np.median([h["lag_ms"] for h in self.hits])) - 500.0 / self._fs
+            # less the half-sample bias of a measured onset (marker_lag_ms); under 0.25 ms a
+            # lag is nothing a TEP shows, only jitter a live stream's marker timestamps add
+            lag_ms = marker_lag_ms(float(np.median([h["lag_ms"] for h in self.hits])),
+                                   self._fs)
             if abs(lag_ms) >= max(0.25, 1000.0 / self._fs):  # markers off the artifact onset
                 self.offset_ms += lag_ms
             self._markers = MarkerPulses("^(?:" + "|".join(re.escape(n) for n in names) + ")$",
