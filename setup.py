@@ -67,6 +67,8 @@ setup(
         "python-picard>=0.7",
         "pyserial>=3.5",
         "mne-bids>=0.15",
+        "antio>=0.5",
+        "mffpy>=0.8",
     ],
     extras_require={
         "gui": ["pyqtgraph>=0.13.7", "PySide6-Essentials==6.9.3"],

@@ -8,6 +8,11 @@ Supported formats (chosen by file name):
 ``.edf``, ``.bdf``  European / BioSemi Data Format
 ``.set``            EEGLAB (continuous data, not epoched files)
 ``.xdf``            Extensible Data Format (LabRecorder), read with :mod:`pyxdf`
+``.cnt``            ANT Neuro eego (read with MNE and :mod:`antio`); a ``.cnt`` that is not
+                    ANT's RIFF container is read as Neuroscan
+``.mff``            EGI / Magstim EGI (folder), read with MNE
+NeurOne folder      Bittium NeurOne session folder (or its ``Protocol.xml``), read by
+                    :mod:`tmseeg.stream.neurone`
 ==================  ==========================================================
 
 Whatever the format, a :class:`Recording` holds ``(n_channels, n_samples)`` float64 data with
@@ -61,7 +66,8 @@ VOLTAGE_TYPES = frozenset({"eeg", "eog", "emg", "ecg", "seeg", "ecog", "dbs", "b
 #: Label (BrainVision ``type/description``) the recorder writes for a gap in the data.
 GAP_LABEL = "New Segment/Gap"
 
-_SUPPORTED = ".fif, .fif.gz, .vhdr, .edf, .bdf, .set, .xdf"
+_SUPPORTED = (".fif, .fif.gz, .vhdr, .edf, .bdf, .set, .xdf, .cnt (ANT eego, Neuroscan), "
+              ".mff (EGI), a NeurOne session folder")
 
 
 class RecordingError(ValueError):
@@ -154,7 +160,11 @@ def _volt_scale(ch_types: Sequence[str]) -> np.ndarray:
 
 
 def _format_of(path: Path) -> str:
+    from tmseeg.stream.neurone import is_neurone
+
     name = path.name.lower()
+    if is_neurone(path):
+        return "neurone"
     for suffix, fmt in (
         (".fif.gz", "fif"),
         (".fif", "fif"),
@@ -164,6 +174,8 @@ def _format_of(path: Path) -> str:
         (".set", "eeglab"),
         (".xdf", "xdf"),
         (".xdfz", "xdf"),
+        (".cnt", "cnt"),
+        (".mff", "egi"),
     ):
         if name.endswith(suffix):
             return fmt
@@ -172,6 +184,9 @@ def _format_of(path: Path) -> str:
         hint = f" For BrainVision, pass the header file {path.with_suffix('.vhdr').name!r}."
     elif name.endswith(".fdt"):
         hint = f" For EEGLAB, pass the .set file {path.with_suffix('.set').name!r}."
+    elif path.is_dir():
+        hint = (" A folder is read when it is an EGI .mff or a NeurOne session (with "
+                "Protocol.xml and Session.xml); otherwise pass the recording file inside it.")
     raise RecordingError(
         f"{path}: unknown recording format {''.join(path.suffixes) or '(no extension)'!r}. "
         f"Supported: {_SUPPORTED}.{hint}"
@@ -184,12 +199,13 @@ def read_recording(
     preload: bool = True,
     stream_name: str | None = None,
 ) -> Recording:
-    """Read a FIF, BrainVision, EDF/BDF, EEGLAB or XDF recording.
+    """Read a FIF, BrainVision, EDF/BDF, EEGLAB, XDF, ANT/Neuroscan, EGI or NeurOne recording.
 
     Parameters
     ----------
     path : str or Path
-        The recording (for BrainVision the ``.vhdr`` header; for EEGLAB the ``.set`` file).
+        The recording (for BrainVision the ``.vhdr`` header; for EEGLAB the ``.set`` file;
+        for EGI the ``.mff`` folder; for NeurOne the session folder or its ``Protocol.xml``).
     pulse_pattern : str
         Regular expression, matched case-insensitively anywhere in a marker label, that
         marks TMS pulses (default :data:`DEFAULT_PULSE_PATTERN`).
@@ -216,9 +232,9 @@ def read_recording(
     fmt = _format_of(path)
     if not path.exists():
         raise RecordingError(f"{path}: no such file. Check the path (cwd is {Path.cwd()}).")
-    if path.is_dir():
+    if path.is_dir() and fmt not in ("egi", "neurone"):
         raise RecordingError(f"{path}: is a directory; pass the recording file inside it.")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise RecordingError(
             f"{path}: the file is empty (0 bytes); it was not written or was truncated. "
             "Use another copy of the recording."
@@ -229,6 +245,8 @@ def read_recording(
         raise RecordingError(f"pulse_pattern {pulse_pattern!r} is not a valid regex: {exc}") from exc
     if fmt == "xdf":
         rec = _read_xdf(path, pattern, stream_name)
+    elif fmt == "neurone":
+        rec = _read_neurone(path, pattern)
     else:
         rec = _read_mne(path, fmt, pattern)
     return checked_recording(rec, path)
@@ -249,15 +267,33 @@ def checked_recording(rec: Recording, path: Path) -> Recording:
 # MNE formats
 # --------------------------------------------------------------------------------------------
 
+def _cnt_reader(path: Path):
+    """ANT Neuro's eego ``.cnt`` is a RIFF container (``RIFF``/``RF64``); Neuroscan's is not.
+    ANT's reader needs :mod:`antio` (its libeep)."""
+    import mne
+
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in (b"RIFF", b"RF64"):
+        return mne.io.read_raw_cnt
+    try:
+        import antio  # noqa: F401
+    except ImportError as exc:
+        raise RecordingError(f"{path}: an ANT Neuro eego .cnt file; reading it needs the "
+                             "'antio' package: pip install antio") from exc
+    return mne.io.read_raw_ant
+
+
 def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
     import mne
 
-    reader = {
+    reader = _cnt_reader(path) if fmt == "cnt" else {
         "fif": mne.io.read_raw_fif,
         "brainvision": mne.io.read_raw_brainvision,
         "edf": mne.io.read_raw_edf,
         "bdf": mne.io.read_raw_bdf,
         "eeglab": mne.io.read_raw_eeglab,
+        "egi": mne.io.read_raw_egi,
     }[fmt]
     try:
         with warnings.catch_warnings():
@@ -271,12 +307,39 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
             "must sit beside it",
             "fif": "it may be truncated or not a raw file (epochs/evoked FIF are not "
             "recordings)",
+            "egi": "pass the whole .mff folder as Net Station wrote it (info.xml, "
+            "signal1.bin, Events*.xml)",
         }.get(fmt, "it may be truncated or written by a broken exporter")
         raise RecordingError(
             f"{path}: cannot read it as {fmt.upper()} ({type(exc).__name__}: {exc}). "
             f"Hint: {hint}."
         ) from exc
-    return _from_raw(raw, pattern, path, _markers_after_end(raw, fmt, path))
+    # EGI: each event code is also a stim channel; the annotations already hold them
+    return _from_raw(raw, pattern, path, _markers_after_end(raw, fmt, path),
+                     stim_events=fmt != "egi")
+
+
+def _read_neurone(path: Path, pattern: re.Pattern) -> Recording:
+    from tmseeg.stream.neurone import NeurOneError, read_neurone
+
+    try:
+        session = read_neurone(path)
+    except NeurOneError as exc:
+        raise RecordingError(f"{exc}. Hint: pass the session folder as NeurOne wrote it "
+                             "(Protocol.xml, Session.xml and the phase folders).") from exc
+    names = session.ch_names
+    types = _fix_types(names, ["eeg"] * len(names), explicit=False)
+    events = [_make_event(s, label, pattern, 0) for s, label in session.events]
+    events += [Event(sample=s, label=GAP_LABEL, kind=EVENT_GAP) for s in session.gaps]
+    date = session.meas_date
+    if date is not None:
+        date = (date.replace(tzinfo=timezone.utc) if date.tzinfo is None
+                else date.astimezone(timezone.utc))
+    folder = path if path.is_dir() else path.parent
+    return Recording(data_uv=session.data_uv,
+                     meta=StreamMeta(ch_names=tuple(names), sfreq=session.sfreq,
+                                     ch_types=tuple(types), name=folder.name),
+                     events=events, meas_date=date, path=path)
 
 
 def _past_end_warning(past_end: Sequence[tuple[str, float]], end_s: float, cause: str) -> str:
@@ -341,9 +404,11 @@ def _fix_types(names: Sequence[str], types: Sequence[str], explicit: bool) -> li
 
 
 def _from_raw(raw, pattern: re.Pattern, path: Path | None,
-              past_end: Sequence[tuple[str, float]] = ()) -> Recording:
+              past_end: Sequence[tuple[str, float]] = (), stim_events: bool = True
+              ) -> Recording:
     """Convert an MNE Raw (volts) into a :class:`Recording` (µV); ``past_end`` are the
-    markers (description, time in s) the file has after its last sample."""
+    markers (description, time in s) the file has after its last sample; ``stim_events``
+    False when the stim channels repeat the annotations."""
     import mne
 
     names = list(raw.ch_names)
@@ -371,7 +436,7 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None,
         warnings_found.append(_past_end_warning(
             past_end, raw.n_times / sfreq, "the data file is probably truncated (copied or "
             "exported before the recording was closed)"))
-    stim_picks = [i for i, t in enumerate(types) if t == "stim"]
+    stim_picks = [i for i, t in enumerate(types) if t == "stim"] if stim_events else []
     for i in stim_picks:
         # BioSemi's Status: the trigger is the low 16 bits, the bits above are the
         # amplifier's flags (CMS in range, battery, new epoch), which change on their own
