@@ -274,3 +274,145 @@ def test_a_cap_without_10_05_labels_works_with_its_montage(tmp_path):
             assert (out / "report.html").stat().st_size > 0
     finally:
         use_montage("auto")
+
+
+def write_localite(path, rows):
+    """A Localite TMS Navigator TriggerMarkers XML: one <TriggerMarker> per (time_ms,
+    amplitude %, x, y, z) with the coil pose as a Matrix4D (identity = not tracked)."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           '<TriggerMarkerList coordinateSpace="RAS">']
+    for t_ms, amp, pos in rows:
+        rot = np.eye(3) if pos is None else np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+        xyz = (0.0, 0.0, 0.0) if pos is None else pos
+        cells = " ".join(f'data{i}{j}="{(rot[i][j] if j < 3 else xyz[i]) if i < 3 else float(j == 3):+.6f}"'
+                         for i in range(4) for j in range(4))
+        out.append(f'  <TriggerMarker description="" recordingTime="{t_ms:d}">\n'
+                   '    <ResponseValues>\n'
+                   f'      <Value key="valueA" response="{amp * 1.4:.1f}" />\n'
+                   '      <Value key="valueB" response="NaN" />\n'
+                   f'      <Value key="amplitudeA" response="{amp:g}" />\n'
+                   '      <Value key="amplitudeB" response="NaN" />\n'
+                   '    </ResponseValues>\n'
+                   f'    <Matrix4D {cells} />\n'
+                   '  </TriggerMarker>')
+    out.append("</TriggerMarkerList>")
+    path.write_text("\n".join(out), encoding="utf-8")
+
+
+def test_a_localite_trigger_marker_file_joins_on_the_navigators_clock(threshold_hunt, tmp_path):
+    """Localite's TriggerMarkers XML, as exported: its clock starts elsewhere and runs 80 ppm
+    fast, times jitter by a few ms; the navigator missed pulse 10 and logged a pulse the EEG
+    did not record (between pulses 40 and 41); one coil was not tracked. Every other pulse
+    gets its own intensity and position; the threshold is the true one."""
+    folder, pulses = threshold_hunt
+    rng = np.random.default_rng(4)
+    rows, expect = [], []
+    for k, p in enumerate(pulses):
+        clock_ms = int(round((1234.5 + p.sample / SF * (1 + 80e-6)) * 1000 + rng.uniform(-4, 4)))
+        if k == 10:
+            expect.append(None)
+            continue
+        pos = None if k == 20 else (-38.0 + k * 0.01, 12.0, 61.0)
+        rows.append((clock_ms, p.intensity_pct, pos))
+        expect.append((p.intensity_pct, pos))
+        if k == 40:
+            rows.append((clock_ms + 500, 70.0, (-38.0, 12.0, 61.0)))
+    xml = tmp_path / "TriggerMarkers_Coil0_20260105101112.xml"
+    write_localite(xml, rows)
+    summary = analyze_file(folder / "plain.vhdr", tmp_path / "l", progress=False, report=False,
+                           overrides={"channels": {"types": {"aux1": "emg"}},
+                                      "pulses": {"table": str(xml)}})
+    table = summary["pulse_table"]
+    assert table["format"] == "localite" and table["join"] == "navigation", table
+    assert table["rows_used"] == len(pulses) - 1 and table["pulses_without_row"] == 1, table
+    assert table["resyncs"] == 1
+    got = _mep_rows(tmp_path / "l")
+    for row, want in zip(got, expect):
+        if want is None:
+            assert row["intensity_pct"] == ""
+            continue
+        assert float(row["intensity_pct"]) == want[0]
+        if want[1] is None:
+            assert row["coil_tracked"] == "False" and row["coil_x_mm"] in ("", "nan")
+        else:
+            assert float(row["coil_x_mm"]) == pytest.approx(want[1][0])
+            assert float(row["coil_r01"]) == -1.0 and float(row["didt_a_per_us"]) > 0
+    mep = summary["metrics"]["mep"]
+    assert abs(mep["motor_threshold_ml_pct"] - 40.35) < 2.0, mep
+    assert any("not tracked" in w for w in summary["warnings"])
+    assert any("fell out of step 1 time" in w for w in summary["warnings"])
+
+
+def write_brainsight(path, samples):
+    """A Brainsight export: its header, a target table, the sample table (one row per
+    (cause, target, power, x, y, z, clock)) and the electrode table after it."""
+    head = ["# Version: 13", "# Coordinate system: NIfTI:Aligned",
+            "# Created: 2026-01-05 10:30:00.000", "# Brainsight 2.5.4",
+            "# Units: millimetres, degrees, milliseconds, and microvolts",
+            "# Encoding: UTF-8",
+            "# Notes: Each column is delimited by a tab. Each value within a column is "
+            "delimited by a semicolon.",
+            "# Target Name\tLoc. X\tLoc. Y\tLoc. Z\tm0n0\tm0n1\tm0n2\tm1n0\tm1n1\tm1n2\tm2n0"
+            "\tm2n1\tm2n2",
+            "hand knob\t-40.0\t10.0\t62.0\t1\t0\t0\t0\t1\t0\t0\t0\t1"]
+    cols = ["Sample Name", "Session Name", "Index", "Assoc. Target", "Loc. X", "Loc. Y",
+            "Loc. Z", "m0n0", "m0n1", "m0n2", "m1n0", "m1n1", "m1n2", "m2n0", "m2n1", "m2n2",
+            "Dist. to Target", "Target Error", "Angular Error", "Twist Error", "Stim. Power",
+            "Date", "Time", "Creation Cause", "Crosshairs Driver", "Offset", "Comment",
+            "EMG Start", "EMG End", "EMG Res.", "EMG Channels", "EMG Window Start",
+            "EMG Window End", "EMG Peak-to-peak 1", "EMG Data 1"]
+    lines = head + ["# " + "\t".join(cols)]
+    for n, (cause, target, power, x, y, z, clock) in enumerate(samples, start=1):
+        lines.append("\t".join(str(v) for v in (
+            f"Sample {n}", "Session 1", n, target, f"{x:.3f}", f"{y:.3f}", f"{z:.3f}",
+            1, 0, 0, 0, 1, 0, 0, 0, 1, 0.8, 0.5, 1.2, 0.3, power, "2026-01-05",
+            clock, cause, "Coil", 0, "(null)", -20, 80, 0.333, 1, 15, 60, 123.4,
+            "1.0;2.0;-3.5")))
+    lines += ["# Electrode Name\tLoc. X\tLoc. Y\tLoc. Z", "Cz\t0\t0\t90"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_a_brainsight_export_gives_intensity_site_and_position(threshold_hunt, tmp_path):
+    """Brainsight's text export: samples created by the trigger (TTL1) are the pulses,
+    two samples taken by hand are not; target name, stimulator power and coil position
+    reach each pulse; the time column is the wall clock of another computer."""
+    from datetime import datetime, timedelta
+
+    folder, pulses = threshold_hunt
+    t0 = datetime(2026, 1, 5, 10, 31, 7, 250000)
+    samples = [("Manual (foot switch)", "hand knob", 0, -41.0, 9.0, 62.0, "10:31:01.000")]
+    for k, p in enumerate(pulses):
+        clock = (t0 + timedelta(seconds=p.sample / SF)).strftime("%H:%M:%S.%f")[:-3]
+        samples.append(("TTL1", "hand knob" if k % 2 else "APB site", p.intensity_pct,
+                        -40.0 + 0.1 * (k % 3), 10.0, 62.0, clock))
+        if k == 5:
+            samples.append(("Manual", "(null)", 0, 0.0, 0.0, 0.0, clock))
+    txt = tmp_path / "Exported Brainsight Data.txt"
+    write_brainsight(txt, samples)
+    summary = analyze_file(folder / "plain.vhdr", tmp_path / "b", progress=False, report=False,
+                           overrides={"channels": {"types": {"aux1": "emg"}},
+                                      "pulses": {"table": str(txt)}})
+    table = summary["pulse_table"]
+    assert table["format"] == "brainsight" and table["join"] == "navigation"
+    assert table["rows"] == len(pulses) == table["rows_used"], table
+    got = _mep_rows(tmp_path / "b")
+    assert [float(r["intensity_pct"]) for r in got] == [p.intensity_pct for p in pulses]
+    assert [r["site"] for r in got[:2]] == ["APB site", "hand knob"]
+    assert float(got[2]["coil_x_mm"]) == pytest.approx(-39.8)
+    assert float(got[0]["nav_mep_ptp_uv"]) == 123.4 and "EMG Data 1" not in got[0]
+    assert any("2 Brainsight samples were not created by a trigger" in w
+               for w in summary["warnings"])
+    assert abs(summary["metrics"]["mep"]["motor_threshold_ml_pct"] - 40.35) < 2.0
+
+
+def test_a_broken_navigation_log_is_named(tmp_path):
+    xml = tmp_path / "TriggerMarkers.xml"
+    write_localite(xml, [(1000, 50.0, (1.0, 2.0, 3.0))])
+    xml.write_text(xml.read_text().replace('recordingTime="1000"', 'recordingTime="soon"'))
+    with pytest.raises(PulseTableError, match=r"TriggerMarker 1: recordingTime 'soon'"):
+        PulseTable(xml)
+    txt = tmp_path / "bs.txt"
+    write_brainsight(txt, [("TTL1", "t", 50, -40.0, 10.0, 62.0, "10:00:00.000")])
+    txt.write_text(txt.read_text().replace("-40.000", "left"))
+    with pytest.raises(PulseTableError, match=r"line 11, column 'Loc. X': 'left'"):
+        PulseTable(txt)

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from tmseeg.pipeline.navlogs import NavLogError, nav_log_kind, read_nav_log
 from tmseeg.stream.block import Event
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ PULSE_INFO = "pulse_info"
 
 #: columns of a table that give a pulse's time (s from the recording's first sample)
 _TIME_COLUMNS = ("time_s", "onset_s", "onset", "time")
+
+#: a column of times on another clock (a navigation system's): rows join in order, their
+#: intervals checked against the pulses'
+NAV_TIME = "nav_time_s"
 
 
 class PulseTableError(ValueError):
@@ -73,18 +78,25 @@ def with_info(extra: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, An
 
 
 class PulseTable:
-    """Per-pulse metadata from a CSV file, joined to the pulses as they come.
+    """Per-pulse metadata from a CSV file or a navigation log, joined to the pulses as they come.
 
     Parameters
     ----------
     path : path
-        A CSV file with a header row (comma, semicolon or tab separated). Every column is
+        A navigation system's per-pulse export (Localite TriggerMarkers XML, Brainsight
+        text export: :mod:`tmseeg.pipeline.navlogs`), or a CSV file with a header row
+        (comma, semicolon or tab separated). Every column is
         carried into the pulse's metadata; ``intensity_pct`` (% of maximum stimulator output)
         is what the motor threshold needs. With a ``time_s`` column (or ``onset_s``,
         ``onset``, ``time``: seconds from the recording's first sample), each pulse takes the
         row nearest in time, within ``tolerance_ms``; without one, the n-th pulse found takes
         the n-th row (one row per pulse fired, as a stimulator logs them: a paired pulse's
-        conditioning pulse takes a row of its own, though only the pair gets an epoch).
+        conditioning pulse takes a row of its own, though only the pair gets an epoch). A
+        ``nav_time_s`` column (a navigation log's own clock) joins in order too, the first
+        pulse taking the first row, and follows that clock: a row whose time does not fit
+        the pulse's interval from the previous match is skipped when a later row fits (a
+        pulse the EEG did not record), and a pulse no row fits gets none (a pulse the
+        navigator missed).
     tolerance_ms : float
         Largest time difference of a join by time.
 
@@ -100,6 +112,25 @@ class PulseTable:
         self.tolerance_ms = float(tolerance_ms)
         if not self.path.is_file():
             raise PulseTableError(f"pulse table {self.path} does not exist")
+        self.used: set[int] = set()
+        self.unmatched_pulses = 0
+        self.n_pulses = 0
+        self.notes: list[str] = []
+        self.source = nav_log_kind(self.path) or "csv"
+        self.time_column: str | None = None
+        self.times_s: list[float] = []
+        # navigation join: the last row matched, and its time minus its pulse's time
+        self._last_row = -1
+        self._clock_offset_s: float | None = None
+        self.resyncs = 0
+        if self.source != "csv":
+            try:
+                _, self.columns, rows, self.notes = read_nav_log(self.path)
+            except NavLogError as exc:
+                raise PulseTableError(f"pulse table {exc}") from exc
+            self.rows = [{k: info_value(v) if isinstance(v, str) else v
+                          for k, v in r.items()} for r in rows]
+            return
         text = self.path.read_text(encoding="utf-8-sig")
         try:
             dialect = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
@@ -123,7 +154,6 @@ class PulseTable:
                                       f"for {len(header)} columns ({', '.join(header)})")
             self.rows.append({h: info_value(c) for h, c in zip(header, cells)})
         self.time_column = next((c for c in _TIME_COLUMNS if c in header), None)
-        self.times_s: list[float] = []
         if self.time_column is not None:
             for n, row in enumerate(self.rows, start=2):
                 t = row[self.time_column]
@@ -131,18 +161,48 @@ class PulseTable:
                     raise PulseTableError(f"pulse table {self.path}, line {n}, column "
                                           f"{self.time_column!r}: {t!r} is not a time in s")
                 self.times_s.append(t)
-        self.used: set[int] = set()
-        self.unmatched_pulses = 0
-        self.n_pulses = 0
 
     @property
     def join(self) -> str:
-        """``"time"`` or ``"order"``: how rows are matched to pulses."""
-        return "order" if self.time_column is None else "time"
+        """How rows are matched to pulses: ``"time"`` (the recording's clock), ``"navigation"``
+        (in order, following the intervals of the navigator's own clock) or ``"order"``."""
+        if self.time_column is not None:
+            return "time"
+        return "navigation" if NAV_TIME in self.columns else "order"
+
+    def _navigation_row(self, time_s: float) -> int | None:
+        """The row of a pulse at ``time_s`` (recording clock) on the navigator's clock: the
+        next row when its time fits the offset between the two clocks (the last match's,
+        so a slow drift is followed), else the first later row that fits (rows of pulses
+        the EEG missed are skipped); None when no row fits (a pulse the navigator missed)."""
+        if self._clock_offset_s is None:
+            self._clock_offset_s = self.rows[0][NAV_TIME] - time_s
+        expected = time_s + self._clock_offset_s
+        tol_s = self.tolerance_ms / 1000.0
+        for i in range(self._last_row + 1, len(self.rows)):
+            t = self.rows[i].get(NAV_TIME)
+            if not isinstance(t, float) or not math.isfinite(t):
+                continue
+            if abs(t - expected) <= tol_s:
+                if i > self._last_row + 1:
+                    self.resyncs += 1
+                self._last_row = i
+                self._clock_offset_s = t - time_s
+                return i
+            if t > expected + tol_s:
+                break
+        return None
 
     def lookup(self, index: int, time_s: float) -> dict[str, Any]:
         """The row for the ``index``-th pulse (0-based) at ``time_s``; {} if there is none."""
         self.n_pulses = max(self.n_pulses, index + 1)
+        if self.join == "navigation":
+            row = self._navigation_row(time_s)
+            if row is None:
+                self.unmatched_pulses += 1
+                return {}
+            self.used.add(row)
+            return dict(self.rows[row])
         if self.time_column is None:
             if index < len(self.rows):
                 self.used.add(index)
@@ -158,10 +218,16 @@ class PulseTable:
 
     def messages(self) -> list[str]:
         """What did not join, for the analysis warnings (empty when every row met a pulse)."""
-        out = []
+        out = list(f"pulse table {self.path.name}: {n}" for n in self.notes)
         left = len(self.rows) - len(self.used)
-        how = ("in order" if self.time_column is None
-               else f"by {self.time_column!r} within {self.tolerance_ms:g} ms")
+        how = {"order": "in order",
+               "time": f"by {self.time_column!r} within {self.tolerance_ms:g} ms",
+               "navigation": f"in order, following the navigator's clock within "
+                             f"{self.tolerance_ms:g} ms"}[self.join]
+        if self.resyncs:
+            out.append(f"pulse table {self.path.name}: rows and pulses fell out of step "
+                       f"{self.resyncs} time(s) (rows of pulses the EEG did not record were "
+                       "skipped by their times)")
         if self.unmatched_pulses:
             out.append(f"pulse table {self.path.name}: {self.unmatched_pulses} of "
                        f"{self.n_pulses} pulses found no row (joined {how}); their "
@@ -174,6 +240,6 @@ class PulseTable:
 
     def summary(self) -> dict[str, Any]:
         """For ``summary.json``."""
-        return {"file": str(self.path), "join": self.join, "columns": self.columns,
-                "rows": len(self.rows), "rows_used": len(self.used),
-                "pulses_without_row": self.unmatched_pulses}
+        return {"file": str(self.path), "format": self.source, "join": self.join,
+                "columns": self.columns, "rows": len(self.rows), "rows_used": len(self.used),
+                "pulses_without_row": self.unmatched_pulses, "resyncs": self.resyncs}
