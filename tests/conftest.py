@@ -33,7 +33,7 @@ def live_replay(uid):
     def run(path, cfg, speed: float = 3.0, timeout_s: float = 120.0):
         player = Player(path, name=f"replay-{uid}", speed=speed, chunk_ms=5.0)
         source = LSLSource.resolve(name=player.name, timeout_s=5,
-                                   marker_name=player.marker_name)
+                                   marker_name=player.marker_name, info_name=player.info_name)
         assert player.wait_for_consumers(5.0)
         session = TEPSession(cfg, source.meta)
         engine = Engine(source, stages=session.chain,

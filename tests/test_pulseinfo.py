@@ -416,3 +416,76 @@ def test_a_broken_navigation_log_is_named(tmp_path):
     txt.write_text(txt.read_text().replace("-40.000", "left"))
     with pytest.raises(PulseTableError, match=r"line 11, column 'Loc. X': 'left'"):
         PulseTable(txt)
+
+
+def _with_info_messages(threshold_hunt, tmp_path):
+    """The threshold hunt recorded as tmseeg records it, with the stimulator bridge's
+    per-pulse JSON (intensity, coil position) on a stream of its own: each message 0-20 ms
+    before or after its pulse, two stray messages that belong to no pulse."""
+    from tmseeg.stream.block import EVENT_INFO, Block, Event
+    from tmseeg.stream.io import read_recording
+    from tmseeg.stream.recorder import BrainVisionRecorder
+
+    folder, pulses = threshold_hunt
+    rec = read_recording(folder / "plain.vhdr")
+    rng = np.random.default_rng(12)
+    infos = [Event(sample=p.sample + int(rng.integers(-40, 40)), label="PulseInfo",
+                   kind=EVENT_INFO, extra={"pulse_info": {"intensity_pct": p.intensity_pct,
+                                                          "coil_x_mm": -38.5, "note": "a, b"}})
+             for p in pulses]
+    infos += [Event(sample=pulses[3].sample + 900, label="PulseInfo", kind=EVENT_INFO,
+                    extra={"pulse_info": {"intensity_pct": 99.0}}),
+              Event(sample=pulses[-1].sample + 1000, label="PulseInfo", kind=EVENT_INFO,
+                    extra={"pulse_info": {"intensity_pct": 98.0}})]
+    path = tmp_path / "with_info.vhdr"
+    recorder = BrainVisionRecorder(path, rec.meta)
+    recorder.write(Block(data=rec.data_uv, first_sample=0, meta=rec.meta,
+                         timestamps=np.arange(rec.n_samples) / SF,
+                         events=sorted(rec.events + infos, key=lambda e: e.sample)))
+    recorder.close()
+    return path, pulses
+
+
+def test_per_pulse_metadata_on_a_stream_of_its_own_joins_live_and_offline(threshold_hunt,
+                                                                          tmp_path, live_replay):
+    """``--pulse-info``: a second LSL stream of JSON objects, one per pulse; recorded as
+    PulseInfo markers; the analysis of the recording and a live replay of it (EEG, markers
+    and that stream over LSL) give every pulse its own intensity, and the same threshold."""
+    from tmseeg.pipeline.config import load_config
+    from tmseeg.stream.io import read_recording
+
+    path, pulses = _with_info_messages(threshold_hunt, tmp_path)
+    got = read_recording(path)
+    assert sum(e.kind == "info" for e in got.events) == len(pulses) + 2
+    over = {"channels": {"types": {"aux1": "emg"}}}
+    summary = analyze_file(path, tmp_path / "a", progress=False, report=False, overrides=over)
+    rows = _mep_rows(tmp_path / "a")
+    _check_threshold(summary, rows, pulses)
+    assert {r["note"] for r in rows} == {"a, b"}  # a comma survives BrainVision's \1
+    assert summary["pulse_info_messages"]["joined"] == len(pulses)
+    assert summary["pulse_info_messages"]["unclaimed"] == 2
+    assert any("2 of 72 info messages met no pulse" in w for w in summary["warnings"])
+    live = live_replay(path, load_config(overrides=over), speed=12.0)
+    assert [r["intensity_pct"] for r in live.pulses] == [p.intensity_pct for p in pulses]
+    assert live.metrics_summary()["mep"]["motor_threshold_ml_pct"] == pytest.approx(
+        summary["metrics"]["mep"]["motor_threshold_ml_pct"], abs=1e-6)
+
+
+def test_json_marker_metadata_survives_a_recording(tmp_path):
+    """A JSON marker's metadata is written with it and read back (it was lost before)."""
+    from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta
+    from tmseeg.stream.io import read_recording
+    from tmseeg.stream.recorder import BrainVisionRecorder
+
+    meta = StreamMeta(("Cz", "Pz", "Oz"), 1000.0, ("eeg",) * 3, name="m")
+    events = [Event(sample=100, label="TMS", kind=EVENT_PULSE,
+                    extra={"pulse_info": {"intensity_pct": 55.0, "condition": "sham"}}),
+              Event(sample=300, label="pre")]
+    recorder = BrainVisionRecorder(tmp_path / "m.vhdr", meta)
+    recorder.write(Block(data=np.zeros((3, 500)), first_sample=0, meta=meta,
+                         timestamps=np.arange(500) / 1000.0, events=events))
+    recorder.close()
+    got = read_recording(tmp_path / "m.vhdr")
+    assert [(e.sample, e.label, e.kind) for e in got.events] == [
+        (100, "Stimulus/TMS", "pulse"), (300, "Comment/pre", "marker")]
+    assert got.events[0].extra["pulse_info"] == {"intensity_pct": 55.0, "condition": "sham"}

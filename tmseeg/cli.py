@@ -74,6 +74,10 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--markers", default=None,
                    help="marker stream name (default: '<eeg name>-markers', else any Markers)")
     g.add_argument("--no-markers", action="store_true", help="do not read a marker stream")
+    g.add_argument("--pulse-info", default=None, metavar="NAME",
+                   help="LSL stream (any type) of per-pulse metadata, one JSON object per pulse, "
+                   "e.g. {\"intensity_pct\": 55, \"coil_x_mm\": -38.2}: each joins the pulse "
+                   "nearest in time (within [pulses] table_tolerance_ms) and is recorded")
     g.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for the EEG stream (default: 10)")
 
@@ -134,7 +138,7 @@ def _open_source(args):
     use_montage(cfg["channels"]["montage"])
     return LSLSource.resolve(name=args.stream, stype=args.stream_type, source_id=args.source_id,
                              marker_name=args.markers, with_markers=not args.no_markers,
-                             timeout_s=args.timeout)
+                             timeout_s=args.timeout, info_name=args.pulse_info)
 
 
 def _run_engine(source, duration_s: float | None, record_dir: str | None,

@@ -30,7 +30,7 @@ from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
 from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, DataPulses, MarkerPulses,
                                    PulsePlausibility, TriggerChannelPulses)
-from tmseeg.pipeline.pulseinfo import PulseTable, pulse_info, with_info
+from tmseeg.pipeline.pulseinfo import PulseInfoJoin, PulseTable, pulse_info, with_info
 from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
 from tmseeg.pipeline.reference import AverageReference
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
@@ -53,6 +53,7 @@ class SessionStages:
     pulse_source: CheckedMarkerPulses | None = None  # markers checked against the data
     meta: StreamMeta | None = None  # the stream as the stages see it ([channels] types)
     plausibility: PulsePlausibility | None = None  # refuses pulses no stimulator can fire
+    pulse_infos: PulseInfoJoin | None = None  # metadata sent apart from the pulses
 
 
 def data_pulse_stage(cfg: dict) -> DataPulses:
@@ -112,7 +113,10 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     zero-phase filter runs per epoch (:class:`~tmseeg.pipeline.filters.EpochFilter`), on data
     whose pulse window was already interpolated, so no filter ever smears the pulse.
     """
-    stages: list = []
+    # first: takes per-pulse metadata sent on a stream of its own out of the blocks, for the
+    # pulses to claim as they leave the stages
+    pulse_infos = PulseInfoJoin(tolerance_ms=cfg["pulses"]["table_tolerance_ms"])
+    stages: list = [pulse_infos]
     use_montage(cfg["channels"]["montage"])
     typed = with_channel_types(meta, cfg["channels"]["types"])
     if typed is not meta:  # the user's channel types, on every block from here on
@@ -194,7 +198,8 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     return SessionStages(coil=coil, bad_detector=detector, chain=Chain(stages),
                          names=[getattr(s, "name", type(s).__name__) for s in stages],
                          cleaning=cleaning, cut_window=cut, decay=decay,
-                         pulse_source=pulse_source, meta=meta, plausibility=plausibility)
+                         pulse_source=pulse_source, meta=meta, plausibility=plausibility,
+                         pulse_infos=pulse_infos)
 
 
 class TEPSession:
@@ -278,17 +283,20 @@ class TEPSession:
         return out
 
     def _with_table_row(self, event: Event) -> Event:
-        """A pulse event with its row of the pulse table (every pulse the pipeline found, in
-        the order found: before the epochs and plug-ins see it)."""
+        """A pulse event with its info message and its row of the pulse table (every pulse
+        the pipeline found, in the order found: before the epochs and plug-ins see it)."""
         if event.kind != EVENT_PULSE:
             return event
-        info = self.pulse_table.lookup(self._n_table_pulses, event.sample / self.meta.sfreq)
-        self._n_table_pulses += 1
+        info = self.stages.pulse_infos.lookup(event.sample, self.meta.sfreq)
+        if self.pulse_table is not None:
+            info = {**info, **self.pulse_table.lookup(self._n_table_pulses,
+                                                      event.sample / self.meta.sfreq)}
+            self._n_table_pulses += 1
         return replace(event, extra=with_info(event.extra, info))
 
     def after_stages(self, block: Block, received_s: float = math.nan) -> None:
         """Epochs and metrics from a processed block (the engine calls this as ``on_processed``)."""
-        if self.pulse_table is not None and block.events:
+        if (self.pulse_table is not None or self.stages.pulse_infos.active) and block.events:
             block = replace(block, events=[self._with_table_row(e) for e in block.events])
         for ev in block.events:
             if ev.kind == EVENT_MARKER:

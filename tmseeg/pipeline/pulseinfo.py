@@ -24,12 +24,15 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from dataclasses import replace
+
 from tmseeg.pipeline.navlogs import NavLogError, nav_log_kind, read_nav_log
-from tmseeg.stream.block import Event
+from tmseeg.stream.block import EVENT_INFO, Block, Event
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PULSE_INFO", "pulse_info", "pattern_fields", "info_value", "PulseTable",
+           "PulseInfoJoin",
            "PulseTableError"]
 
 #: key of ``Event.extra`` holding the pulse's metadata
@@ -243,3 +246,94 @@ class PulseTable:
         return {"file": str(self.path), "format": self.source, "join": self.join,
                 "columns": self.columns, "rows": len(self.rows), "rows_used": len(self.used),
                 "pulses_without_row": self.unmatched_pulses, "resyncs": self.resyncs}
+
+
+class PulseInfoJoin:
+    """Metadata sent apart from the pulses (``"info"`` events), joined to the pulse nearest in
+    time.
+
+    Live, a stimulator bridge or a navigation system sends one JSON object per pulse on an
+    LSL stream of its own (``tmseeg run --pulse-info NAME``): ``{"intensity_pct": 55,
+    "coil_x_mm": -38.2, ...}``; a recording keeps each as a ``PulseInfo`` marker, so the
+    analysis of the recording joins them the same way. As the first stage of the chain this
+    takes the info events out of the blocks (no later stage sees them) and keeps them until a
+    pulse claims them in :meth:`lookup`: the pulse takes the unclaimed info nearest in time
+    within ``tolerance_ms``. The pulse source holds the processed stream back by 60 ms, so an
+    info may arrive up to that long after its pulse; one that arrives later, or that no pulse
+    claims, is counted (:meth:`messages`).
+
+    Parameters
+    ----------
+    tolerance_ms : float
+        Largest time between a pulse and its info.
+    """
+
+    name = "pulse_info"
+
+    def __init__(self, tolerance_ms: float = 50.0) -> None:
+        self.tolerance_ms = float(tolerance_ms)
+        self.reset()
+
+    def reset(self) -> None:
+        self._pending: list[tuple[int, dict[str, Any]]] = []
+        self.n_infos = 0
+        self.n_joined = 0
+        self.n_unclaimed = 0
+        self.pulses_without = 0
+        self._n_pulses_seen = 0
+
+    def process(self, block: Block) -> Block:
+        if not any(e.kind == EVENT_INFO for e in block.events):
+            return block
+        for e in block.events:
+            if e.kind == EVENT_INFO:
+                self._pending.append((e.sample, pulse_info(e)))
+                self.n_infos += 1
+        self._pending.sort(key=lambda p: p[0])
+        return replace(block, events=[e for e in block.events if e.kind != EVENT_INFO])
+
+    def flush(self) -> Block | None:
+        return None
+
+    def lookup(self, sample: int, sfreq: float) -> dict[str, Any]:
+        """The info of a pulse at ``sample``; {} when none is near enough. Infos more than
+        the tolerance before this pulse can no longer be claimed: they are counted."""
+        tol = self.tolerance_ms * sfreq / 1000.0
+        self._n_pulses_seen += 1
+        stale = [p for p in self._pending if p[0] < sample - tol]
+        if stale:
+            self.n_unclaimed += len(stale)
+            self._pending = [p for p in self._pending if p[0] >= sample - tol]
+        near = [k for k, p in enumerate(self._pending) if abs(p[0] - sample) <= tol]
+        if not near:
+            if self.n_infos:
+                self.pulses_without += 1
+            return {}
+        best = min(near, key=lambda k: abs(self._pending[k][0] - sample))
+        self.n_joined += 1
+        return dict(self._pending.pop(best)[1])
+
+    @property
+    def active(self) -> bool:
+        """Whether any info arrived (only then is it said in the summary)."""
+        return self.n_infos > 0
+
+    def messages(self) -> list[str]:
+        """What did not join, for the analysis warnings."""
+        out = []
+        unclaimed = self.n_unclaimed + len(self._pending)
+        if unclaimed:
+            out.append(f"pulse info: {unclaimed} of {self.n_infos} info messages met no pulse "
+                       f"within {self.tolerance_ms:g} ms (sent too early or late, or for a "
+                       "pulse the EEG did not record)")
+        if self.pulses_without:
+            out.append(f"pulse info: {self.pulses_without} of {self._n_pulses_seen} pulses "
+                       f"got no info message within {self.tolerance_ms:g} ms")
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """For ``summary.json``."""
+        return {"infos": self.n_infos, "joined": self.n_joined,
+                "unclaimed": self.n_unclaimed + len(self._pending),
+                "pulses_without": self.pulses_without,
+                "tolerance_ms": self.tolerance_ms}

@@ -26,7 +26,7 @@ import numpy as np
 from tmseeg import __version__
 from tmseeg.pipeline.config import load_config
 from tmseeg.session import TEPSession
-from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, StreamMeta, blocks_from_array
+from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_MARKER, StreamMeta, blocks_from_array
 from tmseeg.pipeline.channels import standard_montage, use_montage
 from tmseeg.stream.io import Recording, read_recording
 from tmseeg.utils import jsonable, writable_dir
@@ -39,8 +39,9 @@ OFFLINE_BLOCK_MS = 100.0
 
 
 def events_as_markers(recording: Recording):
-    """The file's events as the live path sees them: every non-gap event is a plain marker."""
-    return [e if e.kind == EVENT_GAP else replace(e, kind=EVENT_MARKER)
+    """The file's events as the live path sees them: every event but gaps and per-pulse
+    metadata messages (which come on streams of their own) is a plain marker."""
+    return [e if e.kind in (EVENT_GAP, EVENT_INFO) else replace(e, kind=EVENT_MARKER)
             for e in recording.events]
 
 
@@ -116,6 +117,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     warnings = list(recording.warnings) + (source.messages() if source is not None else [])
     if session.pulse_table is not None:
         warnings += session.pulse_table.messages()
+    warnings += session.stages.pulse_infos.messages()
     if session.stages.plausibility is not None:
         warnings += session.stages.plausibility.messages()
     if not session.pulses:
@@ -191,6 +193,8 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
            if session.stages.plausibility is not None else {}),
         **({"pulse_table": session.pulse_table.summary()}
            if session.pulse_table is not None else {}),
+        **({"pulse_info_messages": session.stages.pulse_infos.summary()}
+           if session.stages.pulse_infos.active else {}),
         **({"cut_window": session.stages.cut_window.summary()}
            if session.stages.cut_window is not None else {}),
         **({"decay_effect": decay_effect(session)} if session.stages.decay is not None else {}),

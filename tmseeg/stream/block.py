@@ -16,6 +16,10 @@ import numpy as np
 EVENT_PULSE = "pulse"  # a TMS pulse (from a marker, a trigger channel or detected in the data)
 EVENT_MARKER = "marker"  # any other marker (block labels such as "pre"/"post", protocol notes)
 EVENT_GAP = "gap"  # samples missing from the stream (duration in samples in ``Event.duration``)
+#: what the lab knows about a pulse, sent apart from it (a second LSL stream of JSON, a
+#: ``PulseInfo`` marker in a recording): ``extra["pulse_info"]``, joined to the pulse nearest
+#: in time by :class:`tmseeg.pipeline.pulseinfo.PulseInfoJoin`
+EVENT_INFO = "info"
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class Event:
     label : str
         The marker text (e.g. ``"TMS"``, ``"pre"``); for pulses the original marker text.
     kind : str
-        One of ``"pulse"``, ``"marker"``, ``"gap"``.
+        One of ``"pulse"``, ``"marker"``, ``"gap"``, ``"info"``.
     time_s : float
         Time of the event on the local LSL clock, in seconds (NaN when unknown).
     duration : int

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tmseeg.pipeline.channels import tidy_meta
-from tmseeg.pipeline.pulseinfo import info_value, with_info
-from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, Block, Event, StreamMeta
+from tmseeg.pipeline.pulseinfo import PULSE_INFO, info_value, with_info
+from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_MARKER, Block, Event, StreamMeta
 
 log = logging.getLogger(__name__)
 
@@ -708,6 +708,25 @@ class MarkerInlet:
         self._inlet.close_stream()
 
 
+#: label of the ``"info"`` events (per-pulse metadata sent apart from the pulse); a
+#: recording keeps them as BrainVision markers of this type
+INFO_LABEL = "PulseInfo"
+
+
+def pulse_info_message(text: str) -> dict | None:
+    """The metadata in one message of a pulse-info stream (a JSON object; its ``label`` or
+    ``event`` key, if any, is not metadata), or None when it is not one."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    return {k: info_value(v) for k, v in payload.items()
+            if k not in ("label", "event") and isinstance(v, (str, int, float))
+            and not isinstance(v, bool)}
+
+
 def parse_marker(label: str) -> tuple[str, dict]:
     """Split a marker string into its label and extra fields (JSON markers carry both)."""
     text = label.strip()
@@ -719,9 +738,7 @@ def parse_marker(label: str) -> tuple[str, dict]:
         if isinstance(payload, dict):
             # every other key is what the sender knows about the pulse (intensity, coil
             # position, condition): the pulse's metadata (tmseeg.pipeline.pulseinfo)
-            info = {k: info_value(v) for k, v in payload.items()
-                    if k not in ("label", "event") and isinstance(v, (str, int, float))
-                    and not isinstance(v, bool)}
+            info = pulse_info_message(text) or {}
             return (str(payload.get("label", payload.get("event", text))),
                     with_info(payload, info))
     return text, {}
@@ -742,22 +759,28 @@ class LSLSource:
     max_marker_wait_s : float
         A marker pointing further than this into the future is delivered anyway (its sample
         index is still exact), so a bad clock cannot hold events back forever.
+    infos : MarkerInlet or None
+        A stream of per-pulse metadata, one JSON object per pulse (``{"intensity_pct": 55,
+        "coil_x_mm": -38.2}``): each becomes an ``"info"`` event at its time stamp, which the
+        pulse nearest in time claims (:class:`~tmseeg.pipeline.pulseinfo.PulseInfoJoin`).
     """
 
     def __init__(self, eeg: EEGInlet, markers: MarkerInlet | None = None,
-                 max_marker_wait_s: float = 2.0) -> None:
+                 max_marker_wait_s: float = 2.0, infos: MarkerInlet | None = None) -> None:
         self.eeg = eeg
         self.markers = markers
+        self.infos = infos
         self.meta = eeg.meta
         self.max_marker_wait_s = max_marker_wait_s
         self._pending: list[tuple[str, float, dict]] = []
+        self.n_bad_infos = 0
 
     @classmethod
     def resolve(cls, name: str | None = None, stype: str | None = None,
                 source_id: str | None = None,
                 marker_name: str | None = None, marker_type: str = "Markers",
                 with_markers: bool = True, timeout_s: float = 5.0,
-                marker_timeout_s: float = 2.0) -> "LSLSource":
+                marker_timeout_s: float = 2.0, info_name: str | None = None) -> "LSLSource":
         """Find the EEG stream and (optionally) a marker stream and open both.
 
         The EEG stream is the one named ``name`` (or with ``source_id``) whatever its type
@@ -766,7 +789,8 @@ class LSLSource:
 
         When no marker name is given, a marker stream whose name starts with the EEG stream's
         name is preferred (``<eeg>-markers``), else any ``Markers`` stream that is not an
-        engine output (``tmseeg-triggers``, ``tmseeg-metrics``).
+        engine output (``tmseeg-triggers``, ``tmseeg-metrics``). ``info_name`` names a
+        stream of per-pulse JSON metadata (any type); it must be there.
         """
         if stype is None and name is None and source_id is None:
             stype = "EEG"
@@ -793,7 +817,17 @@ class LSLSource:
                         eeg_info.name(), ", ".join(others) or "none")
         # a stream chosen by its source id is followed only under that id; one chosen by
         # name or type also when it comes back as a new stream (new device, restart)
-        return cls(EEGInlet(eeg_info, same_source_id=source_id is not None), marker_inlet)
+        info_inlet = None
+        if info_name is not None:
+            try:
+                info_inlet = MarkerInlet(resolve_stream(name=info_name, stype=None,
+                                                        timeout_s=marker_timeout_s))
+            except StreamNotFoundError as exc:
+                raise StreamNotFoundError(
+                    f"no LSL stream named {info_name!r} for the per-pulse metadata "
+                    f"(--pulse-info): {exc}") from exc
+        return cls(EEGInlet(eeg_info, same_source_id=source_id is not None), marker_inlet,
+                   infos=info_inlet)
 
     def read(self) -> Block | None:
         """The next block (None when no new EEG samples arrived)."""
@@ -801,6 +835,17 @@ class LSLSource:
             for label, t in self.markers.pull():
                 text, extra = parse_marker(label)
                 self._pending.append((text, t, extra))
+        if self.infos is not None:
+            for label, t in self.infos.pull():
+                info = pulse_info_message(label)
+                if info is None:
+                    self.n_bad_infos += 1
+                    if self.n_bad_infos == 1:
+                        log.warning("pulse-info stream %r sent %r, which is not a JSON object "
+                                    "of pulse metadata ({\"intensity_pct\": 55, ...}); such "
+                                    "messages are ignored", self.infos.name, label[:80])
+                    continue
+                self._pending.append((INFO_LABEL, t, with_info({}, info)))
         got = self.eeg.pull()
         if got is None:
             return None
@@ -811,7 +856,9 @@ class LSLSource:
         for text, t, extra in self._pending:
             sample = self.eeg.clock.sample_of(t)
             if sample < self.eeg.next_sample or t - ts[-1] > self.max_marker_wait_s:
-                events.append(Event(sample=sample, label=text, kind=EVENT_MARKER, time_s=t,
+                kind = EVENT_INFO if text == INFO_LABEL and PULSE_INFO in extra \
+                    else EVENT_MARKER
+                events.append(Event(sample=sample, label=text, kind=kind, time_s=t,
                                     extra=extra))
             else:
                 still.append((text, t, extra))
@@ -822,8 +869,9 @@ class LSLSource:
 
     def close(self) -> None:
         self.eeg.close()
-        if self.markers is not None:
-            self.markers.close()
+        for inlet in (self.markers, self.infos):
+            if inlet is not None:
+                inlet.close()
 
 
 ENGINE_OUTPUT_STREAMS = ("tmseeg-triggers", "tmseeg-metrics")

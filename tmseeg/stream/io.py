@@ -41,8 +41,9 @@ from typing import Sequence
 import numpy as np
 
 from tmseeg.pipeline.channels import tidy_meta
-from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
-from tmseeg.stream.inlet import UNIT_SCALE_TO_UV, parse_marker
+from tmseeg.pipeline.pulseinfo import with_info
+from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
+from tmseeg.stream.inlet import INFO_LABEL, UNIT_SCALE_TO_UV, parse_marker, pulse_info_message
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +432,8 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None,
         for s, dur, desc in zip(samples, ann.duration, ann.description):
             if not 0 <= s < raw.n_times:
                 continue
-            events.append(_make_event(int(s), str(desc), pattern, int(round(dur * sfreq))))
+            events.append(_annotation_event(int(s), str(desc), pattern,
+                                            int(round(dur * sfreq))))
     if past_end:
         warnings_found.append(_past_end_warning(
             past_end, raw.n_times / sfreq, "the data file is probably truncated (copied or "
@@ -461,6 +463,27 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None,
         path=path,
         warnings=warnings_found,
     )
+
+
+def _annotation_event(sample: int, desc: str, pattern: re.Pattern, duration: int) -> Event:
+    """An annotation as an event; one whose description (after a BrainVision ``Type/``) is a
+    JSON object carries pulse metadata: ``PulseInfo/{...}`` is an ``"info"`` event,
+    ``Stimulus/{"label": "TMS", ...}`` the marker ``Stimulus/TMS`` with that metadata (what
+    :class:`~tmseeg.stream.recorder.BrainVisionRecorder` writes)."""
+    mtype, slash, rest = desc.partition("/")
+    text = rest if slash and rest.startswith("{") else desc
+    if not text.startswith("{"):
+        return _make_event(sample, desc, pattern, duration)
+    if slash and mtype == INFO_LABEL:  # never a pulse, though its name says "pulse"
+        info = pulse_info_message(text)
+        if info is None:
+            return Event(sample=sample, label=desc, kind=EVENT_MARKER)
+        return Event(sample=sample, label=INFO_LABEL, kind=EVENT_INFO,
+                     extra=with_info({}, info))
+    label, extra = parse_marker(text)
+    event = _make_event(sample, f"{mtype}/{label}" if text is rest else label, pattern,
+                        duration)
+    return replace(event, extra=extra) if extra else event
 
 
 def _make_event(sample: int, label: str, pattern: re.Pattern, duration: int,
@@ -598,6 +621,12 @@ def _read_xdf(path: Path, pattern: re.Pattern, stream_name: str | None) -> Recor
             cands = [k for k in (j - 1, j) if 0 <= k < len(ts)]
             sample = min(cands, key=lambda k: abs(ts[k] - t)) if cands else sample
             label = value[0] if isinstance(value, (list, tuple, np.ndarray)) else value
+            if info(s, "type").lower() == INFO_LABEL.lower():  # a pulse-info stream
+                found_info = pulse_info_message(str(label))
+                if found_info is not None:
+                    events.append(Event(sample=int(sample), label=INFO_LABEL, kind=EVENT_INFO,
+                                        time_s=float(t), extra=with_info({}, found_info)))
+                continue
             text, extra = parse_marker(str(label))  # JSON markers carry pulse metadata
             event = _make_event(int(sample), text, pattern, 0, time_s=float(t))
             events.append(replace(event, extra=extra) if extra else event)

@@ -19,6 +19,10 @@ Events become marker lines (positions are 1-based file samples, as BrainVision w
 
 - pulses: ``Stimulus,<label>`` (MNE reads the annotation ``"Stimulus/<label>"``);
 - other markers: ``Comment,<label>``;
+- a marker or pulse that carries metadata (a JSON marker): its description is the JSON
+  ``{"label": <label>, "intensity_pct": ...}``; per-pulse metadata sent on a stream of its
+  own (``"info"`` events): ``PulseInfo,{"intensity_pct": ...}``. Commas are written as
+  BrainVision's ``\1``; :func:`tmseeg.stream.io.read_recording` reads both back;
 - a label that already has a BrainVision ``Type/Description`` form (``"Stimulus/S  1"``)
   keeps its type and description;
 - gaps (samples that never arrived, either a ``"gap"`` event or a jump of
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import json
 import os
 import re
 import shutil
@@ -49,7 +54,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tmseeg.stream.block import EVENT_GAP, EVENT_PULSE, Block, Event, StreamMeta
+from tmseeg.pipeline.pulseinfo import pulse_info
+from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_PULSE, Block, Event, StreamMeta
+from tmseeg.stream.inlet import INFO_LABEL
 from tmseeg.stream.io import VOLTAGE_TYPES
 
 
@@ -370,11 +377,16 @@ class BrainVisionRecorder:
         pos = self._file_pos(ev.sample)
         if ev.kind == EVENT_GAP:
             return self._marker_line("New Segment", "Gap", pos, max(int(ev.duration), 0))
+        info = pulse_info(ev)
+        if ev.kind == EVENT_INFO:
+            return self._marker_line(INFO_LABEL, json.dumps(info), pos, 1)
         if "/" in ev.label:
             mtype, desc = ev.label.split("/", 1)
         else:
             mtype = "Stimulus" if ev.kind == EVENT_PULSE else "Comment"
             desc = ev.label
+        if info:  # a JSON marker's metadata stays with it: {"label": ..., "intensity_pct": ...}
+            desc = json.dumps({"label": desc, **info})
         return self._marker_line(_bv_escape(mtype), desc, pos, 1)
 
     def write(self, block: Block) -> None:

@@ -6,7 +6,11 @@ A :class:`Player` opens two LSL outlets for a recording read by
 - an EEG outlet (type ``EEG``, ``float32``, nominal rate = the file's rate) whose ``desc``
   follows the XDF meta-data convention: ``desc/channels/channel/{label,type,unit}``, with
   unit ``microvolts`` for voltage channels and ``n/a`` for stim/misc channels (sent unscaled);
-- a marker outlet (type ``Markers``, one ``string`` channel) carrying the file's events.
+- a marker outlet (type ``Markers``, one ``string`` channel) carrying the file's events (a
+  marker with metadata as the JSON marker it came as);
+- when the recording holds per-pulse metadata sent apart from the pulses (``PulseInfo``
+  markers, a pulse-info stream of an XDF), an outlet ``<name>-pulseinfo`` (type
+  ``PulseInfo``) sending each as a JSON object at its sample's time stamp.
 
 Timing
 ------
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import json
 import sys
 import threading
 import time
@@ -44,7 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tmseeg.stream.block import EVENT_PULSE
+from tmseeg.pipeline.pulseinfo import pulse_info
+from tmseeg.stream.block import EVENT_INFO, EVENT_PULSE
+from tmseeg.stream.inlet import INFO_LABEL
 from tmseeg.stream.io import (
     DEFAULT_PULSE_PATTERN,
     VOLTAGE_TYPES,
@@ -127,6 +134,10 @@ class Player:
         self.name = name or rec.meta.name or "tmseeg-replay"
         self.source_id = source_id or f"tmseeg-replay-{self.name}"
         self.marker_name = marker_name or f"{self.name}-markers"
+        #: the per-pulse metadata stream, when the recording has metadata sent apart from the
+        #: pulses ("info" events): one JSON object per message, type ``PulseInfo``
+        self.info_name = (f"{self.name}-pulseinfo"
+                          if any(e.kind == EVENT_INFO for e in rec.events) else None)
         self.t0_s = float("nan")
         self.n_pushed = 0
         self.n_markers_pushed = 0
@@ -140,7 +151,7 @@ class Player:
             [e for e in rec.events if 0 <= e.sample < rec.n_samples], key=lambda e: e.sample
         )
         self._event_samples = np.array([e.sample for e in self._events], dtype=np.int64)
-        self._eeg_outlet, self._marker_outlet = self._make_outlets()
+        self._eeg_outlet, self._marker_outlet, self._info_outlet = self._make_outlets()
 
     # ---------------------------------------------------------------------------------------
     def _make_outlets(self):
@@ -171,7 +182,13 @@ class Player:
         )
         minfo.desc().append_child_value("eeg_stream", self.name)
         markers = lsl.StreamOutlet(minfo, chunk_size=0, max_buffered=max_buffered)
-        return eeg, markers
+        infos = None
+        if self.info_name is not None:
+            iinfo = lsl.StreamInfo(self.info_name, INFO_LABEL, 1, lsl.IRREGULAR_RATE, "string",
+                                   f"{self.source_id}-pulseinfo")
+            iinfo.desc().append_child_value("eeg_stream", self.name)
+            infos = lsl.StreamOutlet(iinfo, chunk_size=0, max_buffered=max_buffered)
+        return eeg, markers, infos
 
     def wait_for_consumers(self, timeout_s: float = 5.0) -> bool:
         """Wait until something has connected to the EEG outlet; False on timeout."""
@@ -195,6 +212,7 @@ class Player:
             self._thread.join()
         self._eeg_outlet = None  # pylsl destroys the outlet when the object goes away
         self._marker_outlet = None
+        self._info_outlet = None
         self.finished.set()
 
     @property
@@ -226,7 +244,7 @@ class Player:
         rate = sfreq * self.speed
         t0 = self.t0_s
         clock = self._pylsl.local_clock
-        eeg, markers = self._eeg_outlet, self._marker_outlet
+        eeg, markers, infos = self._eeg_outlet, self._marker_outlet, self._info_outlet
         offset = 0  # absolute sample of file sample 0 in the current pass
         ev_samples = self._event_samples
         while not self._stop.is_set():
@@ -247,7 +265,14 @@ class Player:
                 lo, hi = np.searchsorted(ev_samples, [start, stop])
                 for k in range(lo, hi):
                     ev = self._events[k]
-                    markers.push_sample([ev.label], t0 + (offset + ev.sample) / sfreq)
+                    stamp = t0 + (offset + ev.sample) / sfreq
+                    info = pulse_info(ev)
+                    if ev.kind == EVENT_INFO:
+                        infos.push_sample([json.dumps(info)], stamp)
+                        continue
+                    # a marker's metadata goes with it, as the JSON marker it came as
+                    text = json.dumps({"label": ev.label, **info}) if info else ev.label
+                    markers.push_sample([text], stamp)
                     self.n_markers_pushed += 1
             offset += n
             if not self.loop:
