@@ -35,8 +35,7 @@ def run(channels: int, sfreq: float, seconds: float, worker: bool) -> dict:
     try:
         source = LSLSource.resolve(name=name, timeout_s=10)
         session = TEPSession(load_config(), source.meta)
-        engine = Engine(source, stages=session.chain, worker=worker,
-                        on_processed=lambda b: session.after_stages(b, b.received_s))
+        engine = Engine.for_session(source, session, worker=worker)
         engine._latencies_ms = deque(maxlen=10 ** 7)  # every block, not the last 2000
         backlog = [0.0]
 

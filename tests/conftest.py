@@ -36,8 +36,7 @@ def live_replay(uid):
                                    marker_name=player.marker_name, info_name=player.info_name)
         assert player.wait_for_consumers(5.0)
         session = TEPSession(cfg, source.meta)
-        engine = Engine(source, stages=session.chain,
-                        on_processed=lambda b: session.after_stages(b, b.received_s))
+        engine = Engine.for_session(source, session)
         n_total = player.recording.n_samples
         player.start()
         deadline = time.monotonic() + timeout_s
@@ -48,7 +47,7 @@ def live_replay(uid):
         engine.step()
         player.stop()
         source.close()
-        session.finish()
+        engine.finish()
         assert engine.ring.n_written == n_total, "samples lost on the way"
         assert engine.n_gaps == 0
         return session

@@ -44,8 +44,7 @@ def test_motor_threshold_hunt_finds_the_true_threshold(uid):
         session = TEPSession(load_config(overrides={"decay": {"enabled": False}}), src.meta)
         runner = ProtocolRunner(Faster, src.meta, outputs=[LSLTriggerOutput(trig)])
         runner.attach(session)
-        engine = Engine(src, stages=session.chain, sinks=[runner],
-                        on_processed=lambda b: session.after_stages(b, b.received_s))
+        engine = Engine.for_session(src, session, sinks=[runner])
         def enough(_status) -> None:
             if len(runner.protocol.trials) >= Faster.n_trials:
                 engine.stop()

@@ -58,19 +58,17 @@ def _meta(n_ch=4, sfreq=1000.0):
 
 def test_the_processing_thread_gives_the_offline_numbers():
     """The same recording in 7-ms blocks through an engine with a processing thread and through
-    the offline driver: the same pulses, the same kept epochs, the same TEP to the bit."""
+    the same driver without it (offline analysis): the same pulses, the same kept epochs, the same TEP to the bit."""
     sim = TMSEEGSimulator(SimConfig(n_channels=32, sfreq=5000.0, seed=5,
                                     isi_range_s=(0.9, 1.2)))
     data, events = sim.generate(int(12.0 * sim.meta.sfreq))
     cfg = load_config()
     session = TEPSession(cfg, sim.meta)
-    engine = Engine(BlockSource(data, sim.meta, 35, events), stages=session.chain, worker=True,
-                    on_processed=lambda b: session.after_stages(b, b.received_s))
+    engine = Engine.for_session(BlockSource(data, sim.meta, 35, events), session, worker=True)
     while engine.step():
         pass
-    engine.drain()
+    engine.finish()
     assert engine.ring.n_written == data.shape[1] and not engine.n_skipped_samples
-    session.finish()
 
     from tmseeg.stream.io import Recording
     offline = run_session(Recording(data_uv=data, meta=sim.meta, events=list(events)), cfg,

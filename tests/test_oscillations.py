@@ -14,7 +14,7 @@ import pytest
 
 from tmseeg.metrics import oscillations as osc
 from tmseeg.pipeline.config import load_config
-from tmseeg.report.analyze import events_as_markers
+from tmseeg.engine import BlocksSource, Engine, events_as_markers
 from tmseeg.session import TEPSession
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import blocks_from_array
@@ -46,9 +46,8 @@ def _run(freq_hz, amp_uv=15.0, duration_s=130.0, seed=0):
     if not metric:
         metric = [osc.OscillationMetric(cfg, session)]
         session.metrics.append(metric[0])
-    for b in blocks_from_array(rec.data_uv, rec.meta, 100, events=events_as_markers(rec)):
-        session.process(b)
-    session.finish()
+    blocks = blocks_from_array(rec.data_uv, rec.meta, 100, events=events_as_markers(rec.events))
+    Engine.for_session(BlocksSource(blocks, rec.meta), session).run_to_end()
     return sim, session, metric[0]
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tmseeg.engine import BlocksSource, Engine
 from tmseeg.pipeline.config import load_config
 from tmseeg.report.analyze import run_session
 from tmseeg.session import TEPSession
@@ -67,9 +68,7 @@ def test_a_gap_in_the_stream_is_named_as_a_live_offline_difference(recording_pat
     nxt = blocks[10]
     blocks[10] = replace(nxt, events=[Event(sample=lost.first_sample, label="gap", kind=EVENT_GAP,
                                             duration=lost.n_samples)] + list(nxt.events))
-    for block in blocks:
-        session.process(block)
-    session.finish()
+    Engine.for_session(BlocksSource(blocks, rec.meta), session).run_to_end()
     assert session.pulses and updates
     named = [u.get("live_offline_differences") for u in updates]
     assert all(n == ["1 gaps in the input stream (250 samples lost): the recording and this run "

@@ -13,7 +13,7 @@ import pytest
 
 from tmseeg.metrics import state as st
 from tmseeg.pipeline.config import load_config
-from tmseeg.report.analyze import events_as_markers
+from tmseeg.engine import BlocksSource, Engine, events_as_markers
 from tmseeg.session import TEPSession
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import blocks_from_array
@@ -43,9 +43,8 @@ def _run(preferred_rad=0.0, duration_s=240.0, seed=4, block=50):
         session.metrics.insert(len(session.metrics) - 1, metric[0])  # before plasticity
     from tmseeg.stream.io import Recording
     rec = Recording(data, sim.meta, events)
-    for b in blocks_from_array(rec.data_uv, rec.meta, block, events=events_as_markers(rec)):
-        session.process(b)
-    session.finish()
+    blocks = blocks_from_array(rec.data_uv, rec.meta, block, events=events_as_markers(rec.events))
+    Engine.for_session(BlocksSource(blocks, rec.meta), session).run_to_end()
     return sim, session, metric[0]
 
 

@@ -172,8 +172,7 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
         sinks.append(runner)
     # stages, epochs and plug-ins on a processing thread: acquisition, recording and the
     # protocol's trigger decisions never wait for a decay fit or a summary
-    engine = Engine(source, stages=session.chain, sinks=sinks, worker=True,
-                    on_processed=lambda block: session.after_stages(block, block.received_s))
+    engine = Engine.for_session(source, session, sinks=sinks, worker=True)
     printer = StatusPrinter()
 
     def on_status(status) -> None:
@@ -191,10 +190,11 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
         pass
     finally:
         printer.done()
-        if not engine.drain(timeout_s=30.0):  # what is queued is processed before the end
+        # what is queued is processed, held-back samples released, epochs cut short marked
+        # incomplete
+        if not engine.finish(drain_timeout_s=30.0):
             log.error("processing did not finish within 30 s of the end; the last blocks "
                       "are not in the results")
-        session.finish()  # release held-back samples; epochs cut short are marked incomplete
         if runner is not None:
             runner.close()
         if recorder is not None:

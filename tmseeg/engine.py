@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 
 from tmseeg.pipeline.base import Chain, Stage
-from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, Event
+from tmseeg.stream.block import (EVENT_GAP, EVENT_INFO, EVENT_MARKER, EVENT_PULSE, Block,
+                                 Event, blocks_from_array)
 from tmseeg.stream.ringbuffer import RingBuffer
 from tmseeg.utils import now_s
 
@@ -107,6 +108,73 @@ class EngineStatus:
                 f"{self.update_latency_ms_p99:6.1f} ms, backlog {self.backlog_s:4.2f} s{skipped}")
 
 
+#: Offline block length. Any length gives the same numbers (the stages are block-size
+#: invariant, which the tests check); this one keeps Python overhead low.
+OFFLINE_BLOCK_MS = 100.0
+
+
+def events_as_markers(events: Iterable[Event]) -> list[Event]:
+    """A file's events as a live stream delivers them: every event but gaps and per-pulse
+    metadata messages (which come on streams of their own) is a plain marker; which ones are
+    pulses the stages decide, as they do live."""
+    return [e if e.kind in (EVENT_GAP, EVENT_INFO) else replace(e, kind=EVENT_MARKER)
+            for e in events]
+
+
+class BlocksSource:
+    """Blocks given in advance as a block source (a recording cut into blocks, a test's
+    hand-made stream); :attr:`exhausted` once every block was read.
+
+    Parameters
+    ----------
+    blocks : iterable of Block
+    meta : StreamMeta
+    """
+
+    def __init__(self, blocks: Iterable[Block], meta) -> None:
+        self.meta = meta
+        self._blocks = iter(blocks)
+        self.exhausted = False
+
+    def read(self) -> Block | None:
+        """The next block, None at the end."""
+        block = next(self._blocks, None)
+        if block is None:
+            self.exhausted = True
+        return block
+
+    def close(self) -> None:
+        self._blocks = iter(())
+        self.exhausted = True
+
+
+class RecordingSource(BlocksSource):
+    """A recording as a block source: a file is just another source for the :class:`Engine`,
+    its events delivered as a live stream delivers them (:func:`events_as_markers`).
+
+    Parameters
+    ----------
+    recording : tmseeg.stream.io.Recording
+    block_ms : float
+        Milliseconds of data per block (the last block may be shorter).
+    progress : bool
+        Show a progress bar (tqdm) over the blocks.
+    """
+
+    def __init__(self, recording, block_ms: float = OFFLINE_BLOCK_MS,
+                 progress: bool = False) -> None:
+        self.recording = recording
+        self.block_size = max(1, int(round(block_ms * recording.meta.sfreq / 1e3)))
+        self.n_blocks = -(-recording.n_samples // self.block_size)
+        blocks = blocks_from_array(recording.data_uv, recording.meta, self.block_size,
+                                   events=events_as_markers(recording.events))
+        if progress:
+            from tqdm import tqdm
+            blocks = tqdm(blocks, total=self.n_blocks, unit="block",
+                          desc=recording.meta.name, mininterval=0.5)
+        super().__init__(blocks, recording.meta)
+
+
 class Engine:
     """Drive blocks from a source through the stages and out to the sinks.
 
@@ -161,6 +229,57 @@ class Engine:
         #: one entry per run of skipped blocks: first/stop sample and the pulse markers in it
         self.skipped: list[dict] = []
         self._status_cb: Callable[[EngineStatus], None] | None = None
+        #: the session whose epochs and metrics the processed blocks feed (see
+        #: :meth:`for_session`); :meth:`finish` finishes it
+        self.session = None
+
+    @classmethod
+    def for_session(cls, source: Source, session, sinks: Iterable[Sink] = (),
+                    worker: bool = False, buffer_s: float = 10.0, lock=None,
+                    after: Callable[[Block], None] | None = None,
+                    max_backlog_s: float = 30.0) -> "Engine":
+        """The one driver of a :class:`~tmseeg.session.TEPSession`, live and offline:
+        ``source`` (an LSL stream, a :class:`RecordingSource`, a simulator) -> the session's
+        stages -> its epochs and metrics -> ``sinks``.
+
+        Parameters
+        ----------
+        source : Source
+        session : tmseeg.session.TEPSession
+        sinks : iterable of Sink
+        worker : bool
+            Stages, epochs and metrics on a processing thread of their own (live).
+        buffer_s : float
+        lock : context manager, optional
+            Held while a processed block updates the session (a display reading it from
+            another thread).
+        after : callable, optional
+            Called with each processed block after the session took it (under ``lock``).
+        max_backlog_s : float
+        """
+        def on_processed(block: Block) -> None:
+            if lock is None:
+                session.after_stages(block, block.received_s)
+                if after is not None:
+                    after(block)
+                return
+            with lock:
+                session.after_stages(block, block.received_s)
+                if after is not None:
+                    after(block)
+
+        engine = cls(source, stages=session.chain, sinks=sinks, buffer_s=buffer_s,
+                     on_processed=on_processed, worker=worker, max_backlog_s=max_backlog_s)
+        engine.session = session
+        return engine
+
+    def run_to_end(self) -> None:
+        """A finite source (a recording) from its first block to its last, then
+        :meth:`finish`: every block processed, none skipped (offline analysis)."""
+        while True:
+            if self.step() == 0 and getattr(self.source, "exhausted", True):
+                break
+        self.finish()
 
     # -- one iteration ---------------------------------------------------------------------
     def step(self) -> int:
@@ -303,13 +422,24 @@ class Engine:
                 log.exception("sink %r failed on block at sample %d", sink,
                               processed.first_sample)
 
-    def finish(self) -> None:
-        """End of stream: process what is queued, then release samples held back by stages."""
-        if not self.drain():
+    def finish(self, drain_timeout_s: float | None = None) -> bool:
+        """End of stream: process what is queued, then release samples held back by stages
+        and finish the session (its last epochs, the plug-ins' finals).
+
+        Returns
+        -------
+        bool
+            False when the processing thread did not end within ``drain_timeout_s`` (what
+            it still held is then not in the results).
+        """
+        if not self.drain(timeout_s=drain_timeout_s):
             log.error("the processing thread did not end; held-back samples are not released")
-            return
+            return False
         for rest in self.chain.flush():
             self._deliver(None, rest)
+        if self.session is not None:
+            self.session.finish()
+        return True
 
     # -- loops -----------------------------------------------------------------------------
     def run(self, duration_s: float | None = None, status_every_s: float = 1.0,

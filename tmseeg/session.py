@@ -275,13 +275,7 @@ class TEPSession:
             if metric is not None:
                 self.metrics.append(metric)
 
-    # -- feeding ----------------------------------------------------------------------------
-    def process(self, raw: Block) -> Block:
-        """Run one raw block through the stages and everything after them."""
-        out = self.chain.process(raw)
-        self.after_stages(out, received_s=raw.received_s)
-        return out
-
+    # -- feeding (the driver, live and offline, is tmseeg.engine.Engine.for_session) ---------
     def _with_table_row(self, event: Event) -> Event:
         """A pulse event with its info message and its row of the pulse table (every pulse
         the pipeline found, in the order found: before the epochs and plug-ins see it)."""

@@ -159,8 +159,8 @@ class LiveFeed(_FeedBase):
         self.session = TEPSession(cfg, source.meta, roi=list(roi) if roi else None)
         # stages, epochs and plug-ins on the engine's processing thread: the raw traces and
         # the recording never wait for a decay fit
-        self.engine = Engine(source, stages=self.session.chain, buffer_s=buffer_s,
-                             on_processed=self._on_processed, worker=True)
+        self.engine = Engine.for_session(source, self.session, buffer_s=buffer_s, worker=True,
+                                         lock=self.lock, after=self._emg_block)
         self.outlet = None
         if publish:
             from tmseeg.stream.metrics_outlet import MetricsOutlet
@@ -181,12 +181,10 @@ class LiveFeed(_FeedBase):
         self._mep_ptp: list[tuple[int, float]] = []
 
     # -- engine thread -----------------------------------------------------------------------
-    def _on_processed(self, block: Block) -> None:
-        with self.lock:
-            self.session.after_stages(block, block.received_s)
-            if self._emg is not None:
-                for ep in self._emg.push(block):
-                    self._take_emg(ep)
+    def _emg_block(self, block: Block) -> None:  # after the session took it, under self.lock
+        if self._emg is not None:
+            for ep in self._emg.push(block):
+                self._take_emg(ep)
 
     def _on_status(self, status: EngineStatus) -> None:
         super()._on_status(status)

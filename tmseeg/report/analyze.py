@@ -17,7 +17,6 @@ import csv
 import json
 import logging
 import math
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,44 +25,25 @@ import numpy as np
 from tmseeg import __version__
 from tmseeg.pipeline.config import load_config
 from tmseeg.session import TEPSession
-from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_MARKER, StreamMeta, blocks_from_array
+from tmseeg.engine import OFFLINE_BLOCK_MS, Engine, RecordingSource
+from tmseeg.stream.block import StreamMeta
 from tmseeg.pipeline.channels import standard_montage, use_montage
 from tmseeg.stream.io import Recording, read_recording
 from tmseeg.utils import jsonable, writable_dir
 
 log = logging.getLogger(__name__)
 
-#: Offline block length. Any length gives the same numbers (the stages are block-size
-#: invariant, which the tests check); this one keeps Python overhead low.
-OFFLINE_BLOCK_MS = 100.0
-
-
-def events_as_markers(recording: Recording):
-    """The file's events as the live path sees them: every event but gaps and per-pulse
-    metadata messages (which come on streams of their own) is a plain marker."""
-    return [e if e.kind in (EVENT_GAP, EVENT_INFO) else replace(e, kind=EVENT_MARKER)
-            for e in recording.events]
-
-
 def run_session(recording: Recording, cfg: dict, roi: list[str] | None = None,
                 keep_epochs: bool = True, progress: bool = False,
                 block_ms: float = OFFLINE_BLOCK_MS) -> TEPSession:
-    """Feed a whole recording through a fresh session, block by block, and finish it."""
+    """Feed a whole recording through a fresh session with the one driver (the
+    :class:`~tmseeg.engine.Engine` that runs it live), block by block, and finish it."""
     # offline: also track what decay removal took out (report, summary), which live would
     # only cost per-epoch time on the acquisition thread
     session = TEPSession(cfg, recording.meta, roi=roi, keep_epochs=keep_epochs,
                          track_decay=True)
-    block_size = max(1, int(round(block_ms * recording.meta.sfreq / 1e3)))
-    blocks = blocks_from_array(recording.data_uv, recording.meta, block_size,
-                               events=events_as_markers(recording))
-    n_blocks = math.ceil(recording.n_samples / block_size)
-    if progress:
-        from tqdm import tqdm
-        blocks = tqdm(blocks, total=n_blocks, unit="block", desc=recording.meta.name,
-                      mininterval=0.5)
-    for block in blocks:
-        session.process(block)
-    session.finish()
+    source = RecordingSource(recording, block_ms=block_ms, progress=progress)
+    Engine.for_session(source, session, buffer_s=1.0).run_to_end()
     return session
 
 
