@@ -236,7 +236,6 @@ class Engine:
     @classmethod
     def for_session(cls, source: Source, session, sinks: Iterable[Sink] = (),
                     worker: bool = False, buffer_s: float = 10.0, lock=None,
-                    after: Callable[[Block], None] | None = None,
                     max_backlog_s: float = 30.0) -> "Engine":
         """The one driver of a :class:`~tmseeg.session.TEPSession`, live and offline:
         ``source`` (an LSL stream, a :class:`RecordingSource`, a simulator) -> the session's
@@ -253,20 +252,14 @@ class Engine:
         lock : context manager, optional
             Held while a processed block updates the session (a display reading it from
             another thread).
-        after : callable, optional
-            Called with each processed block after the session took it (under ``lock``).
         max_backlog_s : float
         """
         def on_processed(block: Block) -> None:
             if lock is None:
                 session.after_stages(block, block.received_s)
-                if after is not None:
-                    after(block)
                 return
             with lock:
                 session.after_stages(block, block.received_s)
-                if after is not None:
-                    after(block)
 
         engine = cls(source, stages=session.chain, sinks=sinks, buffer_s=buffer_s,
                      on_processed=on_processed, worker=worker, max_backlog_s=max_backlog_s)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tmseeg.engine import Engine, EngineStatus
-from tmseeg.stream.block import Block, StreamMeta
+from tmseeg.stream.block import StreamMeta
 from tmseeg.stream.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class LiveFeed(_FeedBase):
         # stages, epochs and plug-ins on the engine's processing thread: the raw traces and
         # the recording never wait for a decay fit
         self.engine = Engine.for_session(source, self.session, buffer_s=buffer_s, worker=True,
-                                         lock=self.lock, after=self._emg_block)
+                                         lock=self.lock)
         self.outlet = None
         if publish:
             from tmseeg.stream.metrics_outlet import MetricsOutlet
@@ -175,17 +175,17 @@ class LiveFeed(_FeedBase):
         self._trials: list[np.ndarray] = []  # (n_ch, TRIAL_COLUMNS) float32 per kept epoch
         self._trial_step = 1
         self._last_epoch = None
-        self._emg = self._make_emg_epocher()
+        # the MEP plug-in's EMG epochs and MEP rows, as it makes them (EMG is cut once)
+        self._emg = next((m for m in self.session.metrics if getattr(m, "name", "") == "mep"),
+                         None)
+        if self._emg is not None:
+            self.mep_channel = self._emg.channel
+            self._emg.epoch_listeners.append(self._take_emg)
         self._mep_last: np.ndarray | None = None
         self._mep_times: np.ndarray | None = None
         self._mep_ptp: list[tuple[int, float]] = []
 
     # -- engine thread -----------------------------------------------------------------------
-    def _emg_block(self, block: Block) -> None:  # after the session took it, under self.lock
-        if self._emg is not None:
-            for ep in self._emg.push(block):
-                self._take_emg(ep)
-
     def _on_status(self, status: EngineStatus) -> None:
         super()._on_status(status)
         if self.outlet is not None:
@@ -206,30 +206,17 @@ class LiveFeed(_FeedBase):
                 del self._trials[0]
         self.version += 1
 
-    def _make_emg_epocher(self):
-        from tmseeg.pipeline.epochs import Epocher
-        emg = [self.meta.ch_names[i] for i in self.meta.picks("emg")]
-        if not emg:
-            return None
-        self.mep_channel = emg[0]
-        return Epocher(tmin_ms=-50.0, tmax_ms=100.0, baseline_ms=(-50.0, -5.0), reject_uv=None,
-                       picks=[emg[0]], max_delay_s=10.0)
+    #: what the MEP panel shows of each EMG epoch (ms)
+    MEP_DISPLAY_MS = (-50.0, 100.0)
 
-    def _take_emg(self, epoch) -> None:
-        self._mep_last = epoch.data_uv[0].copy()
-        self._mep_times = epoch.times_ms
-        ptp = math.nan
-        mep = next((m for m in self.session.metrics if getattr(m, "name", "") == "mep"), None)
-        if mep is not None:  # the MEP plug-in's own measure of this pulse, when it has it
-            for r in reversed(mep.tracker.rows[-5:]):
-                if r["sample"] == int(epoch.sample):
-                    ptp = r["mep_ptp_uv"]
-                    break
-        if math.isnan(ptp):
-            w = (epoch.times_ms >= 15.0) & (epoch.times_ms <= 60.0)
-            seg = epoch.data_uv[0, w]
-            ptp = float(np.nanmax(seg) - np.nanmin(seg)) if np.isfinite(seg).any() else math.nan
-        self._mep_ptp.append((int(epoch.sample), ptp))
+    def _take_emg(self, epoch, row: dict) -> None:  # under self.lock (inside after_stages)
+        show = (epoch.times_ms >= self.MEP_DISPLAY_MS[0]) & \
+            (epoch.times_ms <= self.MEP_DISPLAY_MS[1])
+        trace = epoch.data_uv[0, show]
+        pre = epoch.times_ms[show] < -5.0  # drawn from its pre-pulse level, as MEPs are shown
+        self._mep_last = trace - (np.nanmean(trace[pre]) if pre.any() else 0.0)
+        self._mep_times = epoch.times_ms[show]
+        self._mep_ptp.append((int(epoch.sample), float(row["mep_ptp_uv"])))
         self.version += 1
 
     # -- GUI thread --------------------------------------------------------------------------

@@ -924,11 +924,17 @@ class MEPMetric:
                                   min_ptp_uv=section["min_ptp_uv"])
         self._by_sample: dict[int, dict] = {}
         self._mt_cache: tuple[int, dict] | None = None
+        #: called as ``f(epoch, row)`` with each EMG epoch and its MEP row (the monitor
+        #: shows them: the EMG is cut once)
+        self.epoch_listeners: list = []
 
     def on_block(self, block) -> None:
         for epoch in self.epocher.push(block):
             self.tracker.add(epoch)
-            self._by_sample[int(epoch.sample)] = self.tracker.rows[-1]
+            row = self.tracker.rows[-1]
+            self._by_sample[int(epoch.sample)] = row
+            for listener in self.epoch_listeners:
+                listener(epoch, row)
 
     def on_epoch(self, epoch, row: dict) -> None:
         mep = self._by_sample.pop(int(epoch.sample), None)
