@@ -69,9 +69,12 @@ setup(
         "mne-bids>=0.15",
         "antio>=0.5",
         "mffpy>=0.8",
+        # the live monitor is half of what the engine is for: part of every install
+        "pyqtgraph>=0.13.7",
+        "PySide6-Essentials==6.9.3",
     ],
     extras_require={
-        "gui": ["pyqtgraph>=0.13.7", "PySide6-Essentials==6.9.3"],
+        "gui": [],  # kept so that `pip install tmseeg[gui]` still works
         "test": ["pytest>=7.4", "pytest-timeout>=2.2", "mne-connectivity>=0.7", "mne-lsl>=1.6",
                  "dask[distributed]>=2024.1"],
         "dask": ["dask[distributed]>=2024.1"],

@@ -6,9 +6,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 VENV="${TMSEEG_VENV:-$ROOT/.venv}"
+# the monitor (pyqtgraph + Qt) is part of every install; "test" adds what the tests use
 EXTRAS="${1:-test}"
-# tests open the monitor (offscreen Qt) and the demo shows it: both need the "gui" extra
-if [ "$EXTRAS" = "test" ]; then EXTRAS="test,gui"; fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[tmseeg] creating virtual environment $VENV"
