@@ -114,6 +114,41 @@ def test_shows_tep_after_pulses(mon):
                                equal_nan=True)
 
 
+def test_session_quality_panel_and_why_of_a_pulse(mon):
+    """The quality panel's lights on the running session (a channel configured bad is named
+    with the electrode to fix, in the warning colour), and clicking a pulse says why it is in
+    the average and draws its own single trial."""
+    from tmseeg.gui.quality import COLOURS, WARN
+
+    app, win, feed, amp = mon
+    assert _spin(app, 30, lambda: _n_avg(feed) >= 4)
+    _consistent_frame(app, win, feed)
+    lights = {x.name: x for x in win.update_quality(feed.status())}
+    assert {"stream", "bad channels", "pulse/decay artifact", "muscle artifact",
+            "early TEP at the ROI", "rejected pulses", "trials to SNR"} <= set(lights)
+    bad = lights["bad channels"]
+    assert bad.level == WARN and bad.value.startswith("1: Oz") and "fix electrode Oz" in bad.advice
+    r, g, b = COLOURS[WARN]
+    html = win.quality_label.text()
+    assert f"rgb({r},{g},{b})" in html and "fix electrode Oz" in html
+    # reject_uv 0: only a pulse too early for its pre-window is rejected
+    kept = win.snap.kept
+    assert lights["rejected pulses"].value.startswith(f"{int((~kept).sum())} of {kept.size}")
+    assert lights["stream"].level in ("ok", "warn", "wait") and "Hz" in lights["stream"].value
+    assert "kept" in win.early_plot.titleLabel.text and "click a pulse" in \
+        win.early_plot.titleLabel.text
+    text = win.show_pulse(1)
+    assert text.startswith("pulse 1 at ") and text.endswith("kept in the average"), text
+    times, trace, row = feed.pulse_trial(1)
+    np.testing.assert_allclose(win.trial_curve.getData()[1], trace)
+    assert row["pulse_index"] == 1 and row["kept"]
+    win.frame()  # a new frame keeps the chosen pulse until "L"
+    np.testing.assert_allclose(win.trial_curve.getData()[1], trace)
+    assert win._pulse_tip(1.0, 3.0, 1).startswith("pulse 1: kept")
+    win.latest_trial()
+    assert win.selected_pulse is None and win.pulse_label.text() == ""
+
+
 def test_slow_gui_never_holds_back_acquisition(mon):
     """A 200-ms frame (5 fps) must not slow the engine: samples and epochs keep pace."""
     app, win, feed, amp = mon
@@ -338,3 +373,41 @@ def test_mep_panel_says_the_threshold_and_the_hotspot(mon):
     snap.metrics = {"mep": {"motor_threshold": None}}
     win._draw_mep(snap)
     assert win.mep_amp_plot.titleLabel.text.endswith("per pulse")
+
+
+def test_a_rejected_pulse_says_why_and_shows_its_trial(tmp_path):
+    """A recording (as a source of the one driver) with a 600 µV jolt on C3 in the epoch
+    of one pulse: its point is a rejected cross, the panel's title counts it by reason, the
+    quality panel names the reason, and clicking it says "REJECTED — amplitude ..." with its
+    own single trial, jolt included."""
+    from tmseeg.engine import RecordingSource
+    from tmseeg.sim.accuracy import simulated_recording
+
+    rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=4,
+                                               muscle_artifact=False, blinks=False), 14.0)
+    k = 3
+    jolt = truth.pulses[k].sample + 200  # 100 ms after the pulse
+    c3 = rec.meta.ch_names.index("C3")
+    rec.data_uv[c3, jolt:jolt + 20] += 600.0
+    feed = LiveFeed(RecordingSource(rec), config=load_config(None), roi=["C3", "FC1", "CP1"])
+    app = pg.mkQApp()
+    win = MonitorWindow(feed, window_s=4.0, n_buckets=400)
+    win.show()
+    win.start()
+    try:
+        n = len(truth.pulses) - 1  # the last pulse's epoch runs past the end
+        assert _spin(app, 60, lambda: len(feed.session.pulses) >= n)
+        _consistent_frame(app, win, feed)
+        row = feed.session.pulses[k]
+        assert not row["kept"] and row["reason"].startswith("amplitude")
+        assert k in [int(p.data()) for p in win.early_rej.points()]
+        assert "1 rejected (amplitude 1)" in win.early_plot.titleLabel.text
+        rej = {x.name: x for x in win.update_quality(None)}["rejected pulses"]
+        assert rej.value.startswith(f"1 of {len(feed.session.pulses)}: amplitude 1")
+        text = win.show_pulse(k)
+        assert f"pulse {k} at" in text and "REJECTED — amplitude" in text, text
+        times, trace = win.trial_curve.getData()
+        at = int(np.argmin(np.abs(times - 100.0)))
+        assert np.nanmax(trace[max(0, at - 10):at + 10]) > 100.0  # its own jolt (ROI mean)
+    finally:
+        win.close()

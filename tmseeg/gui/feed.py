@@ -64,6 +64,10 @@ class MonitorSnapshot:
     metrics: dict[str, Any] = field(default_factory=dict)
     bads: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    reasons: list[str] = field(default_factory=list)  # per pulse: why rejected ("" if kept)
+    decay_max_uv: np.ndarray = field(default_factory=lambda: np.empty(0))  # per pulse
+    cut_window_ms: tuple[float, float] | None = None  # the interpolated pulse window
+    n_eeg: int = 0
 
 
 class _FeedBase:
@@ -83,6 +87,26 @@ class _FeedBase:
     def ring(self) -> RingBuffer:
         """The engine's raw ring buffer (µV, as acquired)."""
         return self.engine.ring
+
+    #: seconds of raw EEG the line-noise measure looks at
+    LINE_NOISE_S = 2.0
+
+    def line_noise(self) -> tuple[float, float]:
+        """Line noise of the last 2 s of raw EEG (% of 1-100 Hz power, mains Hz):
+        :func:`tmseeg.gui.quality.line_noise_pct`; NaN until 2 s arrived."""
+        from tmseeg.gui.quality import line_noise_pct
+
+        n = int(self.LINE_NOISE_S * self.meta.sfreq)
+        ring = self.ring
+        if ring.n_written - ring.first_available < n:
+            return math.nan, math.nan
+        eeg = self.meta.picks("eeg")
+        return line_noise_pct(ring.latest(n)[eeg], self.meta.sfreq)
+
+    def pulse_trial(self, pulse_index: int):
+        """The single trial of a pulse for display: (times_ms, ROI trace µV, pulses.csv
+        row), or None when it is not kept for display (attach mode, or too old)."""
+        return None
 
     @property
     def running(self) -> bool:
@@ -173,6 +197,8 @@ class LiveFeed(_FeedBase):
         self.display_roi: list[str] | None = None  # None = the session's ROI
         self._reset_pulse = 0  # per-pulse panels show pulses from here on
         self._trials: list[np.ndarray] = []  # (n_ch, TRIAL_COLUMNS) float32 per kept epoch
+        # every pulse's epoch (kept or not), decimated, for "why?" on the monitor
+        self._pulse_epochs: dict[int, tuple] = {}  # pulse -> (times, names, data, row)
         self._trial_step = 1
         self._last_epoch = None
         # the MEP plug-in's EMG epochs and MEP rows, as it makes them (EMG is cut once)
@@ -198,13 +224,32 @@ class LiveFeed(_FeedBase):
 
     def _on_epoch(self, epoch, row: dict) -> None:  # under self.lock (inside after_stages)
         self._last_epoch = epoch
+        n_t = epoch.data_uv.shape[1]
+        step = max(1, int(math.ceil(n_t / TRIAL_COLUMNS)))
+        small = epoch.data_uv[:, ::step].astype(np.float32)
         if row["kept"]:
-            n_t = epoch.data_uv.shape[1]
-            self._trial_step = max(1, int(math.ceil(n_t / TRIAL_COLUMNS)))
-            self._trials.append(epoch.data_uv[:, ::self._trial_step].astype(np.float32))
+            self._trial_step = step
+            self._trials.append(small)
             if len(self._trials) > MAX_TRIALS:
                 del self._trials[0]
+        self._pulse_epochs[int(row["pulse_index"])] = (epoch.times_ms[::step],
+                                                       list(epoch.ch_names), small, dict(row))
+        if len(self._pulse_epochs) > MAX_TRIALS:
+            del self._pulse_epochs[min(self._pulse_epochs)]
         self.version += 1
+
+    def pulse_trial(self, pulse_index: int):
+        with self.lock:
+            got = self._pulse_epochs.get(int(pulse_index))
+            tep = self.session.tep
+            roi = list(self.display_roi or (tep.roi if tep is not None else []))
+        if got is None:
+            return None
+        times, names, data, row = got
+        ridx = [names.index(n) for n in roi if n in names]
+        trace = (data[ridx].mean(axis=0, dtype=np.float64) if ridx
+                 else np.full(data.shape[1], np.nan))
+        return times, trace, row
 
     #: what the MEP panel shows of each EMG epoch (ms)
     MEP_DISPLAY_MS = (-50.0, 100.0)
@@ -271,6 +316,13 @@ class LiveFeed(_FeedBase):
             snap.pulse_index = np.array([r["pulse_index"] for r in rows], dtype=float)
             snap.early_ptp_uv = np.array([r["early_tep_ptp_uv"] for r in rows], dtype=float)
             snap.kept = np.array([r["kept"] for r in rows], dtype=bool)
+            snap.reasons = [str(r.get("reason") or "") for r in rows]
+            snap.decay_max_uv = np.array([r.get("decay_max_uv", math.nan) for r in rows],
+                                         dtype=float)
+            cut = s.stages.cut_window
+            snap.cut_window_ms = (tuple(cut.window_ms) if cut is not None
+                                  and cut.window_ms is not None else None)
+            snap.n_eeg = len(self.meta.picks("eeg"))
             snap.metrics = dict(self._metrics_summary)
             snap.target_snr = float(s.cfg["tep"]["target_snr"])
             if self._emg is not None:
@@ -433,6 +485,9 @@ class AttachedFeed(_FeedBase):
         snap.pulse_index = col("pulse_index")
         snap.early_ptp_uv = col("early_tep_ptp_uv")
         snap.kept = np.array([bool(r.get("kept")) for r in rows], dtype=bool)
+        snap.reasons = [str(r.get("reason") or "") for r in rows]
+        snap.decay_max_uv = col("decay_max_uv")
+        snap.n_eeg = len(self.meta.picks("eeg"))
         snap.snr_n = col("n_averaged")
         snap.snr = col("snr_after")
         snap.n_averaged = int(tep.get("n_averaged") or 0)

@@ -4,7 +4,9 @@ Panels: scrolling raw EEG (min/max decimated; bad channels in red, reason on hov
 running butterfly TEP with the ROI average, GMFP and peak labels, the latest single trial over
 the average, the single-trial image (ROI, trials x time), early-TEP amplitude and SNR per pulse
 with the trials-needed estimate, a scalp map at a clicked latency, MEP trace and amplitudes
-when an EMG channel is present, and a table of the plug-in metrics' summaries.
+when an EMG channel is present, a session-quality panel (traffic lights with one line of
+advice each, :mod:`tmseeg.gui.quality`), and the plug-in metrics' summaries. Clicking a pulse
+in the early-TEP panel says why it was kept or rejected and draws its single trial.
 
 The window never drives acquisition: a Qt timer (<= 60 Hz) reads the latest state from a feed
 (:mod:`tmseeg.gui.feed`) whose engine runs in its own thread.
@@ -26,6 +28,7 @@ from tmseeg._ext.decimate import minmax_decimate
 from tmseeg.gui.decimate import RawDecimator
 from tmseeg.gui.metrics_view import metrics_lines
 from tmseeg.gui.feed import MonitorSnapshot
+from tmseeg.gui.quality import Light, reason_counts, session_quality
 from tmseeg.gui.topo import TopoInterpolator
 
 SHORTCUTS = [
@@ -35,6 +38,8 @@ SHORTCUTS = [
     ("A", "save the current average (-ave.fif)"),
     ("+ / -", "raw EEG scale (µV per channel)"),
     ("click on the TEP", "scalp map at that latency"),
+    ("click a pulse (early TEP)", "why it was kept or rejected, and its single trial"),
+    ("L", "the latest trial again in the trial panel"),
     ("F1 / H", "this help"),
     ("Q / Esc", "quit"),
 ]
@@ -149,6 +154,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
                         ("=", lambda: self.set_scale(self.scale_uv / 1.5)),
                         ("-", lambda: self.set_scale(self.scale_uv * 1.5)),
                         ("F1", self.toggle_help), ("H", self.toggle_help),
+                        ("L", self.latest_trial),
                         ("Q", self.close), ("Esc", self.close)]:
             sc = QtGui.QShortcut(QtGui.QKeySequence(key), self)
             sc.activated.connect(fn)
@@ -236,11 +242,16 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.image_plot.setLabel("left", "trial")
 
         self.early_plot = ci.addPlot(row=3, col=0, title="early TEP (ptp 15-60 ms, µV) per pulse")
-        self.early_kept = pg.ScatterPlotItem(size=5, brush=pg.mkBrush(20, 90, 200))
-        self.early_rej = pg.ScatterPlotItem(size=6, symbol="x", brush=pg.mkBrush(150, 150, 150),
-                                            pen=pg.mkPen(150, 150, 150))
-        self.early_plot.addItem(self.early_kept)
-        self.early_plot.addItem(self.early_rej)
+        tip = self._pulse_tip
+        self.early_kept = pg.ScatterPlotItem(size=5, brush=pg.mkBrush(20, 90, 200),
+                                             hoverable=True, tip=tip)
+        self.early_rej = pg.ScatterPlotItem(size=7, symbol="x", brush=pg.mkBrush(150, 150, 150),
+                                            pen=pg.mkPen(150, 150, 150), hoverable=True,
+                                            tip=tip)
+        for item in (self.early_kept, self.early_rej):
+            self.early_plot.addItem(item)
+            item.sigClicked.connect(lambda _item, points, _ev=None: points is not None and len(
+                points) and self.show_pulse(int(points[0].data())))
         self.early_plot.setLabel("bottom", "pulse")
         self.snr_plot = ci.addPlot(row=3, col=1, title="SNR vs trials")
         self.snr_curve = self.snr_plot.plot(pen=pg.mkPen((20, 90, 200), width=1), symbol="o",
@@ -273,6 +284,15 @@ class MonitorWindow(QtWidgets.QMainWindow):
         lay.setContentsMargins(0, 0, 0, 0)
         self.tep_info = QtWidgets.QLabel("TEP: waiting for the first complete epoch")
         lay.addWidget(self.tep_info)
+        self.quality_label = QtWidgets.QLabel("session quality: waiting for data")
+        self.quality_label.setTextFormat(QtCore.Qt.RichText)
+        self.quality_label.setWordWrap(True)
+        self.quality_lights: list[Light] = []
+        lay.addWidget(self.quality_label)
+        self.pulse_label = QtWidgets.QLabel("")
+        self.pulse_label.setWordWrap(True)
+        self.selected_pulse: int | None = None
+        lay.addWidget(self.pulse_label)
         lay.addWidget(g, 1)
         lay.addWidget(self.metrics_box)
         split = QtWidgets.QSplitter()
@@ -308,8 +328,15 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.help.setVisible(not self.help.isVisible())
         self.help.raise_()
 
+    def latest_trial(self) -> None:
+        """Back from a clicked pulse to the latest trial in the trial panel."""
+        self.selected_pulse = None
+        self.pulse_label.setText("")
+        self.trial_plot.setTitle("latest trial (orange) over the ROI average")
+
     def reset(self) -> None:
         """New coil position: the running average and per-pulse panels start again."""
+        self.latest_trial()
         self.feed.reset()
         self._version = -1
         self.snap = None
@@ -468,7 +495,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
             self.channel_curve.setData(t, avg[s.ch_names.index(self._channel)])
         else:
             self.channel_curve.setData([], [])
-        if s.last_trial_roi_uv is not None:
+        if s.last_trial_roi_uv is not None and self.selected_pulse is None:
             self.trial_curve.setData(t, s.last_trial_roi_uv)
         if s.trial_image_uv is not None and s.trial_image_uv.size:
             img = s.trial_image_uv
@@ -502,9 +529,23 @@ class MonitorWindow(QtWidgets.QMainWindow):
 
     def _draw_per_pulse(self, s: MonitorSnapshot) -> None:
         k = s.kept
-        self.early_kept.setData(s.pulse_index[k], s.early_ptp_uv[k])
-        ok = ~k & np.isfinite(s.early_ptp_uv)
-        self.early_rej.setData(s.pulse_index[ok], s.early_ptp_uv[ok])
+        idx = s.pulse_index.astype(int)
+        self.early_kept.setData(s.pulse_index[k], s.early_ptp_uv[k], data=idx[k])
+        # a rejected pulse without a finite early TEP still shows (at 0), so it can be asked
+        rej = ~k
+        y = np.where(np.isfinite(s.early_ptp_uv), s.early_ptp_uv, 0.0)
+        self.early_rej.setData(s.pulse_index[rej], y[rej], data=idx[rej])
+        self._reasons = dict(zip(idx.tolist(), s.reasons)) if s.reasons else {}
+        n_rej = int(rej.sum())
+        counts = reason_counts([r for r, kk in zip(s.reasons, k) if not kk])
+        title = "early TEP (ptp 15-60 ms, µV) per pulse"
+        if k.size:
+            title += f": {int(k.sum())} kept, {n_rej} rejected" + (
+                " (" + ", ".join(f"{kind} {m}" for kind, m in counts[:3]) + ")" if counts
+                else "") + "; click a pulse: why"
+        if title != getattr(self, "_early_title", None):
+            self._early_title = title
+            self.early_plot.setTitle(title)
         if s.snr.size:
             fin = np.isfinite(s.snr)
             self.snr_curve.setData(s.snr_n[fin], s.snr[fin])
@@ -517,6 +558,48 @@ class MonitorWindow(QtWidgets.QMainWindow):
         need = (f"~{s.trials_needed:.0f} trials for SNR {s.target_snr:g}"
                 if math.isfinite(s.trials_needed) else "trials needed: n/a")
         self.snr_plot.setTitle(f"SNR vs trials ({need})")
+
+    def _pulse_tip(self, x, y, data) -> str:
+        """Hover text of a pulse in the early-TEP panel."""
+        why = getattr(self, "_reasons", {}).get(int(data), "")
+        return f"pulse {int(data)}: " + (f"rejected: {why}" if why else "kept") + \
+            f"\nearly TEP {y:.1f} µV (click: its single trial)"
+
+    def show_pulse(self, pulse_index: int) -> str:
+        """Say why a pulse was kept or rejected, and draw its single trial (ROI) over the
+        average in the trial panel; returns the text shown."""
+        self.selected_pulse = int(pulse_index)
+        got = self.feed.pulse_trial(pulse_index)
+        why = getattr(self, "_reasons", {}).get(int(pulse_index))
+        if got is not None:
+            times, trace, row = got
+            why = row.get("reason", why) or ""
+            self.trial_curve.setData(times, trace)
+            t = row.get("time_s")
+            where = f" at {t:.1f} s" if isinstance(t, float) and math.isfinite(t) else ""
+            self.trial_plot.setTitle(f"pulse {pulse_index}{where} (orange) over the ROI average")
+        else:
+            where = ""
+        text = (f"pulse {pulse_index}{where}: "
+                + (f"REJECTED — {why}" if why else "kept in the average")
+                + ("" if got is not None else " (its single trial is not kept for display)"))
+        self.pulse_label.setText(text)
+        return text
+
+    def update_quality(self, status=None) -> list[Light]:
+        """Recompute the session-quality lights and show them."""
+        if self.snap is None:
+            return self.quality_lights
+        lights = session_quality(self.snap, status, self.feed.line_noise())
+        self.quality_lights = lights
+        rows = []
+        for light in lights:
+            r, g, b = light.colour
+            advice = f" — <i>{light.advice}</i>" if light.advice else ""
+            rows.append(f'<span style="color: rgb({r},{g},{b}); font-size: 14px">&#9679;</span>'
+                        f" <b>{light.name}</b>: {light.value}{advice}")
+        self.quality_label.setText("<br>".join(rows))
+        return lights
 
     def _draw_mep(self, s: MonitorSnapshot) -> None:
         if s.mep_last_uv is not None and s.mep_times_ms is not None:
@@ -568,6 +651,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         if self.feed.error is not None:
             text += f"  |  ENGINE STOPPED: {self.feed.error}"
         self.status_label.setText(text)
+        self.update_quality(st)
 
     def fps(self) -> float:
         """Display frames per second over the last frames."""
