@@ -411,3 +411,41 @@ def test_a_rejected_pulse_says_why_and_shows_its_trial(tmp_path):
         assert np.nanmax(trace[max(0, at - 10):at + 10]) > 100.0  # its own jolt (ROI mean)
     finally:
         win.close()
+
+
+def test_blocks_overlay_with_their_effect_size():
+    """Markers "pre" and "post" split the session: the butterfly overlays each block's ROI
+    average (the plasticity plug-in's exact block averages), and the legend gives the post
+    block's early-TEP change against pre with Hedges' g and its CI."""
+    from tmseeg.engine import RecordingSource
+    from tmseeg.sim.accuracy import simulated_recording
+    from tmseeg.stream.block import Event
+
+    rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=6,
+                                               muscle_artifact=False, blinks=False,
+                                               isi_range_s=(0.9, 1.1)), 26.0)
+    half = int(13.0 * rec.meta.sfreq)
+    rec.events = sorted(list(rec.events) + [Event(sample=200, label="pre"),
+                                            Event(sample=half, label="post")],
+                        key=lambda e: e.sample)
+    feed = LiveFeed(RecordingSource(rec), config=load_config(None), roi=["C3", "FC1", "CP1"])
+    app = pg.mkQApp()
+    win = MonitorWindow(feed, window_s=4.0, n_buckets=400)
+    win.show()
+    win.start()
+    try:
+        n = len(truth.pulses) - 1
+        assert _spin(app, 90, lambda: len(feed.session.pulses) >= n)
+        _consistent_frame(app, win, feed)
+        blocks = next(m for m in feed.session.metrics if m.name == "plasticity")
+        assert set(win.block_curves) == {"pre", "post"}
+        for label, curve in win.block_curves.items():
+            np.testing.assert_allclose(curve.getData()[1], blocks.teps[label].roi_average_uv)
+        texts = win.block_labels(win.snap)
+        assert texts["pre"] == f"pre ({blocks.teps['pre'].n}): baseline"
+        assert texts["post"].startswith(f"post ({blocks.teps['post'].n}): early TEP ")
+        assert ", g " in texts["post"] and "[" in texts["post"], texts
+        legend = [lab.text for _, lab in win.block_legend.items]
+        assert legend == [texts["pre"], texts["post"]]
+    finally:
+        win.close()

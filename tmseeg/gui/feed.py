@@ -68,6 +68,9 @@ class MonitorSnapshot:
     decay_max_uv: np.ndarray = field(default_factory=lambda: np.empty(0))  # per pulse
     cut_window_ms: tuple[float, float] | None = None  # the interpolated pulse window
     n_eeg: int = 0
+    # per block of the session (markers pre/post ...): its ROI-average TEP and epoch count
+    block_roi_uv: dict[str, np.ndarray] = field(default_factory=dict)
+    block_n: dict[str, int] = field(default_factory=dict)
 
 
 class _FeedBase:
@@ -357,6 +360,16 @@ class LiveFeed(_FeedBase):
                 snap.peaks = {k: find_peak(snap.roi_average_uv, tep.times_ms, tuple(w),
                                            k[0].upper())
                               for k, w in tep.peak_windows_ms.items()}
+            blocks = next((m for m in s.metrics if getattr(m, "name", "") == "plasticity"), None)
+            if blocks is not None and len(blocks.teps) >= 2:
+                for label in blocks.order:
+                    btep = blocks.teps.get(label)
+                    if btep is None or btep.n == 0:
+                        continue
+                    snap.block_n[label] = int(btep.n)
+                    snap.block_roi_uv[label] = (
+                        btep.roi_average_uv.copy() if same_roi else
+                        np.nanmean(btep.average_uv[ridx], axis=0))
             n_hist, snr = tep.snr_history()
             snap.snr_n, snap.snr = n_hist.astype(float), snr
             snap.trials_needed = float(tep.trials_needed(snap.target_snr))

@@ -199,6 +199,10 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.roi_curve = pg.PlotCurveItem(pen=ROI_PEN)
         for it in (self.butterfly_curve, self.channel_curve, self.roi_curve):
             self.butterfly.addItem(it)
+        # one ROI average per block of the session (pre/post ...), when there are blocks
+        self.block_curves: dict[str, pg.PlotCurveItem] = {}
+        self.block_legend = pg.LegendItem(offset=(-10, 10), labelTextSize="8pt")
+        self.block_legend.setParentItem(self.butterfly.getViewBox())
         self.peak_points = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(200, 0, 0))
         self.butterfly.addItem(self.peak_points)
         self.peak_labels: dict[str, pg.TextItem] = {}
@@ -346,6 +350,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
             c.setData([], [])
         for s in (self.early_kept, self.early_rej, self.peak_points, self.mep_amp):
             s.setData([], [])
+        for curve in self.block_curves.values():
+            curve.setData([], [])
         for lab in self.peak_labels.values():
             lab.hide()
         self.trial_image.clear()
@@ -466,6 +472,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.tep_info.setText(" | ".join(info))
         if s.roi_average_uv is not None and s.times_ms is not None:
             self._draw_curves(s)
+            self._draw_blocks(s)
         self._draw_peaks(s)
         self._draw_per_pulse(s)
         self._draw_mep(s)
@@ -600,6 +607,49 @@ class MonitorWindow(QtWidgets.QMainWindow):
                         f" <b>{light.name}</b>: {light.value}{advice}")
         self.quality_label.setText("<br>".join(rows))
         return lights
+
+    #: colours of the blocks' ROI averages, in block order (the first is the baseline)
+    BLOCK_COLOURS = [(60, 60, 60), (220, 90, 20), (30, 150, 60), (150, 40, 170), (0, 140, 170)]
+
+    def block_labels(self, s: MonitorSnapshot) -> dict[str, str]:
+        """Legend text per block: its epochs, and for the others the early TEP's change
+        against the baseline with Hedges' g and its 95 % CI (the plasticity plug-in's)."""
+        plast = (s.metrics or {}).get("plasticity") or {}
+        early = ((plast.get("per_trial") or {}).get("early_tep_ptp_uv") or {})
+        vs = early.get("vs_baseline") or {}
+        out = {}
+        for label, n in s.block_n.items():
+            text = f"{label} ({n})"
+            comp = vs.get(label) or {}
+            if "hedges_g" in comp and comp["hedges_g"] is not None \
+                    and math.isfinite(comp["hedges_g"]):
+                lo, hi = (comp.get("g_ci") or [math.nan, math.nan])[:2]
+                text += (f": early TEP {comp['diff']:+.1f} µV, g {comp['hedges_g']:+.2f}"
+                         + (f" [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else ""))
+            elif comp.get("note"):
+                text += f": {comp['note']}"
+            elif label == plast.get("baseline"):
+                text += ": baseline"
+            out[label] = text
+        return out
+
+    def _draw_blocks(self, s: MonitorSnapshot) -> None:
+        if len(s.block_roi_uv) < 2 or s.times_ms is None:
+            return
+        labels = self.block_labels(s)
+        if set(labels) != set(self.block_curves) or \
+                labels != getattr(self, "_block_texts", None):
+            self.block_legend.clear()
+            for k, label in enumerate(labels):
+                if label not in self.block_curves:
+                    colour = self.BLOCK_COLOURS[k % len(self.BLOCK_COLOURS)]
+                    curve = pg.PlotCurveItem(pen=pg.mkPen(colour, width=2))
+                    self.butterfly.addItem(curve)
+                    self.block_curves[label] = curve
+                self.block_legend.addItem(self.block_curves[label], labels[label])
+            self._block_texts = labels
+        for label, y in s.block_roi_uv.items():
+            self.block_curves[label].setData(s.times_ms, y)
 
     def _draw_mep(self, s: MonitorSnapshot) -> None:
         if s.mep_last_uv is not None and s.mep_times_ms is not None:
