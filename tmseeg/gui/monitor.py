@@ -245,7 +245,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.image_plot.addItem(self.trial_image)
         self.image_plot.setLabel("left", "trial")
 
-        self.early_plot = ci.addPlot(row=3, col=0, title="early TEP (ptp 15-60 ms, µV) per pulse")
+        self.early_plot = ci.addPlot(row=3, col=0, title="early TEP per pulse")
+        self.early_plot.setLabel("left", "ptp 15-60 ms (µV)")
         tip = self._pulse_tip
         self.early_kept = pg.ScatterPlotItem(size=5, brush=pg.mkBrush(20, 90, 200),
                                              hoverable=True, tip=tip)
@@ -295,6 +296,10 @@ class MonitorWindow(QtWidgets.QMainWindow):
         lay.addWidget(self.quality_label)
         self.pulse_label = QtWidgets.QLabel("")
         self.pulse_label.setWordWrap(True)
+        for label in (self.tep_info, self.quality_label, self.pulse_label):
+            # long texts wrap or clip; they never widen the pane beyond the window
+            label.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
+            label.setMinimumWidth(1)
         self.selected_pulse: int | None = None
         lay.addWidget(self.pulse_label)
         lay.addWidget(g, 1)
@@ -545,14 +550,14 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self._reasons = dict(zip(idx.tolist(), s.reasons)) if s.reasons else {}
         n_rej = int(rej.sum())
         counts = reason_counts([r for r, kk in zip(s.reasons, k) if not kk])
-        title = "early TEP (ptp 15-60 ms, µV) per pulse"
-        if k.size:
-            title += f": {int(k.sum())} kept, {n_rej} rejected" + (
-                " (" + ", ".join(f"{kind} {m}" for kind, m in counts[:3]) + ")" if counts
-                else "") + "; click a pulse: why"
+        title = "early TEP per pulse"
+        if k.size:  # two short lines: a long title widens its column beyond the window
+            title += f"<br>{int(k.sum())} kept, {n_rej} rejected" + (
+                ": " + ", ".join(f"{kind.split()[0]} {m}" for kind, m in counts[:3])
+                if counts else "")
         if title != getattr(self, "_early_title", None):
             self._early_title = title
-            self.early_plot.setTitle(title)
+            self.early_plot.setTitle(title, size="9pt")
         if s.snr.size:
             fin = np.isfinite(s.snr)
             self.snr_curve.setData(s.snr_n[fin], s.snr[fin])
@@ -603,9 +608,10 @@ class MonitorWindow(QtWidgets.QMainWindow):
         for light in lights:
             r, g, b = light.colour
             advice = f" — <i>{light.advice}</i>" if light.advice else ""
-            rows.append(f'<span style="color: rgb({r},{g},{b}); font-size: 14px">&#9679;</span>'
+            rows.append(f'<span style="color: rgb({r},{g},{b}); font-size: 13px">&#9679;</span>'
                         f" <b>{light.name}</b>: {light.value}{advice}")
-        self.quality_label.setText("<br>".join(rows))
+        self.quality_label.setText('<div style="font-size: 11px">' + "<br>".join(rows)
+                                   + "</div>")
         return lights
 
     #: colours of the blocks' ROI averages, in block order (the first is the baseline)
