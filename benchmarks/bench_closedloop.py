@@ -47,7 +47,7 @@ class EveryBlockPlain(Protocol):
         return state.trigger(10.0, label="TMS bench", after_ms=20.0)
 
 
-def _loop(protocol, seconds, seed, chunk_ms, listen, n_channels=64):
+def _loop(protocol, seconds, seed, chunk_ms, listen, n_channels=64, isolate=None):
     uid = uuid.uuid4().hex[:8]
     trig = f"bench-trig-{uid}"
     amp = SimulatedAmplifier(SimConfig(n_channels=n_channels, sfreq=FS, seed=seed,
@@ -59,7 +59,7 @@ def _loop(protocol, seconds, seed, chunk_ms, listen, n_channels=64):
         src = LSLSource.resolve(name=f"bench-cl-{uid}", marker_name=f"bench-cl-{uid}-markers",
                                 timeout_s=20, marker_timeout_s=20)
         runner = ProtocolRunner(protocol, src.meta, outputs=[LSLTriggerOutput(trig)],
-                                max_records=10 ** 6)
+                                max_records=10 ** 6, isolate=isolate)
         engine = Engine(src, sinks=[runner])
         engine.run(duration_s=seconds)
         time.sleep(0.2)
@@ -78,13 +78,17 @@ def pct(x) -> str:
 
 def main(latency_s: float = 15.0, phase_s: float = 60.0, seed: int = 3) -> int:
     print(f"closed-loop benchmark: simulated 64 ch @ {FS:g} Hz on loopback LSL, 1-ms chunks")
-    for proto in (EveryBlockPlain, EveryBlockAR):
-        runner, _ = _loop(proto, latency_s, seed, chunk_ms=1.0, listen=False)
+    for proto, where in [(p, w) for p in (EveryBlockPlain, EveryBlockAR)
+                         for w in ("in the engine's process",
+                                   "in its own process (run/demo --protocol)")]:
+        isolate = f"{__file__}:{proto.__name__}" if "own" in where else None
+        runner, _ = _loop(proto, latency_s, seed, chunk_ms=1.0, listen=False, isolate=isolate)
         recs = list(runner.records)
         lat = [r["latency_ms"] for r in recs]
         dec = [(r["decision_time_s"] - r["received_s"]) * 1e3 for r in recs]
         snd = [(r["sent_s"] - r["decision_time_s"]) * 1e3 for r in recs]
-        print(f"\n{proto.__name__}: {len(recs)} decisions ({runner.counts.get('ok', 0)} accepted,"
+        print(f"\n{proto.__name__}, {where}: {len(recs)} decisions "
+              f"({runner.counts.get('ok', 0)} accepted,"
               f" {len(recs) - runner.counts.get('ok', 0)} refused by the guard), "
               f"{runner.n_calls['on_block']} calls")
         print(f"  arrival -> trigger sent  {pct(lat)}")

@@ -20,6 +20,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from tmseeg.closedloop import ProtocolRunner, load_protocol
 from tmseeg.closedloop.protocol import circular_stats_deg
@@ -88,3 +89,64 @@ def test_demo_with_protocol_cli(uid):
     n_fired = int(truth.split(": ")[1].split(" pulses")[0])
     assert n_acc >= 1 and n_fired >= 1 and abs(n_fired - n_acc) <= 1
     assert "circular SD" in truth
+
+
+GIL_HOG = '''
+from tmseeg.closedloop import Protocol
+
+
+class HoldsTheInterpreter(Protocol):
+    """Its 20th block call is one long C call that never releases the interpreter."""
+    callback_timeout_ms = 200.0
+
+    def setup(self, info):
+        self.n = 0
+
+    def on_block(self, state):
+        self.n += 1
+        if self.n == 20:
+            sum(range(10 ** 11))
+        return None
+'''
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_protocol_that_holds_the_interpreter_cannot_stop_the_engine(tmp_path, uid, sig):
+    """``sum(range(10**11))`` holds the GIL for minutes: in the engine's process it froze
+    acquisition, the recording and Ctrl-C. In its own process it is killed at its 200-ms
+    deadline (three times: then disabled), samples keep coming, and SIGINT/SIGTERM end
+    tmseeg within a second with what was recorded intact."""
+    import signal
+
+    proto = tmp_path / "gil_hog.py"
+    proto.write_text(GIL_HOG)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tmseeg.cli", "demo", "--protocol", str(proto), "--headless",
+         "--duration", "0", "--channels", "32", "--sfreq", "1000",
+         "--trigger-stream", f"trig-{uid}", "--record", str(tmp_path / "rec")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "protocol disabled" in line or (not line and proc.poll() is not None):
+                break
+        assert any("protocol process killed" in ln for ln in lines), "".join(lines)[-3000:]
+        time.sleep(2.0)  # acquisition goes on after the protocol was disabled
+        t0 = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        out, _ = proc.communicate(timeout=10)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines) + out
+    assert took < 3.0, (took, text[-2000:])  # a second to stop, plus the interpreter's exit
+    assert text.count("protocol process killed and started again") == 2, text[-3000:]
+    assert text.count("protocol process killed (kill 3 of 3): protocol disabled") == 1
+    from tmseeg.stream.io import read_recording
+
+    rec = read_recording(next((tmp_path / "rec").glob("*.vhdr")))
+    assert rec.duration_s > 3.0  # the recording went on through the kills and after them

@@ -31,9 +31,14 @@ Running it
 
 * the acquisition thread only copies the newest window (spatially filtered) into a one-slot
   mailbox (newest wins) and returns; the protocol runs on a **worker thread**;
-* a callback running longer than ``callback_timeout_ms`` is **abandoned** (reported; its late
-  result is discarded; an exception is injected into it when it next runs Python code); while
-  it is stuck, later calls are **skipped** and counted, and acquisition continues;
+* with ``tmseeg run/demo --protocol`` (``isolate``) the callbacks run in a **process of their
+  own** (:mod:`tmseeg.closedloop.isolation`): one that overruns ``callback_timeout_ms`` is
+  killed there and started again, so even a callback that holds the interpreter cannot stop
+  acquisition, recording or Ctrl-C;
+* in this process (a protocol given as a class), a callback running longer than
+  ``callback_timeout_ms`` is **abandoned** (reported; its late result is discarded; an
+  exception is injected into it when it next runs Python code); while it is stuck, later calls
+  are **skipped** and counted, and acquisition continues;
 * a callback that **raises** is reported with its traceback; the protocol is then disabled
   (``on_error = "disable"``, default) or called again (``"continue"``);
 * a return that is not ``None`` or a ``TriggerRequest`` is **rejected** with the reason;
@@ -507,6 +512,13 @@ class ProtocolRunner:
         Inject :class:`ProtocolTimeout` into a callback that overran (default True).
     clock : callable
         LSL clock (default ``pylsl.local_clock``).
+    isolate : str, optional
+        The protocol's file (``FILE.py`` or ``FILE.py:Class``): its callbacks then run in a
+        process of their own (:mod:`tmseeg.closedloop.isolation`), which is killed at a
+        callback's deadline and started again (its state starts over, ``setup`` runs again;
+        after :attr:`MAX_KILLS` kills the protocol is disabled). ``tmseeg run/demo --protocol``
+        do this. None: in this process, on the runner's worker thread (a callback that holds
+        the interpreter then holds the engine).
 
     Attributes
     ----------
@@ -531,7 +543,8 @@ class ProtocolRunner:
                  outputs: TriggerOutput | Sequence[TriggerOutput] | None = None,
                  guard: SafetyGuard | None = None, log_path: str | Path | None = None,
                  match_tolerance_ms: float = 20.0, max_records: int = 20000,
-                 interrupt_stuck: bool = True, clock: Callable[[], float] = lsl_clock) -> None:
+                 interrupt_stuck: bool = True, clock: Callable[[], float] = lsl_clock,
+                 isolate: str | None = None) -> None:
         if isinstance(protocol, type):
             if not issubclass(protocol, Protocol):
                 raise ProtocolConfigError(f"{protocol.__name__} is not a tmseeg.closedloop."
@@ -605,9 +618,22 @@ class ProtocolRunner:
         self._log_file = None
         if log_path is not None:
             self._log_file = open(Path(log_path), "a", encoding="utf-8", buffering=1)
+        self.n_kills = 0
+        self._process = None
+        if isolate is not None:
+            from tmseeg.closedloop.isolation import ProtocolProcess, ProtocolProcessError
+            try:
+                self._process = ProtocolProcess(isolate)
+            except ProtocolProcessError as err:
+                if self._log_file is not None:
+                    self._log_file.close()
+                raise ProtocolLoadError(str(err)) from err
         self._thread = threading.Thread(target=self._worker, name=f"protocol-{self.name}",
                                         daemon=True)
         self._thread.start()
+
+    #: kills of an isolated protocol (at its deadline, or it died) before it is disabled
+    MAX_KILLS = 3
 
     # -- configuration ---------------------------------------------------------------------
     def _validate_config(self, p: Protocol, meta: StreamMeta) -> None:
@@ -776,6 +802,8 @@ class ProtocolRunner:
 
     # -- watchdog ----------------------------------------------------------------------------
     def _watchdog(self) -> None:
+        if self._process is not None:  # the call itself returns at the deadline
+            return
         with self._cv:
             busy = self._busy
             if busy is None or busy[0] in self._abandoned:
@@ -831,22 +859,60 @@ class ProtocolRunner:
     def _call(self, kind: str, arg: Any, gen: int) -> tuple[bool, Any]:
         """Call one callback; (ok, result). Exceptions are reported per the error policy."""
         self.n_calls[kind] += 1
+        if self._process is not None:
+            return self._call_isolated(kind, arg)
         try:
             return True, getattr(self.protocol, kind)(arg)
         except ProtocolTimeout:
             self._report(f"{kind} was interrupted after overrunning its deadline")
             return False, None
         except Exception as err:
-            self.n_exceptions += 1
-            tb = traceback.format_exc(limit=6)
-            if self.protocol.on_error == "disable":
-                self.disabled_reason = f"{kind} raised {type(err).__name__}: {err}"
-                self._report(f"{kind} raised {type(err).__name__}: {err}; protocol disabled "
-                             f"(on_error='disable'); acquisition continues\n{tb}")
-            elif self.n_exceptions <= 5 or self.n_exceptions % 100 == 0:
-                self._report(f"{kind} raised {type(err).__name__}: {err} (#{self.n_exceptions};"
-                             f" on_error='continue')\n{tb}")
+            self._raised(kind, type(err).__name__, str(err), traceback.format_exc(limit=6))
             return False, None
+
+    def _raised(self, kind: str, name: str, message: str, tb: str) -> None:
+        """A callback raised: report it, and disable the protocol per its error policy."""
+        self.n_exceptions += 1
+        if self.protocol.on_error == "disable":
+            self.disabled_reason = f"{kind} raised {name}: {message}"
+            self._report(f"{kind} raised {name}: {message}; protocol disabled "
+                         f"(on_error='disable'); acquisition continues\n{tb}")
+        elif self.n_exceptions <= 5 or self.n_exceptions % 100 == 0:
+            self._report(f"{kind} raised {name}: {message} (#{self.n_exceptions};"
+                         f" on_error='continue')\n{tb}")
+
+    def _call_isolated(self, kind: str, arg: Any) -> tuple[bool, Any]:
+        """One callback in the protocol's process, at most its deadline; a process that
+        overruns it (or died) is killed and started again, or disabled after MAX_KILLS."""
+        started = self.clock()
+        status, value = self._process.call(kind, arg, self.timeout_s)
+        if status == "ok":
+            return True, value
+        if status == "raised":
+            self._raised(kind, *value)
+            return False, None
+        self.n_kills += 1
+        if status == "timeout":
+            self.n_timeouts += 1
+            what = (f"{kind} exceeded its {self.timeout_s * 1e3:g} ms deadline "
+                    f"({(self.clock() - started) * 1e3:.0f} ms): protocol process killed")
+        else:
+            what = f"the protocol process died during {kind} (exit code {value})"
+        if self.n_kills >= self.MAX_KILLS:
+            self.disabled_reason = f"{what}; {self.n_kills} times"
+            self._report(f"{what} (kill {self.n_kills} of {self.MAX_KILLS}): protocol "
+                         "disabled; acquisition continues")
+            self._process.kill()
+            return False, None
+        try:
+            self._process.restart()
+        except Exception as err:
+            self.disabled_reason = f"{what}; it could not be started again: {err}"
+            self._report(f"{self.disabled_reason}: protocol disabled; acquisition continues")
+            return False, None
+        self._setup_done = False  # a fresh protocol: setup runs again before the next call
+        self._report(f"{what} and started again (its state starts over; setup runs again)")
+        return False, None
 
     def _execute(self, job: _Job, gen: int) -> None:
         if self.disabled_reason:
@@ -1034,6 +1100,7 @@ class ProtocolRunner:
             "by_code": dict(self.counts),
             "calls": dict(self.n_calls), "skipped": self.n_skipped,
             "timeouts": self.n_timeouts, "exceptions": self.n_exceptions,
+            "isolated": self._process is not None, "process_kills": self.n_kills,
             "disabled": self.disabled_reason or None, "stuck": self.stuck,
         }
         if lat:
@@ -1074,6 +1141,8 @@ class ProtocolRunner:
             self._cv.notify_all()
         if not self.stuck:
             self._thread.join(timeout=1.0)
+        if self._process is not None:
+            self._process.close()
         for out in self.outputs:
             try:
                 out.close()
@@ -1086,7 +1155,7 @@ class ProtocolRunner:
 
 def build_runner(protocol_path: str, meta: StreamMeta, trigger_output: str = "lsl",
                  session=None, amplifier=None, log_path: str | Path | None = None,
-                 guard: SafetyGuard | None = None) -> ProtocolRunner:
+                 guard: SafetyGuard | None = None, isolate: bool = True) -> ProtocolRunner:
     """Load a protocol file and make its runner, as ``tmseeg run/demo --protocol`` do.
 
     Parameters
@@ -1103,6 +1172,9 @@ def build_runner(protocol_path: str, meta: StreamMeta, trigger_output: str = "ls
     log_path : str or Path, optional
         JSON-lines decision log.
     guard : SafetyGuard, optional
+    isolate : bool
+        Run the protocol's callbacks in a process of their own (default; see
+        :class:`ProtocolRunner`).
 
     Returns
     -------
@@ -1112,8 +1184,12 @@ def build_runner(protocol_path: str, meta: StreamMeta, trigger_output: str = "ls
 
     cls = load_protocol(protocol_path)
     output = make_output(trigger_output, amplifier=amplifier)
+    spec = str(protocol_path)
+    if ":" not in Path(spec).name:  # the class this process found, found there again
+        spec = f"{spec}:{cls.__name__}"
     try:
-        runner = ProtocolRunner(cls, meta, outputs=[output], guard=guard, log_path=log_path)
+        runner = ProtocolRunner(cls, meta, outputs=[output], guard=guard, log_path=log_path,
+                                isolate=spec if isolate else None)
     except Exception:
         output.close()
         raise
