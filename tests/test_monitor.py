@@ -4,6 +4,7 @@ One window is shared by the tests of this module (in order): it must show the TE
 computes, keep acquisition at pace while the GUI is slowed on purpose, write non-blank PNGs,
 reset, save the average, and close with the engine thread joined.
 """
+import contextlib
 import math
 import os
 import subprocess
@@ -374,12 +375,30 @@ def test_mep_panel_says_the_threshold_and_the_hotspot(mon):
     assert win.mep_amp_plot.titleLabel.text.endswith("per pulse")
 
 
+@contextlib.contextmanager
+def _window_on(rec, n_pulses: int):
+    """A monitor on a recording (a source of the one driver, read as fast as it goes), drawn
+    once every pulse but the last (its epoch runs past the end) is in the session."""
+    from tmseeg.engine import RecordingSource
+
+    feed = LiveFeed(RecordingSource(rec), config=load_config(None), roi=["C3", "FC1", "CP1"])
+    app = pg.mkQApp()
+    win = MonitorWindow(feed, window_s=4.0, n_buckets=400)
+    win.show()
+    win.start()
+    try:
+        assert _spin(app, 90, lambda: len(feed.session.pulses) >= n_pulses - 1)
+        _consistent_frame(app, win, feed)
+        yield app, win, feed
+    finally:
+        win.close()
+
+
 def test_a_rejected_pulse_says_why_and_shows_its_trial(tmp_path):
     """A recording (as a source of the one driver) with a 600 µV jolt on C3 in the epoch
     of one pulse: its point is a rejected cross, the panel's title counts it by reason, the
     quality panel names the reason, and clicking it says "REJECTED — amplitude ..." with its
     own single trial, jolt included."""
-    from tmseeg.engine import RecordingSource
     from tmseeg.sim.accuracy import simulated_recording
 
     rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=4,
@@ -388,15 +407,7 @@ def test_a_rejected_pulse_says_why_and_shows_its_trial(tmp_path):
     jolt = truth.pulses[k].sample + 200  # 100 ms after the pulse
     c3 = rec.meta.ch_names.index("C3")
     rec.data_uv[c3, jolt:jolt + 20] += 600.0
-    feed = LiveFeed(RecordingSource(rec), config=load_config(None), roi=["C3", "FC1", "CP1"])
-    app = pg.mkQApp()
-    win = MonitorWindow(feed, window_s=4.0, n_buckets=400)
-    win.show()
-    win.start()
-    try:
-        n = len(truth.pulses) - 1  # the last pulse's epoch runs past the end
-        assert _spin(app, 60, lambda: len(feed.session.pulses) >= n)
-        _consistent_frame(app, win, feed)
+    with _window_on(rec, len(truth.pulses)) as (app, win, feed):
         row = feed.session.pulses[k]
         assert not row["kept"] and row["reason"].startswith("amplitude")
         assert k in [int(p.data()) for p in win.early_rej.points()]
@@ -408,15 +419,12 @@ def test_a_rejected_pulse_says_why_and_shows_its_trial(tmp_path):
         times, trace = win.trial_curve.getData()
         at = int(np.argmin(np.abs(times - 100.0)))
         assert np.nanmax(trace[max(0, at - 10):at + 10]) > 100.0  # its own jolt (ROI mean)
-    finally:
-        win.close()
 
 
 def test_blocks_overlay_with_their_effect_size():
     """Markers "pre" and "post" split the session: the butterfly overlays each block's ROI
     average (the plasticity plug-in's exact block averages), and the legend gives the post
     block's early-TEP change against pre with Hedges' g and its CI."""
-    from tmseeg.engine import RecordingSource
     from tmseeg.sim.accuracy import simulated_recording
     from tmseeg.stream.block import Event
 
@@ -427,15 +435,7 @@ def test_blocks_overlay_with_their_effect_size():
     rec.events = sorted(list(rec.events) + [Event(sample=200, label="pre"),
                                             Event(sample=half, label="post")],
                         key=lambda e: e.sample)
-    feed = LiveFeed(RecordingSource(rec), config=load_config(None), roi=["C3", "FC1", "CP1"])
-    app = pg.mkQApp()
-    win = MonitorWindow(feed, window_s=4.0, n_buckets=400)
-    win.show()
-    win.start()
-    try:
-        n = len(truth.pulses) - 1
-        assert _spin(app, 90, lambda: len(feed.session.pulses) >= n)
-        _consistent_frame(app, win, feed)
+    with _window_on(rec, len(truth.pulses)) as (app, win, feed):
         blocks = next(m for m in feed.session.metrics if m.name == "plasticity")
         assert set(win.block_curves) == {"pre", "post"}
         for label, curve in win.block_curves.items():
@@ -446,5 +446,3 @@ def test_blocks_overlay_with_their_effect_size():
         assert ", g " in texts["post"] and "[" in texts["post"], texts
         legend = [lab.text for _, lab in win.block_legend.items]
         assert legend == [texts["pre"], texts["post"]]
-    finally:
-        win.close()

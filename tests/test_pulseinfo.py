@@ -276,6 +276,13 @@ def test_a_cap_without_10_05_labels_works_with_its_montage(tmp_path):
         use_montage("auto")
 
 
+def _analyze_with_table(folder, out, table):
+    """The threshold hunt (EMG on Aux1) analysed with ``table`` as its pulse table."""
+    return analyze_file(folder / "plain.vhdr", out, progress=False, report=False,
+                        overrides={"channels": {"types": {"aux1": "emg"}},
+                                   "pulses": {"table": str(table)}})
+
+
 def write_localite(path, rows):
     """A Localite TMS Navigator TriggerMarkers XML: one <TriggerMarker> per (time_ms,
     amplitude %, x, y, z) with the coil pose as a Matrix4D (identity = not tracked)."""
@@ -319,9 +326,7 @@ def test_a_localite_trigger_marker_file_joins_on_the_navigators_clock(threshold_
             rows.append((clock_ms + 500, 70.0, (-38.0, 12.0, 61.0)))
     xml = tmp_path / "TriggerMarkers_Coil0_20260105101112.xml"
     write_localite(xml, rows)
-    summary = analyze_file(folder / "plain.vhdr", tmp_path / "l", progress=False, report=False,
-                           overrides={"channels": {"types": {"aux1": "emg"}},
-                                      "pulses": {"table": str(xml)}})
+    summary = _analyze_with_table(folder, tmp_path / "l", xml)
     table = summary["pulse_table"]
     assert table["format"] == "localite" and table["join"] == "navigation", table
     assert table["rows_used"] == len(pulses) - 1 and table["pulses_without_row"] == 1, table
@@ -389,9 +394,7 @@ def test_a_brainsight_export_gives_intensity_site_and_position(threshold_hunt, t
             samples.append(("Manual", "(null)", 0, 0.0, 0.0, 0.0, clock))
     txt = tmp_path / "Exported Brainsight Data.txt"
     write_brainsight(txt, samples)
-    summary = analyze_file(folder / "plain.vhdr", tmp_path / "b", progress=False, report=False,
-                           overrides={"channels": {"types": {"aux1": "emg"}},
-                                      "pulses": {"table": str(txt)}})
+    summary = _analyze_with_table(folder, tmp_path / "b", txt)
     table = summary["pulse_table"]
     assert table["format"] == "brainsight" and table["join"] == "navigation"
     assert table["rows"] == len(pulses) == table["rows_used"], table
