@@ -130,4 +130,9 @@ def test_bad_channels_rejections_and_stream_say_what_to_do():
     assert gaps.level == WARN and "lost" in gaps.advice
     slow = _light(session_quality(_snap(None), _status(rate_hz=SF * 0.85)), "stream")
     assert slow.level == BAD  # 15 % off nominal
+    late = _light(session_quality(_snap(None), _status(transport_latency_ms=120.0)), "stream")
+    assert late.level == WARN and "latency 120 ms" in late.value and "late" in late.advice
+    behind = _light(session_quality(_snap(None), _status(update_latency_ms_p99=7000.0)),
+                    "stream")
+    assert behind.level == BAD and "updates p99 7000 ms" in behind.value
     assert THRESHOLDS["rate_error_pct"] == (2.0, 10.0)

@@ -40,6 +40,10 @@ THRESHOLDS: dict[str, Any] = {
     "rejected_pct": (20.0, 50.0),
     # stream: |rate - nominal| in %
     "rate_error_pct": (2.0, 10.0),
+    # stream: transport latency (LSL time of arrival - time stamp of the newest sample), ms
+    "transport_latency_ms": (50.0, 500.0),
+    # stream: p99 from a block's arrival to the end of its processing (TEP updates), ms
+    "update_latency_ms": (1000.0, 5000.0),
     # epochs before the early-TEP and muscle lights judge (fewer: "wait")
     "min_trials": 10,
 }
@@ -159,15 +163,31 @@ def _stream_light(st, th) -> Light:
     err = (100.0 * abs(st.rate_hz - st.sfreq_hz) / st.sfreq_hz
            if st.sfreq_hz and math.isfinite(st.rate_hz) else math.nan)
     level = _level(err, *th["rate_error_pct"]) if math.isfinite(err) else WAIT
+    rate_level = level
     if st.n_gaps and level == OK:
         level = WARN
+    transport = getattr(st, "transport_latency_ms", math.nan)
+    update = getattr(st, "update_latency_ms_p99", math.nan)
+    lat_levels = [_level(transport, *th["transport_latency_ms"]),
+                  _level(update, *th["update_latency_ms"])]
+    order = [OK, WAIT, WARN, BAD]
+    worst_lat = max((x for x in lat_levels if x != WAIT), key=order.index, default=OK)
+    if order.index(worst_lat) > order.index(level) and level != WAIT:
+        level = worst_lat
     value = (f"{st.rate_hz:.0f} of {st.sfreq_hz:g} Hz, {st.n_gaps} gap(s)"
              if math.isfinite(st.rate_hz) else "measuring the rate")
+    if math.isfinite(transport):
+        value += f", latency {transport:.0f} ms"
+    if math.isfinite(update):
+        value += f", updates p99 {update:.0f} ms"
     advice = ""
     if st.n_gaps:
         advice = "samples were lost on the way (gaps): check the network and the amplifier's CPU"
-    elif level in (WARN, BAD):
+    elif rate_level in (WARN, BAD):
         advice = "the stream's rate is off its nominal rate: check the amplifier settings"
+    elif worst_lat in (WARN, BAD):
+        advice = ("data arrive late or are processed late: check the network, close other "
+                  "programs, or use fewer channels / a lower rate")
     return Light("stream", level, value, advice)
 
 
