@@ -4,9 +4,12 @@ The simulated amplifier sends 1-ms chunks on loopback LSL; ``tmseeg run``'s engi
 default stage and metric plug-in) reads it for ``--seconds``. Printed for each mode: the
 acquisition thread's work per block (median / p95 / p99: pull to the end of what that thread
 does), the time from a block's arrival to the end of its processing (update latency), the
-largest backlog, the samples not processed, and samples lost on the way.
+largest backlog, the samples not processed, samples lost on the way, the transport latency
+(arrival minus the newest sample's time stamp, sampled twice a second) and the resident memory
+after the first minute and at the end (issue #19 point 7: 128 ch / 20 kHz for 10 minutes).
 
     python benchmarks/bench_live.py [--channels 128] [--sfreq 5000] [--seconds 60]
+                                    [--modes worker,single]
 """
 from __future__ import annotations
 
@@ -27,6 +30,14 @@ from tmseeg.stream.inlet import LSLSource
 from tmseeg.stream.lslconfig import use_loopback_only
 
 
+def _rss_mb() -> float:
+    """Resident memory of this process (MB), from /proc."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    import os
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
 def run(channels: int, sfreq: float, seconds: float, worker: bool) -> dict:
     name = f"bench-live-{uuid.uuid4().hex[:6]}"
     amp = SimulatedAmplifier(SimConfig(n_channels=channels, sfreq=sfreq, seed=2), name=name,
@@ -38,9 +49,14 @@ def run(channels: int, sfreq: float, seconds: float, worker: bool) -> dict:
         engine = Engine.for_session(source, session, worker=worker)
         engine._latencies_ms = deque(maxlen=10 ** 7)  # every block, not the last 2000
         backlog = [0.0]
+        transport: list[float] = []
+        rss = {}
 
         def on_status(st):
             backlog[0] = max(backlog[0], st.backlog_s)
+            transport.append(st.transport_latency_ms)
+            if "first_min" not in rss and st.elapsed_s >= 60.0:
+                rss["first_min"] = _rss_mb()
 
         t0 = time.monotonic()
         engine.run(duration_s=seconds, status_every_s=0.5, on_status=on_status)
@@ -51,7 +67,10 @@ def run(channels: int, sfreq: float, seconds: float, worker: bool) -> dict:
         source.close()
     finally:
         amp.stop()
+    tr = np.array([x for x in transport if np.isfinite(x)])
     return {"acq": np.percentile(acq, [50, 95, 99, 100]), "n_blocks": acq.size,
+            "transport": np.percentile(tr, [50, 99, 100]) if tr.size else [np.nan] * 3,
+            "rss_first_min_mb": rss.get("first_min", np.nan), "rss_end_mb": _rss_mb(),
             "update": (st.update_latency_ms_p50, st.update_latency_ms_p99),
             "backlog_s": backlog[0], "skipped": st.n_skipped_samples, "gaps": st.n_gaps,
             "samples": st.n_samples, "pulses": len(session.pulses), "wall_s": wall}
@@ -62,12 +81,15 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=128)
     ap.add_argument("--sfreq", type=float, default=5000.0)
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--modes", default="worker,single",
+                    help="worker (the processing thread, as run/demo/monitor), single (all on "
+                    "the acquisition thread), comma-separated")
     a = ap.parse_args()
     use_loopback_only(force=True)
     logging.getLogger("tmseeg").setLevel(logging.ERROR)
     print(f"{a.channels} ch, {a.sfreq:g} Hz, 1-ms chunks, {a.seconds:g} s, every default stage "
           "and plug-in")
-    for worker in (True, False):
+    for worker in [m == "worker" for m in a.modes.split(",")]:
         r = run(a.channels, a.sfreq, a.seconds, worker)
         label = "processing thread" if worker else "all on the acquisition thread"
         print(f"{label:30s} acquisition per block median {r['acq'][0]:.3f} / p95 "
@@ -75,7 +97,10 @@ def main() -> None:
               f"({r['n_blocks']} blocks); "
               f"update latency p50 {r['update'][0]:.1f} / p99 {r['update'][1]:.1f} ms "
               f"(last 2000 blocks); largest backlog {r['backlog_s']:.2f} s; not processed "
-              f"{r['skipped']} samples; gaps {r['gaps']}; {r['pulses']} pulses")
+              f"{r['skipped']} samples; gaps {r['gaps']}; {r['pulses']} pulses; transport "
+              f"latency median {r['transport'][0]:.1f} / p99 {r['transport'][1]:.1f} / max "
+              f"{r['transport'][2]:.1f} ms; RSS {r['rss_first_min_mb']:.0f} MB after 1 min, "
+              f"{r['rss_end_mb']:.0f} MB at the end")
 
 
 if __name__ == "__main__":

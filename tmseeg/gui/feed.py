@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -99,12 +100,18 @@ class _FeedBase:
         :func:`tmseeg.gui.quality.line_noise_pct`; NaN until 2 s arrived."""
         from tmseeg.gui.quality import line_noise_pct
 
+        now = time.monotonic()
+        cached = getattr(self, "_line_noise", None)
+        if cached is not None and now - cached[0] < self.LINE_NOISE_S:
+            return cached[1]  # once per 2 s: an FFT of every channel is not free at 20 kHz
         n = int(self.LINE_NOISE_S * self.meta.sfreq)
         ring = self.ring
         if ring.n_written - ring.first_available < n:
             return math.nan, math.nan
         eeg = self.meta.picks("eeg")
-        return line_noise_pct(ring.latest(n)[eeg], self.meta.sfreq)
+        value = line_noise_pct(ring.latest(n)[eeg], self.meta.sfreq)
+        self._line_noise = (now, value)
+        return value
 
     def pulse_trial(self, pulse_index: int):
         """The single trial of a pulse for display: (times_ms, ROI trace µV, pulses.csv
