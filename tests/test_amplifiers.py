@@ -193,14 +193,21 @@ def write_neurone(folder: Path, phases, names, sfreq, start, gain_nv=1.0):
         f"<TableProtocol><SamplingFrequency>{sfreq:g}</SamplingFrequency>"
         f"<ActualSamplingFrequency>{sfreq:g}</ActualSamplingFrequency></TableProtocol>"
         f"{table}</DataSetProtocol>")
-    stamp = start.strftime("%Y-%m-%dT%H:%M:%S.0000000+02:00")
-    phase_xml = "".join(
-        f"<TableSessionPhase><Folder>C:\\NeurOne\\data\\sub-01\\{k + 1}</Folder>"
-        f"<StartDateTime>{stamp}</StartDateTime><StopDateTime>{stamp}</StopDateTime>"
-        f"</TableSessionPhase>" for k in range(len(phases)))
+    from datetime import timedelta
+
+    def stamp(t):
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+02:00"  # 7 digits, as NeurOne writes
+
+    phase_xml, t = "", start
+    for k, (data_uv, _) in enumerate(phases):
+        stop = t + timedelta(seconds=data_uv.shape[1] / sfreq)
+        phase_xml += (f"<TableSessionPhase><Folder>C:\\NeurOne\\data\\sub-01\\{k + 1}"
+                      f"</Folder><StartDateTime>{stamp(t)}</StartDateTime>"
+                      f"<StopDateTime>{stamp(stop)}</StopDateTime></TableSessionPhase>")
+        t = stop + timedelta(seconds=5.0)
     (folder / "Session.xml").write_text(
         f'<?xml version="1.0" standalone="yes"?><DataSetSession xmlns="{_SESSION_NS}">'
-        f"<TableSession><StartDateTime>{stamp}</StartDateTime></TableSession>"
+        f"<TableSession><StartDateTime>{stamp(start)}</StartDateTime></TableSession>"
         f"<TablePerson><PersonID>sub-01</PersonID></TablePerson>{phase_xml}"
         f"</DataSetSession>")
     for k, (data_uv, events) in enumerate(phases):
@@ -249,10 +256,20 @@ def test_neurone_session_folder_is_read_and_analysed(tmp_path):
 
 
 def test_a_broken_neurone_folder_is_named(tmp_path):
+    """A data file cut to whole samples but shorter than the session file says the phase
+    lasted is a warning (and analysed); one cut mid-value, or missing, is an error."""
     rec, _ = _session(seconds=3.0)
     folder = tmp_path / "s"
     write_neurone(folder, [(rec.data_uv, [])], rec.meta.ch_names, rec.meta.sfreq,
                   datetime(2026, 1, 5))
+    assert read_recording(folder).warnings == []
+    data = (folder / "1" / "1.bin").read_bytes()
+    frame = 4 * rec.meta.n_channels
+    (folder / "1" / "1.bin").write_bytes(data[:frame * (rec.n_samples // 3)])
+    short = read_recording(folder)
+    assert len(short.warnings) == 1 and "lasted 3.0 s but its data hold 1.0 s" in \
+        short.warnings[0], short.warnings
+    (folder / "1" / "1.bin").write_bytes(data)
     with open(folder / "1" / "1.bin", "ab") as f:
         f.write(b"\x00\x00")  # half a value: the copy was cut
     with pytest.raises(RecordingError, match=r"1\.bin.*not a whole number of samples"):

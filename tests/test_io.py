@@ -446,3 +446,45 @@ def test_xdf_markers_after_the_eeg_stream_stopped_are_counted(tmp_path):
     assert [e.sample for e in rec.events] == [250, 500]
     assert len(rec.warnings) == 1 and rec.warnings[0].startswith("2 marker(s) lie after")
     assert "'amp' stopped before the markers did" in rec.warnings[0]
+
+
+@pytest.mark.parametrize("fmt", ["edf", "bdf"])
+def test_a_truncated_edf_or_bdf_says_how_much_of_its_header_is_missing(tmp_path, fmt):
+    """An EDF/BDF file cut short (copied before the recording was closed): MNE reads what is
+    there and says nothing, EDF+ annotations in the missing records are gone with them; the
+    header's record count against the records the file holds is named (summary.json too),
+    and what is there is analysed."""
+    from tmseeg.report.analyze import analyze_file
+    from tmseeg.sim.accuracy import simulated_recording
+    from tmseeg.sim.model import SimConfig
+
+    rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=2048.0 if fmt == "bdf"
+                                               else 1000.0, seed=6, muscle_artifact=False),
+                                     20.0, None)
+    eeg = [i for i, t in enumerate(rec.meta.ch_types) if t == "eeg"]
+    path = tmp_path / f"cut.{fmt}"
+    if fmt == "bdf":
+        status = np.zeros(rec.n_samples, dtype=np.int64)
+        for p in truth.pulses:
+            status[p.sample:p.sample + 20] |= 1
+        write_biosemi_bdf(path, rec.data_uv[eeg], [rec.meta.ch_names[i] for i in eeg],
+                          rec.meta.sfreq, status)
+    else:
+        raw = rec.to_raw().pick(eeg)
+        raw.set_annotations(mne.Annotations([p.sample / rec.meta.sfreq for p in truth.pulses],
+                                            0.0, "TMS"))
+        mne.export.export_raw(path, raw, overwrite=True, verbose="error")
+    whole = read_recording(path)
+    assert whole.warnings == []
+    n_records = int(whole.duration_s)  # 1-s records
+    data = path.read_bytes()
+    header = int(data[184:192].decode().strip())
+    record = (len(data) - header) // n_records
+    path.write_bytes(data[:header + 9 * record + record // 2])  # 9 records and a half
+    got = read_recording(path)
+    said = [w for w in got.warnings if "truncated" in w]
+    assert len(said) == 1 and f"declares {n_records} data records" in said[0], got.warnings
+    assert "holds 9 (9.0 s)" in said[0] and got.duration_s <= 9.0
+    summary = analyze_file(path, tmp_path / "out", progress=False, report=False)
+    assert any("declares" in w for w in summary["warnings"])
+    assert 1 <= summary["n_pulses"] <= sum(p.sample < got.n_samples for p in truth.pulses)

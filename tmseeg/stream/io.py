@@ -316,8 +316,41 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
             f"Hint: {hint}."
         ) from exc
     # EGI: each event code is also a stim channel; the annotations already hold them
-    return _from_raw(raw, pattern, path, _markers_after_end(raw, fmt, path),
-                     stim_events=fmt != "egi")
+    rec = _from_raw(raw, pattern, path, _markers_after_end(raw, fmt, path),
+                    stim_events=fmt != "egi")
+    if fmt in ("edf", "bdf"):
+        short = _edf_truncation(path, fmt)
+        if short:
+            log.warning("%s: %s", path.name, short)
+            rec.warnings.append(short)
+    return rec
+
+
+def _edf_truncation(path: Path, fmt: str) -> str:
+    """The warning for an EDF/BDF file that holds fewer data records than its header
+    declares (MNE reads what is there and says nothing; EDF+ annotations in the missing
+    records are lost with them), else ""."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+            n_signals = int(head[252:256].decode("ascii").strip())
+            f.seek(256 + n_signals * 216)
+            per_record = [int(f.read(8).decode("ascii").strip() or 0) for _ in range(n_signals)]
+        header_bytes = int(head[184:192].decode("ascii").strip())
+        declared = int(head[236:244].decode("ascii").strip())
+        record_s = float(head[244:252].decode("ascii").strip())
+    except (OSError, ValueError):
+        return ""
+    record_bytes = sum(per_record) * (3 if fmt == "bdf" else 2)
+    if declared <= 0 or record_bytes <= 0:
+        return ""
+    found = (path.stat().st_size - header_bytes) // record_bytes
+    if found >= declared:
+        return ""
+    return (f"the header declares {declared} data records ({declared * record_s:.1f} s) but "
+            f"the file holds {found} ({found * record_s:.1f} s): it is truncated (copied or "
+            "exported before the recording was closed?); markers in the missing part are lost "
+            "with it; what is there is analysed")
 
 
 def _read_neurone(path: Path, pattern: re.Pattern) -> Recording:
@@ -337,10 +370,12 @@ def _read_neurone(path: Path, pattern: re.Pattern) -> Recording:
         date = (date.replace(tzinfo=timezone.utc) if date.tzinfo is None
                 else date.astimezone(timezone.utc))
     folder = path if path.is_dir() else path.parent
+    for text in session.warnings:
+        log.warning("%s: %s", folder.name, text)
     return Recording(data_uv=session.data_uv,
                      meta=StreamMeta(ch_names=tuple(names), sfreq=session.sfreq,
                                      ch_types=tuple(types), name=folder.name),
-                     events=events, meas_date=date, path=path)
+                     events=events, meas_date=date, path=path, warnings=list(session.warnings))
 
 
 def _past_end_warning(past_end: Sequence[tuple[str, float]], end_s: float, cause: str) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import struct
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -67,6 +67,9 @@ class NeurOneSession:
     gaps : list of int
         Samples where a later phase begins.
     meas_date : datetime or None
+    warnings : list of str
+        What reading found wrong but could read around (a phase shorter than the session
+        file says).
     """
 
     data_uv: np.ndarray
@@ -75,6 +78,7 @@ class NeurOneSession:
     events: list[tuple[int, str]]
     gaps: list[int]
     meas_date: datetime | None
+    warnings: list[str] = field(default_factory=list)
 
 
 def session_folder(path: Path) -> Path | None:
@@ -154,23 +158,33 @@ def _channels(protocol: Path) -> tuple[list[str], np.ndarray, np.ndarray, float]
     return [r[1] for r in rows], np.array(gains), np.array(offsets), rate
 
 
-def _phases(session: Path) -> tuple[list[str], datetime | None]:
+def _phases(session: Path) -> tuple[list[str], datetime | None, dict[str, float]]:
+    """Phase folders, the session's start, and each phase's recorded length (s) when the
+    session file gives its start and stop."""
     try:
         root = ET.parse(session).getroot()
     except (ET.ParseError, OSError) as exc:
         raise NeurOneError(f"{session}: not readable XML ({exc})") from exc
     folders = []
+    lengths: dict[str, float] = {}
     for node in root.findall(f"{_NS_SESSION}TableSessionPhase"):
         folder = node.find(f"{_NS_SESSION}Folder")
         if folder is not None and folder.text:
-            folders.append(folder.text.replace("\\", "/").rstrip("/").split("/")[-1])
+            name = folder.text.replace("\\", "/").rstrip("/").split("/")[-1]
+            folders.append(name)
+            times = [node.find(f"{_NS_SESSION}{tag}") for tag in ("StartDateTime",
+                                                                 "StopDateTime")]
+            if all(t is not None and t.text for t in times):
+                t0, t1 = (_parse_time(t.text) for t in times)
+                if t0 is not None and t1 is not None and t1 > t0:
+                    lengths[name] = (t1 - t0).total_seconds()
     start = None
     table = root.find(f"{_NS_SESSION}TableSession")
     if table is not None:
         node = table.find(f"{_NS_SESSION}StartDateTime")
         if node is not None and node.text:
             start = _parse_time(node.text.strip())
-    return folders, start
+    return folders, start, lengths
 
 
 def _phase_samples(folder: Path, n_channels: int) -> np.ndarray:
@@ -226,16 +240,23 @@ def read_neurone(path: Path) -> NeurOneSession:
         raise NeurOneError(f"{path}: not a NeurOne session folder (it holds Protocol.xml, "
                            "Session.xml and one folder per phase: 1/, 2/ ...)")
     names, gain, offset, rate = _channels(folder / "Protocol.xml")
-    phases, start = _phases(folder / "Session.xml")
+    phases, start, lengths = _phases(folder / "Session.xml")
     if not phases:  # a session file without phases: take the numbered folders present
         phases = sorted((p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
                         key=int)
     if not phases:
         raise NeurOneError(f"{folder}: no recorded phase (no folder 1/ with 1.bin)")
     blocks, events, gaps, n = [], [], [], 0
+    warnings: list[str] = []
     for phase in phases:
         sub = folder / phase
         samples = _phase_samples(sub, len(names))
+        expected_s = lengths.get(phase, 0.0)
+        if expected_s - len(samples) / rate > 1.0:  # NeurOne's times: better than a second
+            warnings.append(f"phase {phase}: the session file says it lasted "
+                            f"{expected_s:.1f} s but its data hold {len(samples) / rate:.1f} s: "
+                            "the data file is truncated (copied before the recording was "
+                            "closed?); what is there is analysed")
         if n:
             gaps.append(n)
         events += [(n + s, label) for s, label in _phase_events(sub) if 0 <= s < len(samples)]
@@ -244,4 +265,4 @@ def read_neurone(path: Path) -> NeurOneSession:
     counts = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     data_uv = (counts.T.astype(np.float64) * gain[:, None] + offset[:, None]) * 1e-3
     return NeurOneSession(data_uv=np.ascontiguousarray(data_uv), ch_names=names, sfreq=rate,
-                          events=events, gaps=gaps, meas_date=start)
+                          events=events, gaps=gaps, meas_date=start, warnings=warnings)
