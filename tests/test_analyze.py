@@ -22,6 +22,32 @@ from tmseeg.stream.block import EVENT_MARKER, Event
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "tmseeg_sample.vhdr"
 
 
+def test_an_out_folder_that_cannot_take_the_outputs_is_named_before_any_work(tmp_path,
+                                                                           filling_disk):
+    """``--out`` under a file, and on a full disk (a real tmpfs where the machine allows):
+    refused at once (no analysis run first, no traceback) with the folder, the cause and the
+    option to change."""
+    import time
+
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("a file where the output folder should be")
+    cases = [(blocker / "run1", "Not a directory")]
+    disk = filling_disk(256 * 1024)
+    if disk.mounted:  # root: a real 256 kB filesystem, filled to 16 kB of room
+        (disk.path / "ballast").write_bytes(bytes(240 * 1024))
+        cases.append((disk.path / "run1", "No space left"))
+    for out, cause in cases:
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "tmseeg.cli", "analyze", str(SAMPLE),
+                               "--out", str(out), "--no-progress"], capture_output=True,
+                              text=True, timeout=120)
+        took = time.monotonic() - t0
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+        assert f"cannot write the outputs to {out}" in proc.stderr and "--out" in proc.stderr
+        assert cause in proc.stderr, proc.stderr[-800:]
+        assert took < 15.0  # refused before the analysis (which takes longer), not after it
+
+
 def test_cli_analyze_sample_data_writes_every_output(tmp_path):
     out = tmp_path / "res"
     proc = subprocess.run([sys.executable, "-m", "tmseeg.cli", "analyze", str(SAMPLE), "--out",
