@@ -488,3 +488,32 @@ def test_a_truncated_edf_or_bdf_says_how_much_of_its_header_is_missing(tmp_path,
     summary = analyze_file(path, tmp_path / "out", progress=False, report=False)
     assert any("declares" in w for w in summary["warnings"])
     assert 1 <= summary["n_pulses"] <= sum(p.sample < got.n_samples for p in truth.pulses)
+
+
+def test_a_fif_cut_short_is_read_as_far_as_it_goes(tmp_path):
+    """A FIF file copied before it was closed ends inside a data buffer: MNE cannot read it
+    at all; tmseeg closes what is complete and analyses it, with one warning naming it."""
+    from tmseeg.report.analyze import analyze_file
+    from tmseeg.sim.accuracy import simulated_recording
+    from tmseeg.sim.model import SimConfig
+
+    rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=1000.0, seed=6,
+                                               muscle_artifact=False), 20.0, "TMS")
+    path = tmp_path / "cut_raw.fif"
+    rec.to_raw().save(path, buffer_size_sec=1.0, verbose="error")
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * 0.55)])
+    with pytest.raises(Exception):
+        mne.io.read_raw_fif(path, preload=True, verbose="error")
+    got = read_recording(path)
+    said = [w for w in got.warnings if "cut short" in w]
+    assert len(said) == 1 and "what is there is analysed" in said[0]
+    assert 8.0 <= got.duration_s <= 11.5
+    np.testing.assert_allclose(got.data_uv, rec.data_uv[:, :got.n_samples], atol=1e-3)
+    summary = analyze_file(path, tmp_path / "out", progress=False, report=False)
+    assert any("cut short" in w for w in summary["warnings"])
+    assert summary["n_pulses"] >= sum(p.sample < got.n_samples for p in truth.pulses) - 1
+    bad = tmp_path / "garbage_raw.fif"
+    bad.write_bytes(b"not a fif file at all" * 10)
+    with pytest.raises(RecordingError, match="cannot read it as FIF"):
+        read_recording(bad)

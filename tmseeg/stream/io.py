@@ -296,10 +296,16 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
         "eeglab": mne.io.read_raw_eeglab,
         "egi": mne.io.read_raw_egi,
     }[fmt]
+    salvaged = ""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            raw = reader(path, preload=True, verbose="error")
+            try:
+                raw = reader(path, preload=True, verbose="error")
+            except Exception:
+                if fmt != "fif":
+                    raise
+                raw, salvaged = _read_truncated_fif(path, reader)
     except Exception as exc:  # MNE raises many types; all mean "this file is not readable"
         hint = {
             "brainvision": "check that the .vmrk and .eeg files named in the header sit "
@@ -318,12 +324,60 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
     # EGI: each event code is also a stim channel; the annotations already hold them
     rec = _from_raw(raw, pattern, path, _markers_after_end(raw, fmt, path),
                     stim_events=fmt != "egi")
+    if salvaged:
+        log.warning("%s: %s", path.name, salvaged)
+        rec.warnings.append(salvaged)
     if fmt in ("edf", "bdf"):
         short = _edf_truncation(path, fmt)
         if short:
             log.warning("%s: %s", path.name, short)
             rec.warnings.append(short)
     return rec
+
+
+#: FIF tag kinds used to close a file cut short (see :func:`_read_truncated_fif`)
+_FIFF_DIR_POINTER, _FIFF_BLOCK_START, _FIFF_BLOCK_END, _FIFF_DATA_BUFFER = 101, 104, 105, 300
+
+
+def _read_truncated_fif(path: Path, reader):
+    """A FIF file cut short (copied before it was closed): its complete tags, the blocks left
+    open closed, read by MNE from a temporary copy; (raw, warning). Raises when the file is
+    not a FIF cut short (the caller reports the original error)."""
+    import struct
+    import tempfile
+
+    data = path.read_bytes()
+    pos, stack, ok, ok_stack, n_buffers, n_ok_buffers = 0, [], 0, [], 0, 0
+    while pos + 16 <= len(data):
+        kind, _type, size, _next = struct.unpack(">iiii", data[pos:pos + 16])
+        end = pos + 16 + size
+        if size < 0 or end > len(data):
+            break
+        if kind == _FIFF_BLOCK_START and size >= 4:
+            stack.append(struct.unpack(">i", data[pos + 16:pos + 20])[0])
+        elif kind == _FIFF_BLOCK_END and stack:
+            stack.pop()
+        elif kind == _FIFF_DATA_BUFFER:
+            n_buffers += 1
+        pos = end
+        ok, ok_stack, n_ok_buffers = pos, list(stack), n_buffers
+    if ok == len(data) or not n_ok_buffers:
+        raise ValueError("not a FIF file cut short")
+    head = bytearray(data[:ok])
+    # the directory the file points to lies in the part that is missing: scan the tags instead
+    first = struct.unpack(">iiii", head[16 + 20:16 + 20 + 16]) if len(head) >= 56 else None
+    if first is not None and first[0] == _FIFF_DIR_POINTER:
+        head[52:56] = struct.pack(">i", -1)
+    for block in reversed(ok_stack):
+        head += struct.pack(">iiiii", _FIFF_BLOCK_END, 3, 4, 0, block)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "salvaged_raw.fif"
+        copy.write_bytes(bytes(head))
+        raw = reader(copy, preload=True, verbose="error")
+    missing = len(data) - ok
+    return raw, (f"the file is cut short ({missing} bytes of an unfinished tag at its end, "
+                 f"{n_ok_buffers} complete data buffers, {raw.n_times / raw.info['sfreq']:.1f} s"
+                 "): it was copied before it was closed?; what is there is analysed")
 
 
 def _edf_truncation(path: Path, fmt: str) -> str:
