@@ -433,9 +433,10 @@ def test_a_truncated_brainvision_file_is_named_and_what_is_there_is_analysed(tmp
     eeg = tmp_path / "cut.eeg"
     frame = eeg.stat().st_size // rec.n_samples  # bytes per multiplexed sample
     half = rec.n_samples // 2
-    eeg.write_bytes(eeg.read_bytes()[:half * frame])
+    eeg.write_bytes(eeg.read_bytes()[:half * frame + frame // 3])  # and a third of a sample
     summary = analyze_file(tmp_path / "cut.vhdr", tmp_path / "out", progress=False,
                            report=False)
+    assert any("ends inside a sample" in w for w in summary["warnings"]), summary["warnings"]
     n_after = sum(p.sample >= half for p in truth.pulses)
     assert n_after >= 2
     said = [w for w in summary["warnings"] if "after the last sample" in w]

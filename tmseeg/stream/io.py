@@ -327,12 +327,33 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
     if salvaged:
         log.warning("%s: %s", path.name, salvaged)
         rec.warnings.append(salvaged)
-    if fmt in ("edf", "bdf"):
-        short = _edf_truncation(path, fmt)
-        if short:
-            log.warning("%s: %s", path.name, short)
-            rec.warnings.append(short)
+    short = (_edf_truncation(path, fmt) if fmt in ("edf", "bdf")
+             else _brainvision_partial_sample(path) if fmt == "brainvision" else "")
+    if short:
+        log.warning("%s: %s", path.name, short)
+        rec.warnings.append(short)
     return rec
+
+
+def _brainvision_partial_sample(path: Path) -> str:
+    """The warning for a BrainVision data file that ends inside a sample (cut while being
+    copied or written; its header states no length, so this and markers after the end are
+    what shows a cut), else ""."""
+    try:
+        text = path.read_text(encoding="latin-1")
+        n_ch = int(re.search(r"^NumberOfChannels=(\d+)", text, re.MULTILINE).group(1))
+        fmt = re.search(r"^BinaryFormat=(\w+)", text, re.MULTILINE).group(1).upper()
+        found = re.search(r"^DataFile=(.+?)\s*$", text, re.MULTILINE)
+        eeg = path.parent / found.group(1) if found else path.with_suffix(".eeg")
+        size = eeg.stat().st_size
+    except (AttributeError, OSError, ValueError):
+        return ""
+    frame = n_ch * {"INT_16": 2, "UINT_16": 2, "INT_32": 4, "IEEE_FLOAT_32": 4}.get(fmt, 0)
+    if not frame or size % frame == 0:
+        return ""
+    return (f"the data file {eeg.name} ends inside a sample ({size % frame} bytes of "
+            f"{frame}): it was cut while being copied or written; the whole samples before "
+            "the cut are analysed")
 
 
 #: FIF tag kinds used to close a file cut short (see :func:`_read_truncated_fif`)
