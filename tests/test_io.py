@@ -517,3 +517,36 @@ def test_a_fif_cut_short_is_read_as_far_as_it_goes(tmp_path):
     bad.write_bytes(b"not a fif file at all" * 10)
     with pytest.raises(RecordingError, match="cannot read it as FIF"):
         read_recording(bad)
+
+
+def test_an_eeglab_fdt_cut_short_is_read_as_far_as_it_goes(tmp_path):
+    """EEGLAB with a separate .fdt (as EEGLAB saves large sets): an .fdt holding fewer
+    samples than the .set declares is read as far as it goes, with both lengths named."""
+    import scipy.io
+
+    from tmseeg.report.analyze import analyze_file
+    from tmseeg.sim.accuracy import simulated_recording
+    from tmseeg.sim.model import SimConfig
+
+    rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=1000.0, seed=6,
+                                               muscle_artifact=False), 20.0, "TMS")
+    eeg = [i for i, t in enumerate(rec.meta.ch_types) if t == "eeg"]
+    path = tmp_path / "sub.set"
+    mne.export.export_raw(path, rec.to_raw().pick(eeg), overwrite=True, verbose="error")
+    mat = scipy.io.loadmat(path, squeeze_me=False, appendmat=False)
+    mat["data"].astype("<f4").T.tofile(tmp_path / "sub.fdt")  # sample after sample
+    mat["data"] = np.array(["sub.fdt"])
+    scipy.io.savemat(path, {k: v for k, v in mat.items() if not k.startswith("__")},
+                     appendmat=False)
+    whole = read_recording(path)
+    assert whole.warnings == [] and whole.n_samples == rec.n_samples
+    fdt = tmp_path / "sub.fdt"
+    frame = 4 * len(eeg)
+    fdt.write_bytes(fdt.read_bytes()[:frame * 9000 + 7])
+    got = read_recording(path)
+    assert got.n_samples == 9000
+    np.testing.assert_allclose(got.data_uv, rec.data_uv[eeg, :9000], atol=1e-3)
+    assert len(got.warnings) == 1 and "declares 20000 samples (20.0 s) but sub.fdt holds " \
+        "9000 (9.0 s)" in got.warnings[0]
+    summary = analyze_file(path, tmp_path / "out", progress=False, report=False)
+    assert any("sub.fdt holds 9000" in w for w in summary["warnings"])

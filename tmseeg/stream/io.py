@@ -301,7 +301,10 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                raw = reader(path, preload=True, verbose="error")
+                if fmt == "eeglab":
+                    raw, salvaged = _read_eeglab(path, reader)
+                else:
+                    raw = reader(path, preload=True, verbose="error")
             except Exception:
                 if fmt != "fif":
                     raise
@@ -354,6 +357,33 @@ def _brainvision_partial_sample(path: Path) -> str:
     return (f"the data file {eeg.name} ends inside a sample ({size % frame} bytes of "
             f"{frame}): it was cut while being copied or written; the whole samples before "
             "the cut are analysed")
+
+
+def _read_eeglab(path: Path, reader):
+    """An EEGLAB recording, (raw, warning): a separate ``.fdt`` data file holding fewer
+    samples than the ``.set`` header declares (copied before it was written out) is read as
+    far as it goes, with the expected and the found length in the warning."""
+    raw = reader(path, preload=False, verbose="error")
+    files = getattr(raw, "filenames", None) or []
+    data_file = Path(files[0]) if files and files[0] else None
+    if data_file is None or data_file.suffix.lower() != ".fdt" or not data_file.is_file():
+        raw.load_data(verbose="error")
+        return raw, ""
+    n_ch = len(raw.ch_names)
+    found = data_file.stat().st_size // (4 * n_ch)  # float32, multiplexed
+    if found >= raw.n_times:
+        raw.load_data(verbose="error")
+        return raw, ""
+    if found < 1:
+        raise ValueError(f"{data_file.name} holds no whole sample")
+    sfreq = raw.info["sfreq"]
+    declared = raw.n_times
+    raw.crop(tmax=(found - 1) / sfreq, include_tmax=True, verbose="error")
+    raw.load_data(verbose="error")
+    return raw, (f"the .set header declares {declared} samples ({declared / sfreq:.1f} s) but "
+                 f"{data_file.name} holds {found} ({found / sfreq:.1f} s): it is truncated "
+                 "(copied before it was written out?); markers in the missing part are lost "
+                 "with it; what is there is analysed")
 
 
 #: FIF tag kinds used to close a file cut short (see :func:`_read_truncated_fif`)
