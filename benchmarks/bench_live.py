@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 import uuid
 from collections import deque
@@ -34,7 +35,6 @@ def _rss_mb() -> float:
     """Resident memory of this process (MB), from /proc."""
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
-    import os
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 

@@ -20,6 +20,7 @@ silence.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sys
@@ -254,11 +255,10 @@ class Engine:
             another thread).
         max_backlog_s : float
         """
+        guard = lock if lock is not None else contextlib.nullcontext()
+
         def on_processed(block: Block) -> None:
-            if lock is None:
-                session.after_stages(block, block.received_s)
-                return
-            with lock:
+            with guard:
                 session.after_stages(block, block.received_s)
 
         engine = cls(source, stages=session.chain, sinks=sinks, buffer_s=buffer_s,

@@ -86,6 +86,7 @@ class _FeedBase:
         self.error: BaseException | None = None
         self._status: EngineStatus | None = None
         self._thread: threading.Thread | None = None
+        self._line_noise: tuple[float, tuple[float, float]] | None = None  # (when, value)
 
     @property
     def ring(self) -> RingBuffer:
@@ -101,9 +102,8 @@ class _FeedBase:
         from tmseeg.gui.quality import line_noise_pct
 
         now = time.monotonic()
-        cached = getattr(self, "_line_noise", None)
-        if cached is not None and now - cached[0] < self.LINE_NOISE_S:
-            return cached[1]  # once per 2 s: an FFT of every channel is not free at 20 kHz
+        if self._line_noise is not None and now - self._line_noise[0] < self.LINE_NOISE_S:
+            return self._line_noise[1]  # once per 2 s: an FFT of every channel is not free at 20 kHz
         n = int(self.LINE_NOISE_S * self.meta.sfreq)
         ring = self.ring
         if ring.n_written - ring.first_available < n:

@@ -18,6 +18,7 @@ Values that read as numbers are numbers; everything else stays text.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import re
@@ -31,8 +32,8 @@ from tmseeg.stream.block import EVENT_INFO, Block, Event
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PULSE_INFO", "pulse_info", "pattern_fields", "info_value", "PulseTable",
-           "PulseInfoJoin",
+__all__ = ["PULSE_INFO", "INFO_LABEL", "pulse_info", "pulse_info_message", "info_event",
+           "pattern_fields", "info_value", "PulseTable", "PulseInfoJoin",
            "PulseTableError"]
 
 #: key of ``Event.extra`` holding the pulse's metadata
@@ -59,6 +60,32 @@ def info_value(text: Any) -> Any:
         return float(s)
     except ValueError:
         return s
+
+
+#: label of the ``"info"`` events (per-pulse metadata sent apart from the pulse); a
+#: recording keeps them as BrainVision markers of this type, a replay as a stream of this type
+INFO_LABEL = "PulseInfo"
+
+
+def pulse_info_message(text: str) -> dict[str, Any] | None:
+    """The metadata in one message of a pulse-info stream (a JSON object; its ``label`` or
+    ``event`` key, if any, is not metadata), or None when it is not one."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    return {k: info_value(v) for k, v in payload.items()
+            if k not in ("label", "event") and isinstance(v, (str, int, float))
+            and not isinstance(v, bool)}
+
+
+def info_event(sample: int, info: Mapping[str, Any], time_s: float = math.nan) -> Event:
+    """The ``"info"`` event of one pulse-info message (joined to a pulse by
+    :class:`PulseInfoJoin`)."""
+    return Event(sample=sample, label=INFO_LABEL, kind=EVENT_INFO, time_s=time_s,
+                 extra=with_info({}, info))
 
 
 def pulse_info(event: Event) -> dict[str, Any]:

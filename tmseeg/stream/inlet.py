@@ -19,6 +19,7 @@ The pieces, each usable alone:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -31,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tmseeg.pipeline.channels import tidy_meta
-from tmseeg.pipeline.pulseinfo import PULSE_INFO, info_value, with_info
-from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_MARKER, Block, Event, StreamMeta
+from tmseeg.pipeline.pulseinfo import info_event, pulse_info_message, with_info
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, Block, Event, StreamMeta
 
 log = logging.getLogger(__name__)
 
@@ -722,25 +723,6 @@ class MarkerInlet:
         self._inlet.close_stream()
 
 
-#: label of the ``"info"`` events (per-pulse metadata sent apart from the pulse); a
-#: recording keeps them as BrainVision markers of this type
-INFO_LABEL = "PulseInfo"
-
-
-def pulse_info_message(text: str) -> dict | None:
-    """The metadata in one message of a pulse-info stream (a JSON object; its ``label`` or
-    ``event`` key, if any, is not metadata), or None when it is not one."""
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    return {k: info_value(v) for k, v in payload.items()
-            if k not in ("label", "event") and isinstance(v, (str, int, float))
-            and not isinstance(v, bool)}
-
-
 def parse_marker(label: str) -> tuple[str, dict]:
     """Split a marker string into its label and extra fields (JSON markers carry both)."""
     text = label.strip()
@@ -786,7 +768,7 @@ class LSLSource:
         self.infos = infos
         self.meta = eeg.meta
         self.max_marker_wait_s = max_marker_wait_s
-        self._pending: list[tuple[str, float, dict]] = []
+        self._pending: list[Event] = []  # time-stamped, waiting for their EEG sample
         self.n_bad_infos = 0
 
     @classmethod
@@ -848,7 +830,8 @@ class LSLSource:
         if self.markers is not None:
             for label, t in self.markers.pull():
                 text, extra = parse_marker(label)
-                self._pending.append((text, t, extra))
+                self._pending.append(Event(sample=-1, label=text, kind=EVENT_MARKER, time_s=t,
+                                           extra=extra))
         if self.infos is not None:
             for label, t in self.infos.pull():
                 info = pulse_info_message(label)
@@ -859,23 +842,20 @@ class LSLSource:
                                     "of pulse metadata ({\"intensity_pct\": 55, ...}); such "
                                     "messages are ignored", self.infos.name, label[:80])
                     continue
-                self._pending.append((INFO_LABEL, t, with_info({}, info)))
+                self._pending.append(info_event(-1, info, t))
         got = self.eeg.pull()
         if got is None:
             return None
         samples, ts, gaps = got
         first = self.eeg.next_sample - samples.shape[0]
         events: list[Event] = list(gaps)
-        still: list[tuple[str, float, dict]] = []
-        for text, t, extra in self._pending:
-            sample = self.eeg.clock.sample_of(t)
-            if sample < self.eeg.next_sample or t - ts[-1] > self.max_marker_wait_s:
-                kind = EVENT_INFO if text == INFO_LABEL and PULSE_INFO in extra \
-                    else EVENT_MARKER
-                events.append(Event(sample=sample, label=text, kind=kind, time_s=t,
-                                    extra=extra))
+        still: list[Event] = []
+        for ev in self._pending:  # markers and info messages, their sample still to find
+            sample = self.eeg.clock.sample_of(ev.time_s)
+            if sample < self.eeg.next_sample or ev.time_s - ts[-1] > self.max_marker_wait_s:
+                events.append(dataclasses.replace(ev, sample=sample))
             else:
-                still.append((text, t, extra))
+                still.append(ev)
         self._pending = still
         events.sort(key=lambda e: e.sample)
         return Block(data=np.ascontiguousarray(samples.T), first_sample=first, timestamps=ts,

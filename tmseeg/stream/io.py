@@ -41,9 +41,9 @@ from typing import Sequence
 import numpy as np
 
 from tmseeg.pipeline.channels import tidy_meta
-from tmseeg.pipeline.pulseinfo import with_info
-from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
-from tmseeg.stream.inlet import INFO_LABEL, UNIT_SCALE_TO_UV, parse_marker, pulse_info_message
+from tmseeg.pipeline.pulseinfo import INFO_LABEL, info_event, pulse_info_message
+from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
+from tmseeg.stream.inlet import UNIT_SCALE_TO_UV, parse_marker
 
 log = logging.getLogger(__name__)
 
@@ -296,19 +296,12 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
         "eeglab": mne.io.read_raw_eeglab,
         "egi": mne.io.read_raw_egi,
     }[fmt]
-    salvaged = ""
+    # each loader gives (raw, what reading found wrong but read around, or "")
+    load = {"eeglab": _read_eeglab, "fif": _read_fif}.get(fmt, _read_whole)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                if fmt == "eeglab":
-                    raw, salvaged = _read_eeglab(path, reader)
-                else:
-                    raw = reader(path, preload=True, verbose="error")
-            except Exception:
-                if fmt != "fif":
-                    raise
-                raw, salvaged = _read_truncated_fif(path, reader)
+            raw, salvaged = load(path, reader)
     except Exception as exc:  # MNE raises many types; all mean "this file is not readable"
         hint = {
             "brainvision": "check that the .vmrk and .eeg files named in the header sit "
@@ -359,6 +352,23 @@ def _brainvision_partial_sample(path: Path) -> str:
             "the cut are analysed")
 
 
+def _read_whole(path: Path, reader):
+    """A file MNE reads whole, (raw, "")."""
+    return reader(path, preload=True, verbose="error"), ""
+
+
+def _read_fif(path: Path, reader):
+    """A FIF file, (raw, warning): one cut short is read as far as it goes
+    (:func:`_read_truncated_fif`); any other failure is MNE's own error."""
+    try:
+        return _read_whole(path, reader)
+    except Exception as original:
+        try:
+            return _read_truncated_fif(path, reader)
+        except Exception:
+            raise original from None
+
+
 def _read_eeglab(path: Path, reader):
     """An EEGLAB recording, (raw, warning): a separate ``.fdt`` data file holding fewer
     samples than the ``.set`` header declares (copied before it was written out) is read as
@@ -393,7 +403,7 @@ _FIFF_DIR_POINTER, _FIFF_BLOCK_START, _FIFF_BLOCK_END, _FIFF_DATA_BUFFER = 101, 
 def _read_truncated_fif(path: Path, reader):
     """A FIF file cut short (copied before it was closed): its complete tags, the blocks left
     open closed, read by MNE from a temporary copy; (raw, warning). Raises when the file is
-    not a FIF cut short (the caller reports the original error)."""
+    not a FIF cut short."""
     import struct
     import tempfile
 
@@ -618,8 +628,7 @@ def _annotation_event(sample: int, desc: str, pattern: re.Pattern, duration: int
         info = pulse_info_message(text)
         if info is None:
             return Event(sample=sample, label=desc, kind=EVENT_MARKER)
-        return Event(sample=sample, label=INFO_LABEL, kind=EVENT_INFO,
-                     extra=with_info({}, info))
+        return info_event(sample, info)
     label, extra = parse_marker(text)
     event = _make_event(sample, f"{mtype}/{label}" if text is rest else label, pattern,
                         duration)
@@ -764,8 +773,7 @@ def _read_xdf(path: Path, pattern: re.Pattern, stream_name: str | None) -> Recor
             if info(s, "type").lower() == INFO_LABEL.lower():  # a pulse-info stream
                 found_info = pulse_info_message(str(label))
                 if found_info is not None:
-                    events.append(Event(sample=int(sample), label=INFO_LABEL, kind=EVENT_INFO,
-                                        time_s=float(t), extra=with_info({}, found_info)))
+                    events.append(info_event(int(sample), found_info, float(t)))
                 continue
             text, extra = parse_marker(str(label))  # JSON markers carry pulse metadata
             event = _make_event(int(sample), text, pattern, 0, time_s=float(t))

@@ -49,9 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tmseeg.pipeline.pulseinfo import pulse_info
+from tmseeg.pipeline.pulseinfo import INFO_LABEL, pulse_info
 from tmseeg.stream.block import EVENT_INFO, EVENT_PULSE
-from tmseeg.stream.inlet import INFO_LABEL
 from tmseeg.stream.io import (
     DEFAULT_PULSE_PATTERN,
     VOLTAGE_TYPES,
