@@ -18,7 +18,6 @@ import logging
 import os
 import time
 import uuid
-from collections import deque
 
 import numpy as np
 
@@ -38,6 +37,25 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+class _Latencies:
+    """The engine's per-block latency record (it calls ``append``), in a preallocated array."""
+
+    def __init__(self, capacity: int) -> None:
+        self._ms = np.ones(capacity)  # ones, not empty: its pages are resident from the start
+        self._n = 0
+
+    def append(self, value_ms: float) -> None:
+        if self._n < self._ms.size:
+            self._ms[self._n] = value_ms
+            self._n += 1
+
+    def __iter__(self):  # the engine's status: the last 2000 blocks, as its own record
+        return iter(self._ms[max(0, self._n - 2000):self._n])
+
+    def values(self) -> np.ndarray:
+        return self._ms[:self._n].copy()
+
+
 def run(channels: int, sfreq: float, seconds: float, worker: bool) -> dict:
     name = f"bench-live-{uuid.uuid4().hex[:6]}"
     amp = SimulatedAmplifier(SimConfig(n_channels=channels, sfreq=sfreq, seed=2), name=name,
@@ -47,30 +65,34 @@ def run(channels: int, sfreq: float, seconds: float, worker: bool) -> dict:
         source = LSLSource.resolve(name=name, timeout_s=10)
         session = TEPSession(load_config(), source.meta)
         engine = Engine.for_session(source, session, worker=worker)
-        engine._latencies_ms = deque(maxlen=10 ** 7)  # every block, not the last 2000
+        # every block, not the last 2000, in memory taken before the run (a growing list
+        # would itself be the memory growth a long run measures)
+        engine._latencies_ms = _Latencies(int(seconds * 1000 * 1.5) + 10_000)
         backlog = [0.0]
         transport: list[float] = []
-        rss = {}
+        rss_at = {}  # whole minutes since the start -> resident MB
 
         def on_status(st):
             backlog[0] = max(backlog[0], st.backlog_s)
             transport.append(st.transport_latency_ms)
-            if "first_min" not in rss and st.elapsed_s >= 60.0:
-                rss["first_min"] = _rss_mb()
+            minute = int(st.elapsed_s // 60)
+            if minute >= 1 and minute not in rss_at:
+                rss_at[minute] = _rss_mb()
 
         t0 = time.monotonic()
         engine.run(duration_s=seconds, status_every_s=0.5, on_status=on_status)
         engine.drain(60.0)
         wall = time.monotonic() - t0
         st = engine.status()
-        acq = np.array(engine._latencies_ms)
+        acq = engine._latencies_ms.values()
         source.close()
     finally:
         amp.stop()
     tr = np.array([x for x in transport if np.isfinite(x)])
     return {"acq": np.percentile(acq, [50, 95, 99, 100]), "n_blocks": acq.size,
             "transport": np.percentile(tr, [50, 99, 100]) if tr.size else [np.nan] * 3,
-            "rss_first_min_mb": rss.get("first_min", np.nan), "rss_end_mb": _rss_mb(),
+            "rss_first_min_mb": rss_at.get(1, np.nan), "rss_end_mb": _rss_mb(),
+            "rss_5_min_mb": rss_at.get(5, np.nan), "rss_by_minute_mb": rss_at,
             "update": (st.update_latency_ms_p50, st.update_latency_ms_p99),
             "backlog_s": backlog[0], "skipped": st.n_skipped_samples, "gaps": st.n_gaps,
             "samples": st.n_samples, "pulses": len(session.pulses), "wall_s": wall}
@@ -101,6 +123,12 @@ def main() -> None:
               f"latency median {r['transport'][0]:.1f} / p99 {r['transport'][1]:.1f} / max "
               f"{r['transport'][2]:.1f} ms; RSS {r['rss_first_min_mb']:.0f} MB after 1 min, "
               f"{r['rss_end_mb']:.0f} MB at the end")
+        if a.seconds > 600:  # a long run (issue #16: flat memory over an hour)
+            growth = 100.0 * (r["rss_end_mb"] / r["rss_5_min_mb"] - 1.0)
+            by_min = ", ".join(f"{m}: {v:.0f}" for m, v in sorted(r["rss_by_minute_mb"].items())
+                               if m % 10 == 0 or m == 5)
+            print(f"{'':30s} RSS after 5 min {r['rss_5_min_mb']:.0f} MB, at the end "
+                  f"{r['rss_end_mb']:.0f} MB: growth {growth:+.1f} % (by minute: {by_min})")
 
 
 if __name__ == "__main__":

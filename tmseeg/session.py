@@ -267,6 +267,7 @@ class TEPSession:
         self.n_gaps = 0  # gaps in the input stream (samples lost on the way)
         self.n_missing = 0
         self._decay_sum: np.ndarray | None = None  # unfiltered, over the padded epoch
+        self._decay_names: list[str] = []  # the epochs' channels, in their order
         self._decay_n = 0
         self.track_decay = track_decay
         self.metrics: list = []
@@ -366,13 +367,12 @@ class TEPSession:
         model = decay.removed_uv(epoch.first_sample - pad, n + 2 * pad)
         if model is None:
             return
-        full = np.zeros((self.meta.n_channels, n + 2 * pad))
-        full[decay.rows] = model
-        x = full[self.meta.index(list(epoch.ch_names))]
-        if self.cfg["reference"]["type"] == "average":
-            x = x - x.mean(axis=0)
-        # the filter and the baseline are linear: applied once to the sum, at the end
-        self._decay_sum = x if self._decay_sum is None else self._decay_sum + x
+        # summed on the decay rows in the stream's channels; the channel pick and the
+        # reference are linear and the same for every epoch: applied once to the sum, at the end
+        if self._decay_sum is None:
+            self._decay_sum = np.zeros((self.meta.n_channels, n + 2 * pad))
+            self._decay_names = list(epoch.ch_names)
+        self._decay_sum[decay.rows] += model
         self._decay_n += 1
 
     def _epoch_pad(self) -> int:
@@ -399,7 +399,9 @@ class TEPSession:
         or no epoch). The TEP without decay removal is ``tep.average_uv`` plus this."""
         if self._decay_sum is None or not self._decay_n:
             return None
-        x = self._decay_sum / self._decay_n
+        x = self._decay_sum[self.meta.index(self._decay_names)] / self._decay_n
+        if self.cfg["reference"]["type"] == "average":
+            x = x - x.mean(axis=0)
         filt, pad = self.epocher.epoch_filter, self._epoch_pad()
         if filt is not None:
             x = filt(x, self.meta.sfreq)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -75,3 +77,36 @@ def writable_dir(out_dir: str | Path, option: str = "--out") -> Path:
                       f"{exc.strerror or exc}); free space there or choose another {option} "
                       "directory") from exc
     return out
+
+
+_ROW_POOL: ThreadPoolExecutor | None = None
+#: below this many values in all, one thread is faster than handing work to another
+PARALLEL_MIN_SIZE = 100_000
+
+
+def over_rows(work: Callable[[int, int], Any], n_rows: int, size: int) -> list:
+    """``work(start, stop)`` over consecutive row ranges covering ``n_rows``, on the machine's
+    cores (at most 4), results in row order.
+
+    For numpy and scipy loops that run without the interpreter lock (filters, resampling,
+    elementwise updates), where each row's result does not depend on the others: the results
+    are the same as one call over all rows. ``size`` (values in all) below
+    :data:`PARALLEL_MIN_SIZE` runs one call on this thread.
+    """
+    global _ROW_POOL
+    n_workers = min(os.cpu_count() or 1, 4, n_rows)
+    if n_workers < 2 or size < PARALLEL_MIN_SIZE:
+        return [work(0, n_rows)]
+    if _ROW_POOL is None:
+        _ROW_POOL = ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 4),
+                                       thread_name_prefix="tmseeg-rows")
+    bounds = np.linspace(0, n_rows, n_workers + 1).astype(int)
+    futures = [_ROW_POOL.submit(work, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [f.result() for f in futures]
+
+
+def map_rows(func: Callable[[np.ndarray], np.ndarray], data: np.ndarray) -> np.ndarray:
+    """``func(data)`` for a ``func`` that treats each row on its own (a filter along the last
+    axis), the rows split over the cores by :func:`over_rows` and joined again."""
+    parts = over_rows(lambda a, b: func(data[a:b]), data.shape[0], data.size)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)

@@ -68,7 +68,7 @@ from scipy.signal import resample_poly
 
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import EpochFilter
-from tmseeg.utils import jsonable
+from tmseeg.utils import jsonable, map_rows, over_rows
 
 log = logging.getLogger(__name__)
 
@@ -215,16 +215,21 @@ class MorletTransform:
         if x.ndim != 2 or x.shape[1] != self.n_in:
             raise ValueError(f"MorletTransform: expected (n_channels, {self.n_in}) samples, got "
                              f"{x.shape}.")
-        # workers=-1: the transforms of the channels on every core (results are the same)
-        spec = sp_fft.rfft(x, self.nfft, axis=1, workers=-1)
+        out = np.empty((x.shape[0], self.freqs_hz.size, self.n_out), complex)
+        # channels split over the cores (each channel's coefficients are its own)
+        over_rows(lambda a, b: self._transform_rows(x[a:b], out[a:b]), x.shape[0],
+                  x.shape[0] * self.freqs_hz.size * self.nfft)
+        return out
+
+    def _transform_rows(self, x: np.ndarray, out: np.ndarray) -> None:
+        spec = sp_fft.rfft(x, self.nfft, axis=1)
         # full complex spectrum of the real input from its half spectrum
         full = np.empty((x.shape[0], self.nfft), complex)
         nh = spec.shape[1]
         full[:, :nh] = spec
         full[:, nh:] = np.conj(spec[:, 1:self.nfft - nh + 1][:, ::-1])
-        y = sp_fft.ifft(full[:, None, :] * self._spec[None], axis=2, overwrite_x=True,
-                        workers=-1)
-        return y[:, :, 2 * self.half:2 * self.half + self.n_out]
+        y = sp_fft.ifft(full[:, None, :] * self._spec[None], axis=2, overwrite_x=True)
+        out[...] = y[:, :, 2 * self.half:2 * self.half + self.n_out]
 
 
 def rayleigh_itc_mean(n_epochs: int) -> float:
@@ -267,12 +272,21 @@ class RunningTFR:
         if coefs.shape != self.power_sum.shape:
             raise ValueError(f"RunningTFR.add: coefficients {coefs.shape}, expected "
                              f"{self.power_sum.shape}.")
-        mag = np.abs(coefs)
-        self.power_sum += mag * mag
-        with np.errstate(invalid="ignore", divide="ignore"):
-            unit = np.where(mag > 0, coefs / mag, 0.0)
-        self.phasor_sum += unit
+        over_rows(lambda a, b: self._add_rows(coefs[a:b], a, b), coefs.shape[0], coefs.size)
         self.n += 1
+
+    def _add_rows(self, coefs: np.ndarray, start: int, stop: int) -> None:
+        """Add the power and unit phasors of channels ``start:stop`` (their coefficients)."""
+        re, im = coefs.real, coefs.imag
+        power = re * re
+        power += im * im
+        self.power_sum[start:stop] += power
+        # 1 / |c| where |c| > 0; a zero coefficient adds no phasor
+        inv = np.sqrt(power, out=power)
+        np.divide(1.0, inv, out=inv, where=inv > 0)
+        phasor = self.phasor_sum[start:stop]
+        phasor.real += re * inv
+        phasor.imag += im * inv
 
     def mean_power_uv2(self) -> np.ndarray:
         """Mean power over epochs, (n_channels, n_freqs, n_times)."""
@@ -526,8 +540,11 @@ class OscillationMetric:
         if not np.isfinite(data_uv).all():
             self._skip("NaN in data")
             return None
-        xd = resample_poly(data_uv, 1, self.q, axis=1, padtype="line") if self.q > 1 \
-            else np.asarray(data_uv, float)
+        if self.q > 1:  # each channel on its own: split over the cores, same result
+            xd = map_rows(lambda rows: resample_poly(rows, 1, self.q, axis=1, padtype="line"),
+                          data_uv)
+        else:
+            xd = np.asarray(data_uv, float)
         n_d = self._pre_d + self._post_d + 1
         xd = self.filter(xd[:, :n_d], self.fs)
         pad_d = self._pad_d

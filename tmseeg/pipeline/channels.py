@@ -70,8 +70,13 @@ def _typical_rms(x: np.ndarray, piece: int) -> tuple[np.ndarray, np.ndarray]:
         if n < 4:
             return np.nanstd(x, axis=1), np.sqrt(np.nanmean(np.diff(x, axis=1) ** 2, axis=1))
         p = x[:, :n * piece].reshape(x.shape[0], n, piece)
-        sd = np.nanmedian(np.nanstd(p, axis=2), axis=1)
-        hf = np.nanmedian(np.sqrt(np.nanmean(np.diff(p, axis=2) ** 2, axis=2)), axis=1)
+        if np.isfinite(p).all():  # the usual case: the NaN-aware reductions cost 3x
+            d = np.diff(p, axis=2)
+            sd = np.median(np.std(p, axis=2), axis=1)
+            hf = np.median(np.sqrt(np.mean(d * d, axis=2)), axis=1)
+        else:
+            sd = np.nanmedian(np.nanstd(p, axis=2), axis=1)
+            hf = np.nanmedian(np.sqrt(np.nanmean(np.diff(p, axis=2) ** 2, axis=2)), axis=1)
     return sd, hf
 
 

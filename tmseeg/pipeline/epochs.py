@@ -339,19 +339,25 @@ class Epocher:
             else:
                 data -= np.where(np.isfinite(mean), mean, 0.0)[:, None]
         test = data[:, self._test_mask()]
+        finite_test = np.isfinite(test)
+        all_finite = bool(finite_test.all())
         with np.errstate(all="ignore"), _quiet():
-            ptp = np.nanmax(test, axis=1) - np.nanmin(test, axis=1)
-            mx = np.nanmax(np.abs(test), axis=1)
+            if all_finite and test.shape[1]:  # the usual case: no NaN-aware passes
+                hi_uv, lo_uv = test.max(axis=1), test.min(axis=1)
+                ptp, mx = hi_uv - lo_uv, np.maximum(hi_uv, -lo_uv)
+            else:
+                ptp = np.nanmax(test, axis=1) - np.nanmin(test, axis=1)
+                mx = np.nanmax(np.abs(test), axis=1)
         bads: tuple[str, ...] = ()
         if self.bads_from is not None:  # the set in force at the epoch's last sample
             at = getattr(self.bads_from, "bads_at", None)
             bads = tuple(at(stop - 1) if at is not None else self.bads_from.bads)
         good = np.array([n not in bads for n in self.ch_names], dtype=bool)
         if not reason and good.any():
-            nan_ch = good & ~np.isfinite(test).all(axis=1)
+            nan_ch = good & ~finite_test.all(axis=1)
             if nan_ch.any():
                 names = [self.ch_names[i] for i in np.flatnonzero(nan_ch)]
-                n_nan = int((~np.isfinite(test[nan_ch])).any(axis=0).sum())
+                n_nan = int((~finite_test[nan_ch]).any(axis=0).sum())
                 reason = (f"NaN in data (gap or NaN samples) on {len(names)} channel(s) "
                           f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''}), "
                           f"{n_nan * 1000.0 / sf:.1f} ms missing")

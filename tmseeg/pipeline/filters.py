@@ -36,8 +36,6 @@ electrode) therefore recovers by itself if it comes back.
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -46,6 +44,7 @@ from scipy import signal
 from tmseeg.pipeline.base import empty_block_like, concat_blocks
 from tmseeg.pipeline.channels import resolve_picks
 from tmseeg.stream.block import Block
+from tmseeg.utils import map_rows
 
 log = logging.getLogger(__name__)
 
@@ -164,24 +163,10 @@ def sosfilt_nan(sos: np.ndarray, data: np.ndarray) -> np.ndarray:
     return out
 
 
-_POOL: ThreadPoolExecutor | None = None
-#: below this many samples in all, one thread is faster than handing work to another
-_PARALLEL_MIN_SIZE = 100_000
-
-
 def _sosfiltfilt_rows(sos: np.ndarray, data: np.ndarray) -> np.ndarray:
     """``sosfiltfilt`` along the last axis, the rows split over the machine's cores (scipy's
     filter loop runs without the interpreter lock; each row's result is the same)."""
-    global _POOL
-    n_workers = min(os.cpu_count() or 1, 4, data.shape[0])
-    if n_workers < 2 or data.size < _PARALLEL_MIN_SIZE:
-        return signal.sosfiltfilt(sos, data, axis=-1)
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="tmseeg-filter")
-    parts = np.array_split(np.arange(data.shape[0]), n_workers)
-    futures = [_POOL.submit(signal.sosfiltfilt, sos, data[rows[0]:rows[-1] + 1], axis=-1)
-               for rows in parts]
-    return np.concatenate([f.result() for f in futures], axis=0)
+    return map_rows(lambda rows: signal.sosfiltfilt(sos, rows, axis=-1), data)
 
 
 def sosfiltfilt_nan(sos: np.ndarray, data: np.ndarray) -> np.ndarray:

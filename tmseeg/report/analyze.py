@@ -110,13 +110,15 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
         log.warning(text)
     summary = build_summary(session, recording, path)
     summary["warnings"] = warnings
+    recording = None  # ours is no longer needed: its memory goes before the epochs are built
     stem = path.name.split(".")[0]
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
     write_pulses_csv(session.pulses, out / "pulses.csv")
     if session.tep is not None and session.epochs:
-        epochs, evoked = to_mne(session, recording.meta)
+        epochs, evoked = to_mne(session, session.meta)
         epochs.save(out / f"{stem}-epo.fif", overwrite=True, verbose="error")
         evoked.save(out / f"{stem}-ave.fif", overwrite=True, verbose="error")
+        del epochs, evoked
     if report:
         from tmseeg.report.html import write_report
         comparison = None
@@ -247,16 +249,35 @@ def write_pulses_csv(rows: list[dict], path: Path) -> None:
                         for k, v in r.items()})
 
 
+def _mne_info(ch_names: list[str], sfreq: float):
+    """MNE ``Info`` of EEG channels with the montage in use ([channels] montage)."""
+    import mne
+
+    info = mne.create_info(ch_names, sfreq, ch_types="eeg")
+    with mne.utils.use_log_level("error"):
+        info.set_montage(standard_montage(), on_missing="ignore", match_case=False)
+    return info
+
+
+def evoked_to_mne(session: TEPSession, meta: StreamMeta):
+    """The running average TEP as an MNE ``Evoked`` (accepted epochs), without building the
+    epochs (the report's maps need only this)."""
+    import mne
+
+    first = session.epochs[0]
+    return mne.EvokedArray(session.tep.average_uv * 1e-6,
+                           _mne_info(list(first.ch_names), meta.sfreq),
+                           tmin=float(first.times_ms[0]) / 1e3, nave=session.tep.n,
+                           comment="TMS (tmseeg running average)", verbose="error")
+
+
 def to_mne(session: TEPSession, meta: StreamMeta):
     """MNE ``EpochsArray`` (rejected epochs dropped with their reasons) and ``Evoked``."""
     import mne
 
     epochs_list = session.epochs
     ch_names = list(epochs_list[0].ch_names)
-    info = mne.create_info(ch_names, meta.sfreq, ch_types="eeg")
-    with mne.utils.use_log_level("error"):
-        montage = standard_montage()  # the montage in use ([channels] montage)
-        info.set_montage(montage, on_missing="ignore", match_case=False)
+    info = _mne_info(ch_names, meta.sfreq)
     kept = [i for i in range(len(epochs_list)) if session.pulses[i]["kept"]]
     # the kept epochs only, and the others in the drop log with their reasons (dropping them
     # from a full EpochsArray one by one copied the whole array each time: 15 s on 10 min)
@@ -271,7 +292,4 @@ def to_mne(session: TEPSession, meta: StreamMeta):
     epochs = mne.EpochsArray(data_v, info, events=events, tmin=tmin_s, event_id={"TMS": 1},
                              baseline=None, selection=kept, drop_log=drop_log,
                              verbose="error")
-    evoked = mne.EvokedArray(session.tep.average_uv * 1e-6, info, tmin=tmin_s,
-                             nave=session.tep.n, comment="TMS (tmseeg running average)",
-                             verbose="error")
-    return epochs, evoked
+    return epochs, evoked_to_mne(session, meta)

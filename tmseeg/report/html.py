@@ -242,10 +242,10 @@ def _fig_topomaps(session, summary) -> "object | None":
     """Scalp maps of the average TEP at each found peak latency (needs known positions)."""
     import mne
 
-    from tmseeg.report.analyze import to_mne
+    from tmseeg.report.analyze import evoked_to_mne
 
     try:
-        _, evoked = to_mne(session, session.meta)
+        evoked = evoked_to_mne(session, session.meta)
     except Exception:
         return None
     latencies = [(name, p["latency_ms"]) for name, p in summary["peaks"].items()
