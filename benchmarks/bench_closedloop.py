@@ -5,7 +5,10 @@
    estimator); every request passes the SafetyGuard and every decision, accepted or refused, is
    pushed on the tmseeg-triggers LSL stream. Latency = LSL time after the push minus the LSL
    time at which the block was pulled (``received_s``). Targets: p50 < 1 ms, p99 < 3 ms.
-2. Phase accuracy: apps/protocol_mu_phase.py (trough target, 20 ms delay compensated) closes the
+2. The fast path: a protocol's ``on_early_tep`` gets each pulse's early TEP; the time from
+   60 ms after the pulse (its LSL time) to the callback, and from the arrival of the block that
+   completed the cut. Target: < 150 ms.
+3. Phase accuracy: apps/protocol_mu_phase.py (trough target, 20 ms delay compensated) closes the
    loop through the simulator; the true mu phase at every fired pulse (ground truth) gives the
    circular mean and SD of the error. Target SD <= 40 deg.
 
@@ -45,6 +48,25 @@ class EveryBlockAR(Protocol):
 class EveryBlockPlain(Protocol):
     def on_block(self, state):
         return state.trigger(10.0, label="TMS bench", after_ms=20.0)
+
+
+class EarlyEverySecond(Protocol):
+    """A pulse every ~1.2 s (the simulator fires it), and each pulse's early TEP from the fast
+    path: how long after 60 ms post-pulse it reaches the protocol."""
+
+    channels = "C3"
+    guard = {"min_interval_s": 1.2}
+
+    def setup(self, info):
+        self.after_60_ms: list[float] = []  # callback start - (pulse time + 60 ms), LSL clock
+        self.after_ready_ms: list[float] = []  # callback start - arrival of the last block
+
+    def on_block(self, state):
+        return state.trigger(10.0, label="TMS bench", after_ms=20.0)
+
+    def on_early_tep(self, early):
+        self.after_60_ms.append((early.now_s - early.time_s - 0.060) * 1e3)
+        self.after_ready_ms.append((early.now_s - early.tep.ready_s) * 1e3)
 
 
 def _loop(protocol, seconds, seed, chunk_ms, listen, n_channels=64, isolate=None):
@@ -94,6 +116,15 @@ def main(latency_s: float = 15.0, phase_s: float = 60.0, seed: int = 3) -> int:
         print(f"  arrival -> trigger sent  {pct(lat)}")
         print(f"  arrival -> decision      {pct(dec)}")
         print(f"  decision -> sent (LSL)   {pct(snd)}")
+
+    runner, amp = _loop(EarlyEverySecond, max(latency_s, 30.0), seed, chunk_ms=1.0,
+                        listen=True)
+    proto = runner.protocol
+    print(f"\nfast path (on_early_tep, in the engine's process): {len(amp.truth.pulses)} pulses "
+          f"fired, {len(proto.after_60_ms)} early TEPs delivered")
+    if proto.after_60_ms:
+        print(f"  pulse + 60 ms -> protocol called   {pct(proto.after_60_ms)}  (target < 150)")
+        print(f"  last block's arrival -> called      {pct(proto.after_ready_ms)}")
 
     MuPhase = load_protocol("apps/protocol_mu_phase.py")
 

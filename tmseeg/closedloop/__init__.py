@@ -5,10 +5,12 @@ The names a protocol script needs are importable from here::
     from tmseeg.closedloop import Protocol, TriggerRequest
 """
 from tmseeg.closedloop.guard import GuardDecision, SafetyGuard, TriggerRequest
-from tmseeg.closedloop.protocol import (MarkerInfo, Protocol, ProtocolInfo, ProtocolLoadError,
+from tmseeg.closedloop.earlytep import EarlyTEPData
+from tmseeg.closedloop.protocol import (EarlyTEP, MarkerInfo, Protocol, ProtocolInfo, ProtocolLoadError,
                                         ProtocolRunner, PulseInfo, State, build_runner,
                                         load_protocol)
 
-__all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "ProtocolRunner",
+__all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "EarlyTEP",
+           "EarlyTEPData", "ProtocolRunner",
            "ProtocolLoadError", "load_protocol", "build_runner", "TriggerRequest",
            "GuardDecision", "SafetyGuard"]

@@ -22,7 +22,9 @@ callbacks; each returns a :class:`~tmseeg.closedloop.guard.TriggerRequest` (most
 Callbacks (all optional): ``setup(info)`` once; ``on_block(state)`` for the newest data;
 ``on_pulse(pulse)`` when a pulse's epoch (TEP row, MEP columns) is complete;
 ``on_marker(marker)`` for other markers; ``on_decision(decision)`` after the guard ruled on a
-request of this protocol. See :class:`State`, :class:`PulseInfo`, :class:`MarkerInfo`.
+request of this protocol; ``on_early_tep(early)``, the fast path, a pulse's early TEP 60 ms
+after it (:mod:`tmseeg.closedloop.earlytep`). See :class:`State`, :class:`PulseInfo`,
+:class:`MarkerInfo`, :class:`EarlyTEP`.
 
 Running it
 ----------
@@ -68,6 +70,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from tmseeg.closedloop.earlytep import EarlyTEPCutter, EarlyTEPData
 from tmseeg.closedloop.guard import GuardDecision, SafetyGuard, TriggerRequest
 from tmseeg.closedloop.phase import ARPhaseEstimator, ETPPhaseEstimator, PhaseEstimate
 from tmseeg.closedloop.spatial import SpatialFilter
@@ -75,7 +78,8 @@ from tmseeg.closedloop.triggers import TriggerOutput, lsl_clock, message_json
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, StreamMeta
 from tmseeg.utils import float_or_nan
 
-__all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "ProtocolRunner",
+__all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "EarlyTEP",
+           "ProtocolRunner",
            "ProtocolLoadError", "ProtocolConfigError", "load_protocol", "build_runner"]
 
 log = logging.getLogger(__name__)
@@ -234,6 +238,33 @@ class PulseInfo(_Context):
 
 
 @dataclass(kw_only=True)
+class EarlyTEP(_Context):
+    """A pulse's early TEP from the fast path, handed to :meth:`Protocol.on_early_tep` as
+    soon as the stream holds 60 ms after the pulse (see :mod:`tmseeg.closedloop.earlytep`:
+    interpolated, average referenced, baseline corrected; no decay or muscle removal, no
+    filter).
+
+    Attributes
+    ----------
+    sample : int
+        The pulse's sample.
+    time_s : float
+        Its LSL time.
+    tep : EarlyTEPData
+        ``times_ms``, ``data_uv``, ``gmfp_uv``, ``roi_uv`` (with ``early_tep_channels`` or
+        ``channels``), ``ptp_uv()``, ``mean_uv(window_ms)``, how the pulse was found.
+    """
+
+    sample: int
+    time_s: float
+    tep: EarlyTEPData
+
+    def ptp_uv(self, window_ms: tuple[float, float] | None = None) -> float:
+        """Peak-to-peak of the ROI signal (else the GMFP) in ``window_ms`` (default 15-60)."""
+        return self.tep.ptp_uv(window_ms)
+
+
+@dataclass(kw_only=True)
 class MarkerInfo(_Context):
     """A (non-pulse) marker, handed to :meth:`Protocol.on_marker`.
 
@@ -304,6 +335,9 @@ class Protocol:
     guard : dict
         Stricter safety limits for this protocol (``SafetyGuard`` parameters). They can only
         tighten the runner's limits, never loosen them.
+    early_tep_channels : str, dict or None
+        The ROI signal of :meth:`on_early_tep` (same forms as ``channels``; default:
+        ``channels``; neither: only the GMFP).
     """
 
     name: str = ""
@@ -316,6 +350,7 @@ class Protocol:
     callback_timeout_ms: float = 100.0
     on_error: str = "disable"
     guard: Mapping[str, Any] = {}
+    early_tep_channels: str | Mapping[str, float] | None = None
 
     def setup(self, info: ProtocolInfo) -> None:
         """Called once, on the worker thread, before any other callback."""
@@ -330,6 +365,12 @@ class Protocol:
 
     def on_marker(self, marker: MarkerInfo) -> TriggerRequest | None:
         """A non-pulse marker arrived; return a request or None."""
+        return None
+
+    def on_early_tep(self, early: EarlyTEP) -> TriggerRequest | None:
+        """The fast path (opt-in: defining this turns it on): a pulse's early TEP as soon as
+        the stream holds 60 ms after it, long before its epoch completes (``on_pulse``);
+        return a request or None."""
         return None
 
     def on_decision(self, decision: dict) -> None:
@@ -615,6 +656,7 @@ class ProtocolRunner:
         self._warned_label = False
         self._pending: dict[int, tuple[GuardDecision, dict]] = {}
         self._rec_lock = threading.Lock()
+        self._early_lock = threading.Lock()  # the acquisition and the output threads add pulses
         self._log_file = None
         if log_path is not None:
             self._log_file = open(Path(log_path), "a", encoding="utf-8", buffering=1)
@@ -680,6 +722,14 @@ class ProtocolRunner:
             if p.estimator == "etp" and warm < max(need, 10.0):
                 raise ProtocolConfigError(f"{who}: estimator='etp' learns the cycle length from "
                                           f"the warm-up data; set warmup_s >= 10 (got {warm:g}).")
+        self.early: EarlyTEPCutter | None = None
+        if type(p).on_early_tep is not Protocol.on_early_tep:  # the fast path is asked for
+            spec = p.early_tep_channels if p.early_tep_channels is not None else p.channels
+            try:
+                roi = SpatialFilter.from_spec(spec, meta.ch_names) if spec is not None else None
+                self.early = EarlyTEPCutter(meta, spatial=roi)
+            except (ValueError, KeyError) as err:
+                raise ProtocolConfigError(f"{who}: on_early_tep: {err}") from None
 
     # -- feeding (acquisition thread) ------------------------------------------------------
     def attach(self, session) -> "ProtocolRunner":
@@ -736,6 +786,9 @@ class ProtocolRunner:
             if ev.kind == EVENT_GAP:
                 self._win.reset()  # never estimate across missing samples
                 self._last_gap_time = float(raw.timestamps[0])
+                if self.early is not None:
+                    with self._early_lock:
+                        self.early.reset()
         if raw.first_sample != self._newest_sample + 1 and self._newest_sample >= 0:
             self._win.reset()
             self._last_gap_time = float(raw.timestamps[0])
@@ -750,6 +803,24 @@ class ProtocolRunner:
         if self._training is not None and self.spatial is not None:
             if self._newest_time - self._t_first < self.protocol.warmup_s:
                 self._training.append(np.array(x, copy=True))
+        if self.early is not None:
+            self._early_step(raw)
+
+    def _early_step(self, raw: Block) -> None:
+        """The fast path: note the block's pulse markers, hand the protocol every early TEP
+        the block completed (a copy of the EEG rows and, per pulse, one small cut: cheap
+        enough for the acquisition thread)."""
+        with self._early_lock:
+            for ev in raw.events:
+                if ev.kind == EVENT_PULSE or (ev.kind == EVENT_MARKER
+                                              and _PULSE_RE.search(str(ev.label))):
+                    self.early.add_pulse(ev.sample, "marker")
+            done = self.early.process(raw, ready_s=self._received)
+        for tep in done:
+            self._post_event("on_early_tep", EarlyTEP(
+                sample=tep.sample, time_s=self.time_of(tep.sample), tep=tep,
+                newest_sample=self._newest_sample, newest_time_s=self._newest_time,
+                now_s=math.nan))
 
     def _post_block(self) -> None:
         job = _Job("on_block", self._win.latest(), self._newest_sample, self._newest_time,
@@ -1070,6 +1141,12 @@ class ProtocolRunner:
         decision, rec = item
         rec["fired_at_s"] = at_s
         self.guard.commit(decision, at_s)
+        if self.early is not None and math.isfinite(at_s):  # this pulse's early TEP, too
+            s0, t0 = self._ref
+            if math.isfinite(t0):
+                with self._early_lock:
+                    self.early.add_pulse(int(round(s0 + (at_s - t0) * self.meta.sfreq)),
+                                         "trigger")
 
     def _on_failed(self, decision_id: int, reason: str) -> None:
         with self._rec_lock:
