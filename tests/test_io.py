@@ -10,6 +10,7 @@ import pytest
 from tmseeg.stream.block import StreamMeta, Event
 from tmseeg.stream.io import (
     DEFAULT_PULSE_PATTERN,
+    FileSamples,
     Recording,
     RecordingError,
     read_recording,
@@ -103,6 +104,33 @@ def test_brainvision_pybv(tmp_path):
     assert [(e.sample, e.label, e.kind) for e in rec.events] == [
         (10, "Stimulus/S  1", "pulse"), (20, "Stimulus/S  2", "marker"),
         (30, "Comment/TMS single", "pulse")]
+
+
+@pytest.mark.parametrize("fmt", ["binary_float32", "binary_int16"])
+def test_brainvision_read_block_by_block_equals_mne(tmp_path, fmt):
+    """``preload=False`` (``tmseeg analyze``) reads the data file when sliced; every sample
+    equals MNE's reading of the same file, for float and integer files with their
+    resolutions, and no sample is held."""
+    import pybv
+
+    rng = np.random.default_rng(2)
+    n = 70_000  # several of FileSamples' 256-kB pieces
+    data_uv = rng.standard_normal((4, n)) * 40
+    pybv.write_brainvision(data=data_uv * 1e-6, sfreq=SFREQ,
+                           ch_names=["C3", "C4", "Cz", "EMG1"], fname_base="y",
+                           folder_out=tmp_path, fmt=fmt, resolution=0.1)
+    mne_uv = mne.io.read_raw_brainvision(tmp_path / "y.vhdr", preload=True,
+                                         verbose="error").get_data() * 1e6
+    lazy = read_recording(tmp_path / "y.vhdr", preload=False)
+    whole = read_recording(tmp_path / "y.vhdr")
+    assert isinstance(lazy.data_uv, FileSamples) and isinstance(whole.data_uv, np.ndarray)
+    assert lazy.n_samples == whole.n_samples == n and lazy.events == whole.events
+    np.testing.assert_allclose(whole.data_uv, mne_uv, rtol=1e-12, atol=1e-9)
+    assert np.array_equal(np.asarray(lazy.data_uv), whole.data_uv)
+    assert np.array_equal(lazy.data_uv[:, 12_345:54_321], whole.data_uv[:, 12_345:54_321])
+    assert np.array_equal(lazy.data_uv[[0, 2], :100], whole.data_uv[[0, 2], :100])
+    assert np.array_equal(lazy.data_uv[3], whole.data_uv[3])
+    assert lazy.data_uv[:, n - 5:n + 50].shape == (4, 5)  # clipped at the end, as numpy does
 
 
 @pytest.mark.parametrize("ext", ["edf", "bdf"])

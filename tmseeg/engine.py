@@ -227,6 +227,9 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._skipping: dict | None = None  # the run of blocks being skipped now
         self.n_skipped_samples = 0
+        #: wall time spent processing blocks (stages, epochs, metrics, sinks): against the
+        #: stream's duration, the real-time headroom
+        self.processing_busy_s = 0.0
         #: one entry per run of skipped blocks: first/stop sample and the pulse markers in it
         self.skipped: list[dict] = []
         self._status_cb: Callable[[EngineStatus], None] | None = None
@@ -308,8 +311,10 @@ class Engine:
         return processed
 
     def _process(self, raw: Block) -> Block:
+        t0 = time.perf_counter()
         processed = self.chain.process(raw)
         self._deliver(raw, processed)
+        self.processing_busy_s += time.perf_counter() - t0
         if not np.isnan(raw.received_s):
             self._update_ms.append((now_s() - raw.received_s) * 1e3)
         return processed

@@ -101,7 +101,7 @@ def epoch_filter(cfg: dict) -> EpochFilter:
     f = cfg["filter"]
     return EpochFilter(l_freq_hz=f["l_freq_hz"], h_freq_hz=f["h_freq_hz"], order=f["order"],
                        notch_hz=f["notch_hz"], notch_harmonics=f["notch_harmonics"],
-                       pad_ms=f["epoch_pad_ms"])
+                       pad_ms=f["epoch_pad_ms"], pad_after_ms=f["epoch_pad_after_ms"])
 
 
 def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
@@ -362,24 +362,22 @@ class TEPSession:
         (average reference, the epoch filter, baseline), so that the report can show the TEP
         with and without it from this one run."""
         decay = self.stages.decay
-        pad = self._epoch_pad()
+        before, after = self._epoch_pad()
         n = epoch.data_uv.shape[1]
-        model = decay.removed_uv(epoch.first_sample - pad, n + 2 * pad)
+        model = decay.removed_uv(epoch.first_sample - before, n + before + after)
         if model is None:
             return
         # summed on the decay rows in the stream's channels; the channel pick and the
         # reference are linear and the same for every epoch: applied once to the sum, at the end
         if self._decay_sum is None:
-            self._decay_sum = np.zeros((self.meta.n_channels, n + 2 * pad))
+            self._decay_sum = np.zeros((self.meta.n_channels, n + before + after))
             self._decay_names = list(epoch.ch_names)
         self._decay_sum[decay.rows] += model
         self._decay_n += 1
 
-    def _epoch_pad(self) -> int:
-        """Samples of padding on each side the epoch filter filters an epoch with."""
-        filt = self.epocher.epoch_filter
-        return (int(round(getattr(filt, "pad_ms", 0.0) * self.meta.sfreq / 1000.0))
-                if filt else 0)
+    def _epoch_pad(self) -> tuple[int, int]:
+        """Samples of padding before and after the epoch the epoch filter filters it with."""
+        return self.epocher.n_pad, self.epocher.n_pad_after
 
     def decay_removed_roi_uv(self) -> np.ndarray | None:
         """:meth:`decay_removed_uv` averaged over the TEP's ROI, (n_times,)."""
@@ -402,10 +400,10 @@ class TEPSession:
         x = self._decay_sum[self.meta.index(self._decay_names)] / self._decay_n
         if self.cfg["reference"]["type"] == "average":
             x = x - x.mean(axis=0)
-        filt, pad = self.epocher.epoch_filter, self._epoch_pad()
+        filt, (before, after) = self.epocher.epoch_filter, self._epoch_pad()
         if filt is not None:
             x = filt(x, self.meta.sfreq)
-        x = x[:, pad:x.shape[1] - pad]
+        x = x[:, before:x.shape[1] - after]
         base = self.epocher.baseline_mask
         if base is not None:
             x = x - x[:, base].mean(axis=1, keepdims=True)

@@ -59,6 +59,10 @@ VARIANTS: dict[str, dict] = {
     # the TEP path's filter: no line-noise notch (averaging cancels line noise that is not
     # locked to the pulses; a notch reshapes 30-60 Hz components)
     "no_notch": {"filter": {"notch_hz": 0.0}},
+    # the live TEP update's wait (issue #16: 0.5 s after the epoch's end): less real data
+    # after the epoch for the zero-phase filter
+    "pad_after200": {"filter": {"epoch_pad_after_ms": 200.0}},
+    "pad_after100": {"filter": {"epoch_pad_after_ms": 100.0}},
 }
 PEAKS = ["N15", "P30", "N45", "P60", "N100", "P180"]
 #: metric plug-ins that do not touch the TEP path: off in the benchmark (it scores the TEP)

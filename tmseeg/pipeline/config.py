@@ -135,7 +135,9 @@ h_freq_hz = 100.0           # 0 = no low-pass; dropped (with a warning) at or ab
 order = 4                   # Butterworth order per edge (doubled by the two passes)
 notch_hz = 50.0             # 0 = no notch; 60 in the Americas
 notch_harmonics = 2
-epoch_pad_ms = 500.0        # the epoch is emitted this much later than tmax_ms
+epoch_pad_ms = 500.0        # real data before the epoch the filter runs over
+# and after it: live, the epoch (and its TEP update) goes out this much after tmax_ms
+epoch_pad_after_ms = 500.0
 # Also filter the continuous stream causally with the same band (for displays and closed-loop
 # use; phase-shifting, so TEP metrics do not depend on it).
 continuous = false
@@ -356,8 +358,9 @@ def _validate(cfg: dict) -> None:
         if kind not in CHANNEL_TYPES:
             raise ConfigError(f"channels.types: {name} = {kind!r} is not one of "
                               f"{', '.join(CHANNEL_TYPES)}")
-    if cfg["filter"]["epoch_pad_ms"] < 0:
-        raise ConfigError("filter.epoch_pad_ms must be >= 0")
+    for key in ("epoch_pad_ms", "epoch_pad_after_ms"):
+        if cfg["filter"][key] < 0:
+            raise ConfigError(f"filter.{key} must be >= 0")
     if cfg["reference"]["type"] not in ("average", "none"):
         raise ConfigError(f"reference.type must be average or none, got "
                           f"{cfg['reference']['type']!r}")

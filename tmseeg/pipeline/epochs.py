@@ -190,8 +190,11 @@ class Epocher:
         self.n_post = int(round(self.tmax_ms * sf / 1000.0))
         self.times_ms = np.arange(-self.n_pre, self.n_post + 1) * 1000.0 / sf
         pad_ms = getattr(self.epoch_filter, "pad_ms", 0.0) if self.epoch_filter else 0.0
+        after_ms = getattr(self.epoch_filter, "pad_after_ms", pad_ms) if self.epoch_filter \
+            else 0.0
         self.n_pad = int(round(pad_ms * sf / 1000.0))
-        cap = (self.n_pre + self.n_post + 1 + 2 * self.n_pad
+        self.n_pad_after = int(round(after_ms * sf / 1000.0))
+        cap = (self.n_pre + self.n_post + 1 + self.n_pad + self.n_pad_after
                + int(np.ceil(self.max_delay_s * sf)))
         self._ring = RingBuffer(len(self._rows), cap)
         t = self.times_ms
@@ -269,7 +272,8 @@ class Epocher:
         # A block longer than the ring's spare room (a stage releasing seconds it held back,
         # e.g. cleaning that calibrated only at the end of a file) is written in pieces, and
         # the epochs each piece completes are cut before the next piece overwrites them.
-        step = max(1, ring.capacity - (self.n_pre + self.n_post + 1 + 2 * self.n_pad))
+        step = max(1, ring.capacity - (self.n_pre + self.n_post + 1 + self.n_pad
+                                       + self.n_pad_after))
         out: list[Epoch] = []
         for a in range(0, data.shape[1], step):
             ring.write(data[:, a:a + step])
@@ -281,7 +285,7 @@ class Epocher:
         out, keep = [], []
         n_written = self._ring.n_written
         for ev in self._pending:
-            if ev.sample + self.n_post + 1 + self.n_pad <= n_written:
+            if ev.sample + self.n_post + 1 + self.n_pad_after <= n_written:
                 out.append(self._cut(ev))
             else:
                 keep.append(ev)
@@ -304,9 +308,9 @@ class Epocher:
         start = ev.sample - self.n_pre
         stop = ev.sample + self.n_post + 1
         pad = self.n_pad
-        data = np.full((len(self._rows), self.n_times + 2 * pad), np.nan)
+        data = np.full((len(self._rows), self.n_times + pad + self.n_pad_after), np.nan)
         lo = max(start - pad, ring.first_available, 0)
-        hi = min(stop + pad, ring.n_written)
+        hi = min(stop + self.n_pad_after, ring.n_written)
         reason = ""
         # a later pulse of the group is still pending (its own epoch completes after this one)
         later = [e.sample for e in self._pending

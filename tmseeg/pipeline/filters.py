@@ -532,8 +532,9 @@ class EpochFilter:
     by ~5 ms; a 1 Hz high-pass shifts N100/P180 by several ms), so TEP metrics are computed
     on epochs filtered forward and backward instead. Because an epoch is complete when it is
     emitted, this works live exactly as offline: same numbers, at the price of the padding's
-    latency. The :class:`~tmseeg.pipeline.epochs.Epocher` cuts ``pad_ms`` more data on both
-    sides, calls the filter, and crops, so the filter's edge transients fall in the padding.
+    latency. The :class:`~tmseeg.pipeline.epochs.Epocher` cuts ``pad_ms`` more data before and
+    ``pad_after_ms`` after, calls the filter, and crops, so the filter's edge transients fall in
+    the padding.
 
     Parameters
     ----------
@@ -548,14 +549,22 @@ class EpochFilter:
     notch_harmonics : int
         Notches at ``notch_hz * k``, ``k = 1..notch_harmonics``.
     pad_ms : float
-        Data added on each side of the epoch before filtering (default 500 ms).
+        Data added before the epoch before filtering (default 500 ms), and after it unless
+        ``pad_after_ms`` is given.
+    pad_after_ms : float, optional
+        Data added after the epoch: live, the epoch goes out this much after its end (the data
+        before it are there already).
     """
 
     def __init__(self, l_freq_hz: float | None = 1.0, h_freq_hz: float | None = 100.0,
                  order: int = 4, notch_hz: float | None = 50.0, notch_harmonics: int = 2,
-                 pad_ms: float = 500.0) -> None:
-        if pad_ms < 0:
-            raise ValueError(f"pad_ms must be >= 0, got {pad_ms}")
+                 pad_ms: float = 500.0, pad_after_ms: float | None = None) -> None:
+        if pad_after_ms is None:
+            pad_after_ms = pad_ms
+        if pad_ms < 0 or pad_after_ms < 0:
+            raise ValueError(f"pad_ms and pad_after_ms must be >= 0, got {pad_ms}, "
+                             f"{pad_after_ms}")
+        self.pad_after_ms = float(pad_after_ms)
         self.l_freq_hz = l_freq_hz or None
         self.h_freq_hz = h_freq_hz or None
         self.order = int(order)

@@ -77,7 +77,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     out = writable_dir(out_dir)  # before any work: a result that cannot be written is lost
     cfg = load_config(config, overrides)
     use_montage(cfg["channels"]["montage"])  # before reading: channel names are tidied by it
-    recording = read_recording(path) if recording is None else recording
+    # preload=False: a BrainVision data file is read block by block as the session runs
+    recording = read_recording(path, preload=False) if recording is None else recording
     if not recording.meta.picks("eeg").size:
         raise ValueError(f"{path} has no EEG channel (types: "
                          f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")

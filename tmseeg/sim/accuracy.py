@@ -81,7 +81,8 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
     gain = np.mean([p.tep_gain_effective for p in truth.pulses])
     sf = 1000.0 / np.median(np.diff(times_ms))
     pad = int(round(cfg["filter"]["epoch_pad_ms"] * sf / 1000))
-    t_pad = np.arange(-pad, len(times_ms) + pad) * (1000.0 / sf) + times_ms[0]
+    after = int(round(cfg["filter"]["epoch_pad_after_ms"] * sf / 1000))
+    t_pad = np.arange(-pad, len(times_ms) + after) * (1000.0 / sf) + times_ms[0]
     roi_true = np.interp(t_pad, truth.tep_times_ms, tpl[idx].mean(axis=0) * gain,
                          left=0.0, right=0.0)[None]
     i = cfg["interpolation"]

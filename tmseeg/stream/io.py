@@ -31,6 +31,7 @@ what is wrong with it, and what to do.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass, field, replace
@@ -75,15 +76,85 @@ class RecordingError(ValueError):
     """A recording cannot be read: the message says which file, what is wrong, and what to do."""
 
 
+class FileSamples:
+    """The samples of a sample-major binary data file (BrainVision's multiplexed ``.eeg``), in
+    engine units, read on demand: ``x[rows, a:b]`` reads samples ``a..b-1`` from the file and
+    scales them; ``np.asarray(x)`` reads all. Slicing returns new float64 arrays (writing into
+    them changes nothing in the file).
+
+    A whole 10-min 64-channel recording never sits in memory as float64 when it is read block
+    by block (``tmseeg analyze``: 1.5 GB less). Files are read with ``pread``, not a memory
+    map, so the page cache is not counted in the process's memory.
+
+    Parameters
+    ----------
+    path : Path
+    dtype : numpy dtype
+        Of one value in the file.
+    n_channels, n_samples : int
+    gain : ndarray, shape (n_channels,)
+        Per channel factor from the file's values to engine units.
+    offset : int
+        Bytes before the first sample.
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, path: Path, dtype, n_channels: int, n_samples: int, gain: np.ndarray,
+                 offset: int = 0) -> None:
+        self.path = Path(path)
+        self.file_dtype = np.dtype(dtype)
+        self.shape = (int(n_channels), int(n_samples))
+        self.gain = np.asarray(gain, float).reshape(-1, 1)
+        self.offset = int(offset)
+        self._frame = self.file_dtype.itemsize * self.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start..stop-1`` of every channel, (n_channels, stop - start) float64."""
+        n_ch, n = self.shape
+        start, stop = max(0, int(start)), min(n, int(stop))
+        out = np.empty((n_ch, max(0, stop - start)))
+        # pieces of ~256 kB: the sample-major -> channel-major transpose stays in the cache
+        step = max(1, (256 * 1024) // self._frame)
+        with open(self.path, "rb", buffering=0) as f:
+            for a in range(start, stop, step):
+                b = min(a + step, stop)
+                raw = os.pread(f.fileno(), (b - a) * self._frame, self.offset + a * self._frame)
+                if len(raw) < (b - a) * self._frame:
+                    raise RecordingError(f"{self.path}: ends at sample "
+                                         f"{a + len(raw) // self._frame} of {n} (changed while "
+                                         "it was being read?)")
+                values = np.frombuffer(raw, self.file_dtype).reshape(b - a, n_ch)
+                np.multiply(values.T, self.gain, out=out[:, a - start:b - start])
+        return out
+
+    def __getitem__(self, key):
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        if not isinstance(cols, slice) or cols.step not in (None, 1):
+            return np.asarray(self)[rows, cols]
+        a, b, _ = cols.indices(self.shape[1])
+        return self.read(a, max(a, b))[rows]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        x = self.read(0, self.shape[1])
+        return x if dtype is None else x.astype(dtype, copy=False)
+
+    @property
+    def T(self) -> np.ndarray:  # noqa: N802 (numpy's name)
+        return np.asarray(self).T
+
+
 @dataclass
 class Recording:
     """A whole recording in engine units.
 
     Parameters
     ----------
-    data_uv : ndarray, shape (n_channels, n_samples)
+    data_uv : ndarray or FileSamples, shape (n_channels, n_samples)
         float64; voltage channels (see :data:`VOLTAGE_TYPES`) in microvolts, other channels
-        (stim, misc) unscaled.
+        (stim, misc) unscaled. A :class:`FileSamples` (``read_recording(preload=False)``) reads
+        what is sliced from the file.
     meta : StreamMeta
         Channel names, MNE channel types, sampling rate; ``name`` is the file name.
     events : list of Event
@@ -110,7 +181,8 @@ class Recording:
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.data_uv = np.asarray(self.data_uv, dtype=np.float64)
+        if not isinstance(self.data_uv, FileSamples):  # those are read when sliced
+            self.data_uv = np.asarray(self.data_uv, dtype=np.float64)
         if self.data_uv.ndim != 2 or self.data_uv.shape[0] != self.meta.n_channels:
             raise ValueError(
                 f"Recording data has shape {self.data_uv.shape} but meta declares "
@@ -142,7 +214,7 @@ class Recording:
 
         scale = _volt_scale(self.meta.ch_types)
         info = mne.create_info(list(self.meta.ch_names), self.meta.sfreq, list(self.meta.ch_types))
-        raw = mne.io.RawArray(self.data_uv * scale[:, None], info, verbose="error")
+        raw = mne.io.RawArray(np.asarray(self.data_uv) * scale[:, None], info, verbose="error")
         if self.meas_date is not None:
             raw.set_meas_date(self.meas_date)
         if self.events:
@@ -211,8 +283,9 @@ def read_recording(
         Regular expression, matched case-insensitively anywhere in a marker label, that
         marks TMS pulses (default :data:`DEFAULT_PULSE_PATTERN`).
     preload : bool
-        Kept for symmetry with MNE and ignored: the samples are always loaded, because the
-        engine works on arrays in microvolts.
+        False: a BrainVision binary data file is read block by block when sliced
+        (``data_uv`` a :class:`FileSamples`), never whole (``tmseeg analyze``); other formats
+        are always loaded.
     stream_name : str or None
         XDF only: the name of the EEG stream to use when the file holds several; by default
         the stream of type ``EEG`` (the only numeric stream if none is typed ``EEG``).
@@ -249,7 +322,7 @@ def read_recording(
     elif fmt == "neurone":
         rec = _read_neurone(path, pattern)
     else:
-        rec = _read_mne(path, fmt, pattern)
+        rec = _read_mne(path, fmt, pattern, preload)
     return checked_recording(rec, path)
 
 
@@ -285,7 +358,7 @@ def _cnt_reader(path: Path):
     return mne.io.read_raw_ant
 
 
-def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
+def _read_mne(path: Path, fmt: str, pattern: re.Pattern, preload: bool = True) -> Recording:
     import mne
 
     reader = _cnt_reader(path) if fmt == "cnt" else {
@@ -320,7 +393,7 @@ def _read_mne(path: Path, fmt: str, pattern: re.Pattern) -> Recording:
         ) from exc
     # EGI: each event code is also a stim channel; the annotations already hold them
     rec = _from_raw(raw, pattern, path, _markers_after_end(raw, fmt, path),
-                    stim_events=fmt != "egi")
+                    stim_events=fmt != "egi", preload=preload)
     if salvaged:
         log.warning("%s: %s", path.name, salvaged)
         rec.warnings.append(salvaged)
@@ -384,28 +457,20 @@ def _brainvision_layout(raw) -> tuple[Path, np.dtype, int, int] | None:
     return Path(files[0]), np.dtype(dtype), int(extras["orig_nchan"]), int(raw.n_times)
 
 
-def _brainvision_uv(raw, scale: np.ndarray) -> np.ndarray | None:
-    """The data of an unread BrainVision Raw (:func:`_read_brainvision`) times MNE's
-    calibration and ``scale``, (n_channels, n_samples) float64; None if its layout is not one
+def _brainvision_samples(raw, scale: np.ndarray) -> FileSamples | None:
+    """The data file of an unread BrainVision Raw (:func:`_read_brainvision`) as
+    :class:`FileSamples`: MNE's calibration times ``scale``; None if its layout is not one
     :func:`_brainvision_layout` accepts.
 
-    The file is sample-major; MNE transposes it in 8 MB blocks, larger than a core's cache,
-    so every channel re-reads the block from memory (6 s for 64 ch x 3 M samples). Blocks of
-    ~256 kB transpose in cache (about 0.5 s), and the file is read through a memory map,
-    never copied whole."""
+    MNE transposes the sample-major file in 8 MB blocks, larger than a core's cache, so every
+    channel re-reads the block from memory (2-6 s for 64 ch x 3 M samples); :class:`FileSamples`
+    transposes ~256 kB at a time (under 1 s)."""
     layout = _brainvision_layout(raw)
     if layout is None:
         return None
     data_file, dtype, n_ch, n_samples = layout
-    gain = np.asarray(raw._cals, float) * scale  # MNE's per-channel unit -> volts, then µV
-    samples = np.memmap(data_file, dtype=dtype, mode="r", shape=(n_samples, n_ch))
-    out = np.empty((n_ch, n_samples))
-    step = max(1, (256 * 1024) // (dtype.itemsize * n_ch))
-    for a in range(0, n_samples, step):
-        b = min(a + step, n_samples)
-        np.multiply(samples[a:b].T, gain[:, None], out=out[:, a:b])
-    del samples
-    return out
+    # MNE's per-channel unit -> volts, then engine units
+    return FileSamples(data_file, dtype, n_ch, n_samples, np.asarray(raw._cals, float) * scale)
 
 
 def _read_fif(path: Path, reader):
@@ -606,11 +671,12 @@ def _fix_types(names: Sequence[str], types: Sequence[str], explicit: bool) -> li
 
 
 def _from_raw(raw, pattern: re.Pattern, path: Path | None,
-              past_end: Sequence[tuple[str, float]] = (), stim_events: bool = True
-              ) -> Recording:
+              past_end: Sequence[tuple[str, float]] = (), stim_events: bool = True,
+              preload: bool = True) -> Recording:
     """Convert an MNE Raw (volts) into a :class:`Recording` (µV); ``past_end`` are the
     markers (description, time in s) the file has after its last sample; ``stim_events``
-    False when the stim channels repeat the annotations."""
+    False when the stim channels repeat the annotations; ``preload`` False keeps an unread
+    BrainVision data file on disk (:class:`FileSamples`)."""
     import mne
 
     names = list(raw.ch_names)
@@ -624,8 +690,10 @@ def _from_raw(raw, pattern: re.Pattern, path: Path | None,
         data *= scale[:, None]
         data_uv = data
     else:
-        data_uv = None if raw.preload else _brainvision_uv(raw, scale)
-        if data_uv is None:
+        data_uv = None if raw.preload else _brainvision_samples(raw, scale)
+        if data_uv is not None and preload:
+            data_uv = np.asarray(data_uv)
+        elif data_uv is None:
             data_uv = np.ascontiguousarray(raw.get_data() * scale[:, None], dtype=np.float64)
     events: list[Event] = []
     warnings_found: list[str] = []
