@@ -61,8 +61,11 @@ VARIANTS: dict[str, dict] = {
     "no_notch": {"filter": {"notch_hz": 0.0}},
     # the live TEP update's wait (issue #16: 0.5 s after the epoch's end): less real data
     # after the epoch for the zero-phase filter
-    "pad_after200": {"filter": {"epoch_pad_after_ms": 200.0}},
+    "pad_after500": {"filter": {"epoch_pad_after_ms": 500.0}},  # the default until #16
     "pad_after100": {"filter": {"epoch_pad_after_ms": 100.0}},
+    # a shorter decay fit window: live, samples after a pulse wait for its end
+    "fit700": {"decay": {"fit_window_ms": [10.0, 700.0]}},
+    "fit600": {"decay": {"fit_window_ms": [10.0, 600.0]}},
 }
 PEAKS = ["N15", "P30", "N45", "P60", "N100", "P180"]
 #: metric plug-ins that do not touch the TEP path: off in the benchmark (it scores the TEP)
@@ -151,14 +154,15 @@ def same_epochs_truth(meta: dict, quick: bool, seed: int, results: list[dict]) -
     for r in todo:
         filt = epoch_filter(load_config(overrides=r.get("overrides") or None))
         half = int(round(0.5 * fs))
-        pad = int(round(filt.pad_ms * fs / 1000.0))
+        pad = int(round(filt.pad_ms * fs / 1000.0))  # before the epoch
+        after = int(round(filt.pad_after_ms * fs / 1000.0))  # and after it
         kept = np.asarray(r["kept_samples"], dtype=np.int64)
         if kept.size == 0:
             continue
         # the true pulse of each kept epoch (tmseeg's time zero may be a sample off)
         onsets = true[np.abs(true[None, :] - kept[:, None]).argmin(axis=1)]
-        onsets = onsets[(onsets - half - pad >= 0) & (onsets + half + pad < clean.shape[1])]
-        idx = onsets[:, None] + np.arange(-half - pad, half + pad + 1)[None, :]
+        onsets = onsets[(onsets - half - pad >= 0) & (onsets + half + after < clean.shape[1])]
+        idx = onsets[:, None] + np.arange(-half - pad, half + after + 1)[None, :]
         avg = clean[:, idx].mean(axis=1)  # (n_ch, n_times): linear, so filter the average
         avg = filt(avg, fs)[:, pad:pad + 2 * half + 1]
         times = np.arange(-half, half + 1) / fs

@@ -1,9 +1,9 @@
 """The fast path: each pulse's early TEP for a closed-loop protocol, 60 ms after the pulse.
 
-The session's TEP of a pulse arrives ~1.3 s after its epoch ends (decay removal holds data
-back to fit the decay, the zero-phase epoch filter needs 500 ms of data after the epoch). A
-protocol that adapts the next pulse to this one's early response (15-60 ms) cannot wait that
-long. :class:`EarlyTEPCutter` gives it from the raw stream as soon as the stream holds
+The session's TEP of a pulse arrives ~0.5 s after its epoch ends, ~1 s after the pulse (the
+zero-phase epoch filter needs 200 ms of data after the epoch; the pulse, cut and decay stages
+hold ~270 ms back). A protocol that adapts the next pulse to this one's early response
+(15-60 ms) would wait that long. :class:`EarlyTEPCutter` gives it from the raw stream as soon as the stream holds
 ``post_ms`` after the pulse:
 
 1. the pulse's sample: a pulse marker's, or the time this protocol's trigger was sent, moved

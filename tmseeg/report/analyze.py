@@ -140,7 +140,10 @@ def check_eeg_scale(recording: Recording, path: Path) -> None:
     eeg = recording.meta.picks("eeg")
     x = recording.data_uv[eeg, :min(recording.n_samples, int(20 * recording.meta.sfreq))]
     with np.errstate(all="ignore"):
-        spread = np.nanmedian(np.abs(np.diff(x, axis=1)), axis=1)
+        step = np.abs(np.diff(x, axis=1))
+        # the NaN-aware median costs 4x; most recordings hold no NaN
+        spread = np.median(step, axis=1) if np.isfinite(step).all() \
+            else np.nanmedian(step, axis=1)
     live = spread[np.isfinite(spread) & (spread > 0)]
     if live.size >= max(1, eeg.size // 2) and np.median(live) < 0.02:
         level = float(np.nanmedian(np.abs(x)))
