@@ -230,6 +230,7 @@ class Engine:
         #: wall time spent processing blocks (stages, epochs, metrics, sinks): against the
         #: stream's duration, the real-time headroom
         self.processing_busy_s = 0.0
+        self.n_blocks_processed = 0  # fewer than read when waiting blocks were joined
         #: one entry per run of skipped blocks: first/stop sample and the pulse markers in it
         self.skipped: list[dict] = []
         self._status_cb: Callable[[EngineStatus], None] | None = None
@@ -315,6 +316,7 @@ class Engine:
         processed = self.chain.process(raw)
         self._deliver(raw, processed)
         self.processing_busy_s += time.perf_counter() - t0
+        self.n_blocks_processed += 1
         if not np.isnan(raw.received_s):
             self._update_ms.append((now_s() - raw.received_s) * 1e3)
         return processed
