@@ -1,8 +1,8 @@
 """The fast path: each pulse's early TEP for a closed-loop protocol, 60 ms after the pulse.
 
-The session's TEP of a pulse arrives ~0.5 s after its epoch ends, ~1 s after the pulse (the
-zero-phase epoch filter needs 200 ms of data after the epoch; the pulse, cut and decay stages
-hold ~270 ms back). A protocol that adapts the next pulse to this one's early response
+The session's TEP of a pulse arrives ~0.65 s after its epoch ends, ~1.15 s after the pulse
+(decay removal waits for its 800-ms fit window; the zero-phase epoch filter needs 200 ms of
+data after the epoch). A protocol that adapts the next pulse to this one's early response
 (15-60 ms) would wait that long. :class:`EarlyTEPCutter` gives it from the raw stream as soon as the stream holds
 ``post_ms`` after the pulse:
 
