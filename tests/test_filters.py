@@ -262,3 +262,27 @@ def test_zero_phase_filter_over_the_cores_equals_one_thread():
                                   signal.sosfiltfilt(sos, x, axis=-1))
     np.testing.assert_array_equal(filters.sosfiltfilt_nan(sos, x[:3, :500]),
                                   signal.sosfiltfilt(sos, x[:3, :500], axis=-1))
+
+
+def test_row_split_work_runs_in_a_forked_child_too():
+    """The channel-split helper's thread pool is not inherited by a forked child (its threads
+    are not): the child makes its own instead of waiting forever on the parent's."""
+    import multiprocessing
+
+    from tmseeg.utils import map_rows
+
+    x = np.ones((8, 50_000))
+    assert map_rows(lambda rows: rows * 2, x).sum() == 2 * x.size  # the parent's pool exists
+
+    def child(q):
+        q.put(float(map_rows(lambda rows: rows * 3, x).sum()))
+
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    p.join(20)
+    alive = p.is_alive()
+    if alive:
+        p.kill()
+    assert not alive and q.get(timeout=1) == 3 * x.size

@@ -84,6 +84,16 @@ _ROW_POOL: ThreadPoolExecutor | None = None
 PARALLEL_MIN_SIZE = 100_000
 
 
+def _forget_row_pool() -> None:
+    # a forked child has the pool object but not its threads: work handed to it would wait
+    # forever; the child makes its own
+    global _ROW_POOL
+    _ROW_POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_row_pool)
+
+
 def over_rows(work: Callable[[int, int], Any], n_rows: int, size: int) -> list:
     """``work(start, stop)`` over consecutive row ranges covering ``n_rows``, on the machine's
     cores (at most 4), results in row order.
