@@ -1,10 +1,16 @@
 """Test-wide setup: liblsl on loopback only, Qt offscreen, unique stream names per test."""
 import os
+import signal
 import uuid
 
 from tmseeg.stream.lslconfig import use_loopback_only
 
 use_loopback_only(force=True)
+# A suite started in the background by a shell without job control (`cmd &`) inherits
+# SIGINT ignored, and every tmseeg process a test starts would inherit that too: the Ctrl-C
+# tests would wait forever. The tests' own children must get the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
