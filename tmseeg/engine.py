@@ -109,6 +109,9 @@ class EngineStatus:
                 f"{self.update_latency_ms_p99:6.1f} ms, backlog {self.backlog_s:4.2f} s{skipped}")
 
 
+#: the end sentinel, once :meth:`Engine._coalesce` has taken it from the queue
+_END = object()
+
 #: Offline block length. Any length gives the same numbers (the stages are block-size
 #: invariant, which the tests check); this one keeps Python overhead low.
 OFFLINE_BLOCK_MS = 100.0
@@ -366,12 +369,12 @@ class Engine:
     def _work(self) -> None:
         """The processing thread: blocks in arrival order until the end sentinel. Blocks that
         wait together (processing is behind) are joined into one (:meth:`_coalesce`)."""
-        ended = False
-        while not ended:
-            raw = self._queue.get()
-            if raw is None:
+        ahead = None  # taken from the queue but not joinable with the last join (or _END)
+        while True:
+            raw = ahead if ahead is not None else self._queue.get()
+            if raw is None or raw is _END:
                 return
-            raw, ended = self._coalesce(raw)
+            raw, ahead = self._coalesce(raw)
             self._process_queued(raw)
             cb = self._status_cb
             if cb is not None:
@@ -380,9 +383,10 @@ class Engine:
     #: most data joined into one block when blocks wait for processing
     COALESCE_S = 0.1
 
-    def _coalesce(self, first: Block) -> tuple[Block, bool]:
+    def _coalesce(self, first: Block) -> tuple[Block, object]:
         """``first`` joined with the blocks queued right behind it (consecutive samples, no
-        gap), up to :attr:`COALESCE_S` of data; and whether the end sentinel was met.
+        gap), up to :attr:`COALESCE_S` of data; and what was taken from the queue but not
+        joined: a block, :data:`_END` (the end sentinel), or None (nothing).
 
         The stages give the same numbers whatever the block sizes (tested), so a backlog is
         worked off in fewer, larger blocks: the per-block cost of ten stages in Python is paid
@@ -390,25 +394,17 @@ class Engine:
         real time). Latency is counted from the first block's arrival."""
         limit = max(1, int(self.COALESCE_S * self.meta.sfreq))
         parts, n = [first], first.n_samples
-        ended = False
         while n < limit and not any(e.kind == EVENT_GAP for e in parts[-1].events):
             try:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if nxt is None:
-                ended = True
-                break
-            if nxt.first_sample != parts[-1].stop_sample or nxt.meta is not first.meta \
-                    or any(e.kind == EVENT_GAP for e in nxt.events):
-                # not joinable: process what is joined, then this one on its own
-                joined = self._join(parts)
-                self._process_queued(joined)
-                parts, n = [nxt], nxt.n_samples
-                continue
+            if nxt is None or nxt.first_sample != parts[-1].stop_sample \
+                    or nxt.meta is not first.meta or any(e.kind == EVENT_GAP for e in nxt.events):
+                return self._join(parts), (nxt if nxt is not None else _END)
             parts.append(nxt)
             n += nxt.n_samples
-        return self._join(parts), ended
+        return self._join(parts), None
 
     @staticmethod
     def _join(parts: list[Block]) -> Block:

@@ -31,6 +31,7 @@ import numpy as np
 
 from tmseeg.closedloop.spatial import SpatialFilter
 from tmseeg.stream.block import Block, StreamMeta
+from tmseeg.stream.ringbuffer import RingBuffer
 
 __all__ = ["EarlyTEPCutter", "EarlyTEPData"]
 
@@ -147,9 +148,8 @@ class EarlyTEPCutter:
         self.times_ms = np.arange(-self.n_pre, self.n_post + 1) * (1000.0 / fs)
         # raw EEG kept: what the longest cut needs, twice over (blocks arrive in any size)
         self.n_keep = 2 * (self.n_pre + self.n_post + 2 * self.n_tol + self.n_edge + 1)
-        self._buf = np.zeros((self.rows.size, 2 * self.n_keep))
-        self._start = 0  # absolute sample of _buf[:, 0]
-        self._n = 0  # valid columns
+        self._ring: RingBuffer | None = None
+        self._origin = 0  # absolute sample of the ring's sample 0 (the first after a reset)
         self._pending: list[_Pending] = []
         self.n_lost = 0  # pulses whose data a gap (or a late arrival) took
 
@@ -170,30 +170,20 @@ class EarlyTEPCutter:
         """A gap in the stream: the data held and the pulses waiting on it are gone."""
         self.n_lost += len(self._pending)
         self._pending = []
-        self._n = 0
+        self._ring = None
 
     def process(self, block: Block, ready_s: float = math.nan) -> list[EarlyTEPData]:
         """Take a raw block (all channels); the early TEPs its data completed."""
         if not block.n_samples:
             return []
-        if self._n and block.first_sample != self._start + self._n:
+        if self._ring is not None and \
+                block.first_sample != self._origin + self._ring.n_written:
             self.reset()  # samples missing: never cut across them
-        if not self._n:
-            self._start = block.first_sample
-        x = block.data[self.rows]
-        k = x.shape[1]
-        if k >= self.n_keep:
-            self._buf[:, :self.n_keep] = x[:, -self.n_keep:]
-            self._start, self._n = block.stop_sample - self.n_keep, self.n_keep
-        else:
-            if self._n + k > self._buf.shape[1]:
-                drop = self._n + k - self.n_keep
-                self._buf[:, :self._n - drop] = self._buf[:, drop:self._n]
-                self._start += drop
-                self._n -= drop
-            self._buf[:, self._n:self._n + k] = x
-            self._n += k
-        newest = self._start + self._n - 1
+        if self._ring is None:
+            self._ring = RingBuffer(self.rows.size, self.n_keep)
+            self._origin = block.first_sample
+        self._ring.write(block.data[self.rows])
+        newest = block.stop_sample - 1
         out, waiting = [], []
         for p in self._pending:
             if newest < p.ready_at:
@@ -209,10 +199,12 @@ class EarlyTEPCutter:
 
     # -- the cut -----------------------------------------------------------------------------
     def _view(self, a: int, b: int) -> np.ndarray | None:
-        """Absolute samples a..b-1 of the held EEG, or None when not all are held."""
-        if a < self._start or b > self._start + self._n:
+        """Absolute samples a..b-1 of the held EEG (a copy), or None when not all are held."""
+        ring = self._ring
+        if ring is None or a - self._origin < ring.first_available \
+                or b - self._origin > ring.n_written:
             return None
-        return self._buf[:, a - self._start:b - self._start]
+        return ring.read(a - self._origin, b - self._origin)
 
     def onset(self, requested: int) -> tuple[int, bool]:
         """The artifact's first sample within the tolerance of ``requested``, and whether one
@@ -234,7 +226,6 @@ class EarlyTEPCutter:
         x = self._view(sample - self.n_pre, sample + self.n_post + 1)
         if x is None:
             return None
-        x = np.array(x, dtype=float)
         zero = self.n_pre
         c0, c1 = zero + self.cut[0], zero + self.cut[1]
         left = x[:, max(c0 - self.n_edge, 0):c0].mean(axis=1)

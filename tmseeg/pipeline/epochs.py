@@ -194,8 +194,9 @@ class Epocher:
             else 0.0
         self.n_pad = int(round(pad_ms * sf / 1000.0))
         self.n_pad_after = int(round(after_ms * sf / 1000.0))
-        cap = (self.n_pre + self.n_post + 1 + self.n_pad + self.n_pad_after
-               + int(np.ceil(self.max_delay_s * sf)))
+        #: samples one cut reads: the epoch and its filter padding on both sides
+        self.n_span = self.n_pre + self.n_post + 1 + self.n_pad + self.n_pad_after
+        cap = self.n_span + int(np.ceil(self.max_delay_s * sf))
         self._ring = RingBuffer(len(self._rows), cap)
         t = self.times_ms
         if self.baseline_ms is not None:
@@ -272,8 +273,7 @@ class Epocher:
         # A block longer than the ring's spare room (a stage releasing seconds it held back,
         # e.g. cleaning that calibrated only at the end of a file) is written in pieces, and
         # the epochs each piece completes are cut before the next piece overwrites them.
-        step = max(1, ring.capacity - (self.n_pre + self.n_post + 1 + self.n_pad
-                                       + self.n_pad_after))
+        step = max(1, ring.capacity - self.n_span)
         out: list[Epoch] = []
         for a in range(0, data.shape[1], step):
             ring.write(data[:, a:a + step])
@@ -308,7 +308,7 @@ class Epocher:
         start = ev.sample - self.n_pre
         stop = ev.sample + self.n_post + 1
         pad = self.n_pad
-        data = np.full((len(self._rows), self.n_times + pad + self.n_pad_after), np.nan)
+        data = np.full((len(self._rows), self.n_span), np.nan)
         lo = max(start - pad, ring.first_available, 0)
         hi = min(stop + self.n_pad_after, ring.n_written)
         reason = ""
