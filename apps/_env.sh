@@ -29,8 +29,17 @@ STAMP="$VENV/.tmseeg-build-$EXTRAS"
 HASH="$(cat setup.py pyproject.toml ext/*.pyx ext/*.pyi 2>/dev/null | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ] \
         || ! ls tmseeg/_ext/*.so >/dev/null 2>&1; then
+    # The install needs about 1.5 GB (MNE, SciPy, Qt, and the build's own copy of NumPy and
+    # Cython); a full disk otherwise surfaces as a pip OSError deep inside a build step.
+    FREE_MB="$(df -Pm "$(dirname "$VENV")" | awk 'NR==2 {print $4}')"
+    if [ -n "$FREE_MB" ] && [ "$FREE_MB" -lt 2000 ]; then
+        echo "[tmseeg] only ${FREE_MB} MB free on the disk of $VENV; the install needs about" \
+             "2000 MB: free some space (old clones, /tmp) and run this again" >&2
+        exit 1
+    fi
     echo "[tmseeg] installing tmseeg[$EXTRAS] and compiling the Cython kernels"
-    "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+    # no wheel cache: on a fresh machine it is never read again and doubles the disk used
+    PIP_NO_CACHE_DIR=1 "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
     echo "$HASH" > "$STAMP"
 fi
 # Qt (the monitor, and its offscreen GUI tests) needs a few system libraries; a fresh Debian
