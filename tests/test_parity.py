@@ -76,3 +76,37 @@ def test_a_gap_in_the_stream_is_named_as_a_live_offline_difference(recording_pat
     assert session.live_offline_differences() == named[-1]
     clean = run_session(rec, load_config(), keep_epochs=False)
     assert clean.live_offline_differences() == []
+
+
+@pytest.mark.parametrize("check_markers, late_ms", [(True, 55.0), (False, 95.0)])
+def test_late_markers_within_the_allowance_give_the_on_time_numbers(recording_path,
+                                                                    check_markers, late_ms):
+    """Live, a pulse marker arrives after its sample (a marker stream lags the EEG). Within the
+    allowance it is cut, fitted and averaged as if on time: the checking pulse source's own
+    hold covers the first 60 ms, the interpolation stage the rest of ``max_delay_ms``, and the
+    decay stage behind it waits for nothing (the waits no longer add up along the chain)."""
+    from dataclasses import replace
+
+    rec = read_recording(recording_path)
+    cfg = load_config(overrides={"pulses": {"check_markers": check_markers}})
+    on_time = run_session(rec, cfg, keep_epochs=False)
+    lag = int(round(late_ms * rec.meta.sfreq / 1000.0))
+    blocks = list(blocks_from_array(rec.data_uv, rec.meta, 25))  # 5-ms blocks
+    starts = np.array([b.first_sample for b in blocks])
+    moved: dict[int, list] = {}
+    for ev in rec.events:  # each event arrives with the first block after sample + lag
+        k = min(int(np.searchsorted(starts, ev.sample + lag)), len(blocks) - 1)
+        moved.setdefault(k, []).append(ev)
+    blocks = [replace(b, events=moved.get(k, [])) for k, b in enumerate(blocks)]
+    late = TEPSession(cfg, rec.meta)
+    Engine.for_session(BlocksSource(blocks, rec.meta), late).run_to_end()
+
+    interp = next(s for s in late.stages.chain.stages if s.name == "interp")
+    assert interp.n_late == 0
+    assert not [f for f in late.stages.decay.fits if "late" in f["reason"]]
+    assert len(on_time.pulses) >= 10
+    assert [p["sample"] for p in late.pulses] == [p["sample"] for p in on_time.pulses]
+    assert [p["kept"] for p in late.pulses] == [p["kept"] for p in on_time.pulses]
+    scale = np.abs(on_time.tep.average_uv).max()
+    np.testing.assert_allclose(late.tep.average_uv, on_time.tep.average_uv,
+                               rtol=1e-9, atol=1e-9 * scale)

@@ -187,13 +187,30 @@ class RunningSpread:
         self.alpha, self.correction = float(alpha), correction
         self.n_bootstrap, self.min_run = int(n_bootstrap), int(min_consecutive_bins)
         self.seed = int(seed)
-        self._post: list[np.ndarray] = []
-        self._base: list[np.ndarray] = []
+        # per epoch: the bin means (and, for the baseline null only, the baseline segments'
+        # means: 4x the bins' size, which a live hour would otherwise keep for nothing), in
+        # arrays grown by doubling, so computing never restacks every epoch
+        self._post = np.empty((0, len(self.ch_names), starts.size))
+        self._base = np.empty((0, len(self.ch_names), self._base_idx.size))
+        self._n = 0
         self.n_skipped = 0
 
     @property
     def n_epochs(self) -> int:
-        return len(self._post)
+        return self._n
+
+    def _keep(self, post: np.ndarray, base: np.ndarray) -> None:
+        if self._n == self._post.shape[0]:
+            cap = max(16, 2 * self._n)
+            self._post = np.concatenate([self._post, np.empty((cap - self._n,)
+                                                              + self._post.shape[1:])])
+            if self.null == "baseline":
+                self._base = np.concatenate([self._base, np.empty((cap - self._n,)
+                                                                  + self._base.shape[1:])])
+        self._post[self._n] = post
+        if self.null == "baseline":
+            self._base[self._n] = base
+        self._n += 1
 
     def add(self, data_uv: np.ndarray) -> bool:
         """Add one baseline-corrected epoch (n_channels, n_times); False if it holds NaN."""
@@ -209,8 +226,7 @@ class RunningSpread:
         if not (np.isfinite(post).all() and np.isfinite(base).all()):
             self.n_skipped += 1
             return False
-        self._post.append(post)
-        self._base.append(base)
+        self._keep(post, base)
         return True
 
     def _draw(self, base: np.ndarray, rng: np.random.Generator, n_draws: int) -> np.ndarray:
@@ -250,7 +266,7 @@ class RunningSpread:
         """Significance of every channel x bin (see the module notes)."""
         if self.n_epochs < 2:
             raise ValueError(f"spread: {self.n_epochs} epoch(s); need at least 2 (better 20+).")
-        post = np.stack(self._post)  # (K, C, B)
+        post = self._post[:self._n]  # (K, C, B)
         obs = post.mean(axis=0)
         rng = np.random.default_rng(self.seed)
         if self.null == "trials":
@@ -270,7 +286,7 @@ class RunningSpread:
 
     def _baseline_null(self, obs: np.ndarray, rng: np.random.Generator
                        ) -> tuple[np.ndarray, np.ndarray]:
-        base = np.stack(self._base)  # (K, C, S)
+        base = self._base[:self._n]  # (K, C, S)
         null = self._draw(base, rng, self.n_bootstrap)  # (n_boot, C)
         a_null = np.sort(np.abs(null), axis=0)  # per channel, ascending
         n_ge = np.empty(obs.shape)

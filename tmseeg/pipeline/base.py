@@ -9,7 +9,9 @@ numbers identical.
 """
 from __future__ import annotations
 
+import bisect
 import math
+from dataclasses import replace
 from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
@@ -147,7 +149,29 @@ class HeldBlocks:
         return len(self.blocks)
 
     def push(self, block: Block) -> None:
+        """Hold ``block``. Its events whose sample lies in an earlier held block (a marker
+        that arrived late) move to that block, so they leave with their sample: on time for
+        the stages after this one."""
+        if self.blocks and block.events and min(e.sample for e in block.events) < block.first_sample:
+            own = []
+            for e in block.events:
+                home = self._holding(e.sample) if e.sample < block.first_sample else None
+                if home is None:
+                    own.append(e)
+                else:
+                    held = self.blocks[home]
+                    self.blocks[home] = replace(held, events=sorted(
+                        [*held.events, e], key=lambda ev: ev.sample))
+            block = replace(block, events=own)
         self.blocks.append(block)
+
+    def _holding(self, sample: int) -> int | None:
+        """Index of the held block that holds ``sample`` (None: released, or in a gap)."""
+        starts = [b.first_sample for b in self.blocks]
+        k = bisect.bisect_right(starts, sample) - 1
+        if k >= 0 and sample < self.blocks[k].stop_sample:
+            return k
+        return None
 
     @property
     def start(self) -> int:

@@ -152,6 +152,12 @@ class CheckedMarkerPulses:
         return ms_to_samples(ms, self._fs)
 
     @property
+    def hold_ms(self) -> float:
+        """How late (after its sample) a marker may arrive and still leave this stage with the
+        block that holds its sample, once the source is decided: ``2 tol_ms + wait_ms``."""
+        return 2.0 * self.tol_ms + self.wait_ms
+
+    @property
     def delay_samples(self) -> int:
         """The stage's constant delay once decided: ``2 tol_ms + wait_ms``."""
         return 2 * self._n(self.tol_ms) + self._n(self.wait_ms)
