@@ -28,8 +28,8 @@ from tmseeg.pipeline.cutwindow import CutWindow
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
-from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, DataPulses, MarkerPulses,
-                                   PulsePlausibility, TriggerChannelPulses)
+from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, MARKER_TOL_MS, DataPulses,
+                                   MarkerPulses, PulsePlausibility, TriggerChannelPulses)
 from tmseeg.pipeline.pulseinfo import PulseInfoJoin, PulseTable, pulse_info, with_info
 from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
 from tmseeg.pipeline.reference import AverageReference
@@ -117,8 +117,10 @@ def late_marker_waits_ms(cfg: dict, source: CheckedMarkerPulses | None = None
       so the decay stage behind it needs no wait of its own (only without interpolation does
       it take the interpolation stage's place).
 
-    Live, this is ~150 ms less between a pulse and its TEP update than each stage waiting the
-    whole allowance; offline (markers on time) nothing changes.
+    The checking source's own wait is the allowance (:func:`build_stages`), so by default the
+    interpolation stage waits only for that shift. Live, a TEP update goes out ~200 ms sooner
+    than with each of the three stages waiting the whole allowance; offline (markers on time)
+    nothing changes.
     """
     allowance = float(cfg["interpolation"]["max_delay_ms"])
     interp = allowance
@@ -160,9 +162,13 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     source = p["source"]
     pulse_source = None
     if source == "markers" and p["check_markers"]:
+        # it waits for late markers as long as [interpolation] max_delay_ms allows (the
+        # matching tolerance either side is part of its hold): one allowance for the chain
+        allowance_ms = cfg["interpolation"]["max_delay_ms"]
         pulse_source = CheckedMarkerPulses(pattern=p["pattern"] or DEFAULT_PULSE_PATTERN,
                                            offset_ms=p["marker_offset_ms"],
-                                           detector=data_pulse_stage(cfg))
+                                           detector=data_pulse_stage(cfg),
+                                           wait_ms=max(0.0, allowance_ms - 2 * MARKER_TOL_MS))
         stages.append(pulse_source)
     elif source in ("markers", "markers+data"):
         kw = {"pattern": p["pattern"]} if p["pattern"] else {}

@@ -152,7 +152,7 @@ class HeldBlocks:
         """Hold ``block``. Its events whose sample lies in an earlier held block (a marker
         that arrived late) move to that block, so they leave with their sample: on time for
         the stages after this one."""
-        if self.blocks and block.events and min(e.sample for e in block.events) < block.first_sample:
+        if self.blocks and any(e.sample < block.first_sample for e in block.events):
             own = []
             for e in block.events:
                 home = self._holding(e.sample) if e.sample < block.first_sample else None

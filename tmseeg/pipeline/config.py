@@ -86,7 +86,10 @@ auto_min_ms = [-2.0, 10.0]
 auto_max_ms = [-10.0, 20.0]
 method = "cubic"            # "cubic" or "linear"
 fit_ms = 1.0                # clean data either side used by the cubic fit
-max_delay_ms = 100.0        # how late a pulse marker may arrive and still be cut (live)
+# live: how late a pulse marker may arrive and still be cut, fitted and averaged as if on
+# time; later ones are named as a live/offline difference. Every sample waits this long once
+# (the pulse source holds it), not once per stage
+max_delay_ms = 60.0
 
 [decay]
 enabled = true
