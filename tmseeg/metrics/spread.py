@@ -189,9 +189,10 @@ class RunningSpread:
         self.seed = int(seed)
         # per epoch: the bin means (and, for the baseline null only, the baseline segments'
         # means: 4x the bins' size, which a live hour would otherwise keep for nothing), in
-        # arrays grown by doubling, so computing never restacks every epoch
-        self._post = np.empty((0, len(self.ch_names), starts.size))
-        self._base = np.empty((0, len(self.ch_names), self._base_idx.size))
+        # arrays grown by doubling, so computing never restacks every epoch; float32 (7
+        # digits of a bin mean in µV), the tests run in float64: a live hour's epochs in 11 MB
+        self._post = np.empty((0, len(self.ch_names), starts.size), dtype=np.float32)
+        self._base = np.empty((0, len(self.ch_names), self._base_idx.size), dtype=np.float32)
         self._n = 0
         self.n_skipped = 0
 
@@ -202,11 +203,11 @@ class RunningSpread:
     def _keep(self, post: np.ndarray, base: np.ndarray) -> None:
         if self._n == self._post.shape[0]:
             cap = max(16, 2 * self._n)
-            self._post = np.concatenate([self._post, np.empty((cap - self._n,)
-                                                              + self._post.shape[1:])])
+            self._post = np.concatenate([self._post, np.empty(
+                (cap - self._n,) + self._post.shape[1:], dtype=np.float32)])
             if self.null == "baseline":
-                self._base = np.concatenate([self._base, np.empty((cap - self._n,)
-                                                                  + self._base.shape[1:])])
+                self._base = np.concatenate([self._base, np.empty(
+                    (cap - self._n,) + self._base.shape[1:], dtype=np.float32)])
         self._post[self._n] = post
         if self.null == "baseline":
             self._base[self._n] = base
@@ -266,7 +267,7 @@ class RunningSpread:
         """Significance of every channel x bin (see the module notes)."""
         if self.n_epochs < 2:
             raise ValueError(f"spread: {self.n_epochs} epoch(s); need at least 2 (better 20+).")
-        post = self._post[:self._n]  # (K, C, B)
+        post = self._post[:self._n].astype(np.float64)  # (K, C, B)
         obs = post.mean(axis=0)
         rng = np.random.default_rng(self.seed)
         if self.null == "trials":
@@ -286,7 +287,7 @@ class RunningSpread:
 
     def _baseline_null(self, obs: np.ndarray, rng: np.random.Generator
                        ) -> tuple[np.ndarray, np.ndarray]:
-        base = self._base[:self._n]  # (K, C, S)
+        base = self._base[:self._n].astype(np.float64)  # (K, C, S)
         null = self._draw(base, rng, self.n_bootstrap)  # (n_boot, C)
         a_null = np.sort(np.abs(null), axis=0)  # per channel, ascending
         n_ge = np.empty(obs.shape)

@@ -810,7 +810,8 @@ class DecayRemoval:
     Attributes
     ----------
     fits : list of dict
-        One record per pulse: ``sample``, ``fit`` (:class:`DecayFit` or None), ``reason``.
+        One record per pulse: ``sample``, ``fit`` (:class:`DecayFit` or None), ``reason``
+        (the latest 500 to 1000 pulses: a live session's memory stays flat).
     """
 
     name = "decay"
@@ -1002,10 +1003,10 @@ class DecayRemoval:
             log.info("decay: pulse %d not fitted: %s", p, record["reason"])
         self.fits.append(record)
         self._by_sample[int(p)] = record
-        if len(self.fits) > 10000:
-            for old in self.fits[:5000]:
+        if len(self.fits) > 1000:  # ~4.5 kB each; removed_uv and pulses.csv need recent ones
+            for old in self.fits[:500]:
                 self._by_sample.pop(int(old["sample"]), None)
-            del self.fits[:5000]
+            del self.fits[:500]
 
     @property
     def rows(self) -> np.ndarray | None:
