@@ -268,7 +268,9 @@ class TEPSession:
     pulses : list of dict
         One row per pulse (see :meth:`_pulse_row` for the columns).
     epochs : list of Epoch
-        Kept when ``keep_epochs`` (offline analysis writes them to ``-epo.fif``).
+        Kept when ``keep_epochs`` (offline analysis writes them to ``-epo.fif``), their data
+        in float32: what ``-epo.fif`` stores (MNE writes single precision), at half the
+        memory of a 10-minute session's epochs.
     """
 
     def __init__(self, cfg: dict, meta: StreamMeta, roi: list[str] | None = None,
@@ -385,7 +387,7 @@ class TEPSession:
         if added and self.track_decay and self.stages.decay is not None:
             self._add_decay_removed(epoch)
         if self.keep_epochs:
-            self.epochs.append(epoch)
+            self.epochs.append(replace(epoch, data_uv=epoch.data_uv.astype(np.float32)))
         row = self._pulse_row(epoch, added)
         for metric in self.metrics:
             metric.on_epoch(epoch, row)
