@@ -271,6 +271,10 @@ class TEPSession:
         Kept when ``keep_epochs`` (offline analysis writes them to ``-epo.fif``), their data
         in float32: what ``-epo.fif`` stores (MNE writes single precision), at half the
         memory of a 10-minute session's epochs.
+    roi_trials_uv : list of ndarray
+        With ``keep_epochs``: each epoch's ROI average (n_times,), one per row of
+        ``pulses`` (the report's single-trial image; it outlives ``epochs``, which
+        :func:`tmseeg.report.analyze.to_mne` may release).
     """
 
     def __init__(self, cfg: dict, meta: StreamMeta, roi: list[str] | None = None,
@@ -303,6 +307,7 @@ class TEPSession:
         self.pulses: list[dict] = []
         self.n_rejected = 0  # pulses whose epoch did not enter the average (running count)
         self.epochs: list[Epoch] = []
+        self.roi_trials_uv: list[np.ndarray] = []
         self.keep_epochs = keep_epochs
         self.listeners: list[Callable[[dict], None]] = []
         #: called as ``f(epoch, row)`` after each epoch entered the TEP (displays need the data)
@@ -388,6 +393,7 @@ class TEPSession:
             self._add_decay_removed(epoch)
         if self.keep_epochs:
             self.epochs.append(replace(epoch, data_uv=epoch.data_uv.astype(np.float32)))
+            self.roi_trials_uv.append(epoch.data_uv[self.tep._roi_idx].mean(axis=0))
         row = self._pulse_row(epoch, added)
         for metric in self.metrics:
             metric.on_epoch(epoch, row)

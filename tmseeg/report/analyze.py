@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -116,7 +117,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
     write_pulses_csv(session.pulses, out / "pulses.csv")
     if session.tep is not None and session.epochs:
-        epochs, evoked = to_mne(session, session.meta)
+        epochs, evoked = to_mne(session, session.meta, release=True)
         epochs.save(out / f"{stem}-epo.fif", overwrite=True, verbose="error")
         evoked.save(out / f"{stem}-ave.fif", overwrite=True, verbose="error")
         del epochs, evoked
@@ -268,17 +269,21 @@ def evoked_to_mne(session: TEPSession, meta: StreamMeta):
     epochs (the report's maps need only this)."""
     import mne
 
-    first = session.epochs[0]
-    return mne.EvokedArray(session.tep.average_uv * 1e-6,
-                           _mne_info(list(first.ch_names), meta.sfreq),
-                           tmin=float(first.times_ms[0]) / 1e3, nave=session.tep.n,
+    tep = session.tep
+    return mne.EvokedArray(tep.average_uv * 1e-6, _mne_info(list(tep.ch_names), meta.sfreq),
+                           tmin=float(tep.times_ms[0]) / 1e3, nave=tep.n,
                            comment="TMS (tmseeg running average)", verbose="error")
 
 
-def to_mne(session: TEPSession, meta: StreamMeta):
-    """MNE ``EpochsArray`` (rejected epochs dropped with their reasons) and ``Evoked``."""
+def to_mne(session: TEPSession, meta: StreamMeta, release: bool = False):
+    """MNE ``EpochsArray`` (rejected epochs dropped with their reasons) and ``Evoked``.
+
+    ``release``: the session lets go of each epoch once it is copied (``session.epochs`` is
+    empty afterwards), so a long recording's epochs are held once at the peak, not twice.
+    """
     import mne
 
+    evoked = evoked_to_mne(session, meta)
     epochs_list = session.epochs
     ch_names = list(epochs_list[0].ch_names)
     info = _mne_info(ch_names, meta.sfreq)
@@ -286,14 +291,18 @@ def to_mne(session: TEPSession, meta: StreamMeta):
     # the kept epochs only, and the others in the drop log with their reasons (dropping them
     # from a full EpochsArray one by one copied the whole array each time: 15 s on 10 min)
     data_v = np.empty((len(kept), len(ch_names), epochs_list[0].data_uv.shape[1]))
-    for k, i in enumerate(kept):
-        np.multiply(np.nan_to_num(epochs_list[i].data_uv), 1e-6, out=data_v[k])
     events = np.array([[epochs_list[i].sample, 0, 1] for i in kept], dtype=int).reshape(-1, 3)
     drop_log = tuple(() if session.pulses[i]["kept"]
                      else (session.pulses[i]["reason"] or "rejected",)
                      for i in range(len(epochs_list)))
     tmin_s = float(epochs_list[0].times_ms[0]) / 1e3
+    for k, i in enumerate(kept):
+        np.multiply(np.nan_to_num(epochs_list[i].data_uv), 1e-6, out=data_v[k])
+        if release:
+            epochs_list[i] = replace(epochs_list[i], data_uv=np.empty((0, 0), np.float32))
+    if release:
+        epochs_list.clear()
     epochs = mne.EpochsArray(data_v, info, events=events, tmin=tmin_s, event_id={"TMS": 1},
                              baseline=None, selection=kept, drop_log=drop_log,
                              verbose="error")
-    return epochs, evoked_to_mne(session, meta)
+    return epochs, evoked

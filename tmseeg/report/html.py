@@ -113,10 +113,10 @@ def fig_early(tep, comparison_tep) -> "object":
 def fig_single_trials(session) -> "object":
     plt = _fig()
     tep = session.tep
-    kept = [e for e, p in zip(session.epochs, session.pulses) if p["kept"]]
+    kept = [trial for trial, p in zip(session.roi_trials_uv, session.pulses) if p["kept"]]
     fig, ax = plt.subplots(figsize=(9, 4))
     if kept:
-        img = np.array([e.data_uv[tep._roi_idx].mean(axis=0) for e in kept])
+        img = np.array(kept)
         t = tep.times_ms
         lim = np.nanpercentile(np.abs(img), 98) or 1.0
         im = ax.imshow(img, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
