@@ -120,3 +120,20 @@ def map_rows(func: Callable[[np.ndarray], np.ndarray], data: np.ndarray) -> np.n
     axis), the rows split over the cores by :func:`over_rows` and joined again."""
     parts = over_rows(lambda a, b: func(data[a:b]), data.shape[0], data.size)
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+
+def return_freed_memory() -> None:
+    """Hand memory the process has freed back to the system (glibc's ``malloc_trim``).
+
+    Many freed arrays of a few MB (a session's epochs) stay in the C heap, counted in the
+    process's resident memory, until something trims it; an analysis that frees them just
+    before it allocates its largest array calls this in between. No-op where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -30,7 +30,7 @@ from tmseeg.engine import OFFLINE_BLOCK_MS, Engine, RecordingSource
 from tmseeg.stream.block import StreamMeta
 from tmseeg.pipeline.channels import standard_montage, use_montage
 from tmseeg.stream.io import Recording, read_recording
-from tmseeg.utils import jsonable, writable_dir
+from tmseeg.utils import jsonable, return_freed_memory, writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +300,11 @@ def to_mne(session: TEPSession, meta: StreamMeta, release: bool = False):
         np.multiply(np.nan_to_num(epochs_list[i].data_uv), 1e-6, out=data_v[k])
         if release:
             epochs_list[i] = replace(epochs_list[i], data_uv=np.empty((0, 0), np.float32))
+            if k % 32 == 31:  # what is freed goes back as the copy grows: held once, not twice
+                return_freed_memory()
     if release:
         epochs_list.clear()
+        return_freed_memory()
     epochs = mne.EpochsArray(data_v, info, events=events, tmin=tmin_s, event_id={"TMS": 1},
                              baseline=None, selection=kept, drop_log=drop_log,
                              verbose="error")
