@@ -361,3 +361,30 @@ def test_plausibility_rate_limit_catches_a_flood_at_the_sample_rate():
     assert stage.n_refused == len(flood) - 101
     with pytest.raises(ValueError, match="0 = off"):
         PulsePlausibility(min_interval_ms=-1)
+
+
+def test_a_held_block_sends_a_late_event_with_the_sample_it_names():
+    """A stage that holds samples (the pulse source, the cut window) sends an event that
+    arrived after its sample with the held block that holds that sample, so the stages after
+    it see it on time; an event whose sample already left goes with the block it came in."""
+    from tmseeg.pipeline.base import HeldBlocks
+
+    meta = StreamMeta(["C3"], 1000.0, ["eeg"])
+
+    def block(first, events=()):
+        return Block(np.zeros((1, 10)), first, np.arange(first, first + 10) / 1000.0, meta,
+                     list(events))
+
+    held = HeldBlocks()
+    held.push(block(0))
+    held.push(block(10))
+    out = held.release(10)  # samples 0..9 leave
+    assert out.events == []
+    late = [Event(sample=3, label="left already", kind=EVENT_MARKER),
+            Event(sample=14, label="late", kind=EVENT_MARKER),
+            Event(sample=22, label="on time", kind=EVENT_MARKER)]
+    held.push(block(20, late))
+    first = held.release(20)
+    assert [e.label for e in first.events] == ["late"]  # with sample 14's block
+    second = held.release(30)
+    assert [e.label for e in second.events] == ["left already", "on time"]
