@@ -116,3 +116,23 @@ def test_late_markers_within_the_allowance_give_the_on_time_numbers(recording_pa
     scale = np.abs(on_time.tep.average_uv).max()
     np.testing.assert_allclose(late.tep.average_uv, on_time.tep.average_uv,
                                rtol=1e-9, atol=1e-9 * scale)
+
+
+def test_each_stage_waits_only_for_the_late_markers_no_stage_before_it_covers():
+    from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
+    from tmseeg.session import late_marker_waits_ms
+
+    cfg = load_config()
+    allowance = cfg["interpolation"]["max_delay_ms"]
+    source = CheckedMarkerPulses(wait_ms=allowance - 20.0)  # holds the whole allowance
+    assert source.hold_ms == allowance
+    # the source's hold covers the allowance: interpolation waits for the marker's shift only
+    assert late_marker_waits_ms(cfg, source) == (source.tol_ms, 0.0)
+    # markers used as they are: interpolation waits the whole allowance, decay behind it none
+    assert late_marker_waits_ms(cfg, None) == (allowance, 0.0)
+    # markers 5 ms after their pulse: their pulse is 5 ms before the sample the source held
+    late = load_config(overrides={"pulses": {"marker_offset_ms": -5.0}})
+    assert late_marker_waits_ms(late, source) == (source.tol_ms + 5.0, 0.0)
+    # without interpolation the decay stage takes its place
+    no_cut = load_config(overrides={"interpolation": {"enabled": False}})
+    assert late_marker_waits_ms(no_cut, None) == (allowance, allowance)
