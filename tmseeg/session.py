@@ -393,7 +393,7 @@ class TEPSession:
             self._add_decay_removed(epoch)
         if self.keep_epochs:
             self.epochs.append(replace(epoch, data_uv=epoch.data_uv.astype(np.float32)))
-            self.roi_trials_uv.append(epoch.data_uv[self.tep._roi_idx].mean(axis=0))
+            self.roi_trials_uv.append(self.tep.roi_trace_uv(epoch))
         row = self._pulse_row(epoch, added)
         for metric in self.metrics:
             metric.on_epoch(epoch, row)

@@ -322,6 +322,10 @@ class RunningTEP:
             out[name] = pk
         return out
 
+    def roi_trace_uv(self, epoch: Epoch) -> np.ndarray:
+        """One trial's ROI-mean trace, (n_times,)."""
+        return epoch.data_uv[self._roi_idx].mean(axis=0)
+
     def single_trial_early_uv(self, epoch: Epoch) -> float:
         """Early single-trial response: peak-to-peak of the ROI-mean trace in ``early_window_ms``.
 
@@ -330,7 +334,7 @@ class RunningTEP:
         whatever its polarity. It is biased upwards by noise (ptp of pure noise is > 0); compare
         it across trials of one session, not as an absolute size. NaN if the window is not finite.
         """
-        r = epoch.data_uv[self._roi_idx][:, self._early].mean(axis=0)
+        r = self.roi_trace_uv(epoch)[self._early]
         if not np.isfinite(r).all():
             return math.nan
         return float(r.max() - r.min())
@@ -341,7 +345,7 @@ class RunningTEP:
         The mean over the component's window (not the single-trial extremum, which noise
         biases away from zero) is the per-trial measure block comparisons use.
         """
-        r = epoch.data_uv[self._roi_idx].mean(axis=0)
+        r = self.roi_trace_uv(epoch)
         out = {}
         for name, (lo, hi) in self.peak_windows_ms.items():
             m = (self.times_ms >= lo) & (self.times_ms <= hi)

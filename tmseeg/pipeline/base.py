@@ -9,7 +9,6 @@ numbers identical.
 """
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import replace
 from typing import Iterable, Iterator, Protocol, runtime_checkable
@@ -155,7 +154,7 @@ class HeldBlocks:
         if self.blocks and any(e.sample < block.first_sample for e in block.events):
             own = []
             for e in block.events:
-                home = self._holding(e.sample) if e.sample < block.first_sample else None
+                home = self._holding(e.sample)
                 if home is None:
                     own.append(e)
                 else:
@@ -166,11 +165,14 @@ class HeldBlocks:
         self.blocks.append(block)
 
     def _holding(self, sample: int) -> int | None:
-        """Index of the held block that holds ``sample`` (None: released, or in a gap)."""
-        starts = [b.first_sample for b in self.blocks]
-        k = bisect.bisect_right(starts, sample) - 1
-        if k >= 0 and sample < self.blocks[k].stop_sample:
-            return k
+        """Index of the held block that holds ``sample`` (None: released, in a gap, or not
+        yet held). Late events are rare and land near the newest blocks: search from there."""
+        for k in range(len(self.blocks) - 1, -1, -1):
+            b = self.blocks[k]
+            if b.first_sample <= sample < b.stop_sample:
+                return k
+            if b.stop_sample <= sample:
+                return None
         return None
 
     @property
