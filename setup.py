@@ -75,7 +75,7 @@ setup(
     ],
     extras_require={
         "gui": [],  # kept so that `pip install tmseeg[gui]` still works
-        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "mne-connectivity>=0.7", "mne-lsl>=1.6",
+        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "pytest-xdist>=3.5", "mne-connectivity>=0.7", "mne-lsl>=1.6",
                  "dask[distributed]>=2024.1"],
         "dask": ["dask[distributed]>=2024.1"],
     },

@@ -172,7 +172,9 @@ def test_slow_gui_never_holds_back_acquisition(mon):
         win.before_frame.clear()
     rate = (n1 - n0) / (t1 - t0)
     assert rate > 0.9 * SFREQ, f"engine fell behind: {rate:.0f} Hz with a slow GUI"
-    assert behind_s < 0.3, f"engine {behind_s:.2f} s behind the amplifier"
+    # a GUI that held acquisition would leave it seconds behind (5 s of 200-ms frames); the
+    # bound leaves room for a machine busy with other work
+    assert behind_s < 1.0, f"engine {behind_s:.2f} s behind the amplifier"
     assert len(feed.session.pulses) - p0 >= 5  # ~0.6 s ISI over 5 s
     assert lag1 <= lag0 + 1, f"epochs fell behind: {lag0} -> {lag1}"
     assert (win.n_frames - f0) / (t1 - t0) < 6  # the display really was slow (<= 5 fps)

@@ -805,7 +805,8 @@ class LSLSource:
                 if marker_name is not None:
                     raise
         if marker_inlet is None and with_markers:
-            others = [f"{i.name()!r} ({i.type()})" for i in _pylsl().resolve_streams(wait_time=0.2)
+            # a full second: on a busy machine or network, 0.2 s missed streams that were there
+            others = [f"{i.name()!r} ({i.type()})" for i in _pylsl().resolve_streams(wait_time=1.0)
                       if i.name() != eeg_info.name() and i.name() not in ENGINE_OUTPUT_STREAMS]
             log.warning("no marker stream of type %r next to EEG stream %r: the pulses will be "
                         "looked for in the data. Other streams seen: %s. If one of them carries "
