@@ -519,8 +519,21 @@ def cmd_analyze(args) -> int:
 def cmd_config(args) -> int:
     from tmseeg.pipeline.config import DEFAULT_CONFIG_TOML, load_config
     if args.check:
-        load_config(args.check)
-        print(f"{args.check}: valid")
+        cfg = load_config(args.check)  # keys, types and the pipeline's own rules
+        if args.no_rehearsal:
+            print(f"{args.check}: valid keys and values (not rehearsed)")
+            return 0
+        from tmseeg.report.rehearse import rehearse_config
+        try:
+            done = rehearse_config(cfg, n_channels=args.channels, sfreq_hz=args.sfreq)
+        except (OSError, ValueError, RuntimeError, LookupError) as err:
+            if args.verbose:
+                raise
+            print(f"tmseeg config: error: {args.check}: a session would refuse this "
+                  f"configuration: {str(err).strip(chr(34))}", file=sys.stderr)
+            return 1
+        print(f"{args.check}: valid; {done.line()}. Channel names are checked against the "
+              "stream when a session starts.")
         return 0
     sys.stdout.write(DEFAULT_CONFIG_TOML)
     return 0
@@ -620,7 +633,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("config", help="print the default pipeline configuration (TOML)")
-    p.add_argument("--check", metavar="FILE", default=None, help="validate a configuration file")
+    p.add_argument("--check", metavar="FILE", default=None,
+                   help="validate a configuration file: its keys and values, then a rehearsal "
+                        "on a short simulated recording (what a session would refuse)")
+    p.add_argument("--channels", type=int, choices=(32, 64, 128), default=64,
+                   help="EEG channels of the rehearsal's simulated cap")
+    p.add_argument("--sfreq", type=float, default=5000.0,
+                   help="sampling rate of the rehearsal (give your amplifier's)")
+    p.add_argument("--no-rehearsal", action="store_true",
+                   help="only the keys and values, no rehearsal (instant)")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("bench", help="ingest benchmark: LSL pull + ring buffer vs np.roll")

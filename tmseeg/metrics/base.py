@@ -9,7 +9,10 @@ A metric module (e.g. :mod:`tmseeg.metrics.mep`) that the session should run exp
 ``make_metric(cfg: dict, session) -> SessionMetric | None``
     Build the metric from the whole configuration and the session (for ``session.meta``,
     ``session.roi()``, ``session.stages``...). Return None when it does not apply (disabled,
-    or no suitable channel: no EMG channel for MEPs).
+    or no suitable channel: no EMG channel for MEPs). Refuse a bad value of the section with a
+    ``ValueError`` naming the key, here or on the first epoch: ``tmseeg config --check``
+    rehearses every plug-in on a simulated recording (:mod:`tmseeg.report.rehearse`), so the
+    user hears of it before a session starts.
 
 and is listed in :data:`tmseeg.metrics.PLUGINS`. The session then calls, in this order:
 

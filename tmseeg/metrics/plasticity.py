@@ -86,7 +86,13 @@ class PlasticityMetric:
     def __init__(self, section: dict, session) -> None:
         self.cfg = section
         self.session = session
-        self._re = re.compile(section["pattern"], re.IGNORECASE) if section["pattern"] else None
+        try:
+            self._re = (re.compile(section["pattern"], re.IGNORECASE) if section["pattern"]
+                        else None)
+        except re.error as err:
+            raise ValueError(f"blocks.pattern {section['pattern']!r} is not a regular "
+                             f"expression: {err}; fix it, or leave it empty (every marker that "
+                             "is not a pulse starts a block)") from err
         self.block_starts: list[tuple[int, str]] = []
         self.rows_by_block: dict[str, list[dict]] = {}
         self.dose: dict[str, int] = {}
