@@ -183,6 +183,7 @@ def test_cli_analyze_bids_root(tmp_path, session_raw, capsys, fresh_logging):
     assert rc == 1 and "--out DIR is required" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # real time on LSL
 def test_run_record_to_bids(tmp_path, session_raw, uid, capsys, fresh_logging):
     """`tmseeg run --bids-root`: live LSL in, BIDS out with the live pipeline's pulse rows."""
     from tmseeg.cli import main

@@ -33,6 +33,7 @@ from tmseeg.stream.inlet import LSLSource
 FS = 5000.0
 
 
+@pytest.mark.slow  # real time on LSL
 def test_mu_phase_protocol_closes_the_loop(uid):
     MuPhase = load_protocol("apps/protocol_mu_phase.py")
 
@@ -75,6 +76,7 @@ def test_mu_phase_protocol_closes_the_loop(uid):
                runner.records)
 
 
+@pytest.mark.slow  # real time on LSL
 def test_demo_with_protocol_cli(uid):
     env = dict(os.environ)
     proc = subprocess.run(
@@ -114,6 +116,7 @@ class HoldsTheInterpreter(Protocol):
 
 # SIGTERM here (a process manager's stop); Ctrl-C takes the same path in tmseeg's process
 # (tests/test_roundtrip.py::test_demo_exits_cleanly_on_ctrl_c)
+@pytest.mark.slow  # real time on LSL
 @pytest.mark.parametrize("sig", ["SIGTERM"])
 def test_a_protocol_that_holds_the_interpreter_cannot_stop_the_engine(tmp_path, uid, sig):
     """``sum(range(10**11))`` holds the GIL for minutes: in the engine's process it froze

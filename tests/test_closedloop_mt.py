@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from test_mep import recorded_p50_pct
 from tmseeg.closedloop import ProtocolRunner, load_protocol
 from tmseeg.closedloop.triggers import LSLTriggerOutput
@@ -26,6 +28,7 @@ from tmseeg.sim.model import SimConfig
 from tmseeg.stream.inlet import LSLSource
 
 
+@pytest.mark.slow  # real time on LSL
 def test_motor_threshold_hunt_finds_the_true_threshold(uid):
     MotorThreshold = load_protocol("apps/protocol_motor_threshold.py")
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from tmseeg.engine import Engine
 from tmseeg.pipeline.config import load_config
@@ -83,6 +84,7 @@ def test_the_processing_thread_gives_the_offline_numbers():
     np.testing.assert_array_equal(session.tep.average_uv, offline.tep.average_uv)
 
 
+@pytest.mark.slow  # real time on LSL
 def test_a_slow_processing_thread_never_holds_acquisition_and_says_what_it_skipped(caplog):
     """Processing at 20 ms per 10-ms block falls behind a source that gives its first second
     at once, and catches up when blocks come every 50 ms. Acquisition still takes every block

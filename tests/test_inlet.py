@@ -274,6 +274,7 @@ def test_a_named_marker_stream_of_any_type_is_used_and_a_missing_one_is_said(uid
     del out, aout
 
 
+@pytest.mark.slow  # real time on LSL
 def test_mne_lsl_player_annotations_are_found_and_are_the_pulse_markers(tmp_path, uid):
     """mne-lsl's ``PlayerLSL`` (the usual Python LSL player) streams a recording's
     annotations on a second stream, ``<name>-annotations`` of type ``annotations``, one-hot

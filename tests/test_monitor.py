@@ -149,6 +149,7 @@ def test_session_quality_panel_and_why_of_a_pulse(mon):
     assert win.selected_pulse is None and win.pulse_label.text() == ""
 
 
+@pytest.mark.slow  # real time on LSL
 def test_slow_gui_never_holds_back_acquisition(mon):
     """A 200-ms frame (5 fps) must not slow the engine: samples and epochs keep pace."""
     app, win, feed, amp = mon
@@ -247,6 +248,7 @@ def test_pause_keeps_acquiring_and_close_joins_engine(mon):
     assert not feed.running and not feed._thread.is_alive()
 
 
+@pytest.mark.slow  # real time on LSL
 def test_cli_monitor_headless_snapshots(tmp_path, uid):
     """`tmseeg monitor --snapshot-every` writes PNGs with no display."""
     name = f"monc-{uid}"

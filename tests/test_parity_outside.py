@@ -41,6 +41,7 @@ def outside_files(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow  # real time on LSL
 @pytest.mark.parametrize("family", list(tmsgen.FAMILIES))
 def test_live_replay_equals_offline_analysis_on_outside_recordings(family, outside_files,
                                                                    live_replay):

@@ -147,6 +147,7 @@ def test_bad_metadata_and_channel_types_are_named(tmp_path, threshold_hunt):
                      overrides={"channels": {"types": {"EMG2": "emg"}}})
 
 
+@pytest.mark.slow  # real time on LSL
 def test_live_replay_gives_the_same_threshold_and_metadata(threshold_hunt, tmp_path,
                                                            live_replay):
     """Channel types and the pattern's named groups act in the stages, so a live run of the
@@ -449,6 +450,7 @@ def _with_info_messages(threshold_hunt, tmp_path):
     return path, pulses
 
 
+@pytest.mark.slow  # real time on LSL
 def test_per_pulse_metadata_on_a_stream_of_its_own_joins_live_and_offline(threshold_hunt,
                                                                           tmp_path, live_replay):
     """``--pulse-info``: a second LSL stream of JSON objects, one per pulse; recorded as

@@ -17,6 +17,7 @@ from tmseeg.sim.amplifier import SimulatedAmplifier
 from tmseeg.sim.model import SimConfig
 
 
+@pytest.mark.slow  # real time on LSL
 def test_run_publishes_pulse_updates_with_latency(tmp_path, uid):
     name = f"run-{uid}"
     amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=5000.0, seed=2,
@@ -136,6 +137,7 @@ def _sim(name, source_id, seed=3):
                               source_id=source_id, listen_triggers=False)
 
 
+@pytest.mark.slow  # real time on LSL
 @pytest.mark.parametrize("command", ["run", "record"])
 def test_a_stream_that_dies_and_comes_back_with_a_new_source_id(tmp_path, uid, command):
     """The amplifier program dies and is restarted: same name, new source id. `run` and
@@ -224,6 +226,7 @@ def _check_what_was_kept(folder, stderr, errno_name):
     return kept
 
 
+@pytest.mark.slow  # real time on LSL
 def test_run_record_on_a_disk_that_fills(filling_disk, uid):
     """`run --record` when the disk fills: said once, the recording stops at a whole sample
     and stays readable, the engine goes on, the end says what was kept and what was not, and
@@ -288,6 +291,7 @@ def test_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, ui
     assert "No LSL stream" not in stderr and "Traceback" not in stderr
 
 
+@pytest.mark.slow  # real time on LSL
 def test_run_refuses_a_marker_flood_with_one_warning_per_second(uid):
     """A marker loop on the live marker stream (~7.6k "TMS" markers per second for 2 s, on a
     real LSL outlet among the stimulator's own markers): before, 11,008 pulses were taken,
