@@ -41,7 +41,7 @@ from pathlib import Path
 import mne
 import numpy as np
 
-from tmseeg.pipeline.config import load_config, planning_cut_window
+from tmseeg.config import load_config, planning_cut_window
 from tmseeg.pipeline.filters import design_bandpass, design_notch
 from tmseeg.report.analyze import run_session
 from tmseeg.sim.accuracy import simulated_recording

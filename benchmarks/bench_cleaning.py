@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from tmseeg.pipeline.cleaning import ArtifactCleaning, sound, sphere_leadfield
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.session import epoch_filter
 from tmseeg.report.analyze import run_session
 from tmseeg.sim.model import SimConfig, simulate_recording

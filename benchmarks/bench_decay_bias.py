@@ -32,7 +32,7 @@ from bench_tep_accuracy import _overrides  # noqa: E402  (one parser for --set)
 
 from tmseeg.metrics.tep import find_peak  # noqa: E402
 from tmseeg.pipeline.artifact import DecayFitter  # noqa: E402
-from tmseeg.pipeline.config import load_config, planning_cut_window  # noqa: E402
+from tmseeg.config import load_config, planning_cut_window  # noqa: E402
 from tmseeg.session import decay_stage, epoch_filter, interpolation_stage  # noqa: E402
 from tmseeg.sim.accuracy import true_roi_tep  # noqa: E402
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator  # noqa: E402

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tep_accuracy import _overrides  # noqa: E402  (one parser for --set)
 
 from tmseeg.engine import Engine
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.session import TEPSession
 from tmseeg.sim.amplifier import SimulatedAmplifier
 from tmseeg.sim.model import SimConfig

@@ -20,7 +20,7 @@ import numpy as np
 
 from tmseeg.metrics import oscillations as osc
 from tmseeg.metrics import state as st
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.session import TEPSession
 from tmseeg.stream.block import StreamMeta
 from tmseeg.sim.model import CAPS

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.report.analyze import run_session
 from tmseeg.sim.accuracy import peak_errors, simulated_recording
 from tmseeg.sim.model import SimConfig

@@ -94,7 +94,7 @@ def _gsn32_order(names):
     import mne
     from scipy.optimize import linear_sum_assignment
 
-    from tmseeg.pipeline.channels import ten_five_montage
+    from tmseeg.stream.montage import ten_five_montage
 
     gsn = mne.channels.make_standard_montage("GSN-HydroCel-32").get_positions()["ch_pos"]
     ten = {k.lower(): v for k, v in ten_five_montage().get_positions()["ch_pos"].items()}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tmseeg.pipeline.coil import roi_around
-from tmseeg.pipeline.config import ConfigError, load_config
+from tmseeg.config import ConfigError, load_config
 from tmseeg.report.analyze import analyze_file, run_session
 from tmseeg.sim.accuracy import peak_errors, simulated_recording, true_roi_tep
 from tmseeg.sim.model import SimConfig

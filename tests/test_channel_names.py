@@ -5,7 +5,7 @@ import mne
 import numpy as np
 import pytest
 
-from tmseeg.pipeline.channels import tidy_channel_names, tidy_meta
+from tmseeg.stream.montage import tidy_channel_names, tidy_meta
 from tmseeg.pipeline.coil import roi_around
 from tmseeg.report.analyze import analyze_file
 from tmseeg.sim.model import SimConfig, simulate_recording

@@ -4,9 +4,8 @@ import pytest
 from scipy import signal
 
 from tmseeg.pipeline.base import Chain, concat_blocks
-from tmseeg.pipeline.channels import (
-    BadChannelDetector, BadChannelInterpolation, resolve_picks, spline_matrix, standard_montage,
-)
+from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation, resolve_picks, spline_matrix
+from tmseeg.stream.montage import standard_montage
 from tmseeg.pipeline.reference import AverageReference, average_reference
 from tmseeg.stream.block import Event, StreamMeta, blocks_from_array, EVENT_PULSE
 

@@ -378,7 +378,7 @@ def test_ica_labels_injected_lateral_eye_movement_and_persistent_muscle():
 
 # -- the stage in a session ------------------------------------------------------------------
 def _session(data, names, truth, cfg_over, block_ms=100.0):
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     from tmseeg.report.analyze import run_session
     from tmseeg.stream.io import Recording
 

@@ -21,7 +21,7 @@ from test_mep import recorded_p50_pct
 from tmseeg.closedloop import ProtocolRunner, load_protocol
 from tmseeg.closedloop.triggers import LSLTriggerOutput
 from tmseeg.engine import Engine
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.session import TEPSession
 from tmseeg.sim.amplifier import SimulatedAmplifier
 from tmseeg.sim.model import SimConfig

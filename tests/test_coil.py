@@ -1,7 +1,7 @@
 """Coil site and ROI from the pulse artifact."""
 import numpy as np
 
-from tmseeg.pipeline.channels import standard_montage
+from tmseeg.stream.montage import standard_montage
 from tmseeg.pipeline.coil import (CoilSiteDetector, broken_channels, centroid_channel,
                                 roi_around)
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
@@ -79,7 +79,7 @@ def test_session_warns_when_the_site_moves_out_of_the_roi_fixed_with_the_first_e
     it."""
     from dataclasses import replace
 
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     from tmseeg.report.analyze import run_session
     from tmseeg.sim.accuracy import simulated_recording
 

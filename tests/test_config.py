@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tmseeg.cli import main
-from tmseeg.pipeline.config import ConfigError, load_config
+from tmseeg.config import ConfigError, load_config
 
 #: a rehearsal small enough for the suite: the session's own limits do not depend on it
 SMALL = ["--channels", "32", "--sfreq", "2000"]

@@ -349,7 +349,7 @@ def test_xdf_with_a_separate_emg_amplifier_and_json_markers(tmp_path):
     recording started 0.2 s later (its own stream, type EMG), and JSON pulse markers.
     The EMG becomes a channel on the EEG's samples (by time stamp, anti-aliased), the JSON
     fields the pulses' metadata."""
-    from tmseeg.pipeline.pulseinfo import pulse_info
+    from tmseeg.stream.pulseinfo import pulse_info
 
     fs_eeg, fs_emg, t0 = 1000.0, 4000.0, 500.0
     n = 3000

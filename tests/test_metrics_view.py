@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from tmseeg.gui.metrics_view import metric_lines, metrics_lines
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.report.analyze import run_session
 from tmseeg.sim.accuracy import simulated_recording
 from tmseeg.sim.model import SimConfig

@@ -20,7 +20,7 @@ from pyqtgraph.Qt import QtWidgets  # noqa: E402
 from tmseeg.gui.decimate import minmax_decimate_numpy  # noqa: E402
 from tmseeg.gui.feed import LiveFeed  # noqa: E402
 from tmseeg.gui.monitor import MonitorWindow  # noqa: E402
-from tmseeg.pipeline.config import load_config  # noqa: E402
+from tmseeg.config import load_config  # noqa: E402
 from tmseeg.sim.amplifier import SimulatedAmplifier  # noqa: E402
 from tmseeg.sim.model import SimConfig  # noqa: E402
 from tmseeg.stream.inlet import LSLSource  # noqa: E402

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tmseeg.metrics import oscillations as osc
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.engine import BlocksSource, Engine, events_as_markers
 from tmseeg.session import TEPSession
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator

@@ -248,7 +248,7 @@ def test_decay_removal_leaves_recordings_without_a_decay_alone(family):
     """No decay artifact in the recording (one with none at all, one with a strong TMS-evoked
     muscle burst): the default decay stage changes the early ROI TEP by less than 5 % of its
     RMS and keeps r >= 0.99 with what went in, measured from the same run."""
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     from tmseeg.report.analyze import decay_effect, run_session
 
     rec = recording(family, n_pulses=40, seed=2)
@@ -264,7 +264,7 @@ def test_decay_is_removed_where_there_is_one():
     """And where there is a decay (fast + slow exponentials on many channels, 10 kHz), the
     stage acts on every pulse and the early TEP comes out close to the truth."""
     from benchmarks.outside import score as scoring
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     from tmseeg.report.analyze import decay_effect, run_session
 
     rec = recording("fastslow_set", n_pulses=30, seed=2)
@@ -285,7 +285,7 @@ def test_decay_is_removed_where_there_is_one():
 def test_cut_window_and_decay_configuration():
     """``window_ms = "auto"`` (default) measures the window; a list forces it; anything else is
     refused with the key named. The decay method must be one that exists."""
-    from tmseeg.pipeline.config import ConfigError, fixed_cut_window, load_config
+    from tmseeg.config import ConfigError, fixed_cut_window, load_config
     from tmseeg.session import build_stages
 
     meta = meta_of(recording("ringing_bv"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tmseeg.engine import BlocksSource, Engine
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.report.analyze import run_session
 from tmseeg.session import TEPSession
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator

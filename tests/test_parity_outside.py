@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.outside import tmsgen  # noqa: E402
-from tmseeg.pipeline.config import load_config  # noqa: E402
+from tmseeg.config import load_config  # noqa: E402
 from tmseeg.report.analyze import run_session  # noqa: E402
 from tmseeg.stream.io import read_recording  # noqa: E402
 

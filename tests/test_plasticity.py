@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tmseeg.metrics.plasticity import bootstrap_ci, hedges_g
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.report.analyze import run_session
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import Event

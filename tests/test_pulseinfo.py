@@ -12,8 +12,8 @@ import pytest
 
 from tmseeg.cli import main as cli_main
 from tmseeg.metrics.mep import motor_threshold_ml
-from tmseeg.pipeline.channels import parse_channel_types
-from tmseeg.pipeline.pulseinfo import PulseTable, PulseTableError
+from tmseeg.stream.montage import parse_channel_types
+from tmseeg.stream.pulseinfo import PulseTable, PulseTableError
 from tmseeg.report.analyze import analyze_file
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 
@@ -152,7 +152,7 @@ def test_live_replay_gives_the_same_threshold_and_metadata(threshold_hunt, tmp_p
                                                            live_replay):
     """Channel types and the pattern's named groups act in the stages, so a live run of the
     recording (over LSL) gives what the analysis of the file gives."""
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     from tmseeg.report.analyze import run_session
     from tmseeg.stream.io import read_recording
 
@@ -230,7 +230,7 @@ def test_a_cap_without_10_05_labels_works_with_its_montage(tmp_path):
     import mne
     import pybv
 
-    from tmseeg.pipeline.channels import ten_five_montage, use_montage
+    from tmseeg.stream.montage import ten_five_montage, use_montage
     from tmseeg.sim.accuracy import simulated_recording
 
     rec, truth = simulated_recording(SimConfig(n_channels=32, sfreq=2000.0, seed=5,
@@ -456,7 +456,7 @@ def test_per_pulse_metadata_on_a_stream_of_its_own_joins_live_and_offline(thresh
     """``--pulse-info``: a second LSL stream of JSON objects, one per pulse; recorded as
     PulseInfo markers; the analysis of the recording and a live replay of it (EEG, markers
     and that stream over LSL) give every pulse its own intensity, and the same threshold."""
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     from tmseeg.stream.io import read_recording
 
     path, pulses = _with_info_messages(threshold_hunt, tmp_path)

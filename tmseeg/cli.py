@@ -105,33 +105,10 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
                    "[channels] types")
 
 
-def input_overrides(args) -> dict | None:
-    """``--pulse-pattern`` / ``--pulse-source`` / ``--pulse-table`` / ``--montage`` /
-    ``--channel-types`` as configuration overrides (None if none is set)."""
-    from tmseeg.pipeline.channels import parse_channel_types
-
-    out: dict = {}
-    pulses = {k: v for k in ("pattern", "source")
-              if (v := getattr(args, f"pulse_{k}", None))}
-    if getattr(args, "pulse_table", None):
-        pulses["table"] = str(Path(args.pulse_table).resolve())
-    if pulses:
-        out["pulses"] = pulses
-    channels: dict = {}
-    if getattr(args, "channel_types", None):
-        channels["types"] = parse_channel_types(args.channel_types)
-    if getattr(args, "montage", None):
-        montage = args.montage
-        channels["montage"] = str(Path(montage).resolve()) if Path(montage).is_file() else montage
-    if channels:
-        out["channels"] = channels
-    return out or None
-
-
 def _open_source(args):
-    from tmseeg.pipeline.channels import use_montage
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import input_overrides, load_config
     from tmseeg.stream.inlet import LSLSource
+    from tmseeg.stream.montage import use_montage
 
     # the stream's channel names are tidied against the montage in use: set it first
     cfg = load_config(getattr(args, "config", None), input_overrides(args))
@@ -151,7 +128,7 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
     every block and every pulse row, and its line joins the status.
     """
     from tmseeg.engine import Engine
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     from tmseeg.session import TEPSession
 
     session = TEPSession(load_config(config, overrides), source.meta, roi=roi)
@@ -297,7 +274,7 @@ def cmd_demo(args) -> int:
     from tmseeg.sim.model import SimConfig
     from tmseeg.stream.inlet import LSLSource
 
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     load_config(args.config)  # a bad configuration fails before anything starts
     if args.record is not None:  # so does a folder the recording cannot go to
         _check_record_folder(args.record, "--record")
@@ -420,6 +397,7 @@ def _monitor_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
+    from tmseeg.config import input_overrides
     from tmseeg.stream.lslconfig import use_loopback_only
     if args.loopback:
         use_loopback_only(force=True)
@@ -493,6 +471,7 @@ def cmd_record(args) -> int:
 def cmd_analyze(args) -> int:
     import json
 
+    from tmseeg.config import input_overrides
     from tmseeg.report.analyze import analyze_file
     from tmseeg.study.cli import is_bids_request, run_bids_analyze
     if is_bids_request(args):
@@ -517,7 +496,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from tmseeg.pipeline.config import DEFAULT_CONFIG_TOML, load_config
+    from tmseeg.config import DEFAULT_CONFIG_TOML, load_config
     if args.check:
         cfg = load_config(args.check)  # keys, types and the pipeline's own rules
         if args.no_rehearsal:

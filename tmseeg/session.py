@@ -1,6 +1,6 @@
 """One processing session: stages -> epochs -> TEP, the same object live and offline.
 
-:class:`TEPSession` is built from a configuration (:mod:`tmseeg.pipeline.config`) and a stream's
+:class:`TEPSession` is built from a configuration (:mod:`tmseeg.config`) and a stream's
 :class:`~tmseeg.stream.block.StreamMeta`. Give it raw blocks in order (from LSL or cut from a
 file); it runs the stage chain, cuts epochs, updates the running TEP, keeps one row per pulse,
 and tells its listeners about every pulse and TEP update. ``tmseeg run`` and ``tmseeg analyze``
@@ -20,17 +20,17 @@ from tmseeg import __version__
 from tmseeg.metrics import PLUGINS
 from tmseeg.metrics.tep import RunningTEP
 from tmseeg.pipeline.base import Chain
-from tmseeg.pipeline.channels import (BadChannelDetector, BadChannelInterpolation,
-                                     ChannelTypes, use_montage, with_channel_types)
+from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation, ChannelTypes
+from tmseeg.stream.montage import use_montage, with_channel_types
 from tmseeg.pipeline.coil import CoilSiteDetector
-from tmseeg.pipeline.config import config_hash, fixed_cut_window, planning_cut_window
+from tmseeg.config import config_hash, fixed_cut_window, planning_cut_window
 from tmseeg.pipeline.cutwindow import CutWindow
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
 from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, MARKER_TOL_MS, DataPulses,
                                    MarkerPulses, PulsePlausibility, TriggerChannelPulses)
-from tmseeg.pipeline.pulseinfo import PulseInfoJoin, PulseTable, pulse_info, with_info
+from tmseeg.stream.pulseinfo import PulseInfoJoin, PulseTable, pulse_info, with_info
 from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
 from tmseeg.pipeline.reference import AverageReference
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
@@ -250,7 +250,7 @@ class TEPSession:
     Parameters
     ----------
     cfg : dict
-        From :func:`tmseeg.pipeline.config.load_config`.
+        From :func:`tmseeg.config.load_config`.
     meta : StreamMeta
         The input stream.
     roi : list of str, optional

@@ -139,7 +139,7 @@ def same_epochs_truth(meta: dict, quick: bool, seed: int, results: list[dict]) -
     re-referenced and baselined like the truth. What is left is what artifact removal left;
     the difference to the plain score is what rejection and filtering cost against the truth
     of all pulses (adds ``scores["r_early_kept"]`` and ``scores["rms_rel_early_kept"]``)."""
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     from tmseeg.session import epoch_filter
 
     todo = [r for r in results if "kept_samples" in r and "roi_uv" in r]

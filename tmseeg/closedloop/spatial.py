@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.channels import montage_positions
+from tmseeg.stream.montage import montage_positions
 
 __all__ = ["SpatialFilter", "nearest_neighbors"]
 

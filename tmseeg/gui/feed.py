@@ -185,7 +185,7 @@ class LiveFeed(_FeedBase):
                  roi: Sequence[str] | None = None, buffer_s: float = 10.0,
                  publish: bool = False) -> None:
         super().__init__()
-        from tmseeg.pipeline.config import load_config
+        from tmseeg.config import load_config
         from tmseeg.session import TEPSession
 
         cfg = config if isinstance(config, dict) else load_config(config)

@@ -763,7 +763,7 @@ def save_average(snap: MonitorSnapshot, path: str | Path, sfreq: float) -> Path:
             "snr": float(snap.snr[-1]) if snap.snr.size else None}
     if path.suffix == ".fif":
         import mne
-        from tmseeg.pipeline.channels import standard_montage
+        from tmseeg.stream.montage import standard_montage
         info = mne.create_info(list(snap.ch_names), sfreq, "eeg")
         info["bads"] = [b for b in snap.bads if b in snap.ch_names]
         ev = mne.EvokedArray(np.nan_to_num(snap.average_uv) * 1e-6, info,

@@ -23,7 +23,7 @@ def electrode_positions_2d(ch_names: Sequence[str]) -> tuple[list[str], np.ndarr
         Channels with a position (in input order; EMG, triggers... are left out).
     pos : ndarray, shape (n, 2)
     """
-    from tmseeg.pipeline.channels import montage_positions
+    from tmseeg.stream.montage import montage_positions
 
     lookup = montage_positions()
     names, xyz = [], []

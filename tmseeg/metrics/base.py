@@ -4,8 +4,11 @@ A metric module (e.g. :mod:`tmseeg.metrics.mep`) that the session should run exp
 
 ``CONFIG_TOML``
     Its configuration section(s) with commented defaults, e.g. ``"[mep]\\nenabled = true\\n..."``.
-    They are appended to the pipeline configuration (``tmseeg config`` prints them), so a
-    user's file can set them and typos are refused like every other key.
+    They are appended to the pipeline configuration by :mod:`tmseeg.config` (``tmseeg config``
+    prints them), so a user's file can set them and typos are refused like every other key.
+``FREE_KEYS`` (optional)
+    Tables of those sections whose keys the user names, e.g.
+    ``frozenset({("connectivity", "bands_hz")})``: not checked against the defaults.
 ``make_metric(cfg: dict, session) -> SessionMetric | None``
     Build the metric from the whole configuration and the session (for ``session.meta``,
     ``session.roi()``, ``session.stages``...). Return None when it does not apply (disabled,

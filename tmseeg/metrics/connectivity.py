@@ -361,6 +361,9 @@ def decimate_window(x: np.ndarray, step: int, lowpassed: bool) -> np.ndarray:
 
 # -- session plug-in (tmseeg.metrics.base) -----------------------------------------------------
 
+#: tables of the section whose keys the user names (tmseeg.config)
+FREE_KEYS = frozenset({("connectivity", "bands_hz"), ("connectivity", "regions")})
+
 CONFIG_TOML = """\
 [connectivity]
 enabled = true

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import optimize, special, stats
 
-from tmseeg.pipeline.pulseinfo import pulse_info
+from tmseeg.stream.pulseinfo import pulse_info
 from tmseeg.utils import jsonable
 
 __all__ = [
@@ -277,7 +277,7 @@ class MEPTracker:
         ----------
         epoch : Epoch, optional
             A pulse-locked epoch holding the EMG channel; its pulse metadata's
-            ``intensity_pct`` (:mod:`tmseeg.pipeline.pulseinfo`) gives the intensity when ``intensity_pct`` is not passed.
+            ``intensity_pct`` (:mod:`tmseeg.stream.pulseinfo`) gives the intensity when ``intensity_pct`` is not passed.
         emg_uv, times_ms : ndarray, optional
             Alternatively the bare EMG trace and its time axis (ms from the pulse).
         intensity_pct : float, optional

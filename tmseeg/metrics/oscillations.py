@@ -66,6 +66,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.signal import resample_poly
 
+from tmseeg.pipeline.config import planning_cut_window
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import EpochFilter
 from tmseeg.utils import jsonable, map_rows, over_rows
@@ -406,7 +407,6 @@ class OscillationMetric:
                 raise ValueError(f"oscillations.{key}={v}: give [start, stop] with start < stop.")
         # laid out before the first pulse: the fixed or least cut window (a longer measured
         # window only moves the contaminated edge by its difference)
-        from tmseeg.pipeline.config import planning_cut_window  # config imports the plug-ins
         self.pulse_window_ms = planning_cut_window(cfg)
         t0, t1 = c["tf_window_ms"]
         j0 = int(math.ceil(t0 * self.fs / 1000.0))

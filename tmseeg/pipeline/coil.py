@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.channels import (edge_counts, montage_positions, nearest_channels,
-                                      resolve_picks)
+from tmseeg.pipeline.channels import edge_counts, nearest_channels, resolve_picks
+from tmseeg.stream.montage import montage_positions
 from tmseeg.stream.block import Block, StreamMeta
 
 __all__ = ["CoilSiteDetector", "broken_channels", "centroid_channel", "roi_around"]

@@ -1,20 +1,16 @@
-"""Pipeline configuration: one TOML file declares the stages, their order and their settings.
+"""The pipeline's configuration: its sections, their defaults and their rules.
 
-The defaults below are the documentation: ``tmseeg config`` prints them, a user's file only
-needs the keys it changes, and unknown keys are refused with the list of valid ones (a typo
-must not silently fall back to a default). The configuration and a hash of it are written
-into every output.
+The defaults below are the documentation: ``tmseeg config`` prints them (with every metric
+plug-in's own sections, which :mod:`tmseeg.config` adds: the pipeline knows no plug-in), a
+user's file only needs the keys it changes, and unknown keys are refused with the list of valid
+ones (a typo must not silently fall back to a default).
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import tomllib
-from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG_TOML = """\
+PIPELINE_CONFIG_TOML = """\
 # tmseeg pipeline configuration (defaults). Times in ms relative to the pulse, µV, Hz.
 
 [pulses]
@@ -239,31 +235,19 @@ P180 = [150.0, 250.0]
 """
 
 
-def _with_plugins(base: str) -> str:
-    """The base configuration followed by every metric plug-in's own sections."""
-    import importlib
-
-    from tmseeg.metrics import PLUGINS
-
-    parts = [base]
-    for module in PLUGINS:
-        parts.append(importlib.import_module(module).CONFIG_TOML)
-    return "\n".join(p.rstrip("\n") + "\n" for p in parts)
-
-
-DEFAULT_CONFIG_TOML = _with_plugins(DEFAULT_CONFIG_TOML)
-DEFAULT_CONFIG: dict[str, Any] = tomllib.loads(DEFAULT_CONFIG_TOML)
-
-#: sections whose keys are free (user-named), not checked against the defaults
-_FREE_SECTIONS = {("channels", "types"), ("tep", "peak_windows_ms"), ("connectivity", "bands_hz"),
-                  ("connectivity", "regions")}
+#: keys whose own keys are free (user-named), not checked against the defaults
+PIPELINE_FREE_KEYS = frozenset({("channels", "types"), ("tep", "peak_windows_ms")})
 
 
 class ConfigError(ValueError):
     """The configuration file is wrong: the message names the key and the fix."""
 
 
-def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
+def merge_config(base: dict, override: dict, free_keys: frozenset = PIPELINE_FREE_KEYS,
+                 path: tuple[str, ...] = ()) -> dict:
+    """``base`` updated by ``override``: unknown keys and wrong types are refused.
+
+    ``free_keys`` are tables whose keys the user names (extra TEP peaks, channel types)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         here = path + (key,)
@@ -277,10 +261,10 @@ def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
                 raise ConfigError(f"configuration key {'.'.join(here)!r} must be a table")
             if here == ("channels", "types"):  # a file's types, then the command line's
                 out[key] = {**base[key], **copy.deepcopy(value)}
-            elif here in _FREE_SECTIONS:  # user-named keys (e.g. extra TEP peaks)
+            elif here in free_keys:  # user-named keys (e.g. extra TEP peaks)
                 out[key] = copy.deepcopy(value)
             else:
-                out[key] = _merge(base[key], value, here)
+                out[key] = merge_config(base[key], value, free_keys, here)
         elif here == ("interpolation", "window_ms"):
             out[key] = _window_value(value)
         else:
@@ -323,26 +307,8 @@ def planning_cut_window(cfg: dict) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """The defaults, updated by a TOML file and then by ``overrides`` (same structure)."""
-    cfg = copy.deepcopy(DEFAULT_CONFIG)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"configuration file {path} does not exist; print the defaults "
-                              "with `tmseeg config` and save them to start from")
-        try:
-            user = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"configuration file {path} is not valid TOML: {err}") from err
-        cfg = _merge(cfg, user)
-    if overrides:
-        cfg = _merge(cfg, overrides)
-    _validate(cfg)
-    return cfg
-
-
-def _validate(cfg: dict) -> None:
+def validate_pipeline(cfg: dict) -> None:
+    """Refuse the values the pipeline's own sections forbid (the message names key and fix)."""
     src = cfg["pulses"]["source"]
     if src not in ("markers", "trigger", "data", "markers+data"):
         raise ConfigError(f"pulses.source must be markers, trigger, data or markers+data, "
@@ -359,7 +325,7 @@ def _validate(cfg: dict) -> None:
     if cfg["decay"]["fit_reference"] not in ("median", "recorded"):
         raise ConfigError(f"decay.fit_reference must be median or recorded, got "
                           f"{cfg['decay']['fit_reference']!r}")
-    from tmseeg.pipeline.channels import CHANNEL_TYPES
+    from tmseeg.stream.montage import CHANNEL_TYPES
     for name, kind in cfg["channels"]["types"].items():
         if kind not in CHANNEL_TYPES:
             raise ConfigError(f"channels.types: {name} = {kind!r} is not one of "
@@ -395,9 +361,3 @@ def _validate(cfg: dict) -> None:
         if name[:1].upper() not in ("N", "P") or len(win) != 2 or not win[0] < win[1]:
             raise ConfigError(f"tep.peak_windows_ms.{name} must be named N.../P... and be "
                               "[start, stop] with start < stop")
-
-
-def config_hash(cfg: dict) -> str:
-    """Short, stable hash of a configuration (key order does not matter)."""
-    text = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tmseeg.pipeline.base import StatelessStage, empty_block_like, ms_to_samples
-from tmseeg.pipeline.pulseinfo import pattern_fields, with_info
+from tmseeg.stream.pulseinfo import pattern_fields, with_info
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
 
 try:  # one pattern for file reading and live markers
@@ -198,7 +198,7 @@ def marker_pulse(marker: Event, shift: int, shift_s: float,
                  info: Mapping[str, object] | None = None) -> Event:
     """The pulse event a pulse marker stands for: moved by ``shift`` samples (``shift_s``
     seconds on its time stamp), remembering where the marker was, with ``info`` (the pulse
-    pattern's named groups) added to its metadata (:mod:`tmseeg.pipeline.pulseinfo`)."""
+    pattern's named groups) added to its metadata (:mod:`tmseeg.stream.pulseinfo`)."""
     extra = with_info(marker.extra, info or {})
     return replace(marker, sample=marker.sample + shift, kind=EVENT_PULSE,
                    time_s=marker.time_s + shift_s,
@@ -221,7 +221,7 @@ class MarkerPulses(StatelessStage):
         e.g. ``-3.0`` for a stimulator whose marker is sent 3 ms after the pulse).
 
     Named groups of the pattern become the pulse's metadata: ``TMS/(?P<intensity_pct>\\d+)``
-    on ``TMS/55`` gives ``intensity_pct = 55`` (:mod:`tmseeg.pipeline.pulseinfo`).
+    on ``TMS/55`` gives ``intensity_pct = 55`` (:mod:`tmseeg.stream.pulseinfo`).
     """
 
     name = "marker_pulses"

@@ -24,11 +24,11 @@ from types import SimpleNamespace
 import numpy as np
 
 from tmseeg import __version__
-from tmseeg.pipeline.config import load_config
+from tmseeg.config import load_config
 from tmseeg.session import TEPSession
 from tmseeg.engine import OFFLINE_BLOCK_MS, Engine, RecordingSource
 from tmseeg.stream.block import StreamMeta
-from tmseeg.pipeline.channels import standard_montage, use_montage
+from tmseeg.stream.montage import standard_montage, use_montage
 from tmseeg.stream.io import Recording, read_recording
 from tmseeg.utils import jsonable, return_freed_memory, writable_dir
 
@@ -61,7 +61,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     out_dir : path
         Created if needed; existing outputs of the same names are replaced.
     config : path, optional
-        TOML pipeline configuration (defaults: :mod:`tmseeg.pipeline.config`).
+        TOML configuration (defaults: :mod:`tmseeg.config`).
     roi : list of str, optional
         ROI channels (default: detected coil site and neighbours).
     progress : bool

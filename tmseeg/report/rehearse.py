@@ -1,6 +1,6 @@
 """Rehearse a configuration: run it over a short simulated recording before a session does.
 
-A configuration file is checked in two steps. :func:`tmseeg.pipeline.config.load_config`
+A configuration file is checked in two steps. :func:`tmseeg.config.load_config`
 refuses unknown keys, wrong types and the values the pipeline's own sections forbid. Much of
 what the metric plug-ins accept is only known to them, and they see it when a session builds
 them or cuts its first epochs (``[connectivity] methods = ["nonsense"]``, a PCIst window the
@@ -19,7 +19,7 @@ import copy
 import re
 from dataclasses import dataclass
 
-from tmseeg.pipeline.config import ConfigError
+from tmseeg.config import ConfigError
 
 __all__ = ["Rehearsal", "rehearse_config"]
 
@@ -84,7 +84,7 @@ def rehearse_config(cfg: dict, n_channels: int = 64, sfreq_hz: float = 5000.0,
     Parameters
     ----------
     cfg : dict
-        A configuration from :func:`~tmseeg.pipeline.config.load_config`.
+        A configuration from :func:`~tmseeg.config.load_config`.
     n_channels : int
         EEG channels of the simulated cap (32, 64 or 128 standard 10-10 names); an EMG channel
         is added.

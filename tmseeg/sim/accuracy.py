@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.config import planning_cut_window
+from tmseeg.config import planning_cut_window
 
 __all__ = ["simulated_recording", "true_roi_tep", "peak_errors"]
 
@@ -71,7 +71,7 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
     ndarray, shape (n_times,)
     """
     from tmseeg.pipeline.artifact import interpolate_pulses
-    from tmseeg.pipeline.config import load_config
+    from tmseeg.config import load_config
     from tmseeg.session import epoch_filter
 
     cfg = cfg or load_config()

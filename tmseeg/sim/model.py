@@ -121,7 +121,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy import signal
 
-from tmseeg.pipeline.channels import ten_five_montage
+from tmseeg.stream.montage import ten_five_montage
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
 
 # ----------------------------------------------------------------------------------------------

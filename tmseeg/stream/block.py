@@ -18,7 +18,7 @@ EVENT_MARKER = "marker"  # any other marker (block labels such as "pre"/"post", 
 EVENT_GAP = "gap"  # samples missing from the stream (duration in samples in ``Event.duration``)
 #: what the lab knows about a pulse, sent apart from it (a second LSL stream of JSON, a
 #: ``PulseInfo`` marker in a recording): ``extra["pulse_info"]``, joined to the pulse nearest
-#: in time by :class:`tmseeg.pipeline.pulseinfo.PulseInfoJoin`
+#: in time by :class:`tmseeg.stream.pulseinfo.PulseInfoJoin`
 EVENT_INFO = "info"
 
 
@@ -68,7 +68,7 @@ class StreamMeta:
         LSL source id (empty for files).
     original_names : tuple of str
         The labels as the file or stream gave them, when some were renamed on the way in
-        (:func:`~tmseeg.pipeline.channels.tidy_channel_names`); empty when none was. Not part
+        (:func:`~tmseeg.stream.montage.tidy_channel_names`); empty when none was. Not part
         of equality.
     """
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tmseeg.pipeline.channels import tidy_meta
-from tmseeg.pipeline.pulseinfo import info_event, pulse_info_message, with_info
+from tmseeg.stream.montage import tidy_meta
+from tmseeg.stream.pulseinfo import info_event, pulse_info_message, with_info
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, Block, Event, StreamMeta
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def meta_from_info(info) -> tuple[StreamMeta, np.ndarray]:
     """Channel names, types and µV scale factors from a stream's XDF-style description.
 
     EEG labels with an ``EEG`` prefix or a reference suffix are renamed to 10-05 labels as for
-    files (:func:`~tmseeg.pipeline.channels.tidy_meta`), so a stream and its recording agree.
+    files (:func:`~tmseeg.stream.montage.tidy_meta`), so a stream and its recording agree.
     """
     n = info.channel_count()
     labels = info.get_channel_labels() or [None] * n
@@ -733,7 +733,7 @@ def parse_marker(label: str) -> tuple[str, dict]:
             return text, {}
         if isinstance(payload, dict):
             # every other key is what the sender knows about the pulse (intensity, coil
-            # position, condition): the pulse's metadata (tmseeg.pipeline.pulseinfo)
+            # position, condition): the pulse's metadata (tmseeg.stream.pulseinfo)
             info = pulse_info_message(text) or {}
             return (str(payload.get("label", payload.get("event", text))),
                     with_info(payload, info))
@@ -758,7 +758,7 @@ class LSLSource:
     infos : MarkerInlet or None
         A stream of per-pulse metadata, one JSON object per pulse (``{"intensity_pct": 55,
         "coil_x_mm": -38.2}``): each becomes an ``"info"`` event at its time stamp, which the
-        pulse nearest in time claims (:class:`~tmseeg.pipeline.pulseinfo.PulseInfoJoin`).
+        pulse nearest in time claims (:class:`~tmseeg.stream.pulseinfo.PulseInfoJoin`).
     """
 
     def __init__(self, eeg: EEGInlet, markers: MarkerInlet | None = None,

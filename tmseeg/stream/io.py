@@ -22,7 +22,7 @@ unscaled, a :class:`~tmseeg.stream.block.StreamMeta`, and a list of
 A marker whose label matches the pulse pattern (:data:`DEFAULT_PULSE_PATTERN`, overridable)
 becomes a ``"pulse"`` event; every other marker a ``"marker"`` event. EEG channels labelled
 with an ``EEG`` prefix or a reference suffix (``"EEG Fp1-REF"``, ``"C3-A1"``) are renamed to
-their 10-05 label (:func:`~tmseeg.pipeline.channels.tidy_channel_names`; the file's labels stay
+their 10-05 label (:func:`~tmseeg.stream.montage.tidy_channel_names`; the file's labels stay
 in ``meta.original_names``).
 
 Anything that cannot be read raises :class:`RecordingError`, whose message names the file,
@@ -41,8 +41,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.pipeline.channels import tidy_meta
-from tmseeg.pipeline.pulseinfo import INFO_LABEL, info_event, pulse_info_message
+from tmseeg.stream.montage import tidy_meta
+from tmseeg.stream.pulseinfo import INFO_LABEL, info_event, pulse_info_message
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
 from tmseeg.stream.inlet import UNIT_SCALE_TO_UV, parse_marker
 
@@ -294,7 +294,7 @@ def read_recording(
     -------
     Recording
         EEG channel names tidied to 10-05 labels where that is unambiguous (see
-        :func:`~tmseeg.pipeline.channels.tidy_channel_names`); ``meta.original_names`` and
+        :func:`~tmseeg.stream.montage.tidy_channel_names`); ``meta.original_names`` and
         ``meta.renamed`` say what changed.
 
     Raises
@@ -328,7 +328,7 @@ def read_recording(
 
 def checked_recording(rec: Recording, path: Path) -> Recording:
     """What every reader does last: refuse a recording without samples, and tidy the channel
-    names (:func:`~tmseeg.pipeline.channels.tidy_meta`)."""
+    names (:func:`~tmseeg.stream.montage.tidy_meta`)."""
     if rec.n_samples == 0:
         raise RecordingError(
             f"{path}: the recording holds no samples (header only?). Use a recording with data."
@@ -654,7 +654,7 @@ def _fix_types(names: Sequence[str], types: Sequence[str], explicit: bool) -> li
     """Channels typed ``eeg``/``misc`` (what a file without channel types gives) whose name
     says otherwise (``EMG*``, ``FDI``, ``APB``, ``EOG``, ``ECG``, ``Resp``, ``Status`` ...)
     get that type; a name that is an electrode of the 10-05 system stays EEG."""
-    from tmseeg.pipeline.channels import montage_positions
+    from tmseeg.stream.montage import montage_positions
 
     positions = montage_positions()
     out = list(types)

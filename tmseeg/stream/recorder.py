@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmseeg.pipeline.pulseinfo import INFO_LABEL, pulse_info
+from tmseeg.stream.pulseinfo import INFO_LABEL, pulse_info
 from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_PULSE, Block, Event, StreamMeta
 from tmseeg.stream.io import VOLTAGE_TYPES
 

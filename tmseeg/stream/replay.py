@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmseeg.pipeline.pulseinfo import INFO_LABEL, pulse_info
+from tmseeg.stream.pulseinfo import INFO_LABEL, pulse_info
 from tmseeg.stream.block import EVENT_INFO, EVENT_PULSE
 from tmseeg.stream.io import (
     DEFAULT_PULSE_PATTERN,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tmseeg import __version__
-from tmseeg.pipeline.config import config_hash, load_config
+from tmseeg.config import config_hash, load_config
 from tmseeg.study.bids import (StudyError, derivatives_root, entities_of, entity_label,
                                find_recordings, session_output_dir,
                                write_derivatives_description)

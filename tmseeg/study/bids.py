@@ -511,7 +511,7 @@ def write_derivatives_description(deriv_root: str | Path, cfg: dict,
     Path
         The description file.
     """
-    from tmseeg.pipeline.config import config_hash
+    from tmseeg.config import config_hash
 
     root = Path(deriv_root)
     root.mkdir(parents=True, exist_ok=True)

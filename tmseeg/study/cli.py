@@ -64,7 +64,7 @@ def is_bids_request(args) -> bool:
 
 def run_bids_analyze(args) -> int:
     """``tmseeg analyze BIDS_ROOT ...``: the batch; prints one line per session and totals."""
-    from tmseeg.cli import input_overrides
+    from tmseeg.config import input_overrides
     from tmseeg.study.batch import run_batch
 
     roi = args.roi.split(",") if args.roi else None
@@ -123,8 +123,8 @@ def finish_bids_record(args, vhdr: Path | None = None, analyze: bool = False):
                               ("schedule", args.stim_protocol)) if v is not None}
     pulses, coil, roi = None, None, None
     if analyze:
-        from tmseeg.cli import input_overrides
-        from tmseeg.pipeline.config import load_config
+        from tmseeg.config import input_overrides
+        from tmseeg.config import load_config
         from tmseeg.report.analyze import analyze_file
         bp = bids_path_for(args.bids_root, args.subject, args.session, args.task, args.run)
         deriv = derivatives_root(args.bids_root)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmseeg.pipeline.channels import ten_five_montage
+from tmseeg.stream.montage import ten_five_montage
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 
 

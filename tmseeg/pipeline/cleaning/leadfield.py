@@ -5,7 +5,7 @@ on each electrode. Without an individual MRI we use what TESA and the SOUND pape
 this purpose, a layered sphere:
 
 * electrode positions from the channel names and an MNE built-in 10-05 montage
-  (:func:`tmseeg.pipeline.channels.standard_montage`);
+  (:func:`tmseeg.stream.montage.standard_montage`);
 * :func:`mne.make_sphere_model` fitted to those positions (``r0="auto"``,
   ``head_radius="auto"``), with MNE's default 4-layer conductivities (brain, CSF, skull,
   scalp);
@@ -89,7 +89,7 @@ def sphere_leadfield(
         raise ValueError(f"orientation must be 'free' or 'fixed', got {orientation!r}")
     if len(names) < 4:
         raise ValueError(f"a lead field needs at least 4 EEG channels, got {len(names)}")
-    from tmseeg.pipeline.channels import resolve_montage
+    from tmseeg.stream.montage import resolve_montage
 
     montage = resolve_montage(montage)  # "auto" is the montage in use: part of the cache key
     key = (tuple(n.lower() for n in names), montage, int(n_locations), float(shell_fraction),
@@ -112,7 +112,7 @@ def clear_leadfield_cache() -> None:
 def _compute(names, montage, n_locations, shell_fraction, min_elevation, orientation):
     import mne
 
-    from tmseeg.pipeline.channels import standard_montage
+    from tmseeg.stream.montage import standard_montage
 
     mont = standard_montage(montage)
     known = {n.lower() for n in mont.ch_names}

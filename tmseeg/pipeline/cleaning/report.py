@@ -11,7 +11,7 @@ __all__ = ["add_cleaning_section"]
 def _info(ch_names):
     import mne
 
-    from tmseeg.pipeline.channels import standard_montage
+    from tmseeg.stream.montage import standard_montage
 
     info = mne.create_info(list(ch_names), 1000.0, "eeg")
     info.set_montage(standard_montage(), match_case=False, on_missing="ignore", verbose=False)

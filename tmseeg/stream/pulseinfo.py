@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from dataclasses import replace
 
-from tmseeg.pipeline.navlogs import NavLogError, nav_log_kind, read_nav_log
+from tmseeg.stream.navlogs import NavLogError, nav_log_kind, read_nav_log
 from tmseeg.stream.block import EVENT_INFO, Block, Event
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class PulseTable:
     ----------
     path : path
         A navigation system's per-pulse export (Localite TriggerMarkers XML, Brainsight
-        text export: :mod:`tmseeg.pipeline.navlogs`), or a CSV file with a header row
+        text export: :mod:`tmseeg.stream.navlogs`), or a CSV file with a header row
         (comma, semicolon or tab separated). Every column is
         carried into the pulse's metadata; ``intensity_pct`` (% of maximum stimulator output)
         is what the motor threshold needs. With a ``time_s`` column (or ``onset_s``,

@@ -19,7 +19,7 @@ the navigator's clock from its first row), ``intensity_pct``, ``coil_x_mm``, ``c
 navigation system's coordinate space), ``coil_tracked`` and, where the file has them,
 ``site`` (Brainsight's target), ``didt_a_per_us`` (Localite) and ``nav_mep_ptp_uv``
 (Brainsight's EMG). Every other column is carried through under its own name. The
-navigator's clock is not the EEG's: :class:`~tmseeg.pipeline.pulseinfo.PulseTable` joins the
+navigator's clock is not the EEG's: :class:`~tmseeg.stream.pulseinfo.PulseTable` joins the
 rows to the pulses in order and follows the intervals of ``nav_time_s``.
 """
 from __future__ import annotations
