@@ -388,3 +388,33 @@ def test_a_held_block_sends_a_late_event_with_the_sample_it_names():
     assert [e.label for e in first.events] == ["late"]  # with sample 14's block
     second = held.release(30)
     assert [e.label for e in second.events] == ["left already", "on time"]
+
+
+def test_late_markers_are_said_once_a_second_with_their_count(caplog):
+    """A marker loop on a busy machine delivers thousands of markers after their pulse
+    decisions: each is counted, and said at most once per second of stream (the first at once),
+    not one line per marker (CI once printed 129 kB of them)."""
+    import logging
+
+    from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
+
+    fs, step = 1000.0, 50
+    meta = StreamMeta(("C3", "C4", "Cz", "Pz"), fs, ("eeg",) * 4, name="late")
+    stage = CheckedMarkerPulses(wait_ms=40.0, max_hold_s=2.0)
+    rng = np.random.default_rng(0)
+    n_late = 0
+    with caplog.at_level(logging.WARNING, logger="tmseeg.pipeline.pulsesource"):
+        for start in range(0, int(10 * fs), step):  # 10 s in 50-ms blocks
+            events = []
+            if start >= 2000:  # from 2 s on, 40 markers a block, each 300-350 ms late
+                events = [Event(start - 300 - int(k), "TMS", kind=EVENT_MARKER)
+                          for k in rng.integers(0, 50, 40)]
+                n_late += len(events)
+            stage.process(Block(rng.normal(0, 5, (4, step)), start,
+                                np.arange(start, start + step) / fs, meta, events))
+    said = [r.getMessage() for r in caplog.records if "after the pulse decisions" in r.getMessage()]
+    assert stage.n_late_markers == n_late == 6400
+    assert 7 <= len(said) <= 9, said  # the first, then one per second of the 8 s
+    assert said[0].startswith("marker 'TMS' at sample")
+    counts = [int(re.match(r"(\d+) markers arrived", s).group(1)) for s in said[1:]]
+    assert 1 + sum(counts) <= n_late and all(c >= 700 for c in counts), counts

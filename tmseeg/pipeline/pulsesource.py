@@ -145,6 +145,8 @@ class CheckedMarkerPulses:
         self.n_marked = 0
         self.n_unmarked = 0
         self.n_late_markers = 0
+        self._late_said_at: int | None = None  # sample of the last line said about late ones
+        self._late_unsaid = 0
         self.decided_at: int | None = None
 
     # -- sample arithmetic -------------------------------------------------------------------
@@ -229,14 +231,29 @@ class CheckedMarkerPulses:
                          "used as they are", at=block.first_sample)
 
     # -- what arrives -----------------------------------------------------------------------
+    def _say_late(self, e: Event) -> None:
+        """Count a marker that came after its pulse decisions; say the first at once, then at
+        most one line per second of stream with the count (a marker loop on a busy machine
+        must not write one line per marker)."""
+        self.n_late_markers += 1
+        self._late_unsaid += 1
+        if (self._late_said_at is not None
+                and e.sample - self._late_said_at < (self._fs if self._fs > 0 else 1000.0)):
+            return
+        if self._late_unsaid == 1:
+            log.warning("marker '%s' at sample %d arrived after the pulse decisions around it "
+                        "were made (more than %.0f ms late)", e.label, e.sample, self.wait_ms)
+        else:
+            log.warning("%d markers arrived after the pulse decisions around them were made "
+                        "(more than %.0f ms late), the latest '%s' at sample %d",
+                        self._late_unsaid, self.wait_ms, e.label, e.sample)
+        self._late_said_at, self._late_unsaid = e.sample, 0
+
     def _note(self, events: list[Event]) -> None:
         for e in events:
             if e.kind == EVENT_MARKER:
                 if e.sample < self._released:
-                    self.n_late_markers += 1
-                    log.warning("marker '%s' at sample %d arrived after the pulse decisions "
-                                "around it were made (more than %.0f ms late)", e.label,
-                                e.sample, self.wait_ms)
+                    self._say_late(e)
                 if self.mode is None and len(self._seen) < _MAX_SEEN_MARKERS:
                     self._seen.append((e.sample, str(e.label)))
                 if self._is_pulse_marker(e):
