@@ -18,6 +18,7 @@ import numpy as np
 
 from tmseeg import __version__
 from tmseeg.metrics import PLUGINS
+from tmseeg.metrics.base import SessionMetric, ordered_by_dependencies
 from tmseeg.metrics.tep import RunningTEP
 from tmseeg.pipeline.base import Chain
 from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation, ChannelTypes
@@ -319,11 +320,10 @@ class TEPSession:
         self._decay_names: list[str] = []  # the epochs' channels, in their order
         self._decay_n = 0
         self.track_decay = track_decay
-        self.metrics: list = []
-        for module in PLUGINS:  # see tmseeg.metrics.base
-            metric = importlib.import_module(module).make_metric(cfg, self)
-            if metric is not None:
-                self.metrics.append(metric)
+        built = [importlib.import_module(module).make_metric(cfg, self) for module in PLUGINS]
+        #: the plug-ins that apply (tmseeg.metrics.base), each after those whose columns it reads
+        self.metrics: list[SessionMetric] = ordered_by_dependencies(
+            [m for m in built if m is not None])
 
     # -- feeding (the driver, live and offline, is tmseeg.engine.Engine.for_session) ---------
     def _with_table_row(self, event: Event) -> Event:
@@ -360,8 +360,7 @@ class TEPSession:
         for epoch in self.epocher.flush():
             self._take_epoch(epoch, math.nan)
         for metric in self.metrics:
-            if hasattr(metric, "finish"):
-                metric.finish()
+            metric.finish()
         site = self.stages.coil.site
         if self.tep is not None and not self.fixed_roi and site and site not in self.tep.roi:
             # the ROI is fixed with the first epoch (per-pulse values must go out at once, a
@@ -516,6 +515,11 @@ class TEPSession:
         if self.stages.pulse_source is not None:
             out += self.stages.pulse_source.differences()
         return out
+
+    def metric(self, name: str) -> SessionMetric | None:
+        """The plug-in called ``name`` (``"mep"``, ``"plasticity"`` ...), None when it does not
+        run in this session (disabled, or nothing to measure: no EMG channel for MEPs)."""
+        return next((m for m in self.metrics if m.name == name), None)
 
     def metrics_summary(self) -> dict[str, Any]:
         """Summaries of the plug-in metrics, by name (JSON-ready)."""

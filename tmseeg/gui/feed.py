@@ -212,8 +212,7 @@ class LiveFeed(_FeedBase):
         self._trial_step = 1
         self._last_epoch = None
         # the MEP plug-in's EMG epochs and MEP rows, as it makes them (EMG is cut once)
-        self._emg = next((m for m in self.session.metrics if getattr(m, "name", "") == "mep"),
-                         None)
+        self._emg = self.session.metric("mep")
         if self._emg is not None:
             self.mep_channel = self._emg.channel
             self._emg.epoch_listeners.append(self._take_emg)
@@ -367,7 +366,7 @@ class LiveFeed(_FeedBase):
                 snap.peaks = {k: find_peak(snap.roi_average_uv, tep.times_ms, tuple(w),
                                            k[0].upper())
                               for k, w in tep.peak_windows_ms.items()}
-            blocks = next((m for m in s.metrics if getattr(m, "name", "") == "plasticity"), None)
+            blocks = s.metric("plasticity")
             if blocks is not None and len(blocks.teps) >= 2:
                 for label in blocks.order:
                     btep = blocks.teps.get(label)

@@ -4,13 +4,13 @@ See :mod:`tmseeg.metrics.base` for the plug-in contract.
 """
 
 #: modules whose ``make_metric`` the session calls (see tmseeg.metrics.base); order = column
-#: order in pulses.csv
+#: order in pulses.csv, except that a plug-in runs after those it names in ``after``
 PLUGINS: list[str] = [
     "tmseeg.metrics.mep",
     "tmseeg.metrics.pcist",
     "tmseeg.metrics.connectivity",
     "tmseeg.metrics.spread",
     "tmseeg.metrics.oscillations",
-    "tmseeg.metrics.state",  # after mep: it reads mep_ptp_uv
-    "tmseeg.metrics.plasticity",  # last: it reads the columns the others add
+    "tmseeg.metrics.state",
+    "tmseeg.metrics.plasticity",
 ]

@@ -17,35 +17,87 @@ A metric module (e.g. :mod:`tmseeg.metrics.mep`) that the session should run exp
     rehearses every plug-in on a simulated recording (:mod:`tmseeg.report.rehearse`), so the
     user hears of it before a session starts.
 
-and is listed in :data:`tmseeg.metrics.PLUGINS`. The session then calls, in this order:
+and is listed in :data:`tmseeg.metrics.PLUGINS`. The metric is a :class:`SessionMetric`: it
+says its ``name``, the per-pulse ``columns`` it adds and the plug-ins it must run ``after``
+(whose columns it reads), and overrides the hooks it needs; the session calls every hook of
+every metric, in an order that honours ``after``:
 
 - ``on_block(block)`` with every processed block (continuous data after the stages, events
   included) — for metrics that need data the epoch does not carry (EMG, pre-stimulus state);
 - ``on_epoch(epoch, row)`` with every EEG epoch and the pulse's row of ``pulses.csv``; the
-  metric adds its per-pulse columns to ``row`` (units in the names, NaN when unknown);
+  metric adds its per-pulse ``columns`` to ``row`` (units in the names, NaN when unknown);
 - ``summary()`` whenever a summary is requested (live updates, ``summary.json``): JSON-ready
   and cheap (accumulate in ``on_epoch``, finalize here);
-- ``finish()`` at the end of a recording (optional);
-- ``report(report, session)`` when ``report.html`` is written (optional): add figures/HTML
-  to the :class:`mne.Report`.
+- ``finish()`` at the end of a recording;
+- ``report(report, session)`` when ``report.html`` is written: add figures/HTML to the
+  :class:`mne.Report`.
+
+``tests/test_metric_contract.py`` runs every plug-in through the same checks.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Sequence
 
 from tmseeg.pipeline.epochs import Epoch
 from tmseeg.stream.block import Block
 
+__all__ = ["SessionMetric", "ordered_by_dependencies"]
 
-@runtime_checkable
-class SessionMetric(Protocol):
-    """A metric that accumulates per block / per epoch and summarises cheaply."""
+
+class SessionMetric:
+    """A metric that accumulates per block / per epoch and summarises cheaply.
+
+    Subclasses set the class attributes and override the hooks they need; the others do
+    nothing.
+    """
 
     #: key of the metric in summaries (``summary.json``, the metrics stream)
-    name: str
+    name: str = ""
+    #: the per-pulse columns ``on_epoch`` adds to every row (``pulses.csv``)
+    columns: tuple[str, ...] = ()
+    #: plug-ins (by name) whose columns this one reads: it runs after them when they run;
+    #: ``("*",)`` = after every other plug-in
+    after: tuple[str, ...] = ()
 
-    def on_block(self, block: Block) -> None: ...
+    def on_block(self, block: Block) -> None:
+        """Every processed block, events included, before its epochs."""
 
-    def on_epoch(self, epoch: Epoch, row: dict[str, Any]) -> None: ...
+    def on_epoch(self, epoch: Epoch, row: dict[str, Any]) -> None:
+        """Every EEG epoch with its pulse's row: add :attr:`columns` to ``row``."""
 
-    def summary(self) -> dict[str, Any]: ...
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready, cheap: what the live monitor, the metrics stream and summary.json show."""
+        return {}
+
+    def finish(self) -> None:
+        """The end of a recording: release what is held, finalize."""
+
+    def report(self, report, session) -> None:
+        """Add this metric's section to the session's :class:`mne.Report`."""
+
+
+def ordered_by_dependencies(metrics: Sequence[SessionMetric]) -> list[SessionMetric]:
+    """``metrics`` in their given order, except that each comes after the ones it names in
+    :attr:`SessionMetric.after` (those that are there: a disabled plug-in is no dependency).
+
+    Raises
+    ------
+    ValueError
+        Metrics that each wait for another (a cycle), named.
+    """
+    names = {m.name for m in metrics}
+    waits = {m.name: (names - {m.name} if "*" in m.after else set(m.after) & names)
+             for m in metrics}
+    for m in metrics:  # "*" waits for every plug-in that does not itself wait for all
+        if "*" in m.after:
+            waits[m.name] -= {o.name for o in metrics if "*" in o.after}
+    done: list[SessionMetric] = []
+    left = list(metrics)
+    while left:
+        ready = next((m for m in left if waits[m.name] <= {d.name for d in done}), None)
+        if ready is None:
+            raise ValueError("metric plug-ins wait for each other: "
+                             + ", ".join(f"{m.name} after {sorted(waits[m.name])}" for m in left))
+        done.append(ready)
+        left.remove(ready)
+    return done

@@ -61,6 +61,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from tmseeg.metrics.base import SessionMetric
 from tmseeg.utils import jsonable
 
 __all__ = ["DEFAULT_BANDS_HZ", "METHODS", "SpectralWindow", "ConnectivityAccumulator",
@@ -394,7 +395,7 @@ occipital = ["O1", "Oz", "O2"]
 WINDOWS = ("pre", "post")
 
 
-class ConnectivityMetric:
+class ConnectivityMetric(SessionMetric):
     """Session plug-in: channel-pair and region connectivity, pre vs post pulse, per band.
 
     Parameters
@@ -477,9 +478,6 @@ class ConnectivityMetric:
         self._ready = True
 
     # -- hooks -----------------------------------------------------------------------------
-    def on_block(self, block) -> None:
-        """Not used: connectivity is computed from epochs."""
-
     def on_epoch(self, epoch, row: dict) -> None:
         """Accumulate the pre and post windows of a kept epoch."""
         if epoch.rejected:

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import optimize, special, stats
 
+from tmseeg.metrics.base import SessionMetric
 from tmseeg.stream.pulseinfo import pulse_info
 from tmseeg.utils import jsonable
 
@@ -901,7 +902,7 @@ criterion_uv = 50.0             # motor threshold criterion (Rossini et al.)
 """
 
 
-class MEPMetric:
+class MEPMetric(SessionMetric):
     """MEPs from the EMG channel, one row per pulse, with motor-threshold estimates.
 
     EMG epochs (-150..+100 ms, no amplitude rejection) are cut by an epocher of their own from
@@ -910,6 +911,7 @@ class MEPMetric:
     """
 
     name = "mep"
+    columns = tuple(k for k in MEPTracker.columns if k.startswith("mep_") or k == "intensity_pct")
 
     def __init__(self, section: dict, channel: str, sfreq: float) -> None:
         from tmseeg.pipeline.epochs import Epocher
@@ -938,9 +940,8 @@ class MEPMetric:
 
     def on_epoch(self, epoch, row: dict) -> None:
         mep = self._by_sample.pop(int(epoch.sample), None)
-        for key in MEPTracker.columns:
-            if key.startswith("mep_") or key == "intensity_pct":
-                row[key] = mep[key] if mep is not None else math.nan
+        for key in self.columns:
+            row[key] = mep[key] if mep is not None else math.nan
 
     def finish(self) -> None:
         for epoch in self.epocher.flush():

@@ -66,6 +66,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.signal import resample_poly
 
+from tmseeg.metrics.base import SessionMetric
 from tmseeg.pipeline.config import planning_cut_window
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import EpochFilter
@@ -371,7 +372,7 @@ post_window_ms = [50.0, 150.0]   # ITC / ERSP at the natural frequency are summa
 """
 
 
-class OscillationMetric:
+class OscillationMetric(SessionMetric):
     """Session plug-in: running ERSP / ITC maps and the natural frequency.
 
     Parameters

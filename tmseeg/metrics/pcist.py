@@ -71,6 +71,8 @@ from typing import Any
 
 import numpy as np
 
+from tmseeg.metrics.base import SessionMetric
+
 __all__ = ["PCIstResult", "pcist", "state_transitions", "RunningPCIst"]
 
 
@@ -421,7 +423,7 @@ class _DecimatedAverage:
         return self._tep.average_uv[:, ::self.step]
 
 
-class PCIstMetric:
+class PCIstMetric(SessionMetric):
     """PCIst of the session's running average TEP (see :class:`RunningPCIst`)."""
 
     name = "pcist"
@@ -430,9 +432,6 @@ class PCIstMetric:
         self.cfg = section
         self.session = session
         self.running: RunningPCIst | None = None
-
-    def on_block(self, block) -> None:
-        return None
 
     def on_epoch(self, epoch, row: dict) -> None:
         tep = self.session.tep

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tmseeg.metrics.base import SessionMetric
 from tmseeg.metrics.tep import RunningTEP
 
 CONFIG_TOML = """\
@@ -78,10 +79,12 @@ def bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int, rng: np.random.Gener
             if np.isfinite(g).any() else [math.nan, math.nan]}
 
 
-class PlasticityMetric:
+class PlasticityMetric(SessionMetric):
     """Assign pulses to blocks and compare blocks (see the module notes)."""
 
     name = "plasticity"
+    columns = ("block",)
+    after = ("*",)  # compares every measure column by block
 
     def __init__(self, section: dict, session) -> None:
         self.cfg = section

@@ -49,6 +49,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tmseeg.metrics.base import SessionMetric
+
 __all__ = ["SpreadResult", "RunningSpread", "fdr_bh", "SpreadMetric", "CONFIG_TOML",
            "make_metric"]
 
@@ -342,7 +344,7 @@ min_epochs = 20                 # no result before this many epochs
 """
 
 
-class SpreadMetric:
+class SpreadMetric(SessionMetric):
     """Session plug-in: significant channels per 10-ms bin and per-channel onset latency."""
 
     name = "spread"
@@ -352,9 +354,6 @@ class SpreadMetric:
         self.spread: RunningSpread | None = None
         self.result: SpreadResult | None = None
         self.history: list[tuple[int, int]] = []  # (n_epochs, responding channels)
-
-    def on_block(self, block) -> None:
-        """Not used: the spread is computed from epochs."""
 
     def on_epoch(self, epoch, row: dict) -> None:
         """Accumulate a kept epoch."""

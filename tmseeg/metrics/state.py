@@ -47,6 +47,7 @@ import numpy as np
 
 from tmseeg.closedloop.phase import ARPhaseEstimator
 from tmseeg.closedloop.spatial import SpatialFilter
+from tmseeg.metrics.base import SessionMetric
 from tmseeg.stream.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ phase_bins = 4              # 4: peak, falling, trough, rising
 """
 
 
-class StateMetric:
+class StateMetric(SessionMetric):
     """Session plug-in: pre-stimulus phase/power per pulse and the state-dependency summary.
 
     Parameters
@@ -186,6 +187,9 @@ class StateMetric:
     """
 
     name = "state"
+    columns = ("prestim_phase_rad", "prestim_phase_bin", "prestim_amplitude_uv",
+               "prestim_power_uv2")
+    after = ("mep",)  # reads mep_ptp_uv
 
     def __init__(self, section: dict, spatial: SpatialFilter, sfreq: float) -> None:
         self.cfg = section
