@@ -10,7 +10,7 @@ Prints median / p95 / p99 wall time (time.perf_counter) of
   (precomputed least-squares weights, one matrix product);
 * the DecayRemoval fit of one pulse (double exponential, 10..800 ms window, all channels), and
   its Levenberg-Marquardt part alone: the Cython kernel ``lm_refine`` against the numpy
-  reference of ``tests/test_artifact.py`` (same algorithm, vectorised across channels);
+  reference of ``tests/pipeline/test_artifact.py`` (same algorithm, vectorised across channels);
 * one ``PulseInterpolation.process`` call on a 1 ms block (the live per-block cost), and one
   ``PulseInterpolation`` + ``DecayRemoval`` (defaults) chain call per 1 ms block with a pulse
   every second (the max is the block on which a decay fit runs).

@@ -12,7 +12,7 @@ in one pass, the damped system ``(J^T J + lam diag(J^T J) + 1e-12 I) step = J^T 
 the new log taus are clipped to the bounds and kept ``log_ratio`` apart, amplitudes and ``c``
 are re-solved exactly for those taus (linear least squares with a 1e-12 relative ridge), and the
 step is kept only if the residual sum of squares went down (then ``lam *= 0.3``, else
-``lam *= 10``). Exactly the algorithm of the numpy reference in ``tests/test_artifact.py``.
+``lam *= 10``). Exactly the algorithm of the numpy reference in ``tests/pipeline/test_artifact.py``.
 """
 from libc.math cimport exp, log, fabs, isfinite
 from libc.stdlib cimport malloc, free

@@ -32,7 +32,7 @@ every metric, in an order that honours ``after``:
 - ``report(report, session)`` when ``report.html`` is written: add figures/HTML to the
   :class:`mne.Report`.
 
-``tests/test_metric_contract.py`` runs every plug-in through the same checks.
+``tests/metrics/test_metric_contract.py`` runs every plug-in through the same checks.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ A band value is the mean of the per-bin values over the bins ``lo <= f <= hi`` o
 (``faverage=True`` in MNE-Connectivity). The conventions (taper normalisation, DPSS tapers with
 ``low_bias``, ``half_nbw = bandwidth * n_times / (2 sfreq)``, mean removal, Hanning window for
 ``mode="fourier"``) are those of :func:`mne_connectivity.spectral_connectivity_epochs`, so the
-numbers agree with it to rounding on the same epochs (``tests/test_connectivity.py`` checks it).
+numbers agree with it to rounding on the same epochs (``tests/metrics/test_connectivity.py`` checks it).
 MNE-Connectivity itself is *not* used here: it recomputes every epoch on each call, whereas this
 accumulator updates running sums per epoch (``O(n_signals^2 n_freqs)``) and finalises cheaply.
 

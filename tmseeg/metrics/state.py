@@ -31,7 +31,7 @@ cosine regression ``y = b0 + b1 cos(phi) + b2 sin(phi)`` giving the preferred ph
 ``atan2(b2, b1)``, the modulation depth ``sqrt(b1^2 + b2^2) / b0`` and the F-test p-value of the
 two phase terms.
 
-Caveat (measured on the simulator, ``tests/test_state.py``): the single-trial early-TEP
+Caveat (measured on the simulator, ``tests/metrics/test_state.py``): the single-trial early-TEP
 peak-to-peak (15-60 ms at the ROI) contains the ongoing mu rhythm itself, whose phase at the
 pulse is what the pulses are binned by; that confound can dominate its phase dependency (a
 simulated preference at the trough still showed up near the peak). MEPs carry no such

@@ -729,7 +729,7 @@ class DecayRemoval:
     removed with the artifact. A long window lets the late data pin the slow exponential down;
     the default ``(10, 800)`` ms with two exponentials and time constants taken from the running
     average (``fit_on="average"``) is what kept the early TEP best on the simulator (see
-    ``tests/test_artifact.py``), at the cost of 800 ms of hold-back. A channel's
+    ``tests/pipeline/test_artifact.py``), at the cost of 800 ms of hold-back. A channel's
     fit is not used (the channel is left as it is, and the reason logged) when the decay does
     not stand out — its size at the fit start is below ``min_snr`` times the residual RMS, or
     the model explains less than ``min_r2`` of the variance: then there is no decay to remove,

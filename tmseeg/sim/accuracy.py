@@ -1,7 +1,7 @@
 """What the pipeline should recover: the simulator's true TEP seen through the pipeline's own
 by-design linear steps, and per-peak errors of a recovered TEP against it.
 
-Used by the accuracy tests (``tests/test_analyze.py``) and ``benchmarks/bench_tep_accuracy.py``.
+Used by the accuracy tests (``tests/report/test_analyze.py``) and ``benchmarks/bench_tep_accuracy.py``.
 """
 from __future__ import annotations
 

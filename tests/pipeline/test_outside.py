@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.outside import tmsgen  # noqa: E402
 from tmseeg.pipeline.artifact import PulseInterpolation  # noqa: E402

@@ -115,7 +115,7 @@ class HoldsTheInterpreter(Protocol):
 
 
 # SIGTERM here (a process manager's stop); Ctrl-C takes the same path in tmseeg's process
-# (tests/test_roundtrip.py::test_demo_exits_cleanly_on_ctrl_c)
+# (tests/stream/test_roundtrip.py::test_demo_exits_cleanly_on_ctrl_c)
 @pytest.mark.slow  # real time on LSL
 @pytest.mark.parametrize("sig", ["SIGTERM"])
 def test_a_protocol_that_holds_the_interpreter_cannot_stop_the_engine(tmp_path, uid, sig):

@@ -391,7 +391,7 @@ def test_sample_data_matches_its_truth():
 
     import mne
 
-    root = Path(__file__).resolve().parents[1] / "sample_data"
+    root = Path(__file__).resolve().parents[2] / "sample_data"
     vhdr = root / "tmseeg_sample.vhdr"
     if not vhdr.exists():
         pytest.skip("sample_data not generated (python apps/make_sample_data.py)")

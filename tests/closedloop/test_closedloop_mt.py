@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from test_mep import recorded_p50_pct
+from mep_truth import recorded_p50_pct
 from tmseeg.closedloop import ProtocolRunner, load_protocol
 from tmseeg.closedloop.triggers import LSLTriggerOutput
 from tmseeg.engine import Engine

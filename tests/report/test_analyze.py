@@ -18,7 +18,7 @@ from tmseeg.sim.accuracy import peak_errors, simulated_recording, true_roi_tep
 from tmseeg.sim.model import SimConfig
 from tmseeg.stream.block import EVENT_MARKER, Event
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "tmseeg_sample.vhdr"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "tmseeg_sample.vhdr"
 
 
 def test_an_out_folder_that_cannot_take_the_outputs_is_named_before_any_work(tmp_path,

@@ -1,6 +1,6 @@
 """Morlet ERSP / ITC / natural frequency (tmseeg.metrics.oscillations) against known answers.
 
-Measured when written (``pytest tests/test_oscillations.py -q -s``), 32 ch / 1 kHz simulator,
+Measured when written (``pytest tests/metrics/test_oscillations.py -q -s``), 32 ch / 1 kHz simulator,
 ~64 pulses, evoked oscillation 15 µV at C3, tau 80 ms: natural frequency 19 Hz for 18 Hz and
 29 Hz for 29 Hz (ROI); ITC at the injected frequency 50-150 ms ~0.5-0.7 (ROI mean) vs ~0.1 in
 the baseline; without the oscillation the ROI natural frequency is 33-37 Hz (the TEP's sharp
