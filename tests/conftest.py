@@ -24,6 +24,29 @@ def uid() -> str:
 
 
 @pytest.fixture
+def amplifier(uid):
+    """``amplifier(config, prefix="amp", **kwargs)``: a started
+    :class:`~tmseeg.sim.amplifier.SimulatedAmplifier` streaming ``config`` over loopback LSL
+    as ``f"{prefix}-{uid}"`` (markers ``f"{prefix}-{uid}-markers"``), stopped after the test
+    whatever happened (a test may stop it earlier: stopping twice is harmless). ``kwargs`` go
+    to the amplifier (``trigger_stream_name``, ``listen_triggers`` ...)."""
+    from tmseeg.sim.amplifier import SimulatedAmplifier
+
+    started = []
+
+    def start(config, prefix: str = "amp", **kwargs):
+        kwargs.setdefault("name", f"{prefix}-{uid}")
+        amp = SimulatedAmplifier(config, **kwargs)
+        started.append(amp)
+        amp.start()
+        return amp
+
+    yield start
+    for amp in started:
+        amp.stop()
+
+
+@pytest.fixture
 def live_replay(uid):
     """``live_replay(path, cfg, speed=3.0)``: replay a recording over LSL (a real outlet pair
     on loopback) into the live engine driving a fresh :class:`~tmseeg.session.TEPSession`, as

@@ -26,7 +26,6 @@ from tmseeg.closedloop import ProtocolRunner, load_protocol
 from tmseeg.closedloop.protocol import circular_stats_deg
 from tmseeg.closedloop.triggers import LSLTriggerOutput
 from tmseeg.engine import Engine
-from tmseeg.sim.amplifier import SimulatedAmplifier
 from tmseeg.sim.model import SimConfig
 from tmseeg.stream.inlet import LSLSource
 
@@ -34,7 +33,7 @@ FS = 5000.0
 
 
 @pytest.mark.slow  # real time on LSL
-def test_mu_phase_protocol_closes_the_loop(uid):
+def test_mu_phase_protocol_closes_the_loop(uid, amplifier):
     MuPhase = load_protocol("apps/protocol_mu_phase.py")
 
     class Faster(MuPhase):  # shorter warm-up and ISI so that 30 s give enough pulses
@@ -42,20 +41,17 @@ def test_mu_phase_protocol_closes_the_loop(uid):
         isi_s = (1.7, 2.0)
 
     trig = f"trig-{uid}"
-    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=FS, seed=3, schedule="external",
-                                       include_emg=False), name=f"mu-{uid}",
-                             trigger_stream_name=trig)
-    amp.start()
-    try:
-        src = LSLSource.resolve(name=f"mu-{uid}", marker_name=f"mu-{uid}-markers",
-                                timeout_s=20, marker_timeout_s=20)
-        runner = ProtocolRunner(Faster, src.meta, outputs=[LSLTriggerOutput(trig)])
-        engine = Engine(src, sinks=[runner])
-        engine.run(duration_s=26.0)
-        time.sleep(0.2)  # the last accepted target is reached
-        runner.close()
-    finally:
-        amp.stop()
+    amp = amplifier(SimConfig(n_channels=32, sfreq=FS, seed=3, schedule="external",
+                              include_emg=False), name=f"mu-{uid}",
+                    trigger_stream_name=trig)
+    src = LSLSource.resolve(name=f"mu-{uid}", marker_name=f"mu-{uid}-markers",
+                            timeout_s=20, marker_timeout_s=20)
+    runner = ProtocolRunner(Faster, src.meta, outputs=[LSLTriggerOutput(trig)])
+    engine = Engine(src, sinks=[runner])
+    engine.run(duration_s=26.0)
+    time.sleep(0.2)  # the last accepted target is reached
+    runner.close()
+    amp.stop()
     pulses = amp.truth.pulses
     acc = [r for r in runner.accepted if r["target_time_s"] < amp.t0_s + amp.n_sent / FS]
     assert len(pulses) >= 6, runner.status_line()

@@ -23,13 +23,12 @@ from tmseeg.closedloop.triggers import LSLTriggerOutput
 from tmseeg.engine import Engine
 from tmseeg.config import load_config
 from tmseeg.session import TEPSession
-from tmseeg.sim.amplifier import SimulatedAmplifier
 from tmseeg.sim.model import SimConfig
 from tmseeg.stream.inlet import LSLSource
 
 
 @pytest.mark.slow  # real time on LSL
-def test_motor_threshold_hunt_finds_the_true_threshold(uid):
+def test_motor_threshold_hunt_finds_the_true_threshold(uid, amplifier):
     MotorThreshold = load_protocol("apps/protocol_motor_threshold.py")
 
     class Faster(MotorThreshold):
@@ -37,26 +36,23 @@ def test_motor_threshold_hunt_finds_the_true_threshold(uid):
         n_trials = 14
 
     trig = f"mt-trig-{uid}"
-    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=2000.0, seed=21, schedule="external",
-                                       mu=False), name=f"mt-{uid}", trigger_stream_name=trig)
-    amp.start()
-    try:
-        src = LSLSource.resolve(name=f"mt-{uid}", marker_name=f"mt-{uid}-markers",
-                                timeout_s=20, marker_timeout_s=20)
-        # the MEP needs no decay removal: without its 800 ms hold-back each trial is faster
-        session = TEPSession(load_config(overrides={"decay": {"enabled": False}}), src.meta)
-        runner = ProtocolRunner(Faster, src.meta, outputs=[LSLTriggerOutput(trig)])
-        runner.attach(session)
-        engine = Engine.for_session(src, session, sinks=[runner])
-        def enough(_status) -> None:
-            if len(runner.protocol.trials) >= Faster.n_trials:
-                engine.stop()
+    amp = amplifier(SimConfig(n_channels=32, sfreq=2000.0, seed=21, schedule="external",
+                              mu=False), name=f"mt-{uid}", trigger_stream_name=trig)
+    src = LSLSource.resolve(name=f"mt-{uid}", marker_name=f"mt-{uid}-markers",
+                            timeout_s=20, marker_timeout_s=20)
+    # the MEP needs no decay removal: without its 800 ms hold-back each trial is faster
+    session = TEPSession(load_config(overrides={"decay": {"enabled": False}}), src.meta)
+    runner = ProtocolRunner(Faster, src.meta, outputs=[LSLTriggerOutput(trig)])
+    runner.attach(session)
+    engine = Engine.for_session(src, session, sinks=[runner])
+    def enough(_status) -> None:
+        if len(runner.protocol.trials) >= Faster.n_trials:
+            engine.stop()
 
-        engine.run(duration_s=55.0, status_every_s=0.5, on_status=enough)
-        time.sleep(0.2)
-        runner.close()
-    finally:
-        amp.stop()
+    engine.run(duration_s=55.0, status_every_s=0.5, on_status=enough)
+    time.sleep(0.2)
+    runner.close()
+    amp.stop()
     proto = runner.protocol
     truth = recorded_p50_pct()
     print(f"\n{len(proto.trials)} trials, MT estimate {proto.mt_pct:.2f} % MSO (truth "

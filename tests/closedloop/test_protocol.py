@@ -372,22 +372,19 @@ class RecordsLag(Protocol):
         return None
 
 
-def test_protocol_sees_each_block_before_the_stages_process_it(uid):
+def test_protocol_sees_each_block_before_the_stages_process_it(uid, amplifier):
     """The engine hands raw blocks to the runner before the stages: a 300 ms stall in artifact
     removal (a decay fit after each pulse) must not delay the protocol's view of the data
     (the trigger decision) by 300 ms."""
-    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=2000.0, seed=1, schedule="external",
-                                       include_emg=False), name=f"lag-{uid}",
-                             listen_triggers=False)
-    amp.start()
-    try:
-        src = LSLSource.resolve(name=f"lag-{uid}", timeout_s=20, with_markers=False)
-        runner = ProtocolRunner(RecordsLag, src.meta)
-        engine = Engine(src, stages=[_StallingStage(2000.0)], sinks=[runner])
-        engine.run(duration_s=4.5)
-        runner.close()
-    finally:
-        amp.stop()
+    amp = amplifier(SimConfig(n_channels=32, sfreq=2000.0, seed=1, schedule="external",
+                              include_emg=False), name=f"lag-{uid}",
+                    listen_triggers=False)
+    src = LSLSource.resolve(name=f"lag-{uid}", timeout_s=20, with_markers=False)
+    runner = ProtocolRunner(RecordsLag, src.meta)
+    engine = Engine(src, stages=[_StallingStage(2000.0)], sinks=[runner])
+    engine.run(duration_s=4.5)
+    runner.close()
+    amp.stop()
     lags = np.array(runner.protocol.lags_ms)
     print(f"\n{lags.size} protocol calls; data -> protocol lag median {np.median(lags):.1f} ms, "
           f"max {lags.max():.1f} ms")

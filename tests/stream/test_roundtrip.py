@@ -7,30 +7,26 @@ import time
 import numpy as np
 import pytest
 
-from tmseeg.sim.amplifier import SimulatedAmplifier
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.inlet import LSLSource
 
 
 @pytest.mark.slow
-def test_simulator_to_inlet_64ch_5khz_10s_no_loss_and_markers_within_one_sample(uid):
+def test_simulator_to_inlet_64ch_5khz_10s_no_loss_and_markers_within_one_sample(uid, amplifier):
     cfg = SimConfig(n_channels=64, sfreq=5000.0, seed=21, isi_range_s=(0.9, 1.1))
     name = f"rt-{uid}"
-    amp = SimulatedAmplifier(cfg, name=name, listen_triggers=False)
-    amp.start()
-    try:
-        source = LSLSource.resolve(name=name, marker_name=f"{name}-markers", timeout_s=10)
-        blocks = []
-        t_end = time.monotonic() + 10.5
-        while time.monotonic() < t_end:
-            b = source.read()
-            if b is None:
-                time.sleep(0.0005)
-                continue
-            blocks.append(b)
-        source.close()
-    finally:
-        amp.stop()
+    amp = amplifier(cfg, name=name, listen_triggers=False)
+    source = LSLSource.resolve(name=name, marker_name=f"{name}-markers", timeout_s=10)
+    blocks = []
+    t_end = time.monotonic() + 10.5
+    while time.monotonic() < t_end:
+        b = source.read()
+        if b is None:
+            time.sleep(0.0005)
+            continue
+        blocks.append(b)
+    source.close()
+    amp.stop()
     data = np.concatenate([b.data for b in blocks], axis=1)
     ts = np.concatenate([b.timestamps for b in blocks])
     first_index = int(round((ts[0] - amp.t0_s) * cfg.sfreq))  # where the inlet came in
