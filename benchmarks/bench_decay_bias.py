@@ -5,7 +5,7 @@ interpolation and the decay removal stage of the default pipeline, then the aver
 reference, the ROI mean and the epoch filter. What is left against the true TEP (through the
 same interpolation and filter) is the bias of the method, free of noise and of trial count:
 
-* ``stage``: the pipeline's :class:`~tmseeg.pipeline.artifact.DecayRemoval` as configured
+* ``stage``: the pipeline's :class:`~tmseeg.pipeline.decay.DecayRemoval` as configured
   (time constants and amplitudes fitted to the data, as on the running average);
 * ``true taus``: the same subtraction with the simulator's true time constants, only the
   amplitudes fitted (the best any time-constant estimate can do): the part of the TEP that
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tep_accuracy import _overrides  # noqa: E402  (one parser for --set)
 
 from tmseeg.metrics.tep import find_peak  # noqa: E402
-from tmseeg.pipeline.artifact import DecayFitter  # noqa: E402
+from tmseeg.pipeline.decay import DecayFitter  # noqa: E402
 from tmseeg.config import load_config, planning_cut_window  # noqa: E402
 from tmseeg.session import decay_stage, epoch_filter, interpolation_stage  # noqa: E402
 from tmseeg.sim.accuracy import true_roi_tep  # noqa: E402
@@ -57,7 +57,7 @@ def _through_stages(data_uv: np.ndarray, pulse: int, sfreq: float, cfg: dict) ->
 
 def _with_true_taus(data_uv: np.ndarray, pulse: int, sfreq: float, cfg: dict, truth) -> np.ndarray:
     """Interpolate, subtract exponentials with the true time constants, re-interpolate."""
-    from tmseeg.pipeline.artifact import interpolate_pulses
+    from tmseeg.pipeline.interpolation import interpolate_pulses
 
     i, d = cfg["interpolation"], cfg["decay"]
     x = interpolate_pulses(data_uv, [pulse], sfreq, planning_cut_window(cfg),

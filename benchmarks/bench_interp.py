@@ -26,7 +26,8 @@ import numpy as np
 
 from tmseeg._ext.expfit import lm_refine
 from tmseeg._ext.interp import interp_span
-from tmseeg.pipeline.artifact import DecayFitter, DecayRemoval, PulseInterpolation
+from tmseeg.pipeline.interpolation import PulseInterpolation
+from tmseeg.pipeline.decay import DecayFitter, DecayRemoval
 from tmseeg.pipeline.base import Chain
 from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta
 

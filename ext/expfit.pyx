@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Levenberg-Marquardt refinement of ``sum_k a_k exp(-t / tau_k) + c`` fits, channel by channel.
 
-The decay-artifact fit (:class:`tmseeg.pipeline.artifact.DecayFitter`) starts every channel from
+The decay-artifact fit (:class:`tmseeg.pipeline.decay.DecayFitter`) starts every channel from
 the best point of a tau grid; this kernel then polishes (amplitudes, c, log tau) with a few
 Levenberg-Marquardt steps. Each channel is an independent small problem (at most 5 parameters,
 a few hundred box means), so the loop runs in C without the GIL and without the temporary

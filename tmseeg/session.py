@@ -27,7 +27,8 @@ from tmseeg.pipeline.coil import CoilSiteDetector
 from tmseeg.config import config_hash, fixed_cut_window, planning_cut_window
 from tmseeg.pipeline.cutwindow import CutWindow
 from tmseeg.pipeline.epochs import Epoch, Epocher
-from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
+from tmseeg.pipeline.interpolation import PulseInterpolation
+from tmseeg.pipeline.decay import DecayRemoval
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
 from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, MARKER_TOL_MS, DataPulses,
                                    MarkerPulses, PulsePlausibility, TriggerChannelPulses)
@@ -76,7 +77,7 @@ def cut_window_stage(cfg: dict) -> CutWindow:
 
 def interpolation_stage(cfg: dict, channels="eeg", window_from: CutWindow | None = None,
                         max_delay_ms: float | None = None) -> PulseInterpolation:
-    """The :class:`~tmseeg.pipeline.artifact.PulseInterpolation` ``[interpolation]`` declares
+    """The :class:`~tmseeg.pipeline.interpolation.PulseInterpolation` ``[interpolation]`` declares
     (``max_delay_ms``: the late-marker wait it adds itself, default the whole
     ``[interpolation] max_delay_ms``; see :func:`late_marker_waits_ms`)."""
     i = cfg["interpolation"]
@@ -88,7 +89,7 @@ def interpolation_stage(cfg: dict, channels="eeg", window_from: CutWindow | None
 
 def decay_stage(cfg: dict, channels="eeg", window_from: CutWindow | None = None,
                 max_delay_ms: float | None = None) -> DecayRemoval:
-    """The :class:`~tmseeg.pipeline.artifact.DecayRemoval` ``[decay]`` declares (it
+    """The :class:`~tmseeg.pipeline.decay.DecayRemoval` ``[decay]`` declares (it
     re-interpolates the cut window of ``[interpolation]`` when that is on; ``max_delay_ms`` as
     for :func:`interpolation_stage`)."""
     i, d = cfg["interpolation"], cfg["decay"]

@@ -26,7 +26,7 @@ import argparse
 import numpy as np
 
 from benchmarks.outside import tmsgen
-from tmseeg.pipeline.artifact import DecayFitter, _against_median
+from tmseeg.pipeline.decay import DecayFitter, _against_median
 
 DECAY_FAMILIES = ("biphasic_exp_bv", "ringing_bv", "saturation_fif", "fastslow_set",
                   "variable_decay_fif", "paired_bv", "life_nomarker_bv", "badchan_bv")

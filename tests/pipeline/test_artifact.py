@@ -8,14 +8,8 @@ import pytest
 
 from tmseeg._ext.expfit import lm_refine
 from tmseeg._ext.interp import interp_span
-from tmseeg.pipeline.artifact import (
-    DecayFitter,
-    DecayRemoval,
-    PulseInterpolation,
-    fit_decay,
-    interpolate_pulses,
-    plan_spans,
-)
+from tmseeg.pipeline.interpolation import PulseInterpolation, interpolate_pulses, plan_spans
+from tmseeg.pipeline.decay import DecayFitter, DecayRemoval, fit_decay
 from tmseeg.pipeline.base import Chain, concat_blocks
 from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta, blocks_from_array
 
@@ -486,7 +480,7 @@ def test_decay_subtraction_has_no_step_and_reinterpolates_the_cut():
 def test_decay_removal_leaves_data_without_decay_alone(caplog):
     import logging
 
-    caplog.set_level(logging.INFO, logger="tmseeg.pipeline.artifact")
+    caplog.set_level(logging.INFO, logger="tmseeg.pipeline.decay")
     n = 12000
     meta = make_meta(4)
     rng = np.random.default_rng(3)

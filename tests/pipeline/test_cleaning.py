@@ -17,7 +17,7 @@ Numbers measured when these tests were written (32 ch, 2 kHz, seed 1/3), for ori
 import numpy as np
 import pytest
 
-from tmseeg.pipeline.artifact import interpolate_pulses
+from tmseeg.pipeline.interpolation import interpolate_pulses
 from tmseeg.pipeline.cleaning import (ArtifactCleaning, fit_ica, fit_sspsir, fit_sspsir_control,
                                       sound, sphere_leadfield)
 from tmseeg.pipeline.cleaning.ica import ICARules, label_components

@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.outside import tmsgen  # noqa: E402
-from tmseeg.pipeline.artifact import PulseInterpolation  # noqa: E402
+from tmseeg.pipeline.interpolation import PulseInterpolation  # noqa: E402
 from tmseeg.pipeline.base import Chain, concat_blocks  # noqa: E402
 from tmseeg.pipeline.channels import BadChannelDetector  # noqa: E402
 from tmseeg.pipeline.cutwindow import CutWindow  # noqa: E402

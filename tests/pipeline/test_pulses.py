@@ -222,7 +222,8 @@ def test_data_pulses_during_calibration_and_at_20khz_through_the_chain():
     """A pulse inside the 500 ms calibration stretch is still found (the stretch is held back
     and released with its pulses); at 20 kHz / 64 ch, iTBS onsets stay within one sample, and
     the detection -> interpolation -> decay chain accepts the held-back blocks."""
-    from tmseeg.pipeline.artifact import DecayRemoval, PulseInterpolation
+    from tmseeg.pipeline.interpolation import PulseInterpolation
+    from tmseeg.pipeline.decay import DecayRemoval
 
     sim, data, _ = simulate("single", 0.9, seed=3, first_pulse_s=0.2)
     out = run_blocks(DataPulses(), data, sim.meta, max_block=20)

@@ -211,7 +211,7 @@ class Epocher:
         """The cut window in force (the measured one, once a CutWindow has decided it)."""
         win = self._pulse_window
         if hasattr(win, "window_ms"):
-            from tmseeg.pipeline.artifact import provided_window
+            from tmseeg.pipeline.interpolation import provided_window
             return provided_window(win)
         return (float(win[0]), float(win[1]))
 

@@ -70,7 +70,7 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
     -------
     ndarray, shape (n_times,)
     """
-    from tmseeg.pipeline.artifact import interpolate_pulses
+    from tmseeg.pipeline.interpolation import interpolate_pulses
     from tmseeg.config import load_config
     from tmseeg.session import epoch_filter
 
