@@ -2,7 +2,7 @@
 
 In the spirit of Awiszus' (2003) ML-PEST: after every pulse, the psychometric function
 P(MEP >= 50 uV | intensity) is refitted by maximum likelihood to all trials so far
-(:func:`tmseeg.metrics.mep.motor_threshold_ml`) and the next pulse is given at the current ML
+(:func:`tmseeg.metrics.motor.motor_threshold_ml`) and the next pulse is given at the current ML
 threshold estimate. Until the fit has both outcomes to work with, the intensity brackets the
 threshold: it steps up by ``step_pct`` after a miss and down after a hit. The MEP of each pulse
 comes from the session's MEP plug-in (``pulse.row["mep_ptp_uv"]``); the intensity is the one
@@ -13,7 +13,7 @@ Run:  tmseeg demo --protocol apps/protocol_motor_threshold.py --duration 120
 import math
 
 from tmseeg.closedloop import Protocol
-from tmseeg.metrics.mep import motor_threshold_ml
+from tmseeg.metrics.motor import motor_threshold_ml
 
 
 class MotorThreshold(Protocol):

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from tmseeg.metrics.mep import (MEPTracker, fit_recruitment_curve, measure_mep,
-                                motor_threshold_ml, motor_threshold_relative_frequency)
+from tmseeg.metrics.mep import MEPTracker, measure_mep
+from tmseeg.metrics.motor import (fit_recruitment_curve, motor_threshold_ml,
+                                  motor_threshold_relative_frequency)
 from tmseeg.pipeline.epochs import Epocher
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import blocks_from_array

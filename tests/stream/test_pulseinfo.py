@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tmseeg.cli import main as cli_main
-from tmseeg.metrics.mep import motor_threshold_ml
+from tmseeg.metrics.motor import motor_threshold_ml
 from tmseeg.stream.montage import parse_channel_types
 from tmseeg.stream.pulseinfo import PulseTable, PulseTableError
 from tmseeg.report.analyze import analyze_file
@@ -174,7 +174,7 @@ def test_motor_map_from_a_navigation_log_finds_the_hotspot(tmp_path):
     share; per-site medians match the injected MEPs."""
     import pybv
 
-    from tmseeg.metrics.mep import hotspot_map
+    from tmseeg.metrics.motor import hotspot_map
 
     # the simulator knows intensity, not position: a site's distance from the hotspot is an
     # effective intensity (the field at the hand knob falls with distance)
