@@ -28,7 +28,7 @@ use_loopback_only(force=True)
 import numpy as np  # noqa: E402
 
 from tmseeg.closedloop import Protocol, ProtocolRunner, load_protocol  # noqa: E402
-from tmseeg.closedloop.protocol import circular_stats_deg  # noqa: E402
+from tmseeg.closedloop.runner import circular_stats_deg  # noqa: E402
 from tmseeg.closedloop.triggers import LSLTriggerOutput  # noqa: E402
 from tmseeg.engine import Engine  # noqa: E402
 from tmseeg.sim.amplifier import SimulatedAmplifier  # noqa: E402

@@ -124,7 +124,7 @@ def _run_engine(source, duration_s: float | None, record_dir: str | None,
                 overrides: dict | None = None) -> int:
     """The live engine: stages + epochs + TEP on ``source``, metrics on LSL, optional recording.
 
-    ``runner`` (a :class:`~tmseeg.closedloop.protocol.ProtocolRunner`) closes the loop: it gets
+    ``runner`` (a :class:`~tmseeg.closedloop.runner.ProtocolRunner`) closes the loop: it gets
     every block and every pulse row, and its line joins the status.
     """
     from tmseeg.engine import Engine
@@ -308,13 +308,13 @@ def cmd_demo(args) -> int:
         print(f"simulator stopped after {amp.simulator.n_generated} samples, "
               f"{len(amp.truth.pulses)} pulses")
         if runner is not None:
-            from tmseeg.closedloop.protocol import truth_line
+            from tmseeg.closedloop.runner import truth_line
             print(truth_line(runner, amp))
 
 
 def _make_runner(args, source, amplifier=None):
     """The closed-loop runner of `run/demo --protocol FILE.py`."""
-    from tmseeg.closedloop.protocol import build_runner
+    from tmseeg.closedloop.runner import build_runner
     out = args.trigger_output
     if out == "lsl" and getattr(args, "trigger_stream", "tmseeg-triggers") != "tmseeg-triggers":
         out = f"lsl:{args.trigger_stream}"

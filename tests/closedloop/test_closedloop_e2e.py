@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from tmseeg.closedloop import ProtocolRunner, load_protocol
-from tmseeg.closedloop.protocol import circular_stats_deg
+from tmseeg.closedloop.runner import circular_stats_deg
 from tmseeg.closedloop.triggers import LSLTriggerOutput
 from tmseeg.engine import Engine
 from tmseeg.sim.model import SimConfig

@@ -6,9 +6,9 @@ The names a protocol script needs are importable from here::
 """
 from tmseeg.closedloop.guard import GuardDecision, SafetyGuard, TriggerRequest
 from tmseeg.closedloop.earlytep import EarlyTEPData
-from tmseeg.closedloop.protocol import (EarlyTEP, MarkerInfo, Protocol, ProtocolInfo, ProtocolLoadError,
-                                        ProtocolRunner, PulseInfo, State, build_runner,
-                                        load_protocol)
+from tmseeg.closedloop.protocol import (EarlyTEP, MarkerInfo, Protocol, ProtocolInfo,
+                                        ProtocolLoadError, PulseInfo, State, load_protocol)
+from tmseeg.closedloop.runner import ProtocolRunner, build_runner
 
 __all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "EarlyTEP",
            "EarlyTEPData", "ProtocolRunner",

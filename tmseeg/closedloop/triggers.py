@@ -1,7 +1,7 @@
 """Trigger outputs: where a closed-loop decision goes once the safety guard has ruled on it.
 
 Every output receives every decision as a JSON-ready ``dict`` (the *message*, built by
-:class:`~tmseeg.closedloop.protocol.ProtocolRunner`): ``{"accepted", "code", "reason",
+:class:`~tmseeg.closedloop.runner.ProtocolRunner`): ``{"accepted", "code", "reason",
 "decision_id", "target_time_s", "intensity_pct", "label", "last_sample_time_s",
 "received_s", "decision_time_s", "send_time_s", "phase_rad", "amplitude_uv", "power_uv2",
 "callback", "protocol"}`` -- times on the local LSL clock in seconds, NaN as ``null``. What an
