@@ -381,7 +381,8 @@ def load_protocol(path: str | Path, name: str | None = None) -> type[Protocol]:
     Returns
     -------
     type
-        The protocol class (instantiate it, or give it to :class:`~tmseeg.closedloop.runner.ProtocolRunner`).
+        The protocol class (instantiate it, or give it to
+        :class:`~tmseeg.closedloop.runner.ProtocolRunner`).
 
     Raises
     ------
