@@ -36,7 +36,7 @@ def main(n=30):
     cfg = load_config(None)  # every plug-in's section is part of the defaults
     meta = StreamMeta(CAPS[64], 5000.0)
     session = TEPSession(cfg, meta, roi=["C3", "FC1", "FC5", "CP1", "CP5"])
-    m = osc.OscillationMetric(cfg, session)
+    m = osc.OscillationMetric(cfg, session.context)
     n_raw = (m._pre_d + m._post_d) * m.q + 1
     rng = np.random.default_rng(0)
     raw = rng.standard_normal((64, n_raw)).cumsum(axis=1) * 0.05 + rng.standard_normal((64, n_raw))
@@ -70,7 +70,7 @@ def main(n=30):
     stats("summary", t_sum)
     total = np.array(t_prep) + np.array(t_fft) + np.array(t_acc)
     stats("per epoch total", total)
-    sm = st.make_metric(cfg, session)
+    sm = st.make_metric(cfg, session.context)
     w = rng.standard_normal(sm.n_win + 10)
     ts = []
     for _ in range(n):

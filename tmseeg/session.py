@@ -18,7 +18,7 @@ import numpy as np
 
 from tmseeg import __version__
 from tmseeg.metrics import PLUGINS
-from tmseeg.metrics.base import SessionMetric, ordered_by_dependencies
+from tmseeg.metrics.base import MetricContext, SessionMetric, ordered_by_dependencies
 from tmseeg.metrics.tep import RunningTEP
 from tmseeg.pipeline.base import Chain
 from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation, ChannelTypes
@@ -321,7 +321,11 @@ class TEPSession:
         self._decay_names: list[str] = []  # the epochs' channels, in their order
         self._decay_n = 0
         self.track_decay = track_decay
-        built = [importlib.import_module(module).make_metric(cfg, self) for module in PLUGINS]
+        #: what the plug-ins may know of this session (tmseeg.metrics.base)
+        self.context = MetricContext(meta=self.meta, cfg=cfg, roi=self.roi,
+                                     bads_from=self.stages.bad_detector, tep=lambda: self.tep)
+        built = [importlib.import_module(module).make_metric(cfg, self.context)
+                 for module in PLUGINS]
         #: the plug-ins that apply (tmseeg.metrics.base), each after those whose columns it reads
         self.metrics: list[SessionMetric] = ordered_by_dependencies(
             [m for m in built if m is not None])

@@ -132,7 +132,7 @@ def test_every_plugin_writes_its_report_section(session, tmp_path):
     sections = {}
     for m in s.metrics:  # every plug-in has the hook; none may fail on a real session
         before = len(report._content)
-        m.report(report, s)
+        m.report(report)
         sections[m.name] = {c.section for c in report._content[before:]}
     report.save(tmp_path / "report.html", open_browser=False, verbose="error")
     html = (tmp_path / "report.html").read_text()

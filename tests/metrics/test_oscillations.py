@@ -44,7 +44,7 @@ def _run(freq_hz, amp_uv=15.0, duration_s=130.0, seed=0):
     session = TEPSession(cfg, sim.meta)
     metric = [m for m in session.metrics if m.name == "oscillations"]
     if not metric:
-        metric = [osc.OscillationMetric(cfg, session)]
+        metric = [osc.OscillationMetric(cfg, session.context)]
         session.metrics.append(metric[0])
     blocks = blocks_from_array(rec.data_uv, rec.meta, 100, events=events_as_markers(rec.events))
     Engine.for_session(BlocksSource(blocks, rec.meta), session).run_to_end()
@@ -175,7 +175,7 @@ def test_bad_config_errors():
     c = _cfg(freq_max_hz=120.0)
     meta = TMSEEGSimulator(SimConfig(n_channels=32, sfreq=1000.0)).meta
     with pytest.raises(ValueError, match="Nyquist"):
-        osc.OscillationMetric(c, TEPSession(_cfg(), meta))
+        osc.OscillationMetric(c, TEPSession(_cfg(), meta).context)
     with pytest.raises(ValueError, match="baseline"):
         osc.OscillationMetric(_cfg(baseline_ms=[-400.0, -150.0], tf_window_ms=[-400.0, 500.0]),
-                              TEPSession(_cfg(), meta))
+                              TEPSession(_cfg(), meta).context)

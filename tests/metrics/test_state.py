@@ -39,7 +39,7 @@ def _run(preferred_rad=0.0, duration_s=240.0, seed=4, block=50):
     session = TEPSession(cfg, sim.meta)
     metric = [m for m in session.metrics if m.name == "state"]
     if not metric:
-        metric = [st.make_metric(cfg, session)]
+        metric = [st.make_metric(cfg, session.context)]
         session.metrics.insert(len(session.metrics) - 1, metric[0])  # before plasticity
     from tmseeg.stream.io import Recording
     rec = Recording(data, sim.meta, events)
@@ -169,4 +169,4 @@ def test_helpers_and_errors():
     cfg = _cfg()
     cfg["state"]["spatial_filter"] = "C99 Laplacian"
     with pytest.raises(ValueError, match="spatial_filter"):
-        st.make_metric(cfg, TEPSession(_cfg(), meta))
+        st.make_metric(cfg, TEPSession(_cfg(), meta).context)

@@ -9,9 +9,10 @@ A metric module (e.g. :mod:`tmseeg.metrics.mep`) that the session should run exp
 ``FREE_KEYS`` (optional)
     Tables of those sections whose keys the user names, e.g.
     ``frozenset({("connectivity", "bands_hz")})``: not checked against the defaults.
-``make_metric(cfg: dict, session) -> SessionMetric | None``
-    Build the metric from the whole configuration and the session (for ``session.meta``,
-    ``session.roi()``, ``session.stages``...). Return None when it does not apply (disabled,
+``make_metric(cfg: dict, context: MetricContext) -> SessionMetric | None``
+    Build the metric from the whole configuration and what it may know of its session
+    (:class:`MetricContext`: the stream's channels, the ROI, the bad channels, the running
+    TEP). Return None when it does not apply (disabled,
     or no suitable channel: no EMG channel for MEPs). Refuse a bad value of the section with a
     ``ValueError`` naming the key, here or on the first epoch: ``tmseeg config --check``
     rehearses every plug-in on a simulated recording (:mod:`tmseeg.report.rehearse`), so the
@@ -29,19 +30,49 @@ every metric, in an order that honours ``after``:
 - ``summary()`` whenever a summary is requested (live updates, ``summary.json``): JSON-ready
   and cheap (accumulate in ``on_epoch``, finalize here);
 - ``finish()`` at the end of a recording;
-- ``report(report, session)`` when ``report.html`` is written: add figures/HTML to the
+- ``report(report)`` when ``report.html`` is written: add figures/HTML to the
   :class:`mne.Report`.
 
 ``tests/metrics/test_metric_contract.py`` runs every plug-in through the same checks.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from tmseeg.pipeline.epochs import Epoch
-from tmseeg.stream.block import Block
+from tmseeg.stream.block import Block, StreamMeta
 
-__all__ = ["SessionMetric", "ordered_by_dependencies"]
+if TYPE_CHECKING:
+    from tmseeg.metrics.tep import RunningTEP
+    from tmseeg.pipeline.channels import BadChannelDetector
+
+__all__ = ["MetricContext", "SessionMetric", "ordered_by_dependencies"]
+
+
+@dataclass(frozen=True)
+class MetricContext:
+    """What a metric plug-in may know of its session, and nothing else.
+
+    Parameters
+    ----------
+    meta : StreamMeta
+        The stream's channels (names, types), as the stages give them.
+    cfg : mapping
+        The whole configuration (read it, never change it).
+    roi : callable
+        ``roi()``: the ROI channels, fixed with the first epoch.
+    bads_from : BadChannelDetector or None
+        The bad-channel timeline (``bads_at(sample)``), None when detection is off.
+    tep : callable
+        ``tep()``: the running TEP (None before the first epoch).
+    """
+
+    meta: StreamMeta
+    cfg: Mapping[str, Any]
+    roi: Callable[[], list[str]]
+    bads_from: "BadChannelDetector | None" = None
+    tep: Callable[[], "RunningTEP | None"] = lambda: None
 
 
 class SessionMetric:
@@ -72,7 +103,7 @@ class SessionMetric:
     def finish(self) -> None:
         """The end of a recording: release what is held, finalize."""
 
-    def report(self, report, session) -> None:
+    def report(self, report) -> None:
         """Add this metric's section to the session's :class:`mne.Report`."""
 
 

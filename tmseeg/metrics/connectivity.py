@@ -61,7 +61,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tmseeg.metrics.base import SessionMetric
+from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.utils import jsonable
 
 __all__ = ["DEFAULT_BANDS_HZ", "METHODS", "SpectralWindow", "ConnectivityAccumulator",
@@ -402,15 +402,15 @@ class ConnectivityMetric(SessionMetric):
     ----------
     section : dict
         The ``[connectivity]`` configuration section.
-    session : TEPSession
+    context : MetricContext
         For the ROI (coil region) and the epoch filter's low-pass frequency.
     """
 
     name = "connectivity"
 
-    def __init__(self, section: dict, session) -> None:
+    def __init__(self, section: dict, context: MetricContext | None) -> None:
         self.cfg = section
-        self.session = session
+        self.context = context
         bad = [m for m in section["methods"] if m not in METHODS]
         if bad or not section["methods"]:
             raise ValueError(f"connectivity.methods {bad or '[]'}: choose from {list(METHODS)}.")
@@ -438,7 +438,7 @@ class ConnectivityMetric(SessionMetric):
         sf = float(epoch.sfreq)
         self.step = max(1, int(sf // c["decimate_to_hz"])) if c["decimate_to_hz"] > 0 else 1
         new_fs = sf / self.step
-        h = self.session.cfg["filter"]["h_freq_hz"] if self.session is not None else 0.0
+        h = self.context.cfg["filter"]["h_freq_hz"] if self.context is not None else 0.0
         self.lowpassed = self.step == 1 or (0 < h <= 0.8 * new_fs / 2)
         t = np.asarray(epoch.times_ms)
         self.ch_names = list(epoch.ch_names)
@@ -450,7 +450,7 @@ class ConnectivityMetric(SessionMetric):
                 raise ValueError(f"connectivity.{w}_window_ms={[lo, hi]} is not inside the epoch "
                                  f"({t[0]:g}..{t[-1]:g} ms); lengthen the epochs or move it.")
             self.masks[w] = np.flatnonzero(m)
-        roi = list(self.session.roi()) if (self.session is not None and c["coil_region"]) else []
+        roi = list(self.context.roi()) if (self.context is not None and c["coil_region"]) else []
         regions = {k: list(v) for k, v in c["regions"].items()}
         if roi:
             regions = {"coil": roi, **regions}
@@ -564,7 +564,7 @@ class ConnectivityMetric(SessionMetric):
         self._summary = (n, out)
         return out
 
-    def report(self, report, session) -> None:
+    def report(self, report) -> None:
         """wPLI (first method) channel matrices pre vs post, one column per band."""
         import matplotlib.pyplot as plt
 
@@ -607,9 +607,9 @@ def _html_matrix(names: list[str], pre: np.ndarray, post: np.ndarray) -> str:
     return f"<table border=1 cellpadding=3><tr><th></th>{head}</tr>{body}</table>"
 
 
-def make_metric(cfg: dict, session) -> ConnectivityMetric | None:
+def make_metric(cfg: dict, context: MetricContext) -> ConnectivityMetric | None:
     """The connectivity plug-in, or None when ``[connectivity] enabled = false``."""
     section = cfg["connectivity"]
     if not section["enabled"]:
         return None
-    return ConnectivityMetric(section, session)
+    return ConnectivityMetric(section, context)

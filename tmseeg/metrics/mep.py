@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tmseeg.metrics.base import SessionMetric
+from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.metrics.motor import (fit_recruitment_curve, hotspot_map, motor_threshold_ml,
                                   motor_threshold_relative_frequency)
 from tmseeg.stream.pulseinfo import pulse_info
@@ -468,7 +468,7 @@ class MEPMetric(SessionMetric):
             return {"hotspot": None, "hotspot_note": str(err)}
         return {"hotspot": jsonable(hs.to_dict())}
 
-    def report(self, report, session) -> None:
+    def report(self, report) -> None:
         """MEP amplitudes over pulses (and against intensity when it varied)."""
         import matplotlib.pyplot as plt
 
@@ -506,12 +506,12 @@ class MEPMetric(SessionMetric):
             plt.close(fig)
 
 
-def make_metric(cfg: dict, session) -> MEPMetric | None:
+def make_metric(cfg: dict, context: MetricContext) -> MEPMetric | None:
     """The MEP plug-in for a session, or None when disabled or there is no EMG channel."""
     section = cfg["mep"]
     if not section["enabled"]:
         return None
-    meta = session.meta
+    meta = context.meta
     if section["channel"]:
         meta.index(section["channel"])  # clear error if the configured channel is missing
         return MEPMetric(section, section["channel"], meta.sfreq)

@@ -66,7 +66,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.signal import resample_poly
 
-from tmseeg.metrics.base import SessionMetric
+from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.pipeline.config import planning_cut_window
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import EpochFilter
@@ -380,17 +380,17 @@ class OscillationMetric(SessionMetric):
     cfg : dict
         The whole configuration (``[oscillations]``, ``[filter]``, ``[epochs]``,
         ``[interpolation]`` are read).
-    session : TEPSession
+    context : MetricContext
         For ``meta``, ``roi()`` and the bad-channel detector.
     """
 
     name = "oscillations"
 
-    def __init__(self, cfg: dict, session) -> None:
+    def __init__(self, cfg: dict, context: MetricContext) -> None:
         c = cfg["oscillations"]
         self.cfg = c
-        self.session = session
-        meta = session.meta
+        self.context = context
+        meta = context.meta
         sf = float(meta.sfreq)
         self.freqs_hz = morlet_frequencies(c["freq_min_hz"], c["freq_max_hz"], c["n_freqs"],
                                            c["spacing"])
@@ -458,7 +458,7 @@ class OscillationMetric(SessionMetric):
                                tmax_ms=self._post_d * self.q * 1000.0 / sf,
                                baseline_ms=None, reject_uv=None,
                                pulse_window_ms=self.pulse_window_ms,
-                               bads_from=session.stages.bad_detector, max_delay_s=2.0)
+                               bads_from=context.bads_from, max_delay_s=2.0)
         self.tfr: RunningTFR | None = None
         self._verdict: dict[int, bool] = {}
         self._waiting: dict[int, np.ndarray] = {}
@@ -572,7 +572,7 @@ class OscillationMetric(SessionMetric):
     def roi_picks(self) -> np.ndarray:
         """Rows of the ROI channels (session ROI; all channels if none is present)."""
         lookup = {n.lower(): i for i, n in enumerate(self.epocher.ch_names)}
-        idx = [lookup[r.lower()] for r in self.session.roi() if r.lower() in lookup]
+        idx = [lookup[r.lower()] for r in self.context.roi() if r.lower() in lookup]
         return np.array(idx or range(len(lookup)), dtype=np.intp)
 
     def roi_maps(self) -> dict[str, np.ndarray]:
@@ -629,7 +629,7 @@ class OscillationMetric(SessionMetric):
         self._cache = (tfr.n, out)
         return out
 
-    def report(self, report, session) -> None:
+    def report(self, report) -> None:
         """ROI ERSP and ITC images with the natural frequency marked, and the cumulative ERSP."""
         import matplotlib.pyplot as plt
 
@@ -668,13 +668,13 @@ class OscillationMetric(SessionMetric):
         plt.close(fig)
 
 
-def make_metric(cfg: dict, session) -> OscillationMetric | None:
+def make_metric(cfg: dict, context: MetricContext) -> OscillationMetric | None:
     """The oscillation plug-in, or None when ``[oscillations] enabled = false`` or no EEG."""
     c = cfg["oscillations"]
-    if not c["enabled"] or not len(session.meta.picks("eeg")):
+    if not c["enabled"] or not len(context.meta.picks("eeg")):
         return None
-    if session.meta.sfreq < 2.25 * c["freq_max_hz"]:
+    if context.meta.sfreq < 2.25 * c["freq_max_hz"]:
         log.warning("oscillations: %g Hz sampling is too low for freq_max_hz=%g; skipped "
-                    "(lower [oscillations] freq_max_hz)", session.meta.sfreq, c["freq_max_hz"])
+                    "(lower [oscillations] freq_max_hz)", context.meta.sfreq, c["freq_max_hz"])
         return None
-    return OscillationMetric(cfg, session)
+    return OscillationMetric(cfg, context)

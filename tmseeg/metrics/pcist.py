@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from tmseeg.metrics.base import SessionMetric
+from tmseeg.metrics.base import MetricContext, SessionMetric
 
 __all__ = ["PCIstResult", "pcist", "state_transitions", "RunningPCIst"]
 
@@ -428,13 +428,13 @@ class PCIstMetric(SessionMetric):
 
     name = "pcist"
 
-    def __init__(self, section: dict, session) -> None:
+    def __init__(self, section: dict, context: MetricContext) -> None:
         self.cfg = section
-        self.session = session
+        self.context = context
         self.running: RunningPCIst | None = None
 
     def on_epoch(self, epoch, row: dict) -> None:
-        tep = self.session.tep
+        tep = self.context.tep()
         if tep is None:
             return
         if self.running is None:
@@ -460,6 +460,6 @@ class PCIstMetric(SessionMetric):
         return self.running.summary()
 
 
-def make_metric(cfg: dict, session) -> PCIstMetric | None:
+def make_metric(cfg: dict, context: MetricContext) -> PCIstMetric | None:
     """The PCIst plug-in, or None when disabled."""
-    return PCIstMetric(cfg["pcist"], session) if cfg["pcist"]["enabled"] else None
+    return PCIstMetric(cfg["pcist"], context) if cfg["pcist"]["enabled"] else None

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tmseeg.metrics.base import SessionMetric
+from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.metrics.tep import RunningTEP
 
 CONFIG_TOML = """\
@@ -86,9 +86,9 @@ class PlasticityMetric(SessionMetric):
     columns = ("block",)
     after = ("*",)  # compares every measure column by block
 
-    def __init__(self, section: dict, session) -> None:
+    def __init__(self, section: dict, context: MetricContext) -> None:
         self.cfg = section
-        self.session = session
+        self.context = context
         try:
             self._re = (re.compile(section["pattern"], re.IGNORECASE) if section["pattern"]
                         else None)
@@ -135,7 +135,7 @@ class PlasticityMetric(SessionMetric):
         if not row["kept"]:
             return
         self.rows_by_block[block].append(row)
-        tep = self.session.tep
+        tep = self.context.tep()
         if tep is not None:
             if block not in self.teps:
                 self.teps[block] = RunningTEP(tep.ch_names, tep.times_ms, tep.roi,
@@ -242,7 +242,7 @@ class PlasticityMetric(SessionMetric):
         except ValueError:
             return math.nan
 
-    def report(self, report, session) -> None:
+    def report(self, report) -> None:
         """Per-trial measures by block with the baseline comparison."""
         import matplotlib.pyplot as plt
 
@@ -280,6 +280,6 @@ class PlasticityMetric(SessionMetric):
                         section="Plasticity")
 
 
-def make_metric(cfg: dict, session) -> PlasticityMetric:
+def make_metric(cfg: dict, context: MetricContext) -> PlasticityMetric:
     """The block-comparison plug-in (always on: with one block it only counts pulses)."""
-    return PlasticityMetric(cfg["blocks"], session)
+    return PlasticityMetric(cfg["blocks"], context)

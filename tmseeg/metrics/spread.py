@@ -49,7 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tmseeg.metrics.base import SessionMetric
+from tmseeg.metrics.base import MetricContext, SessionMetric
 
 __all__ = ["SpreadResult", "RunningSpread", "fdr_bh", "SpreadMetric", "CONFIG_TOML",
            "make_metric"]
@@ -392,7 +392,7 @@ class SpreadMetric(SessionMetric):
         out["history"] = [[a, b] for a, b in self.history]
         return out
 
-    def report(self, report, session) -> None:
+    def report(self, report) -> None:
         """Count of significant channels over time, and the channel x time significance map."""
         import matplotlib.pyplot as plt
 
@@ -420,7 +420,7 @@ class SpreadMetric(SessionMetric):
         plt.close(fig)
 
 
-def make_metric(cfg: dict, session) -> SpreadMetric | None:
+def make_metric(cfg: dict, context: MetricContext) -> SpreadMetric | None:
     """The spread plug-in, or None when ``[spread] enabled = false``."""
     section = cfg["spread"]
     if not section["enabled"]:

@@ -47,7 +47,7 @@ import numpy as np
 
 from tmseeg.closedloop.phase import ARPhaseEstimator
 from tmseeg.closedloop.spatial import SpatialFilter
-from tmseeg.metrics.base import SessionMetric
+from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.stream.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ class StateMetric(SessionMetric):
         self._cache = (n, out)
         return out
 
-    def report(self, report, session) -> None:
+    def report(self, report) -> None:
         """Polar bars of the mean early TEP by phase bin, and bars by power tertile."""
         import matplotlib.pyplot as plt
 
@@ -348,12 +348,12 @@ class StateMetric(SessionMetric):
         plt.close(fig)
 
 
-def make_metric(cfg: dict, session) -> StateMetric | None:
+def make_metric(cfg: dict, context: MetricContext) -> StateMetric | None:
     """The state plug-in; None when disabled, or when ``"auto"`` finds no C3 Laplacian."""
     section = cfg["state"]
     if not section["enabled"]:
         return None
-    meta = session.meta
+    meta = context.meta
     spec = section["spatial_filter"]
     if spec == "auto":
         if "c3" not in {n.lower() for n in meta.ch_names}:

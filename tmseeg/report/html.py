@@ -227,7 +227,7 @@ def write_report(session, summary: dict, path: Path, comparison=None) -> None:
             report.add_figure(topo, title="Topographies at the peaks", section="TEP")
             plt.close(topo)
     for metric in session.metrics:  # plug-ins add their own sections (tmseeg.metrics.base)
-        metric.report(report, session)
+        metric.report(report)
     if getattr(session.stages, "cleaning", None) is not None:  # SOUND / SSP-SIR / ICA
         from tmseeg.pipeline.cleaning.report import add_cleaning_section
         add_cleaning_section(report, session.stages.cleaning)
