@@ -5,7 +5,6 @@ import json
 import math
 import os
 import select
-import termios
 import time
 import tty
 

@@ -5,7 +5,6 @@ computes, keep acquisition at pace while the GUI is slowed on purpose, write non
 reset, save the average, and close with the engine thread joined.
 """
 import contextlib
-import math
 import os
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 
 pg = pytest.importorskip("pyqtgraph")
-from pyqtgraph.Qt import QtWidgets  # noqa: E402
 
 from tmseeg.gui.decimate import minmax_decimate_numpy  # noqa: E402
 from tmseeg.gui.feed import LiveFeed  # noqa: E402

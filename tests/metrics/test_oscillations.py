@@ -6,7 +6,6 @@ Measured when written (``pytest tests/metrics/test_oscillations.py -q -s``), 32 
 the baseline; without the oscillation the ROI natural frequency is 33-37 Hz (the TEP's sharp
 early components), so the recovery is not an accident of the grid.
 """
-import math
 import tomllib
 
 import numpy as np

@@ -104,7 +104,7 @@ def test_state_dependency_recovers_simulated_phase_effect(run0):
     g_peak, g_trough = gain[idx == 0].mean(), gain[idx == 2].mean()
     perm = st.phase_bin_index(np.random.default_rng(1).permutation(a["phase_rad"]))
     gp_peak, gp_trough = gain[perm == 0].mean(), gain[perm == 2].mean()
-    print(f"\nearly TEP by phase: " + ", ".join(f"{k} {v['mean']:.2f} (n={v['n']})"
+    print("\nearly TEP by phase: " + ", ".join(f"{k} {v['mean']:.2f} (n={v['n']})"
                                                 for k, v in bp.items())
           + f"; preferred {math.degrees(pm['preferred_phase_rad']):.0f} deg depth "
           f"{pm['depth']:.3f} p={pm['p_value']:.2g}; true gain peak/trough by estimated phase "

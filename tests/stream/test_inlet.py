@@ -6,7 +6,7 @@ import numpy as np
 import pylsl
 import pytest
 
-from tmseeg.stream.inlet import (EEGInlet, LSLSource, MarkerInlet, SampleClock,
+from tmseeg.stream.inlet import (EEGInlet, LSLSource, SampleClock,
                                  StreamNotFoundError, resolve_stream, unit_scale_to_uv)
 
 
@@ -224,7 +224,7 @@ def test_markers_align_to_samples(uid):
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and (p.is_alive() or src.eeg.next_sample < p.stop_at):
         if sent < len(marker_samples) and p.i > marker_samples[sent] - 500:
-            mout.push_sample([f"TMS"], t0 + marker_samples[sent] / sfreq)
+            mout.push_sample(["TMS"], t0 + marker_samples[sent] / sfreq)
             sent += 1
         block = src.read()
         if block is None:

@@ -25,7 +25,7 @@ early TEP here carries it; the full pipeline's value for the same pulse follows 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
