@@ -154,6 +154,18 @@ def _advancing(live, seconds, every=0.5):
     return seen, bool((eng > 0).all()), bool((rec > 0).all())
 
 
+def _run_live(protocol, uid, tmp_path, seconds):
+    """Run ``protocol`` live for ``seconds``: acquisition and recording must never stop.
+    Returns the (closed) live setup and the sample counts seen."""
+    live = Live(protocol, uid, tmp_path)
+    try:
+        seen, eng_ok, rec_ok = _advancing(live, seconds)
+    finally:
+        live.close()
+    assert eng_ok and rec_ok, seen
+    return live, seen
+
+
 class Raises(Protocol):
     def setup(self, info):
         self.n = 0
@@ -166,13 +178,8 @@ class Raises(Protocol):
 
 
 def test_raising_protocol_is_disabled_acquisition_continues(uid, tmp_path):
-    live = Live(Raises, uid, tmp_path)
-    try:
-        seen, eng_ok, rec_ok = _advancing(live, 3.0)
-    finally:
-        live.close()
+    live, seen = _run_live(Raises, uid, tmp_path, 3.0)
     r = live.runner
-    assert eng_ok and rec_ok, seen
     assert seen[-1][0] - seen[0][0] > 2.5 * 2000
     assert r.n_exceptions == 1
     assert "ZeroDivisionError" in r.disabled_reason
@@ -251,13 +258,8 @@ class BusyLoop(Protocol):
 
 
 def test_busy_loop_protocol_interrupted(uid, tmp_path):
-    live = Live(BusyLoop, uid, tmp_path)
-    try:
-        seen, eng_ok, rec_ok = _advancing(live, 2.0)
-    finally:
-        live.close()
+    live, seen = _run_live(BusyLoop, uid, tmp_path, 2.0)
     r = live.runner
-    assert eng_ok and rec_ok, seen
     assert r.n_timeouts == 1
     assert any("interrupted" in e for e in r.errors)
     assert not r.stuck and r.n_calls["on_block"] > 50  # recovered and called again
@@ -323,13 +325,8 @@ class Nonsense(Protocol):
 
 
 def test_nonsense_returns_rejected_with_reason(uid, tmp_path):
-    live = Live(Nonsense, uid, tmp_path)
-    try:
-        seen, eng_ok, rec_ok = _advancing(live, 1.5)
-    finally:
-        live.close()
+    live, seen = _run_live(Nonsense, uid, tmp_path, 1.5)
     r = live.runner
-    assert eng_ok and rec_ok
     codes = [x["code"] for x in r.records]
     assert codes == ["bad_return"] * 4 + ["bad_intensity"] * 3 + ["bad_target", "target_past",
                                                                   "bad_target", "bad_request"]
