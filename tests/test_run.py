@@ -18,12 +18,10 @@ from tmseeg.sim.model import SimConfig
 
 
 @pytest.mark.slow  # real time on LSL
-def test_run_publishes_pulse_updates_with_latency(tmp_path, uid):
+def test_run_publishes_pulse_updates_with_latency(tmp_path, uid, amplifier):
     name = f"run-{uid}"
-    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=5000.0, seed=2,
-                                       isi_range_s=(0.8, 1.0)), name=name,
-                             listen_triggers=False)
-    amp.start()
+    amp = amplifier(SimConfig(n_channels=32, sfreq=5000.0, seed=2, isi_range_s=(0.8, 1.0)),
+                    name=name, listen_triggers=False)
     env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tmseeg.cli", "run", "--stream", name, "--markers",
@@ -203,13 +201,10 @@ def test_a_stream_that_dies_and_comes_back_with_a_new_source_id(tmp_path, uid, c
     assert 2.0 < gaps[0][0] < 8.0 and raw.times[-1] > gaps[0][0] + 3.0
 
 
-def _full_disk_stream(uid):
+def _full_disk_stream(amplifier):
     # 33 channels at 2 kHz: 264 kB/s, so a 512 kB disk fills within ~2 s of recording
-    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=2000.0, seed=5,
-                                       isi_range_s=(0.8, 1.0)), name=f"fill-{uid}",
-                             listen_triggers=False)
-    amp.start()
-    return amp
+    return amplifier(SimConfig(n_channels=32, sfreq=2000.0, seed=5, isi_range_s=(0.8, 1.0)),
+                     prefix="fill", listen_triggers=False)
 
 
 def _check_what_was_kept(folder, stderr, errno_name):
@@ -227,12 +222,12 @@ def _check_what_was_kept(folder, stderr, errno_name):
 
 
 @pytest.mark.slow  # real time on LSL
-def test_run_record_on_a_disk_that_fills(filling_disk, uid):
+def test_run_record_on_a_disk_that_fills(filling_disk, uid, amplifier):
     """`run --record` when the disk fills: said once, the recording stops at a whole sample
     and stays readable, the engine goes on, the end says what was kept and what was not, and
     the exit status is 1."""
     disk = filling_disk(512 * 1024)
-    amp = _full_disk_stream(uid)
+    amp = _full_disk_stream(amplifier)
     try:
         proc, out, err = _start(["run", "--stream", amp.name, "--no-markers", "--duration", "9",
                                  "--record", str(disk.path)], preexec_fn=disk.preexec)
@@ -254,11 +249,11 @@ def test_run_record_on_a_disk_that_fills(filling_disk, uid):
     assert dropped > 5000
 
 
-def test_record_on_a_disk_that_fills(filling_disk, uid):
+def test_record_on_a_disk_that_fills(filling_disk, uid, amplifier):
     """`record` when the disk fills: it stops at once, says what was kept and what was not,
     leaves a readable recording and exits with 1 (no traceback)."""
     disk = filling_disk(512 * 1024)
-    amp = _full_disk_stream(uid)
+    amp = _full_disk_stream(amplifier)
     try:
         proc, out, err = _start(["record", "--stream", amp.name, "--no-markers",
                                  "--duration", "20", "--out", str(disk.path)],
@@ -292,16 +287,14 @@ def test_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, ui
 
 
 @pytest.mark.slow  # real time on LSL
-def test_run_refuses_a_marker_flood_with_one_warning_per_second(uid):
+def test_run_refuses_a_marker_flood_with_one_warning_per_second(uid, amplifier):
     """A marker loop on the live marker stream (~7.6k "TMS" markers per second for 2 s, on a
     real LSL outlet among the stimulator's own markers): before, 11,008 pulses were taken,
     processing fell 1.4 s behind and 1.8 MB of warnings came out in 25 s. Now the flood is
     refused, said once per second with the count, and the real pulses outside it go on."""
     name = f"flood-{uid}"
-    amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=5000.0, seed=2,
-                                       isi_range_s=(0.8, 1.0)), name=name,
-                             listen_triggers=False)
-    amp.start()
+    amp = amplifier(SimConfig(n_channels=32, sfreq=5000.0, seed=2, isi_range_s=(0.8, 1.0)),
+                    name=name, listen_triggers=False)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tmseeg.cli", "run", "--stream", name, "--markers",
          f"{name}-markers", "--duration", "14"],
