@@ -23,7 +23,7 @@ from tmseeg.metrics import state as st
 from tmseeg.config import load_config
 from tmseeg.session import TEPSession
 from tmseeg.stream.block import StreamMeta
-from tmseeg.sim.model import CAPS
+from tmseeg.sim.config import CAPS
 
 
 def stats(name, ts):

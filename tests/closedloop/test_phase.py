@@ -22,7 +22,8 @@ from tmseeg._ext.arpredict import ar_predict
 from tmseeg.closedloop.phase import (ARPhaseEstimator, ETPPhaseEstimator, PhaseEstimate,
                                      ar_predict_numpy, fit_ar_burg, fit_ar_yule_walker)
 from tmseeg.closedloop.spatial import SpatialFilter, nearest_neighbors
-from tmseeg.sim.model import CAPS, SimConfig, TMSEEGSimulator
+from tmseeg.sim.config import CAPS, SimConfig
+from tmseeg.sim.model import TMSEEGSimulator
 
 FS = 5000.0
 N_POINTS = 200

@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from tmseeg.sim.model import (
-    CAPS,
-    GroundTruth,
-    SimConfig,
-    TMSEEGSimulator,
-    simulate_recording,
-)
+from tmseeg.sim.config import CAPS, SimConfig
+from tmseeg.sim.model import TMSEEGSimulator, simulate_recording
+from tmseeg.sim.truth import GroundTruth
 
 SMALL = ("Fp1", "Fp2", "FC3", "C5", "C3", "C1", "CP3", "Cz", "C4", "Oz")
 
@@ -430,7 +426,7 @@ def test_cli_streams_for_a_duration(uid, tmp_path, capsys):
 
 
 def test_background_is_pink_and_spatially_smooth():
-    from tmseeg.sim.model import _distance_cm, _unit
+    from tmseeg.sim.config import _distance_cm, _unit
 
     # per-channel noise alone: 1/f power (log-log slope -1 from 1 to 100 Hz), 6 µV RMS
     cfg = SimConfig(ch_names=("C3", "Cz", "C4", "Oz"), sfreq=1000.0, schedule="external",

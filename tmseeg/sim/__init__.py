@@ -4,18 +4,10 @@
 :class:`SimulatedAmplifier` streams it in real time over LSL, :func:`simulate_recording` returns
 an MNE Raw; every injected quantity is kept in :class:`GroundTruth`.
 """
-from tmseeg.sim.model import (
-    CAPS,
-    TEP_COMPONENTS,
-    GroundTruth,
-    KnotPhase,
-    PulseTruth,
-    SimConfig,
-    TMSEEGSimulator,
-    mep_recruitment,
-    paired_pulse_factor,
-    simulate_recording,
-)
+from tmseeg.sim.config import CAPS, TEP_COMPONENTS, SimConfig, mep_recruitment, paired_pulse_factor
+from tmseeg.sim.model import TMSEEGSimulator, simulate_recording
+from tmseeg.sim.sources import KnotPhase
+from tmseeg.sim.truth import GroundTruth, PulseTruth
 
 __all__ = [
     "CAPS", "TEP_COMPONENTS", "GroundTruth", "KnotPhase", "PulseTruth", "SimConfig",

@@ -19,7 +19,7 @@ def simulated_recording(config, seconds: float, label: str | None = "TMS"):
 
     Parameters
     ----------
-    config : tmseeg.sim.model.SimConfig
+    config : tmseeg.sim.config.SimConfig
     seconds : float
     label : str or None
         Marker label put at every true pulse (None: no markers).
@@ -28,7 +28,7 @@ def simulated_recording(config, seconds: float, label: str | None = "TMS"):
     -------
     recording : tmseeg.stream.io.Recording
         Data in µV, the simulator's channel names and types, one marker per pulse.
-    truth : tmseeg.sim.model.GroundTruth
+    truth : tmseeg.sim.truth.GroundTruth
     """
     from tmseeg.sim.model import simulate_recording
     from tmseeg.stream.block import EVENT_MARKER, Event, StreamMeta
@@ -54,7 +54,7 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
 
     Parameters
     ----------
-    truth : tmseeg.sim.model.GroundTruth
+    truth : tmseeg.sim.truth.GroundTruth
     eeg_names : sequence of str
         The EEG channels of the recovered TEP.
     roi : sequence of str

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tmseeg.sim.model import GroundTruth, SimConfig, TMSEEGSimulator
+from tmseeg.sim.config import SimConfig
+from tmseeg.sim.model import TMSEEGSimulator
+from tmseeg.sim.truth import GroundTruth
 
 log = logging.getLogger("tmseeg.sim")
 

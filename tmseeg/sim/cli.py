@@ -10,7 +10,7 @@ import signal as _signal
 import sys
 import time
 
-from tmseeg.sim.model import SCHEDULES, SimConfig
+from tmseeg.sim.config import SCHEDULES, SimConfig
 
 
 def _isi(text: str) -> tuple[float, float]:
