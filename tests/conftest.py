@@ -47,7 +47,28 @@ def amplifier(uid):
 
 
 @pytest.fixture
-def live_replay(uid):
+def lsl_player(uid):
+    """``lsl_player(recording, prefix="play", **kwargs)``: a
+    :class:`~tmseeg.stream.replay.Player` of a file or Recording, its LSL outlets named
+    ``f"{prefix}-{uid}"``, stopped after the test whatever happened (not started: the test
+    starts it when its inlets are ready). ``kwargs`` go to the player (``speed``, ``chunk_ms``,
+    ``loop`` ...)."""
+    from tmseeg.stream.replay import Player
+
+    made = []
+
+    def make(recording, prefix: str = "play", **kwargs):
+        kwargs.setdefault("name", f"{prefix}-{uid}")
+        made.append(Player(recording, **kwargs))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.stop()
+
+
+@pytest.fixture
+def live_replay(uid, lsl_player):
     """``live_replay(path, cfg, speed=3.0)``: replay a recording over LSL (a real outlet pair
     on loopback) into the live engine driving a fresh :class:`~tmseeg.session.TEPSession`, as
     ``tmseeg replay`` into ``tmseeg run`` does; returns the finished session. Asserts that no
@@ -57,24 +78,24 @@ def live_replay(uid):
     from tmseeg.engine import Engine
     from tmseeg.session import TEPSession
     from tmseeg.stream.inlet import LSLSource
-    from tmseeg.stream.replay import Player
 
     def run(path, cfg, speed: float = 3.0, timeout_s: float = 120.0):
-        player = Player(path, name=f"replay-{uid}", speed=speed, chunk_ms=5.0)
-        source = LSLSource.resolve(name=player.name, timeout_s=5,
-                                   marker_name=player.marker_name, info_name=player.info_name)
-        assert player.wait_for_consumers(5.0)
+        replaying = lsl_player(path, prefix="replay", speed=speed, chunk_ms=5.0)
+        source = LSLSource.resolve(name=replaying.name, timeout_s=5,
+                                   marker_name=replaying.marker_name,
+                                   info_name=replaying.info_name)
+        assert replaying.wait_for_consumers(5.0)
         session = TEPSession(cfg, source.meta)
         engine = Engine.for_session(source, session)
-        n_total = player.recording.n_samples
-        player.start()
+        n_total = replaying.recording.n_samples
+        replaying.start()
         deadline = time.monotonic() + timeout_s
         while engine.ring.n_written < n_total and time.monotonic() < deadline:
             if engine.step() == 0:
                 time.sleep(0.0005)
         time.sleep(0.2)  # markers of the last samples
         engine.step()
-        player.stop()
+        replaying.stop()
         source.close()
         engine.finish()
         assert engine.ring.n_written == n_total, "samples lost on the way"

@@ -112,40 +112,34 @@ def _check_replay(player, data_uv, events, n_total=None):
     return elapsed, info
 
 
-def test_replay_fif_every_sample_and_marker(fif_file, uid):
+def test_replay_fif_every_sample_and_marker(fif_file, lsl_player):
     path, data_uv, events = fif_file
-    player = Player(path, name=f"fif-{uid}", chunk_ms=10.0)
-    try:
-        elapsed, info = _check_replay(player, data_uv, events)
-        assert player.finished.wait(2.0)
-        # real time: 2 s of data take ~2 s
-        assert 1.8 < elapsed < 4.0, elapsed
-        assert info.type() == "EEG" and info.nominal_srate() == SFREQ
-        assert info.channel_format() == pylsl.cf_float32
-        ch = info.desc().child("channels").child("channel")
-        labels, types, units = [], [], []
-        while not ch.empty():
-            labels.append(ch.child_value("label"))
-            types.append(ch.child_value("type"))
-            units.append(ch.child_value("unit"))
-            ch = ch.next_sibling()
-        assert labels == ["Fz", "Cz", "Pz", "C3", "EMG_APB"]
-        assert types == ["EEG"] * 4 + ["EMG"]
-        assert units == ["microvolts"] * 5
-        assert player.n_pushed == N and player.n_markers_pushed == 4
-    finally:
-        player.stop()
+    player = lsl_player(path, prefix="fif", chunk_ms=10.0)
+    elapsed, info = _check_replay(player, data_uv, events)
+    assert player.finished.wait(2.0)
+    # real time: 2 s of data take ~2 s
+    assert 1.8 < elapsed < 4.0, elapsed
+    assert info.type() == "EEG" and info.nominal_srate() == SFREQ
+    assert info.channel_format() == pylsl.cf_float32
+    ch = info.desc().child("channels").child("channel")
+    labels, types, units = [], [], []
+    while not ch.empty():
+        labels.append(ch.child_value("label"))
+        types.append(ch.child_value("type"))
+        units.append(ch.child_value("unit"))
+        ch = ch.next_sibling()
+    assert labels == ["Fz", "Cz", "Pz", "C3", "EMG_APB"]
+    assert types == ["EEG"] * 4 + ["EMG"]
+    assert units == ["microvolts"] * 5
+    assert player.n_pushed == N and player.n_markers_pushed == 4
 
 
-def test_replay_brainvision_speed4(vhdr_file, uid):
+def test_replay_brainvision_speed4(vhdr_file, lsl_player):
     path, data_uv, events = vhdr_file
-    player = Player(path, name=f"bv-{uid}", speed=4.0, chunk_ms=5.0)
-    try:
-        elapsed, _ = _check_replay(player, data_uv, events)
-        # 2 s of data at 4x: ~0.5 s, timestamps still at the nominal spacing (checked above)
-        assert 0.4 < elapsed < 1.5, elapsed
-    finally:
-        player.stop()
+    player = lsl_player(path, prefix="bv", speed=4.0, chunk_ms=5.0)
+    elapsed, _ = _check_replay(player, data_uv, events)
+    # 2 s of data at 4x: ~0.5 s, timestamps still at the nominal spacing (checked above)
+    assert 0.4 < elapsed < 1.5, elapsed
 
 
 def test_replay_loop_fast(fif_file, uid):
@@ -162,7 +156,7 @@ def test_replay_loop_fast(fif_file, uid):
     assert player.error is None
 
 
-def test_replay_throughput_as_fast_as_possible(uid):
+def test_replay_throughput_as_fast_as_possible(lsl_player):
     """Measure how fast the player can push 64 ch at 5 kHz (printed; must beat real time)."""
     from tmseeg.stream.block import StreamMeta
     from tmseeg.stream.io import Recording
@@ -171,17 +165,14 @@ def test_replay_throughput_as_fast_as_possible(uid):
     n = 5000 * 4
     rec = Recording(rng.standard_normal((64, n)),
                     StreamMeta([f"E{i}" for i in range(64)], 5000.0, name="big"))
-    player = Player(rec, name=f"fast-{uid}", speed=0, chunk_ms=5.0)
-    try:
-        t = time.perf_counter()
-        player.start()
-        assert player.finished.wait(30.0)
-        dt = time.perf_counter() - t
-        assert player.n_pushed == n and player.error is None
-        print(f"replay throughput: {n / dt / 5000:.1f}x real time at 64 ch / 5 kHz, 5 ms chunks")
-        assert n / dt > 5000  # faster than real time
-    finally:
-        player.stop()
+    player = lsl_player(rec, prefix="fast", speed=0, chunk_ms=5.0)
+    t = time.perf_counter()
+    player.start()
+    assert player.finished.wait(30.0)
+    dt = time.perf_counter() - t
+    assert player.n_pushed == n and player.error is None
+    print(f"replay throughput: {n / dt / 5000:.1f}x real time at 64 ch / 5 kHz, 5 ms chunks")
+    assert n / dt > 5000  # faster than real time
 
 
 def test_wrong_files(tmp_path, uid):
