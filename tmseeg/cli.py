@@ -496,7 +496,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from tmseeg.config import DEFAULT_CONFIG_TOML, load_config
+    from tmseeg.config import DEFAULT_CONFIG_TOML, ConfigError, load_config
     if args.check:
         cfg = load_config(args.check)  # keys, types and the pipeline's own rules
         if args.no_rehearsal:
@@ -506,11 +506,10 @@ def cmd_config(args) -> int:
         try:
             done = rehearse_config(cfg, n_channels=args.channels, sfreq_hz=args.sfreq)
         except (OSError, ValueError, RuntimeError, LookupError) as err:
-            if args.verbose:
-                raise
-            print(f"tmseeg config: error: {args.check}: a session would refuse this "
-                  f"configuration: {str(err).strip(chr(34))}", file=sys.stderr)
-            return 1
+            # said by main() like every documented error; a KeyError's text is its quoted key
+            why = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise ConfigError(f"{args.check}: a session would refuse this configuration: "
+                              f"{why}") from err
         print(f"{args.check}: valid; {done.line()}. Channel names are checked against the "
               "stream when a session starts.")
         return 0

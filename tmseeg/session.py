@@ -17,25 +17,25 @@ from typing import Any, Callable
 import numpy as np
 
 from tmseeg import __version__
+from tmseeg.config import config_hash, fixed_cut_window, planning_cut_window
 from tmseeg.metrics import PLUGINS
 from tmseeg.metrics.base import MetricContext, SessionMetric, ordered_by_dependencies
 from tmseeg.metrics.tep import RunningTEP
 from tmseeg.pipeline.base import Chain
 from tmseeg.pipeline.channels import BadChannelDetector, BadChannelInterpolation, ChannelTypes
-from tmseeg.stream.montage import use_montage, with_channel_types
 from tmseeg.pipeline.coil import CoilSiteDetector
-from tmseeg.config import config_hash, fixed_cut_window, planning_cut_window
 from tmseeg.pipeline.cutwindow import CutWindow
-from tmseeg.pipeline.epochs import Epoch, Epocher
-from tmseeg.pipeline.interpolation import PulseInterpolation
 from tmseeg.pipeline.decay import DecayRemoval
+from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
+from tmseeg.pipeline.interpolation import PulseInterpolation
 from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, MARKER_TOL_MS, DataPulses,
                                    MarkerPulses, PulsePlausibility, TriggerChannelPulses)
-from tmseeg.stream.pulseinfo import PulseInfoJoin, PulseTable, pulse_info, with_info
 from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
 from tmseeg.pipeline.reference import AverageReference
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
+from tmseeg.stream.montage import use_montage, with_channel_types
+from tmseeg.stream.pulseinfo import PulseInfoJoin, PulseTable, pulse_info, with_info
 from tmseeg.utils import now_s
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -137,3 +138,13 @@ def return_freed_memory() -> None:
         libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def compile_pattern(pattern: str, key: str, fix: str,
+                    error: type[Exception] = ValueError) -> re.Pattern:
+    """A user's regular expression (``[pulses] pattern``, ``[blocks] pattern`` ...), compiled
+    case-insensitively; ``error`` naming ``key``, the cause and ``fix`` when it is none."""
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as err:
+        raise error(f"{key} {pattern!r} is not a regular expression: {err}; {fix}") from err

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tmseeg.config import load_config
-from tmseeg.pipeline.base import concat_blocks
+from tmseeg.pipeline.base import Chain, concat_blocks
 from tmseeg.session import build_stages
 from tmseeg.sim.accuracy import simulated_recording
 from tmseeg.sim.model import SimConfig
@@ -29,14 +29,10 @@ SIZES = (3, 997)
 
 
 def _drain(stage, blocks) -> list:
-    """What ``stage`` releases for ``blocks`` and at the end of the stream."""
-    out = [stage.process(b) for b in blocks]
-    while True:
-        rest = stage.flush()
-        if rest is not None and (rest.n_samples or rest.events):
-            out.append(rest)
-        if rest is None or not getattr(stage, "holds_more", False):
-            break
+    """What ``stage`` releases for ``blocks`` and at the end of the stream (as a chain drains
+    it: a stage holding data across a gap releases it piece by piece)."""
+    chain = Chain([stage])
+    out = [chain.process(b) for b in blocks] + list(chain.flush())
     return [b for b in out if b is not None and (b.n_samples or b.events)]
 
 

@@ -21,13 +21,13 @@ Only kept epochs enter the comparisons.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
 
 from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.metrics.tep import RunningTEP
+from tmseeg.utils import compile_pattern
 
 CONFIG_TOML = """\
 [blocks]
@@ -89,13 +89,9 @@ class PlasticityMetric(SessionMetric):
     def __init__(self, section: dict, context: MetricContext) -> None:
         self.cfg = section
         self.context = context
-        try:
-            self._re = (re.compile(section["pattern"], re.IGNORECASE) if section["pattern"]
-                        else None)
-        except re.error as err:
-            raise ValueError(f"blocks.pattern {section['pattern']!r} is not a regular "
-                             f"expression: {err}; fix it, or leave it empty (every marker that "
-                             "is not a pulse starts a block)") from err
+        self._re = (compile_pattern(section["pattern"], "blocks.pattern",
+                                    "fix it, or leave it empty (every marker that is not a "
+                                    "pulse starts a block)") if section["pattern"] else None)
         self.block_starts: list[tuple[int, str]] = []
         self.rows_by_block: dict[str, list[dict]] = {}
         self.dose: dict[str, int] = {}

@@ -322,9 +322,10 @@ class RunningTEP:
             out[name] = pk
         return out
 
-    def roi_trace_uv(self, epoch: Epoch) -> np.ndarray:
-        """One trial's ROI-mean trace, (n_times,)."""
-        return epoch.data_uv[self._roi_idx].mean(axis=0)
+    def roi_trace_uv(self, epoch: Epoch, times: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """One trial's ROI-mean trace at ``times`` (a mask or slice of the time axis; all by
+        default), (n_times,)."""
+        return epoch.data_uv[self._roi_idx][:, times].mean(axis=0)
 
     def single_trial_early_uv(self, epoch: Epoch) -> float:
         """Early single-trial response: peak-to-peak of the ROI-mean trace in ``early_window_ms``.
@@ -334,7 +335,7 @@ class RunningTEP:
         whatever its polarity. It is biased upwards by noise (ptp of pure noise is > 0); compare
         it across trials of one session, not as an absolute size. NaN if the window is not finite.
         """
-        r = self.roi_trace_uv(epoch)[self._early]
+        r = self.roi_trace_uv(epoch, self._early)
         if not np.isfinite(r).all():
             return math.nan
         return float(r.max() - r.min())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from tmseeg.utils import compile_pattern
+
 PIPELINE_CONFIG_TOML = """\
 # tmseeg pipeline configuration (defaults). Times in ms relative to the pulse, µV, Hz.
 
@@ -317,6 +319,9 @@ def validate_pipeline(cfg: dict) -> None:
         if cfg["pulses"][key] < 0:
             raise ConfigError(f"pulses.{key} must be >= 0 (0 = no limit), got "
                               f"{cfg['pulses'][key]}")
+    if cfg["pulses"]["pattern"]:
+        compile_pattern(cfg["pulses"]["pattern"], "pulses.pattern",
+                        "fix it, or leave it empty for the built-in pulse labels", ConfigError)
     if src == "trigger" and not cfg["pulses"]["trigger_channel"]:
         raise ConfigError("pulses.source = 'trigger' needs pulses.trigger_channel")
     if cfg["decay"]["method"] not in ("average", "average_curve", "average_gain"):

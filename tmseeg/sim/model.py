@@ -117,8 +117,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy import signal
 
-from tmseeg.stream.montage import ten_five_montage
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Event, StreamMeta
+from tmseeg.stream.montage import ten_five_montage
 from tmseeg.sim.config import (EMG_NAME, TEP_COMPONENTS, TEP_TMAX_MS,
                                TEP_TMIN_MS, SimConfig, _distance_cm, _dog, _gauss,
                                _KNOT_S, _KNOTS_PER_SEGMENT, _unit, mep_recruitment,
