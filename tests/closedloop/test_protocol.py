@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from tmseeg.cli import RawRecorderSink
+from tmseeg.stream.recorder import RawRecorderSink
 from tmseeg.closedloop import Protocol, ProtocolLoadError, ProtocolRunner, TriggerRequest
 from tmseeg.closedloop.protocol import ProtocolConfigError, load_protocol
 from tmseeg.closedloop.triggers import LSLTriggerOutput

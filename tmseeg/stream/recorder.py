@@ -45,6 +45,7 @@ from __future__ import annotations
 import bisect
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -57,6 +58,8 @@ import numpy as np
 from tmseeg.stream.pulseinfo import INFO_LABEL, pulse_info
 from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_PULSE, Block, Event, StreamMeta
 from tmseeg.stream.io import VOLTAGE_TYPES
+
+_log = logging.getLogger(__name__)
 
 
 class RecordingError(OSError):
@@ -580,4 +583,26 @@ def free_space_note(folder: str | Path, meta: StreamMeta) -> tuple[str, bool]:
     return f"{size} free: room for ~{room} at {rate_bps / 1e3:.0f} kB/s", seconds < 1800
 
 
-__all__ = ["AppendFile", "BrainVisionRecorder", "RecordingError", "free_space_note"]
+class RawRecorderSink:
+    """Engine sink that records every raw block (as acquired) to a recorder.
+
+    A write failure (disk full) is said once, as an error; the recorder has stopped at a whole
+    sample and counts what it could not record, and the engine goes on processing.
+    """
+
+    def __init__(self, recorder: BrainVisionRecorder) -> None:
+        self.recorder = recorder
+
+    def on_raw(self, raw) -> None:
+        """On the acquisition thread, as each block arrives (never behind processing)."""
+        try:
+            self.recorder.write(raw)
+        except RecordingError as err:
+            _log.error("%s The analysis goes on without recording.", err)
+
+    def on_block(self, raw, processed) -> None:
+        """Nothing: the raw block was written by :meth:`on_raw`."""
+
+
+__all__ = ["AppendFile", "BrainVisionRecorder", "RawRecorderSink", "RecordingError",
+           "free_space_note"]
