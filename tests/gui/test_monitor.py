@@ -158,25 +158,30 @@ def test_slow_gui_never_holds_back_acquisition(mon):
 
     _spin(app, 0.5)
     lag0 = epochs_behind()  # the pipeline's own hold-back (filters, bad-channel windows)
-    offset0 = amp.n_sent - feed.engine.ring.n_written  # samples sent before the inlet opened
-    win.before_frame.append(lambda: time.sleep(0.2))
+    during_frames = []  # samples the engine took in while the GUI thread was busy drawing
+
+    def slow_frame():
+        n_before = feed.engine.ring.n_written
+        time.sleep(0.2)
+        during_frames.append(feed.engine.ring.n_written - n_before)
+
+    win.before_frame.append(slow_frame)
     try:
-        n0, t0 = feed.engine.ring.n_written, time.monotonic()
-        p0, f0 = len(feed.session.pulses), win.n_frames
+        t0, f0 = time.monotonic(), win.n_frames
+        p0 = len(feed.session.pulses)
         _spin(app, 5.0)
-        n1, t1 = feed.engine.ring.n_written, time.monotonic()
+        t1 = time.monotonic()
         lag1 = epochs_behind()
-        behind_s = (amp.n_sent - feed.engine.ring.n_written - offset0) / SFREQ
     finally:
         win.before_frame.clear()
-    rate = (n1 - n0) / (t1 - t0)
-    assert rate > 0.9 * SFREQ, f"engine fell behind: {rate:.0f} Hz with a slow GUI"
-    # a GUI that held acquisition would leave it seconds behind (5 s of 200-ms frames); the
-    # bound leaves room for a machine busy with other work
-    assert behind_s < 1.0, f"engine {behind_s:.2f} s behind the amplifier"
+    assert (win.n_frames - f0) / (t1 - t0) < 6  # the display really was slow (<= 5 fps)
+    # acquisition runs on its own thread: a GUI that held it would take in nothing while a
+    # frame is drawn; here it took samples in during every 200-ms frame
+    assert len(during_frames) >= 5 and min(during_frames) > 0, during_frames
+    print(f"samples taken in per 200-ms frame: min {min(during_frames)}, "
+          f"median {int(np.median(during_frames))} (real time: {int(0.2 * SFREQ)})")
     assert len(feed.session.pulses) - p0 >= 5  # ~0.6 s ISI over 5 s
     assert lag1 <= lag0 + 1, f"epochs fell behind: {lag0} -> {lag1}"
-    assert (win.n_frames - f0) / (t1 - t0) < 6  # the display really was slow (<= 5 fps)
 
 
 def test_snapshot_png_not_blank(mon, tmp_path):

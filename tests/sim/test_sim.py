@@ -347,10 +347,10 @@ def test_lsl_amplifier_realtime(uid, tmp_path):
                 sent = True
             time.sleep(0.01)
     finally:
-        t = time.perf_counter()
+        sender = amp._thread
         amp.stop()
-        stop_s = time.perf_counter() - t
-    assert stop_s < 5.0  # stop() ends the sender thread, it does not wait for the stream to drain
+    # stop() ends the sender thread (it does not wait for the stream to drain)
+    assert sender is not None and not sender.is_alive()
     data = np.concatenate(chunks)
     stamps = np.array(stamps)
     n = len(stamps)
