@@ -66,6 +66,9 @@ VARIANTS: dict[str, dict] = {
     # a shorter decay fit window: live, samples after a pulse wait for its end
     "fit700": {"decay": {"fit_window_ms": [10.0, 700.0]}},
     "fit600": {"decay": {"fit_window_ms": [10.0, 600.0]}},
+    # the cut window's fill: a straight line between its edge samples instead of the cubic
+    # fitted on 1 ms either side (which overshoots between steep edges)
+    "interp_linear": {"interpolation": {"method": "linear"}},
 }
 PEAKS = ["N15", "P30", "N45", "P60", "N100", "P180"]
 #: metric plug-ins that do not touch the TEP path: off in the benchmark (it scores the TEP)
