@@ -1,16 +1,20 @@
 """``tmseeg config --check``: a configuration a session would refuse is refused before it.
 
-Keys, types and the pipeline's own rules are checked when the file is read; the metric
-plug-ins' rules by a rehearsal on a short simulated recording (tmseeg.report.rehearse). Each
-bad value below was accepted by ``config --check`` before the rehearsal and failed only once a
-session was built or cut its first epochs.
+Keys, types and every section's own rules (the pipeline's and each plug-in's typed section,
+tmseeg.sections) are checked when the file is read; what depends on the stream (the epoch's
+length, files a setting names) by a rehearsal on a short simulated recording
+(tmseeg.report.rehearse). Each bad value below was once accepted by ``config --check`` and
+failed only once a session was built or cut its first epochs.
 """
 from __future__ import annotations
+
+import dataclasses
+import re
 
 import pytest
 
 from tmseeg.cli import main
-from tmseeg.config import ConfigError, load_config
+from tmseeg.config import ConfigError, config_with, load_config
 
 #: a rehearsal small enough for the suite: the session's own limits do not depend on it
 SMALL = ["--channels", "32", "--sfreq", "2000"]
@@ -19,10 +23,38 @@ SMALL = ["--channels", "32", "--sfreq", "2000"]
 @pytest.mark.parametrize("toml, named", [
     ('[connectivity]\nmethods = ["nonsense"]\n', "connectivity.methods ['nonsense']"),
     ('[spread]\nnull = "shuffled"\n', "null='shuffled'"),
-    ('[pcist]\nresponse_window_ms = [0.0, 900.0]\n', "response_window_ms"),
     ('[oscillations]\nspacing = "octaves"\n', "spacing='octaves'"),
-    ('[mep]\nwindow_ms = [50.0, 15.0]\n', "window_ms=(50.0, 15.0)"),
+    ('[mep]\nwindow_ms = [50.0, 15.0]\n', "mep.window_ms=[50.0, 15.0]"),
     ('[blocks]\npattern = "pre("\n', "blocks.pattern 'pre(' is not a regular expression"),
+    ('[state]\nphase_bins = 1\n', "state.phase_bins=1"),
+    ('[decay]\nmodel = "triple_exp"\n', "decay.model must be"),
+])
+def test_each_section_refuses_its_own_bad_values_when_read(tmp_path, capsys, toml, named):
+    """A plug-in's section checks its values as the file is read (no rehearsal needed)."""
+    path = tmp_path / "lab.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(path)
+    assert main(["config", "--check", str(path), "--no-rehearsal"]) == 1
+    err = capsys.readouterr().err
+    assert named in err, err
+
+
+def test_sections_are_typed_and_read_both_ways():
+    cfg = load_config(overrides={"decay": {"min_r2": 0.4}})
+    assert cfg.decay.min_r2 == 0.4 == cfg["decay"]["min_r2"]
+    assert cfg.connectivity.methods == ["wpli", "plv", "coh"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.decay.min_r2 = 0.9  # a session's configuration cannot change under it
+    assert config_with(cfg, {"epochs": {"reject_uv": 0.0}}).epochs.reject_uv == 0.0
+    assert cfg.epochs.reject_uv == 150.0
+    assert load_config(overrides=cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="reference.type"):
+        config_with(cfg, {"reference": {"type": "linked_mastoids"}})
+
+
+@pytest.mark.parametrize("toml, named", [
+    ('[pcist]\nresponse_window_ms = [0.0, 900.0]\n', "response_window_ms"),
     ('[pulses]\ntable = "no_such_table.csv"\n', "no_such_table.csv does not exist"),
 ])
 def test_check_refuses_what_a_session_would(tmp_path, capsys, toml, named):

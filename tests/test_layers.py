@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tmseeg"
 
 #: bottom to top: a layer may import from its own and the ones before it
 LAYERS = [
-    {"_ext", "utils"},
+    {"_ext", "utils", "sections"},
     {"stream"},
     {"pipeline"},
     {"closedloop"},

@@ -6,10 +6,16 @@ whose keys the user names). They meet here, above both, so that the pipeline nev
 metric. The defaults are the documentation: ``tmseeg config`` prints them, a user's file only
 needs the keys it changes, unknown keys are refused with the list of valid ones, and the
 configuration and a hash of it are written into every output.
+
+:func:`load_config` returns a :class:`Config`: one frozen, typed section per ``[table]``
+(:mod:`tmseeg.sections`), the pipeline's from :data:`tmseeg.pipeline.config.PIPELINE_SECTIONS`
+and each plug-in's own ``CONFIG_SECTION``; every section checks its values as it is built, so a
+configuration that loads is one the stages and plug-ins accept.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -18,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from tmseeg.metrics import PLUGINS
-from tmseeg.pipeline.config import (PIPELINE_CONFIG_TOML, PIPELINE_FREE_KEYS, ConfigError,
-                                    fixed_cut_window, merge_config, planning_cut_window,
-                                    validate_pipeline)
+from tmseeg.pipeline.config import (PIPELINE_CONFIG_TOML, PIPELINE_FREE_KEYS, PIPELINE_SECTIONS,
+                                    fixed_cut_window, merge_config, planning_cut_window)
+from tmseeg.sections import ConfigError, ConfigSection
 
-__all__ = ["DEFAULT_CONFIG_TOML", "DEFAULT_CONFIG", "ConfigError", "load_config", "config_hash",
-           "input_overrides", "fixed_cut_window", "planning_cut_window"]
+__all__ = ["DEFAULT_CONFIG_TOML", "DEFAULT_CONFIG", "Config", "ConfigError", "load_config",
+           "config_with", "config_hash", "input_overrides", "fixed_cut_window",
+           "planning_cut_window"]
 
 _PLUGIN_MODULES = [importlib.import_module(name) for name in PLUGINS]
 
@@ -33,10 +40,26 @@ DEFAULT_CONFIG_TOML = "\n".join(text.rstrip("\n") + "\n" for text in
 DEFAULT_CONFIG: dict[str, Any] = tomllib.loads(DEFAULT_CONFIG_TOML)
 #: tables whose keys the user names (extra TEP peaks, channel types, connectivity bands ...)
 FREE_KEYS = PIPELINE_FREE_KEYS.union(*(getattr(m, "FREE_KEYS", ()) for m in _PLUGIN_MODULES))
+#: every section's class: the pipeline's, then each plug-in's (its TOML table is its only one)
+SECTIONS: dict[str, type[ConfigSection]] = {
+    **PIPELINE_SECTIONS,
+    **{next(iter(tomllib.loads(m.CONFIG_TOML))): m.CONFIG_SECTION for m in _PLUGIN_MODULES}}
+
+#: the whole configuration: one typed section per table (``cfg.decay.fit_window_ms``)
+Config: type[ConfigSection] = dataclasses.make_dataclass(
+    "Config", [(name, kind) for name, kind in SECTIONS.items()], bases=(ConfigSection,),
+    frozen=True)
+Config.__module__ = __name__
+Config.__doc__ = ("The whole configuration, as :func:`load_config` returns it: one frozen, "
+                  "typed section per TOML table (the fields are the tables' names).")
+if list(SECTIONS) != list(DEFAULT_CONFIG):  # a section class for every table of the defaults
+    raise ImportError(f"configuration sections {list(SECTIONS)} do not match the default "
+                      f"tables {list(DEFAULT_CONFIG)}")
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """The defaults, updated by a TOML file and then by ``overrides`` (same structure).
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """The defaults, updated by a TOML file and then by ``overrides`` (same structure), as a
+    typed :class:`Config` (each section checked as it is built).
 
     Raises
     ------
@@ -57,13 +80,18 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         cfg = merge_config(cfg, user, FREE_KEYS)
     if overrides:
         cfg = merge_config(cfg, overrides, FREE_KEYS)
-    validate_pipeline(cfg)
-    return cfg
+    return Config.from_dict(cfg)
 
 
-def config_hash(cfg: dict) -> str:
+def config_with(cfg: Config, overrides: dict) -> Config:
+    """``cfg`` with some keys changed (same structure as a TOML file), checked again."""
+    return Config.from_dict(merge_config(cfg.to_dict(), overrides, FREE_KEYS))
+
+
+def config_hash(cfg: Config | dict) -> str:
     """Short, stable hash of a configuration (key order does not matter)."""
-    text = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    plain = cfg.to_dict() if isinstance(cfg, ConfigSection) else cfg
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

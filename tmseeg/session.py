@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tmseeg import __version__
-from tmseeg.config import config_hash, fixed_cut_window, planning_cut_window
+from tmseeg.config import Config, config_hash, fixed_cut_window, planning_cut_window
 from tmseeg.metrics import PLUGINS
 from tmseeg.metrics.base import MetricContext, SessionMetric, ordered_by_dependencies
 from tmseeg.metrics.tep import RunningTEP
@@ -58,52 +58,52 @@ class SessionStages:
     pulse_infos: PulseInfoJoin | None = None  # metadata sent apart from the pulses
 
 
-def data_pulse_stage(cfg: dict) -> DataPulses:
+def data_pulse_stage(cfg: Config) -> DataPulses:
     """The :class:`~tmseeg.pipeline.pulses.DataPulses` stage ``[pulses]`` declares."""
-    p = cfg["pulses"]
-    return DataPulses(channels=p["data_channels"] or None,
-                      threshold_uv_per_ms=p["data_threshold_uv_per_ms"] or None,
-                      refractory_ms=p["refractory_ms"])
+    p = cfg.pulses
+    return DataPulses(channels=p.data_channels or None,
+                      threshold_uv_per_ms=p.data_threshold_uv_per_ms or None,
+                      refractory_ms=p.refractory_ms)
 
 
-def cut_window_stage(cfg: dict) -> CutWindow:
+def cut_window_stage(cfg: Config) -> CutWindow:
     """The :class:`~tmseeg.pipeline.cutwindow.CutWindow` ``[interpolation]`` declares (the
     window measured on the first pulses, or the fixed one)."""
-    i = cfg["interpolation"]
-    return CutWindow(fixed_ms=fixed_cut_window(cfg), n_pulses=i["auto_pulses"],
-                     min_window_ms=tuple(i["auto_min_ms"]), max_window_ms=tuple(i["auto_max_ms"]),
-                     correct_lag=cfg["pulses"]["correct_marker_lag"])
+    i = cfg.interpolation
+    return CutWindow(fixed_ms=fixed_cut_window(cfg), n_pulses=i.auto_pulses,
+                     min_window_ms=tuple(i.auto_min_ms), max_window_ms=tuple(i.auto_max_ms),
+                     correct_lag=cfg.pulses.correct_marker_lag)
 
 
-def interpolation_stage(cfg: dict, channels="eeg", window_from: CutWindow | None = None,
+def interpolation_stage(cfg: Config, channels="eeg", window_from: CutWindow | None = None,
                         max_delay_ms: float | None = None) -> PulseInterpolation:
     """The :class:`~tmseeg.pipeline.interpolation.PulseInterpolation` ``[interpolation]`` declares
     (``max_delay_ms``: the late-marker wait it adds itself, default the whole
     ``[interpolation] max_delay_ms``; see :func:`late_marker_waits_ms`)."""
-    i = cfg["interpolation"]
-    return PulseInterpolation(window_ms=planning_cut_window(cfg), method=i["method"],
-                              fit_ms=i["fit_ms"], channels=channels,
-                              max_delay_ms=(i["max_delay_ms"] if max_delay_ms is None
+    i = cfg.interpolation
+    return PulseInterpolation(window_ms=planning_cut_window(cfg), method=i.method,
+                              fit_ms=i.fit_ms, channels=channels,
+                              max_delay_ms=(i.max_delay_ms if max_delay_ms is None
                                             else max_delay_ms), window_from=window_from)
 
 
-def decay_stage(cfg: dict, channels="eeg", window_from: CutWindow | None = None,
+def decay_stage(cfg: Config, channels="eeg", window_from: CutWindow | None = None,
                 max_delay_ms: float | None = None) -> DecayRemoval:
     """The :class:`~tmseeg.pipeline.decay.DecayRemoval` ``[decay]`` declares (it
     re-interpolates the cut window of ``[interpolation]`` when that is on; ``max_delay_ms`` as
     for :func:`interpolation_stage`)."""
-    i, d = cfg["interpolation"], cfg["decay"]
-    return DecayRemoval(model=d["model"], fit_window_ms=tuple(d["fit_window_ms"]),
-                        tau_ms=tuple(d["tau_ms"]), min_snr=d["min_snr"], channels=channels,
-                        cut_window_ms=planning_cut_window(cfg) if i["enabled"] else None,
-                        interp_method=i["method"], interp_fit_ms=i["fit_ms"],
-                        max_delay_ms=(i["max_delay_ms"] if max_delay_ms is None
+    i, d = cfg.interpolation, cfg.decay
+    return DecayRemoval(model=d.model, fit_window_ms=tuple(d.fit_window_ms),
+                        tau_ms=tuple(d.tau_ms), min_snr=d.min_snr, channels=channels,
+                        cut_window_ms=planning_cut_window(cfg) if i.enabled else None,
+                        interp_method=i.method, interp_fit_ms=i.fit_ms,
+                        max_delay_ms=(i.max_delay_ms if max_delay_ms is None
                                       else max_delay_ms), window_from=window_from,
-                        fit_on=d["method"], min_decay_uv=d["min_decay_uv"],
-                        min_r2=d["min_r2"], fit_reference=d["fit_reference"])
+                        fit_on=d.method, min_decay_uv=d.min_decay_uv,
+                        min_r2=d.min_r2, fit_reference=d.fit_reference)
 
 
-def late_marker_waits_ms(cfg: dict, source: CheckedMarkerPulses | None = None
+def late_marker_waits_ms(cfg: Config, source: CheckedMarkerPulses | None = None
                          ) -> tuple[float, float]:
     """What the interpolation and the decay stage each wait for late pulse markers, so that a
     marker up to ``[interpolation] max_delay_ms`` after its sample is still cut and fitted.
@@ -124,25 +124,25 @@ def late_marker_waits_ms(cfg: dict, source: CheckedMarkerPulses | None = None
     than with each of the three stages waiting the whole allowance; offline (markers on time)
     nothing changes.
     """
-    allowance = float(cfg["interpolation"]["max_delay_ms"])
+    allowance = float(cfg.interpolation.max_delay_ms)
     interp = allowance
     if source is not None:
-        shift = max(0.0, -float(cfg["pulses"]["marker_offset_ms"])) + source.tol_ms
+        shift = max(0.0, -float(cfg.pulses.marker_offset_ms)) + source.tol_ms
         interp = min(allowance, max(0.0, allowance - source.hold_ms) + shift)
-    decay = 0.0 if cfg["interpolation"]["enabled"] else interp
+    decay = 0.0 if cfg.interpolation.enabled else interp
     return interp, decay
 
 
-def epoch_filter(cfg: dict) -> EpochFilter:
+def epoch_filter(cfg: Config) -> EpochFilter:
     """The TEP path's zero-phase :class:`~tmseeg.pipeline.filters.EpochFilter` ``[filter]``
     declares."""
-    f = cfg["filter"]
-    return EpochFilter(l_freq_hz=f["l_freq_hz"], h_freq_hz=f["h_freq_hz"], order=f["order"],
-                       notch_hz=f["notch_hz"], notch_harmonics=f["notch_harmonics"],
-                       pad_ms=f["epoch_pad_ms"], pad_after_ms=f["epoch_pad_after_ms"])
+    f = cfg.filter
+    return EpochFilter(l_freq_hz=f.l_freq_hz, h_freq_hz=f.h_freq_hz, order=f.order,
+                       notch_hz=f.notch_hz, notch_harmonics=f.notch_harmonics,
+                       pad_ms=f.epoch_pad_ms, pad_after_ms=f.epoch_pad_after_ms)
 
 
-def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
+def build_stages(cfg: Config, meta: StreamMeta) -> SessionStages:
     """The stage chain a configuration declares, in the documented order.
 
     Order: pulse detection -> pulse plausibility -> coil-site estimate -> pulse-window
@@ -153,67 +153,67 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
     """
     # first: takes per-pulse metadata sent on a stream of its own out of the blocks, for the
     # pulses to claim as they leave the stages
-    pulse_infos = PulseInfoJoin(tolerance_ms=cfg["pulses"]["table_tolerance_ms"])
+    pulse_infos = PulseInfoJoin(tolerance_ms=cfg.pulses.table_tolerance_ms)
     stages: list = [pulse_infos]
-    use_montage(cfg["channels"]["montage"])
-    typed = with_channel_types(meta, cfg["channels"]["types"])
+    use_montage(cfg.channels.montage)
+    typed = with_channel_types(meta, cfg.channels.types)
     if typed is not meta:  # the user's channel types, on every block from here on
         stages.append(ChannelTypes(typed))
         meta = typed
-    p = cfg["pulses"]
-    source = p["source"]
+    p = cfg.pulses
+    source = p.source
     pulse_source = None
-    if source == "markers" and p["check_markers"]:
+    if source == "markers" and p.check_markers:
         # it waits for late markers as long as [interpolation] max_delay_ms allows (the
         # matching tolerance either side is part of its hold): one allowance for the chain
-        allowance_ms = cfg["interpolation"]["max_delay_ms"]
-        pulse_source = CheckedMarkerPulses(pattern=p["pattern"] or DEFAULT_PULSE_PATTERN,
-                                           offset_ms=p["marker_offset_ms"],
+        allowance_ms = cfg.interpolation.max_delay_ms
+        pulse_source = CheckedMarkerPulses(pattern=p.pattern or DEFAULT_PULSE_PATTERN,
+                                           offset_ms=p.marker_offset_ms,
                                            detector=data_pulse_stage(cfg),
                                            wait_ms=max(0.0, allowance_ms - 2 * MARKER_TOL_MS))
         stages.append(pulse_source)
     elif source in ("markers", "markers+data"):
-        kw = {"pattern": p["pattern"]} if p["pattern"] else {}
-        stages.append(MarkerPulses(offset_ms=p["marker_offset_ms"], **kw))
+        kw = {"pattern": p.pattern} if p.pattern else {}
+        stages.append(MarkerPulses(offset_ms=p.marker_offset_ms, **kw))
     if source == "trigger":
-        stages.append(TriggerChannelPulses(channel=p["trigger_channel"],
-                                           refractory_ms=p["refractory_ms"]))
+        stages.append(TriggerChannelPulses(channel=p.trigger_channel,
+                                           refractory_ms=p.refractory_ms))
     if source in ("data", "markers+data"):
         stages.append(data_pulse_stage(cfg))
     # every pulse source's events, before anything cuts or counts them
-    plausibility = PulsePlausibility(min_interval_ms=p["min_interval_ms"],
-                                     max_rate_hz=p["max_rate_hz"])
+    plausibility = PulsePlausibility(min_interval_ms=p.min_interval_ms,
+                                     max_rate_hz=p.max_rate_hz)
     stages.append(plausibility)
-    c = cfg["coil"]
+    c = cfg.coil
     # a railed or flat channel (as the bad-channel detector would call flat) is no coil site
-    coil = CoilSiteDetector(n_neighbors=c["n_neighbors"],
-                            flat_uv=cfg["bad_channels"]["flat_uv"])
+    coil = CoilSiteDetector(n_neighbors=c.n_neighbors,
+                            flat_uv=cfg.bad_channels.flat_uv)
     stages.append(coil)
-    i = cfg["interpolation"]
+    i = cfg.interpolation
     cut = None
-    if i["enabled"] or cfg["decay"]["enabled"]:
+    if i.enabled or cfg.decay.enabled:
         # measured on the raw artifact (before anything is cut); holds the first pulses' data
         # until the window is decided, so every later stage cuts every pulse the same way
         cut = cut_window_stage(cfg)
         stages.append(cut)
     # late markers: what the checking pulse source's own hold does not cover
     interp_wait_ms, decay_wait_ms = late_marker_waits_ms(cfg, pulse_source)
-    if i["enabled"]:
+    if i.enabled:
         stages.append(interpolation_stage(cfg, window_from=cut, max_delay_ms=interp_wait_ms))
     decay = None
-    if cfg["decay"]["enabled"]:
+    if cfg.decay.enabled:
         decay = decay_stage(cfg, window_from=cut, max_delay_ms=decay_wait_ms)
         stages.append(decay)
     # after the artifact stages (they hold samples back, so the detector sees clean data);
     # before the filters (clipping is only visible unfiltered)
-    b = cfg["bad_channels"]
+    b = cfg.bad_channels
     detector = None
-    if b["detect"]:
-        detector = BadChannelDetector(window_s=b["window_s"], flat_uv=b["flat_uv"],
-                                      noisy_z=b["noisy_z"], exclude_ms=tuple(b["exclude_ms"]),
-                                      max_bad_fraction=b["max_bad_fraction"],
+    if b.detect:
+        detector = BadChannelDetector(window_s=b.window_s, flat_uv=b.flat_uv,
+                                      noisy_z=b.noisy_z, exclude_ms=tuple(b.exclude_ms),
+                                      max_bad_fraction=b.max_bad_fraction,
                                       initial_bads={n: "marked bad in the configuration"
-                                                    for n in b["bads"]})
+                                                    for n in b.bads})
         stages.append(detector)
     cleaning = None
     if cfg.get("cleaning", {}).get("enabled"):
@@ -222,18 +222,18 @@ def build_stages(cfg: dict, meta: StreamMeta) -> SessionStages:
         from tmseeg.pipeline.cleaning import make_stage
         cleaning = make_stage(cfg, bads_from=detector)
         stages.append(cleaning)
-    f = cfg["filter"]
-    if f["continuous"]:
-        if f["l_freq_hz"] or f["h_freq_hz"]:
-            stages.append(BandpassFilter(l_freq_hz=f["l_freq_hz"] or None,
-                                         h_freq_hz=f["h_freq_hz"] or None, order=f["order"]))
-        if f["notch_hz"]:
-            stages.append(NotchFilter(freq_hz=f["notch_hz"], harmonics=f["notch_harmonics"]))
-    fixed_bads = [] if detector is not None else list(b["bads"])
-    interpolated = bool(b["interpolate"] and (detector is not None or b["bads"]))
+    f = cfg.filter
+    if f.continuous:
+        if f.l_freq_hz or f.h_freq_hz:
+            stages.append(BandpassFilter(l_freq_hz=f.l_freq_hz or None,
+                                         h_freq_hz=f.h_freq_hz or None, order=f.order))
+        if f.notch_hz:
+            stages.append(NotchFilter(freq_hz=f.notch_hz, harmonics=f.notch_harmonics))
+    fixed_bads = [] if detector is not None else list(b.bads)
+    interpolated = bool(b.interpolate and (detector is not None or b.bads))
     if interpolated:
         stages.append(BadChannelInterpolation(bads_from=detector, bads=fixed_bads))
-    if cfg["reference"]["type"] == "average":
+    if cfg.reference.type == "average":
         # interpolated channels stay in the average: the reference then does not depend on
         # which channels happen to be bad (a channel failing mid-session would otherwise shift
         # every later TEP; on the simulator it biased the ROI N100/P180 by 10-25 %)
@@ -256,7 +256,7 @@ class TEPSession:
     meta : StreamMeta
         The input stream.
     roi : list of str, optional
-        Overrides ``cfg["coil"]["roi"]``; empty = the detected coil site and its neighbours.
+        Overrides ``cfg.coil.roi``; empty = the detected coil site and its neighbours.
     keep_epochs : bool
         Keep every epoch (offline analysis writes them to ``-epo.fif``).
     track_decay : bool
@@ -279,7 +279,7 @@ class TEPSession:
         :func:`tmseeg.report.analyze.to_mne` may release).
     """
 
-    def __init__(self, cfg: dict, meta: StreamMeta, roi: list[str] | None = None,
+    def __init__(self, cfg: Config, meta: StreamMeta, roi: list[str] | None = None,
                  keep_epochs: bool = False, track_decay: bool = False) -> None:
         self.cfg = cfg
         self.config_hash = config_hash(cfg)
@@ -288,21 +288,21 @@ class TEPSession:
         #: the stream's description as the stages see it (with [channels] types applied)
         self.meta = self.stages.meta
         self.chain = self.stages.chain
-        e = cfg["epochs"]
-        self.epocher = Epocher(tmin_ms=e["tmin_ms"], tmax_ms=e["tmax_ms"],
-                               baseline_ms=tuple(e["baseline_ms"]),
-                               reject_uv=e["reject_uv"] or None,
+        e = cfg.epochs
+        self.epocher = Epocher(tmin_ms=e.tmin_ms, tmax_ms=e.tmax_ms,
+                               baseline_ms=tuple(e.baseline_ms),
+                               reject_uv=e.reject_uv or None,
                                pulse_window_ms=(self.stages.cut_window
                                                 if self.stages.cut_window is not None
                                                 else planning_cut_window(cfg)),
                                bads_from=self.stages.bad_detector,
-                               group_ms=e["pulse_group_ms"],
+                               group_ms=e.pulse_group_ms,
                                epoch_filter=epoch_filter(cfg))
-        self.fixed_roi = list(roi or cfg["coil"]["roi"])
-        p = cfg["pulses"]
+        self.fixed_roi = list(roi or cfg.coil.roi)
+        p = cfg.pulses
         #: per-pulse metadata from a file ([pulses] table), joined to the pulse events as they
         #: leave the stages (before the epochs and plug-ins see them)
-        self.pulse_table = (PulseTable(p["table"], p["table_tolerance_ms"]) if p["table"]
+        self.pulse_table = (PulseTable(p.table, p.table_tolerance_ms) if p.table
                             else None)
         self._n_table_pulses = 0
         self.tep: RunningTEP | None = None
@@ -385,13 +385,13 @@ class TEPSession:
 
     def _take_epoch(self, epoch: Epoch, received_s: float) -> None:
         if self.tep is None:
-            t = self.cfg["tep"]
+            t = self.cfg.tep
             self.tep = RunningTEP(epoch.ch_names, epoch.times_ms, self.roi(),
                                   peak_windows_ms={k: tuple(v) for k, v in
-                                                   t["peak_windows_ms"].items()},
-                                  early_window_ms=tuple(t["early_window_ms"]),
-                                  post_window_ms=tuple(t["post_window_ms"]),
-                                  pre_window_ms=tuple(t["pre_window_ms"]))
+                                                   t.peak_windows_ms.items()},
+                                  early_window_ms=tuple(t.early_window_ms),
+                                  post_window_ms=tuple(t.post_window_ms),
+                                  pre_window_ms=tuple(t.pre_window_ms))
         added = self.tep.add(epoch)
         if added and self.track_decay and self.stages.decay is not None:
             self._add_decay_removed(epoch)
@@ -452,7 +452,7 @@ class TEPSession:
         if self._decay_sum is None or not self._decay_n:
             return None
         x = self._decay_sum[self.meta.index(self._decay_names)] / self._decay_n
-        if self.cfg["reference"]["type"] == "average":
+        if self.cfg.reference.type == "average":
             x = x - x.mean(axis=0)
         filt, (before, after) = self.epocher.epoch_filter, self._epoch_pad()
         if filt is not None:
@@ -535,7 +535,7 @@ class TEPSession:
         if self.tep is None:
             return {"n_averaged": 0}
         tep = self.tep
-        target = self.cfg["tep"]["target_snr"]
+        target = self.cfg.tep.target_snr
         return {
             "n_averaged": int(tep.n),
             "n_rejected": self.n_rejected,
@@ -564,7 +564,7 @@ class TEPSession:
             return {}
         return encode_curves(tep.times_ms, {"roi_average_uv": tep.roi_average_uv,
                                             "gmfp_uv": tep.gmfp_uv},
-                             sfreq_hz=self.meta.sfreq, h_freq_hz=self.cfg["filter"]["h_freq_hz"],
+                             sfreq_hz=self.meta.sfreq, h_freq_hz=self.cfg.filter.h_freq_hz,
                              n_averaged=int(tep.n), roi=list(tep.roi))
 
 

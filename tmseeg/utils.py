@@ -5,6 +5,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +15,7 @@ import numpy as np
 
 def jsonable(obj: Any) -> Any:
     """Replace NaN/inf by None and numpy scalars/arrays by Python types, recursively."""
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):  # dicts, and configuration sections
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]

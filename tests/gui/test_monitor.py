@@ -46,9 +46,8 @@ def mon():
                                        isi_range_s=(0.5, 0.7), first_pulse_s=0.6),
                              name=name, listen_triggers=False)
     amp.start()
-    cfg = load_config(None)
-    cfg["epochs"]["reject_uv"] = 0  # keep every epoch: the test is about display, not rejection
-    cfg["bad_channels"]["bads"] = ["Oz"]
+    # keep every epoch: the test is about display, not rejection
+    cfg = load_config(None, {"epochs": {"reject_uv": 0.0}, "bad_channels": {"bads": ["Oz"]}})
     src = LSLSource.resolve(name=name, timeout_s=10, marker_name=f"{name}-markers",
                             marker_timeout_s=10)
     feed = LiveFeed(src, config=cfg, roi=["C3", "FC1", "CP1", "CP5", "FC5"])
@@ -291,8 +290,7 @@ def test_attached_monitor_draws_the_engines_roi_tep(uid):
     amp = SimulatedAmplifier(SimConfig(n_channels=32, sfreq=SFREQ, seed=5, isi_range_s=(0.5, 0.6),
                                        first_pulse_s=0.4), name=name, listen_triggers=False)
     amp.start()
-    cfg = load_config(None)
-    cfg["epochs"]["reject_uv"] = 0
+    cfg = load_config(None, {"epochs": {"reject_uv": 0.0}})
     engine = LiveFeed(LSLSource.resolve(name=name, timeout_s=10, marker_name=f"{name}-markers",
                                         marker_timeout_s=10),
                       config=cfg, roi=["C3", "FC1", "CP1"], publish=True)

@@ -6,7 +6,6 @@ Measured when written (``pytest tests/metrics/test_oscillations.py -q -s``), 32 
 the baseline; without the oscillation the ROI natural frequency is 33-37 Hz (the TEP's sharp
 early components), so the recovery is not an accident of the grid.
 """
-import tomllib
 
 import numpy as np
 import pytest
@@ -21,15 +20,9 @@ from tmseeg.stream.io import Recording
 
 
 def _cfg(**osc_over):
-    c = load_config(None)
-    if "oscillations" not in c:  # before the plug-in is listed in PLUGINS
-        c.update(tomllib.loads(osc.CONFIG_TOML))
-    c["oscillations"].update(osc_over)
-    c["decay"]["enabled"] = False
-    for name in ("connectivity", "spread"):
-        if name in c:
-            c[name]["enabled"] = False
-    return c
+    return load_config(None, {"oscillations": osc_over, "decay": {"enabled": False},
+                              "connectivity": {"enabled": False},
+                              "spread": {"enabled": False}})
 
 
 def _run(freq_hz, amp_uv=15.0, duration_s=130.0, seed=0):

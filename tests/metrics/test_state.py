@@ -6,13 +6,12 @@ true mu phase at the pulse (and by mu power). Runs here: 32 ch / 1 kHz, ISI 1.0-
 Numbers printed with ``-s``.
 """
 import math
-import tomllib
 
 import numpy as np
 import pytest
 
 from tmseeg.metrics import state as st
-from tmseeg.config import load_config
+from tmseeg.config import config_with, load_config
 from tmseeg.engine import BlocksSource, Engine, events_as_markers
 from tmseeg.session import TEPSession
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
@@ -20,14 +19,8 @@ from tmseeg.stream.block import blocks_from_array
 
 
 def _cfg():
-    c = load_config(None)
-    if "state" not in c:  # before the plug-in is listed in PLUGINS
-        c.update(tomllib.loads(st.CONFIG_TOML))
-    c["decay"]["enabled"] = False
-    for name in ("connectivity", "spread", "oscillations"):
-        if name in c:
-            c[name]["enabled"] = False
-    return c
+    return load_config(None, {"decay": {"enabled": False}, "connectivity": {"enabled": False},
+                              "spread": {"enabled": False}, "oscillations": {"enabled": False}})
 
 
 def _run(preferred_rad=0.0, duration_s=240.0, seed=4, block=50):
@@ -166,7 +159,6 @@ def test_helpers_and_errors():
     assert abs(pm["preferred_phase_rad"] - 1.0) < 0.1 and abs(pm["depth"] - 0.3) < 0.03
     assert st.phase_modulation(phi, rng.normal(10, 1, 400))["p_value"] > 0.001
     meta = TMSEEGSimulator(SimConfig(n_channels=32, sfreq=1000.0)).meta
-    cfg = _cfg()
-    cfg["state"]["spatial_filter"] = "C99 Laplacian"
+    cfg = config_with(_cfg(), {"state": {"spatial_filter": "C99 Laplacian"}})
     with pytest.raises(ValueError, match="spatial_filter"):
         st.make_metric(cfg, TEPSession(_cfg(), meta).context)

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tmseeg.config import Config
 from tmseeg.engine import Engine, EngineStatus
 from tmseeg.stream.block import StreamMeta
 from tmseeg.stream.ringbuffer import RingBuffer
@@ -181,14 +182,14 @@ class LiveFeed(_FeedBase):
         Also publish ``tmseeg-metrics`` (as ``tmseeg run`` does), so other monitors can attach.
     """
 
-    def __init__(self, source, config: str | dict | None = None,
+    def __init__(self, source, config: str | Config | None = None,
                  roi: Sequence[str] | None = None, buffer_s: float = 10.0,
                  publish: bool = False) -> None:
         super().__init__()
         from tmseeg.config import load_config
         from tmseeg.session import TEPSession
 
-        cfg = config if isinstance(config, dict) else load_config(config)
+        cfg = config if isinstance(config, Config) else load_config(config)
         self.meta = source.meta
         self.session = TEPSession(cfg, source.meta, roi=list(roi) if roi else None)
         # stages, epochs and plug-ins on the engine's processing thread: the raw traces and

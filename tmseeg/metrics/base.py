@@ -9,7 +9,7 @@ A metric module (e.g. :mod:`tmseeg.metrics.mep`) that the session should run exp
 ``FREE_KEYS`` (optional)
     Tables of those sections whose keys the user names, e.g.
     ``frozenset({("connectivity", "bands_hz")})``: not checked against the defaults.
-``make_metric(cfg: dict, context: MetricContext) -> SessionMetric | None``
+``make_metric(cfg: ConfigSection, context: MetricContext) -> SessionMetric | None``
     Build the metric from the whole configuration and what it may know of its session
     (:class:`MetricContext`: the stream's channels, the ROI, the bad channels, the running
     TEP). Return None when it does not apply (disabled,

@@ -57,11 +57,13 @@ makes an epoch cost a fraction of a millisecond (``benchmarks/bench_connectivity
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from tmseeg.metrics.base import MetricContext, SessionMetric
+from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.utils import jsonable
 
 __all__ = ["DEFAULT_BANDS_HZ", "METHODS", "SpectralWindow", "ConnectivityAccumulator",
@@ -392,6 +394,43 @@ parietal = ["Pz", "P3", "P4"]
 occipital = ["O1", "Oz", "O2"]
 """
 
+
+@dataclass(frozen=True)
+class ConnectivityConfig(ConfigSection):
+    """``[connectivity]``: wPLI, PLV, coherence before and after the pulse (see ``CONFIG_TOML``)."""
+
+    enabled: bool
+    methods: list[str]
+    mode: str
+    bandwidth_hz: float
+    decimate_to_hz: float
+    pre_window_ms: list[float]
+    post_window_ms: list[float]
+    subtract_evoked: bool
+    region_mode: str
+    coil_region: bool
+    top_pairs: int
+    every_n_epochs: int
+    bands_hz: dict[str, list]
+    regions: dict[str, list]
+
+    def validate(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"connectivity.methods {bad or '[]'}: choose from "
+                              f"{list(METHODS)}.")
+        if self.region_mode not in ("signal", "pairs"):
+            raise ConfigError(f"connectivity.region_mode={self.region_mode!r}: use 'signal' or "
+                              "'pairs'.")
+        for key in ("pre_window_ms", "post_window_ms"):
+            w = self[key]
+            if len(w) != 2 or not w[0] < w[1]:
+                raise ConfigError(f"connectivity.{key}={w} must be [start, stop], start < stop.")
+
+
+#: this plug-in's section of the configuration
+CONFIG_SECTION = ConnectivityConfig
+
 WINDOWS = ("pre", "post")
 
 
@@ -408,19 +447,9 @@ class ConnectivityMetric(SessionMetric):
 
     name = "connectivity"
 
-    def __init__(self, section: dict, context: MetricContext | None) -> None:
+    def __init__(self, section: ConnectivityConfig, context: MetricContext | None) -> None:
         self.cfg = section
         self.context = context
-        bad = [m for m in section["methods"] if m not in METHODS]
-        if bad or not section["methods"]:
-            raise ValueError(f"connectivity.methods {bad or '[]'}: choose from {list(METHODS)}.")
-        if section["region_mode"] not in ("signal", "pairs"):
-            raise ValueError(f"connectivity.region_mode={section['region_mode']!r}: use "
-                             "'signal' or 'pairs'.")
-        for key in ("pre_window_ms", "post_window_ms"):
-            w = section[key]
-            if len(w) != 2 or not w[0] < w[1]:
-                raise ValueError(f"connectivity.{key}={w} must be [start, stop], start < stop.")
         self.methods = list(section["methods"])
         self.bands_hz = {b: tuple(v) for b, v in section["bands_hz"].items()}
         self.acc: dict[str, ConnectivityAccumulator] = {}
@@ -607,7 +636,7 @@ def _html_matrix(names: list[str], pre: np.ndarray, post: np.ndarray) -> str:
     return f"<table border=1 cellpadding=3><tr><th></th>{head}</tr>{body}</table>"
 
 
-def make_metric(cfg: dict, context: MetricContext) -> ConnectivityMetric | None:
+def make_metric(cfg: ConfigSection, context: MetricContext) -> ConnectivityMetric | None:
     """The connectivity plug-in, or None when ``[connectivity] enabled = false``."""
     section = cfg["connectivity"]
     if not section["enabled"]:

@@ -24,6 +24,7 @@ import numpy as np
 from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.metrics.motor import (fit_recruitment_curve, hotspot_map, motor_threshold_ml,
                                   motor_threshold_relative_frequency)
+from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.stream.pulseinfo import pulse_info
 from tmseeg.utils import jsonable
 
@@ -377,6 +378,28 @@ criterion_uv = 50.0             # motor threshold criterion (Rossini et al.)
 """
 
 
+@dataclass(frozen=True)
+class MepConfig(ConfigSection):
+    """``[mep]``: motor evoked potentials on the EMG channel (see ``CONFIG_TOML``)."""
+
+    enabled: bool
+    channel: str
+    window_ms: list[float]
+    pre_window_ms: list[float]
+    preinnervation_rms_uv: float
+    min_ptp_uv: float
+    criterion_uv: float
+
+    def validate(self) -> None:
+        for key in ("window_ms", "pre_window_ms"):
+            if len(self[key]) != 2 or not self[key][0] < self[key][1]:
+                raise ConfigError(f"mep.{key}={self[key]} must be [start, stop], start < stop.")
+
+
+#: this plug-in's section of the configuration
+CONFIG_SECTION = MepConfig
+
+
 class MEPMetric(SessionMetric):
     """MEPs from the EMG channel, one row per pulse, with motor-threshold estimates.
 
@@ -388,7 +411,7 @@ class MEPMetric(SessionMetric):
     name = "mep"
     columns = tuple(k for k in MEPTracker.columns if k.startswith("mep_") or k == "intensity_pct")
 
-    def __init__(self, section: dict, channel: str, sfreq: float) -> None:
+    def __init__(self, section: MepConfig, channel: str, sfreq: float) -> None:
         from tmseeg.pipeline.epochs import Epocher
 
         self.cfg = section
@@ -506,7 +529,7 @@ class MEPMetric(SessionMetric):
             plt.close(fig)
 
 
-def make_metric(cfg: dict, context: MetricContext) -> MEPMetric | None:
+def make_metric(cfg: ConfigSection, context: MetricContext) -> MEPMetric | None:
     """The MEP plug-in for a session, or None when disabled or there is no EMG channel."""
     section = cfg["mep"]
     if not section["enabled"]:

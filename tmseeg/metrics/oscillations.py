@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -70,6 +71,7 @@ from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.pipeline.config import planning_cut_window
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import EpochFilter
+from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.utils import jsonable, map_rows, over_rows
 
 log = logging.getLogger(__name__)
@@ -372,6 +374,38 @@ post_window_ms = [50.0, 150.0]   # ITC / ERSP at the natural frequency are summa
 """
 
 
+@dataclass(frozen=True)
+class OscillationsConfig(ConfigSection):
+    """``[oscillations]``: Morlet ERSP, ITC and the natural frequency (see ``CONFIG_TOML``)."""
+
+    enabled: bool
+    freq_min_hz: float
+    freq_max_hz: float
+    n_freqs: int
+    spacing: str
+    cycles_per_hz: float
+    min_cycles: float
+    decimate_to_hz: float
+    tf_window_ms: list[float]
+    baseline_ms: list[float]
+    support_sigmas: float
+    natural_window_ms: list[float]
+    natural_band_hz: list[float]
+    post_window_ms: list[float]
+
+    def validate(self) -> None:
+        try:  # the same checks the plug-in's wavelets make
+            morlet_n_cycles(morlet_frequencies(self.freq_min_hz, self.freq_max_hz,
+                                               self.n_freqs, self.spacing),
+                            self.cycles_per_hz, self.min_cycles)
+        except ValueError as err:
+            raise ConfigError(f"[oscillations] {err}") from err
+
+
+#: this plug-in's section of the configuration
+CONFIG_SECTION = OscillationsConfig
+
+
 class OscillationMetric(SessionMetric):
     """Session plug-in: running ERSP / ITC maps and the natural frequency.
 
@@ -386,7 +420,7 @@ class OscillationMetric(SessionMetric):
 
     name = "oscillations"
 
-    def __init__(self, cfg: dict, context: MetricContext) -> None:
+    def __init__(self, cfg: ConfigSection, context: MetricContext) -> None:
         c = cfg["oscillations"]
         self.cfg = c
         self.context = context
@@ -668,7 +702,7 @@ class OscillationMetric(SessionMetric):
         plt.close(fig)
 
 
-def make_metric(cfg: dict, context: MetricContext) -> OscillationMetric | None:
+def make_metric(cfg: ConfigSection, context: MetricContext) -> OscillationMetric | None:
     """The oscillation plug-in, or None when ``[oscillations] enabled = false`` or no EEG."""
     c = cfg["oscillations"]
     if not c["enabled"] or not len(context.meta.picks("eeg")):

@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 
 from tmseeg.metrics.base import MetricContext, SessionMetric
+from tmseeg.sections import ConfigError, ConfigSection
 
 __all__ = ["PCIstResult", "pcist", "state_transitions", "RunningPCIst"]
 
@@ -406,6 +407,32 @@ baseline_correct = false
 """
 
 
+@dataclass(frozen=True)
+class PcistConfig(ConfigSection):
+    """``[pcist]``: the perturbational complexity index, state transitions (see ``CONFIG_TOML``)."""
+
+    enabled: bool
+    every_n_epochs: int
+    min_epochs: int
+    decimate_to_hz: float
+    baseline_window_ms: list[float]
+    response_window_ms: list[float]
+    k: float
+    min_snr: float
+    max_var_pct: float
+    baseline_correct: bool
+
+    def validate(self) -> None:
+        for key in ("baseline_window_ms", "response_window_ms"):
+            if len(self[key]) != 2 or not self[key][0] < self[key][1]:
+                raise ConfigError(f"pcist.{key}={self[key]} must be [start, stop], start < "
+                                  "stop.")
+
+
+#: this plug-in's section of the configuration
+CONFIG_SECTION = PcistConfig
+
+
 class _DecimatedAverage:
     """Read-only view of a RunningTEP's average at a lower rate (every ``step``-th sample)."""
 
@@ -428,7 +455,7 @@ class PCIstMetric(SessionMetric):
 
     name = "pcist"
 
-    def __init__(self, section: dict, context: MetricContext) -> None:
+    def __init__(self, section: PcistConfig, context: MetricContext) -> None:
         self.cfg = section
         self.context = context
         self.running: RunningPCIst | None = None
@@ -460,6 +487,6 @@ class PCIstMetric(SessionMetric):
         return self.running.summary()
 
 
-def make_metric(cfg: dict, context: MetricContext) -> PCIstMetric | None:
+def make_metric(cfg: ConfigSection, context: MetricContext) -> PCIstMetric | None:
     """The PCIst plug-in, or None when disabled."""
     return PCIstMetric(cfg["pcist"], context) if cfg["pcist"]["enabled"] else None

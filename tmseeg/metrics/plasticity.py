@@ -21,12 +21,14 @@ Only kept epochs enter the comparisons.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.metrics.tep import RunningTEP
+from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.utils import compile_pattern
 
 CONFIG_TOML = """\
@@ -37,6 +39,27 @@ n_bootstrap = 2000          # bootstrap resamples for the 95 % CIs
 seed = 0
 min_trials = 5              # fewer kept trials in a block: no effect size for it
 """
+
+
+@dataclass(frozen=True)
+class BlocksConfig(ConfigSection):
+    """``[blocks]``: blocks of pulses compared with effect sizes (see ``CONFIG_TOML``)."""
+
+    pattern: str
+    baseline: str
+    n_bootstrap: int
+    seed: int
+    min_trials: int
+
+    def validate(self) -> None:
+        if self.pattern:
+            compile_pattern(self.pattern, "blocks.pattern",
+                            "fix it, or leave it empty to split blocks at recording gaps",
+                            ConfigError)
+
+
+#: this plug-in's section of the configuration
+CONFIG_SECTION = BlocksConfig
 
 #: label of pulses before the first block marker
 BEFORE_FIRST = "(start)"
@@ -86,7 +109,7 @@ class PlasticityMetric(SessionMetric):
     columns = ("block",)
     after = ("*",)  # compares every measure column by block
 
-    def __init__(self, section: dict, context: MetricContext) -> None:
+    def __init__(self, section: BlocksConfig, context: MetricContext) -> None:
         self.cfg = section
         self.context = context
         self._re = (compile_pattern(section["pattern"], "blocks.pattern",
@@ -276,6 +299,6 @@ class PlasticityMetric(SessionMetric):
                         section="Plasticity")
 
 
-def make_metric(cfg: dict, context: MetricContext) -> PlasticityMetric:
+def make_metric(cfg: ConfigSection, context: MetricContext) -> PlasticityMetric:
     """The block-comparison plug-in (always on: with one block it only counts pulses)."""
     return PlasticityMetric(cfg["blocks"], context)

@@ -50,6 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tmseeg.metrics.base import MetricContext, SessionMetric
+from tmseeg.sections import ConfigError, ConfigSection
 
 __all__ = ["SpreadResult", "RunningSpread", "fdr_bh", "SpreadMetric", "CONFIG_TOML",
            "make_metric"]
@@ -120,6 +121,19 @@ class SpreadResult:
         }
 
 
+def check_spread_settings(null: str, correction: str, alpha: float, n_bootstrap: int,
+                          bin_ms: float, min_consecutive_bins: int) -> None:
+    """Refuse settings the spread cannot run with, whatever the epoch (ValueError)."""
+    if null not in ("trials", "baseline"):
+        raise ValueError(f"spread: null={null!r}; use 'trials' (bootstrap of trials) or "
+                         "'baseline' (bootstrap of baseline segments).")
+    if correction not in ("fdr", "max"):
+        raise ValueError(f"spread: correction={correction!r}; use 'fdr' or 'max'.")
+    if not 0 < alpha < 1 or n_bootstrap < 100 or bin_ms <= 0 or min_consecutive_bins < 1:
+        raise ValueError("spread: need 0 < alpha < 1, n_bootstrap >= 100, bin_ms > 0 and "
+                         "min_consecutive_bins >= 1.")
+
+
 class RunningSpread:
     """Accumulate per-epoch bin means and baseline segments; test on demand.
 
@@ -156,15 +170,8 @@ class RunningSpread:
                  alpha: float = 0.05, correction: str = "fdr", n_bootstrap: int = 1000,
                  min_consecutive_bins: int = 1, seed: int = 0, null: str = "trials") -> None:
         t = np.asarray(times_ms, dtype=float)
-        if null not in ("trials", "baseline"):
-            raise ValueError(f"spread: null={null!r}; use 'trials' (bootstrap of trials) or "
-                             "'baseline' (bootstrap of baseline segments).")
+        check_spread_settings(null, correction, alpha, n_bootstrap, bin_ms, min_consecutive_bins)
         self.null = null
-        if correction not in ("fdr", "max"):
-            raise ValueError(f"spread: correction={correction!r}; use 'fdr' or 'max'.")
-        if not 0 < alpha < 1 or n_bootstrap < 100 or bin_ms <= 0 or min_consecutive_bins < 1:
-            raise ValueError("spread: need 0 < alpha < 1, n_bootstrap >= 100, bin_ms > 0 and "
-                             "min_consecutive_bins >= 1.")
         dt = float(np.median(np.diff(t)))
         starts = np.arange(window_ms[0], window_ms[1] - bin_ms + 1e-9, bin_ms)
         if starts.size == 0 or window_ms[0] < t[0] or window_ms[1] > t[-1] + dt:
@@ -344,12 +351,40 @@ min_epochs = 20                 # no result before this many epochs
 """
 
 
+@dataclass(frozen=True)
+class SpreadConfig(ConfigSection):
+    """``[spread]``: where and when the response rises above its null (see ``CONFIG_TOML``)."""
+
+    enabled: bool
+    window_ms: list[float]
+    bin_ms: float
+    baseline_ms: list[float]
+    null: str
+    correction: str
+    alpha: float
+    n_bootstrap: int
+    min_consecutive_bins: int
+    every_n_epochs: int
+    min_epochs: int
+
+    def validate(self) -> None:
+        try:
+            check_spread_settings(self.null, self.correction, self.alpha, self.n_bootstrap,
+                                  self.bin_ms, self.min_consecutive_bins)
+        except ValueError as err:
+            raise ConfigError(f"[spread] {err}") from err
+
+
+#: this plug-in's section of the configuration
+CONFIG_SECTION = SpreadConfig
+
+
 class SpreadMetric(SessionMetric):
     """Session plug-in: significant channels per 10-ms bin and per-channel onset latency."""
 
     name = "spread"
 
-    def __init__(self, section: dict) -> None:
+    def __init__(self, section: SpreadConfig) -> None:
         self.cfg = section
         self.spread: RunningSpread | None = None
         self.result: SpreadResult | None = None
@@ -420,11 +455,9 @@ class SpreadMetric(SessionMetric):
         plt.close(fig)
 
 
-def make_metric(cfg: dict, context: MetricContext) -> SpreadMetric | None:
+def make_metric(cfg: ConfigSection, context: MetricContext) -> SpreadMetric | None:
     """The spread plug-in, or None when ``[spread] enabled = false``."""
     section = cfg["spread"]
     if not section["enabled"]:
         return None
-    if section["correction"] not in ("fdr", "max"):
-        raise ValueError(f"spread.correction={section['correction']!r}: use 'fdr' or 'max'.")
     return SpreadMetric(section)

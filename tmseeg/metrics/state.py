@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ import numpy as np
 from tmseeg.closedloop.phase import ARPhaseEstimator
 from tmseeg.closedloop.spatial import SpatialFilter
 from tmseeg.metrics.base import MetricContext, SessionMetric
+from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.stream.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,32 @@ phase_bins = 4              # 4: peak, falling, trough, rising
 """
 
 
+@dataclass(frozen=True)
+class StateConfig(ConfigSection):
+    """``[state]``: pre-stimulus phase and power against the response (see ``CONFIG_TOML``)."""
+
+    enabled: bool
+    spatial_filter: str
+    band_hz: list[float]
+    window_ms: float
+    gap_ms: float
+    ar_order: int
+    edge_ms: float
+    downsample_hz: float
+    phase_bins: int
+
+    def validate(self) -> None:
+        if not 0 <= self.gap_ms <= 100:
+            raise ConfigError(f"state.gap_ms={self.gap_ms}: use 0-100 ms (the window must end "
+                              "before the pulse window, usually >= 2 ms before the pulse).")
+        if self.phase_bins < 2:
+            raise ConfigError(f"state.phase_bins={self.phase_bins}: use at least 2 bins.")
+
+
+#: this plug-in's section of the configuration
+CONFIG_SECTION = StateConfig
+
+
 class StateMetric(SessionMetric):
     """Session plug-in: pre-stimulus phase/power per pulse and the state-dependency summary.
 
@@ -191,14 +219,11 @@ class StateMetric(SessionMetric):
                "prestim_power_uv2")
     after = ("mep",)  # reads mep_ptp_uv
 
-    def __init__(self, section: dict, spatial: SpatialFilter, sfreq: float) -> None:
+    def __init__(self, section: StateConfig, spatial: SpatialFilter, sfreq: float) -> None:
         self.cfg = section
         self.spatial = spatial
         self.sfreq = float(sfreq)
-        g = float(section["gap_ms"])
-        if not 0 <= g <= 100:
-            raise ValueError(f"state.gap_ms={g}: use 0-100 ms (the window must end before the "
-                             "pulse window, usually >= 2 ms before the pulse).")
+        g = float(section["gap_ms"])  # 0-100 ms: StateConfig checked it
         self.estimator = ARPhaseEstimator(self.sfreq, band_hz=tuple(section["band_hz"]),
                                           window_ms=float(section["window_ms"]),
                                           ar_order=int(section["ar_order"]),
@@ -348,7 +373,7 @@ class StateMetric(SessionMetric):
         plt.close(fig)
 
 
-def make_metric(cfg: dict, context: MetricContext) -> StateMetric | None:
+def make_metric(cfg: ConfigSection, context: MetricContext) -> StateMetric | None:
     """The state plug-in; None when disabled, or when ``"auto"`` finds no C3 Laplacian."""
     section = cfg["state"]
     if not section["enabled"]:

@@ -8,8 +8,10 @@ ones (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
+from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.utils import compile_pattern
 
 PIPELINE_CONFIG_TOML = """\
@@ -241,10 +243,6 @@ P180 = [150.0, 250.0]
 PIPELINE_FREE_KEYS = frozenset({("channels", "types"), ("tep", "peak_windows_ms")})
 
 
-class ConfigError(ValueError):
-    """The configuration file is wrong: the message names the key and the fix."""
-
-
 def merge_config(base: dict, override: dict, free_keys: frozenset = PIPELINE_FREE_KEYS,
                  path: tuple[str, ...] = ()) -> dict:
     """``base`` updated by ``override``: unknown keys and wrong types are refused.
@@ -291,13 +289,13 @@ def _window_value(value: Any) -> str | list[float]:
                       f"[start, stop] in ms, got {value!r}")
 
 
-def fixed_cut_window(cfg: dict) -> tuple[float, float] | None:
+def fixed_cut_window(cfg: ConfigSection) -> tuple[float, float] | None:
     """The configuration's fixed cut window, or None when it is measured ("auto")."""
     win = cfg["interpolation"]["window_ms"]
     return None if win == "auto" else (float(win[0]), float(win[1]))
 
 
-def planning_cut_window(cfg: dict) -> tuple[float, float]:
+def planning_cut_window(cfg: ConfigSection) -> tuple[float, float]:
     """A cut window known before any data: the fixed one, else the least measured one.
 
     For what must be laid out before the first pulse (e.g. the oscillations' baseline) and for
@@ -309,60 +307,302 @@ def planning_cut_window(cfg: dict) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
-def validate_pipeline(cfg: dict) -> None:
-    """Refuse the values the pipeline's own sections forbid (the message names key and fix)."""
-    src = cfg["pulses"]["source"]
-    if src not in ("markers", "trigger", "data", "markers+data"):
-        raise ConfigError(f"pulses.source must be markers, trigger, data or markers+data, "
-                          f"got {src!r}")
-    for key in ("min_interval_ms", "max_rate_hz"):
-        if cfg["pulses"][key] < 0:
-            raise ConfigError(f"pulses.{key} must be >= 0 (0 = no limit), got "
-                              f"{cfg['pulses'][key]}")
-    if cfg["pulses"]["pattern"]:
-        compile_pattern(cfg["pulses"]["pattern"], "pulses.pattern",
-                        "fix it, or leave it empty for the built-in pulse labels", ConfigError)
-    if src == "trigger" and not cfg["pulses"]["trigger_channel"]:
-        raise ConfigError("pulses.source = 'trigger' needs pulses.trigger_channel")
-    if cfg["decay"]["method"] not in ("average", "average_curve", "average_gain"):
-        raise ConfigError(f"decay.method must be average_gain, average_curve or average, "
-                          f"got {cfg['decay']['method']!r}")
-    if cfg["decay"]["fit_reference"] not in ("median", "recorded"):
-        raise ConfigError(f"decay.fit_reference must be median or recorded, got "
-                          f"{cfg['decay']['fit_reference']!r}")
-    from tmseeg.stream.montage import CHANNEL_TYPES
-    for name, kind in cfg["channels"]["types"].items():
-        if kind not in CHANNEL_TYPES:
-            raise ConfigError(f"channels.types: {name} = {kind!r} is not one of "
-                              f"{', '.join(CHANNEL_TYPES)}")
-    for key in ("epoch_pad_ms", "epoch_pad_after_ms"):
-        if cfg["filter"][key] < 0:
-            raise ConfigError(f"filter.{key} must be >= 0")
-    if cfg["reference"]["type"] not in ("average", "none"):
-        raise ConfigError(f"reference.type must be average or none, got "
-                          f"{cfg['reference']['type']!r}")
-    i = cfg["interpolation"]
-    for key in ("auto_min_ms", "auto_max_ms") + (() if i["window_ms"] == "auto"
-                                                  else ("window_ms",)):
-        if len(i[key]) != 2 or not i[key][0] < i[key][1]:
-            raise ConfigError(f"interpolation.{key} must be [start, stop] with start < stop")
-    (mn0, mn1), (mx0, mx1) = i["auto_min_ms"], i["auto_max_ms"]
-    if not (mx0 <= mn0 and mn1 <= mx1):
-        raise ConfigError("interpolation.auto_max_ms must contain auto_min_ms")
-    if i["auto_pulses"] < 1:
-        raise ConfigError("interpolation.auto_pulses must be >= 1")
-    cl = cfg["cleaning"]
-    bad_methods = [m for m in cl["methods"] if m not in
-                   ("sound", "sspsir", "sspsir_control", "ica")]
-    if bad_methods:
-        raise ConfigError(f"cleaning.methods: unknown {bad_methods}; valid: sound, sspsir, "
-                          "sspsir_control, ica")
-    if "sspsir_control" in cl["methods"] and not cl["control_label"]:
-        raise ConfigError("cleaning.methods has 'sspsir_control': set cleaning.control_label "
-                          "to the marker label of the control condition (e.g. 'sham')")
-    if cl["during_calibration"] not in ("hold", "pass"):
-        raise ConfigError("cleaning.during_calibration must be 'hold' or 'pass'")
-    for name, win in cfg["tep"]["peak_windows_ms"].items():
-        if name[:1].upper() not in ("N", "P") or len(win) != 2 or not win[0] < win[1]:
-            raise ConfigError(f"tep.peak_windows_ms.{name} must be named N.../P... and be "
-                              "[start, stop] with start < stop")
+PULSE_SOURCES = ("markers", "trigger", "data", "markers+data")
+CLEANING_METHODS = ("sound", "sspsir", "sspsir_control", "ica")
+
+
+@dataclass(frozen=True)
+class PulsesConfig(ConfigSection):
+    """``[pulses]``."""
+
+    source: str
+    pattern: str
+    marker_offset_ms: float
+    correct_marker_lag: bool
+    check_markers: bool
+    table: str
+    table_tolerance_ms: float
+    trigger_channel: str
+    data_channels: list[str]
+    data_threshold_uv_per_ms: float
+    refractory_ms: float
+    min_interval_ms: float
+    max_rate_hz: float
+
+    def validate(self) -> None:
+        if self.source not in PULSE_SOURCES:
+            raise ConfigError(f"pulses.source must be markers, trigger, data or markers+data, "
+                              f"got {self.source!r}")
+        for key in ("min_interval_ms", "max_rate_hz"):
+            if self[key] < 0:
+                raise ConfigError(f"pulses.{key} must be >= 0 (0 = no limit), got {self[key]}")
+        if self.pattern:
+            compile_pattern(self.pattern, "pulses.pattern",
+                            "fix it, or leave it empty for the built-in pulse labels", ConfigError)
+        if self.source == "trigger" and not self.trigger_channel:
+            raise ConfigError("pulses.source = 'trigger' needs pulses.trigger_channel")
+
+
+@dataclass(frozen=True)
+class ChannelsConfig(ConfigSection):
+    """``[channels]``."""
+
+    montage: str
+    types: dict[str, str]
+
+    def validate(self) -> None:
+        from tmseeg.stream.montage import CHANNEL_TYPES
+        for name, kind in self.types.items():
+            if kind not in CHANNEL_TYPES:
+                raise ConfigError(f"channels.types: {name} = {kind!r} is not one of "
+                                  f"{', '.join(CHANNEL_TYPES)}")
+
+
+@dataclass(frozen=True)
+class CoilConfig(ConfigSection):
+    """``[coil]``."""
+
+    roi: list[str]
+    n_neighbors: int
+
+
+@dataclass(frozen=True)
+class InterpolationConfig(ConfigSection):
+    """``[interpolation]``."""
+
+    enabled: bool
+    window_ms: str | list[float]
+    auto_pulses: int
+    auto_min_ms: list[float]
+    auto_max_ms: list[float]
+    method: str
+    fit_ms: float
+    max_delay_ms: float
+
+    def validate(self) -> None:
+        for key in ("auto_min_ms", "auto_max_ms") + (() if self.window_ms == "auto"
+                                                      else ("window_ms",)):
+            if len(self[key]) != 2 or not self[key][0] < self[key][1]:
+                raise ConfigError(f"interpolation.{key} must be [start, stop] with start < stop")
+        (mn0, mn1), (mx0, mx1) = self.auto_min_ms, self.auto_max_ms
+        if not (mx0 <= mn0 and mn1 <= mx1):
+            raise ConfigError("interpolation.auto_max_ms must contain auto_min_ms")
+        if self.auto_pulses < 1:
+            raise ConfigError("interpolation.auto_pulses must be >= 1")
+        if self.method not in ("cubic", "linear"):
+            raise ConfigError(f"interpolation.method must be cubic or linear, got "
+                              f"{self.method!r}")
+
+
+@dataclass(frozen=True)
+class DecayConfig(ConfigSection):
+    """``[decay]``."""
+
+    enabled: bool
+    model: str
+    fit_window_ms: list[float]
+    min_snr: float
+    tau_ms: list[float]
+    method: str
+    min_decay_uv: float
+    min_r2: float
+    fit_reference: str
+
+    def validate(self) -> None:
+        if self.method not in ("average", "average_curve", "average_gain"):
+            raise ConfigError(f"decay.method must be average_gain, average_curve or average, "
+                              f"got {self.method!r}")
+        if self.fit_reference not in ("median", "recorded"):
+            raise ConfigError(f"decay.fit_reference must be median or recorded, got "
+                              f"{self.fit_reference!r}")
+        if self.model not in ("double_exp", "exp"):
+            raise ConfigError(f"decay.model must be double_exp or exp, got {self.model!r}")
+
+
+@dataclass(frozen=True)
+class BadChannelsConfig(ConfigSection):
+    """``[bad_channels]``."""
+
+    detect: bool
+    interpolate: bool
+    bads: list[str]
+    window_s: float
+    flat_uv: float
+    noisy_z: float
+    exclude_ms: list[float]
+    max_bad_fraction: float
+
+
+@dataclass(frozen=True)
+class FilterConfig(ConfigSection):
+    """``[filter]``."""
+
+    l_freq_hz: float
+    h_freq_hz: float
+    order: int
+    notch_hz: float
+    notch_harmonics: int
+    epoch_pad_ms: float
+    epoch_pad_after_ms: float
+    continuous: bool
+
+    def validate(self) -> None:
+        for key in ("epoch_pad_ms", "epoch_pad_after_ms"):
+            if self[key] < 0:
+                raise ConfigError(f"filter.{key} must be >= 0")
+
+
+@dataclass(frozen=True)
+class CleaningLeadfieldConfig(ConfigSection):
+    """``[cleaning.leadfield]``."""
+
+    n_locations: int
+    shell_fraction: float
+    min_elevation: float
+    orientation: str
+
+
+@dataclass(frozen=True)
+class CleaningSoundConfig(ConfigSection):
+    """``[cleaning.sound]``."""
+
+    lambda0: float
+    max_iter: int
+    tol: float
+
+
+@dataclass(frozen=True)
+class CleaningSspsirConfig(ConfigSection):
+    """``[cleaning.sspsir]``."""
+
+    highpass_hz: float
+    artifact_window_ms: list[float]
+    baseline_ms: list[float]
+    estimator: str
+    min_ratio: float
+    variance_pct: float
+    n_components: int
+    max_components: int
+    lambda0: float
+    weighting: str
+    apply_window_ms: list[float]
+    taper_ms: float
+
+
+@dataclass(frozen=True)
+class CleaningSspsirControlConfig(ConfigSection):
+    """``[cleaning.sspsir_control]``."""
+
+    control_window_ms: list[float]
+    variance_pct: float
+    n_components: int
+    max_components: int
+    lambda0: float
+
+
+@dataclass(frozen=True)
+class CleaningIcaRulesConfig(ConfigSection):
+    """``[cleaning.ica.rules]``."""
+
+    muscle_window_ms: list[float]
+    tms_muscle_ratio: float
+    pulse_window_ms: list[float]
+    blink_channels: list[str]
+    blink_z: float
+    move_channels: list[str]
+    move_z: float
+    muscle_freq_hz: list[float]
+    muscle_slope: float
+    electrode_z: float
+
+
+@dataclass(frozen=True)
+class CleaningIcaConfig(ConfigSection):
+    """``[cleaning.ica]``."""
+
+    method: str
+    n_components: int
+    max_fit_hz: float
+    seed: int
+    max_iter: int
+    keep: list[int]
+    remove: list[int]
+    rules: CleaningIcaRulesConfig
+
+
+@dataclass(frozen=True)
+class CleaningConfig(ConfigSection):
+    """``[cleaning]``."""
+
+    enabled: bool
+    methods: list[str]
+    calibration_pulses: int
+    min_pulses: int
+    calibration_window_ms: list[float]
+    during_calibration: str
+    control_label: str
+    leadfield: CleaningLeadfieldConfig
+    sound: CleaningSoundConfig
+    sspsir: CleaningSspsirConfig
+    sspsir_control: CleaningSspsirControlConfig
+    ica: CleaningIcaConfig
+
+    def validate(self) -> None:
+        bad_methods = [m for m in self.methods if m not in CLEANING_METHODS]
+        if bad_methods:
+            raise ConfigError(f"cleaning.methods: unknown {bad_methods}; valid: "
+                              f"{', '.join(CLEANING_METHODS)}")
+        if "sspsir_control" in self.methods and not self.control_label:
+            raise ConfigError("cleaning.methods has 'sspsir_control': set "
+                              "cleaning.control_label to the marker label of the control "
+                              "condition (e.g. 'sham')")
+        if self.during_calibration not in ("hold", "pass"):
+            raise ConfigError("cleaning.during_calibration must be 'hold' or 'pass'")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig(ConfigSection):
+    """``[reference]``."""
+
+    type: str
+
+    def validate(self) -> None:
+        if self.type not in ("average", "none"):
+            raise ConfigError(f"reference.type must be average or none, got {self.type!r}")
+
+
+@dataclass(frozen=True)
+class EpochsConfig(ConfigSection):
+    """``[epochs]``."""
+
+    tmin_ms: float
+    tmax_ms: float
+    baseline_ms: list[float]
+    reject_uv: float
+    pulse_group_ms: float
+
+
+@dataclass(frozen=True)
+class TepConfig(ConfigSection):
+    """``[tep]``."""
+
+    early_window_ms: list[float]
+    post_window_ms: list[float]
+    pre_window_ms: list[float]
+    target_snr: float
+    peak_windows_ms: dict[str, list[float]]
+
+    def validate(self) -> None:
+        for name, win in self.peak_windows_ms.items():
+            if name[:1].upper() not in ("N", "P") or len(win) != 2 or not win[0] < win[1]:
+                raise ConfigError(f"tep.peak_windows_ms.{name} must be named N.../P... and be "
+                                  "[start, stop] with start < stop")
+
+
+#: the pipeline's sections, in the order of the defaults
+PIPELINE_SECTIONS: dict[str, type[ConfigSection]] = {
+    "pulses": PulsesConfig, "channels": ChannelsConfig, "coil": CoilConfig,
+    "interpolation": InterpolationConfig, "decay": DecayConfig,
+    "bad_channels": BadChannelsConfig, "filter": FilterConfig, "cleaning": CleaningConfig,
+    "reference": ReferenceConfig, "epochs": EpochsConfig, "tep": TepConfig,
+}

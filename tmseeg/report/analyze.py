@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from tmseeg import __version__
-from tmseeg.config import load_config
+from tmseeg.config import Config, load_config
 from tmseeg.session import TEPSession
 from tmseeg.engine import OFFLINE_BLOCK_MS, Engine, RecordingSource
 from tmseeg.stream.block import StreamMeta
@@ -34,7 +34,7 @@ from tmseeg.utils import jsonable, return_freed_memory, writable_dir
 
 log = logging.getLogger(__name__)
 
-def run_session(recording: Recording, cfg: dict, roi: list[str] | None = None,
+def run_session(recording: Recording, cfg: Config, roi: list[str] | None = None,
                 keep_epochs: bool = True, progress: bool = False,
                 block_ms: float = OFFLINE_BLOCK_MS) -> TEPSession:
     """Feed a whole recording through a fresh session with the one driver (the
@@ -164,7 +164,7 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         "input": {"file": str(path), "n_channels": recording.meta.n_channels,
                   "sfreq_hz": recording.meta.sfreq, "duration_s": recording.duration_s},
         "config_hash": session.config_hash,
-        "config": session.cfg,
+        "config": session.cfg.to_dict(),
         "stages": session.stages.names,
         "n_pulses": n_pulses,
         "n_kept": int(sum(p["kept"] for p in session.pulses)),

@@ -15,9 +15,9 @@ real stream when it starts.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
+from tmseeg.config import Config
 
 __all__ = ["Rehearsal", "rehearse_config"]
 
@@ -43,7 +43,7 @@ class Rehearsal:
                 f"kept; plug-ins {', '.join(self.metrics) or 'none'} ran")
 
 
-def _pulses_needed(cfg: dict) -> int:
+def _pulses_needed(cfg: Config) -> int:
     """Enough pulses for every plug-in's first summary (and the cleaning's calibration)."""
     need = [20, cfg["pcist"]["min_epochs"] + cfg["pcist"]["every_n_epochs"],
             cfg["spread"]["min_epochs"] + cfg["spread"]["every_n_epochs"],
@@ -54,9 +54,9 @@ def _pulses_needed(cfg: dict) -> int:
     return int(min(max(need) + 3, 200))
 
 
-def _for_a_simulated_stream(cfg: dict) -> dict:
+def _for_a_simulated_stream(cfg: Config) -> Config:
     """``cfg`` with what names the real stream's channels or markers left to the session."""
-    rehearsed = copy.deepcopy(cfg)
+    rehearsed = cfg.to_dict()
     rehearsed["pulses"]["pattern"] = ""  # the simulated markers say "TMS"
     if rehearsed["pulses"]["source"] == "trigger":
         rehearsed["pulses"]["source"] = "markers"
@@ -65,10 +65,10 @@ def _for_a_simulated_stream(cfg: dict) -> dict:
     rehearsed["channels"]["types"] = {}
     rehearsed["mep"]["channel"] = ""
     rehearsed["state"]["spatial_filter"] = "auto"
-    return rehearsed
+    return Config.from_dict(rehearsed)
 
 
-def rehearse_config(cfg: dict, n_channels: int = 64, sfreq_hz: float = 5000.0,
+def rehearse_config(cfg: Config, n_channels: int = 64, sfreq_hz: float = 5000.0,
                     seed: int = 0) -> Rehearsal:
     """Run ``cfg`` over a simulated recording through the offline driver.
 

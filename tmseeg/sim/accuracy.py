@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tmseeg.config import planning_cut_window
+from tmseeg.config import Config, planning_cut_window
 
 __all__ = ["simulated_recording", "true_roi_tep", "peak_errors"]
 
@@ -43,7 +43,7 @@ def simulated_recording(config, seconds: float, label: str | None = "TMS"):
 
 
 def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: np.ndarray,
-                 cfg: dict | None = None, band_pass: bool = True) -> np.ndarray:
+                 cfg: Config | None = None, band_pass: bool = True) -> np.ndarray:
     """The noise-free ROI TEP as the pipeline must see it.
 
     The truth template, average-referenced, ROI-averaged and scaled by the mean per-pulse gain,
@@ -94,7 +94,7 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
     return roi_true[0, pad:pad + len(times_ms)]
 
 
-def peak_errors(tep, truth, cfg: dict | None = None, band_pass: bool = True) -> dict[str, dict]:
+def peak_errors(tep, truth, cfg: Config | None = None, band_pass: bool = True) -> dict[str, dict]:
     """Each peak of a :class:`~tmseeg.metrics.tep.RunningTEP` against the truth
     (``band_pass``: as in :func:`true_roi_tep`).
 

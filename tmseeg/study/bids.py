@@ -43,6 +43,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tmseeg import __version__
+from tmseeg.config import Config
+from tmseeg.utils import jsonable
 from tmseeg.stream.io import DEFAULT_PULSE_PATTERN, Recording, RecordingError
 
 #: custom ``_eeg.json`` field with what the engine knows about the stimulation
@@ -493,7 +495,7 @@ def session_output_dir(deriv_root: str | Path, bids_path) -> Path:
     return d / "eeg" / base
 
 
-def write_derivatives_description(deriv_root: str | Path, cfg: dict,
+def write_derivatives_description(deriv_root: str | Path, cfg: Config | dict,
                                   source_root: str | Path | None = None) -> Path:
     """``dataset_description.json`` of the derivatives plus the configuration used.
 
@@ -530,6 +532,6 @@ def write_derivatives_description(deriv_root: str | Path, cfg: dict,
     path = root / "dataset_description.json"
     path.write_text(json.dumps(desc, indent=2))
     (root / "tmseeg_config.json").write_text(json.dumps(
-        {"config_hash": config_hash(cfg), "tmseeg_version": version, "config": cfg},
+        {"config_hash": config_hash(cfg), "tmseeg_version": version, "config": jsonable(cfg)},
         indent=2, default=str))
     return path

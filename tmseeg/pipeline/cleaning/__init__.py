@@ -8,13 +8,14 @@ from tmseeg.pipeline.cleaning.leadfield import sphere_leadfield
 from tmseeg.pipeline.cleaning.sound import sound
 from tmseeg.pipeline.cleaning.sspsir import fit_sspsir, fit_sspsir_control, sir_matrix
 from tmseeg.pipeline.cleaning.stage import ArtifactCleaning, CleaningFilter
+from tmseeg.sections import ConfigSection
 
 __all__ = ["ArtifactCleaning", "CleaningFilter", "ICARules", "fit_ica", "label_components",
            "sphere_leadfield", "sound", "fit_sspsir", "fit_sspsir_control", "sir_matrix",
            "make_stage"]
 
 
-def make_stage(cfg: dict, bads_from=None) -> ArtifactCleaning:
+def make_stage(cfg: ConfigSection, bads_from=None) -> ArtifactCleaning:
     """The cleaning stage a configuration's ``[cleaning]`` section declares."""
     c = cfg["cleaning"]
     ica = dict(c["ica"])
