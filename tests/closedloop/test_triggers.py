@@ -61,7 +61,9 @@ def test_serial_byte_at_target_time(pty_pair):
     assert [b for b, _ in got] == [0xA5] * 3, got
     errors_ms = [(t - tgt) * 1e3 for (_, t), tgt in zip(got, sorted(targets.values()))]
     print("serial byte arrival minus target (ms):", [f"{e:.3f}" for e in errors_ms])
-    assert all(-0.5 < e < 5.0 for e in errors_ms), errors_ms  # pty read adds the scheduler's
+    # never before its target (the bytes went out in target order, all within the read window
+    # above); how late a pty read sees them depends on the machine's load: printed, not a limit
+    assert all(e > -0.5 for e in errors_ms), errors_ms
     assert sorted(d for d, _ in fired) == [1, 2, 3] and not failed
     write_err = [(t - targets[did]) * 1e3 for did, t in fired]
     # never early, and within the output's own late tolerance (5 ms: later it refuses to send);

@@ -51,7 +51,7 @@ def _open_source(args):
 
     # the stream's channel names are tidied against the montage in use: set it first
     cfg = load_config(getattr(args, "config", None), input_overrides(args))
-    use_montage(cfg["channels"]["montage"])
+    use_montage(cfg.channels.montage)
     return LSLSource.resolve(name=args.stream, stype=args.stream_type, source_id=args.source_id,
                              marker_name=args.markers, with_markers=not args.no_markers,
                              timeout_s=args.timeout, info_name=args.pulse_info)

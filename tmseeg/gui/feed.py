@@ -334,7 +334,7 @@ class LiveFeed(_FeedBase):
                                   and cut.window_ms is not None else None)
             snap.n_eeg = len(self.meta.picks("eeg"))
             snap.metrics = dict(self._metrics_summary)
-            snap.target_snr = float(s.cfg["tep"]["target_snr"])
+            snap.target_snr = float(s.cfg.tep.target_snr)
             if self._emg is not None:
                 snap.mep_channel = self.mep_channel
                 snap.mep_times_ms = self._mep_times

@@ -450,8 +450,8 @@ class ConnectivityMetric(SessionMetric):
     def __init__(self, section: ConnectivityConfig, context: MetricContext | None) -> None:
         self.cfg = section
         self.context = context
-        self.methods = list(section["methods"])
-        self.bands_hz = {b: tuple(v) for b, v in section["bands_hz"].items()}
+        self.methods = list(section.methods)
+        self.bands_hz = {b: tuple(v) for b, v in section.bands_hz.items()}
         self.acc: dict[str, ConnectivityAccumulator] = {}
         self.region_acc: dict[str, ConnectivityAccumulator] = {}
         self.regions: dict[str, list[str]] = {}
@@ -465,9 +465,9 @@ class ConnectivityMetric(SessionMetric):
     def _setup(self, epoch) -> None:
         c = self.cfg
         sf = float(epoch.sfreq)
-        self.step = max(1, int(sf // c["decimate_to_hz"])) if c["decimate_to_hz"] > 0 else 1
+        self.step = max(1, int(sf // c.decimate_to_hz)) if c.decimate_to_hz > 0 else 1
         new_fs = sf / self.step
-        h = self.context.cfg["filter"]["h_freq_hz"] if self.context is not None else 0.0
+        h = self.context.cfg.filter.h_freq_hz if self.context is not None else 0.0
         self.lowpassed = self.step == 1 or (0 < h <= 0.8 * new_fs / 2)
         t = np.asarray(epoch.times_ms)
         self.ch_names = list(epoch.ch_names)
@@ -479,8 +479,8 @@ class ConnectivityMetric(SessionMetric):
                 raise ValueError(f"connectivity.{w}_window_ms={[lo, hi]} is not inside the epoch "
                                  f"({t[0]:g}..{t[-1]:g} ms); lengthen the epochs or move it.")
             self.masks[w] = np.flatnonzero(m)
-        roi = list(self.context.roi()) if (self.context is not None and c["coil_region"]) else []
-        regions = {k: list(v) for k, v in c["regions"].items()}
+        roi = list(self.context.roi()) if (self.context is not None and c.coil_region) else []
+        regions = {k: list(v) for k, v in c.regions.items()}
         if roi:
             regions = {"coil": roi, **regions}
         self.regions = {}
@@ -498,10 +498,10 @@ class ConnectivityMetric(SessionMetric):
         for w in WINDOWS:
             n_t = decimate_window(np.zeros((1, self.masks[w].size)), self.step,
                                   self.lowpassed).shape[1]
-            kw = dict(bands_hz=self.bands_hz, mode=c["mode"],
-                      bandwidth_hz=c["bandwidth_hz"] or None)
+            kw = dict(bands_hz=self.bands_hz, mode=c.mode,
+                      bandwidth_hz=c.bandwidth_hz or None)
             self.acc[w] = ConnectivityAccumulator(self.ch_names, new_fs, n_t, **kw)
-            if self.regions and c["region_mode"] == "signal":
+            if self.regions and c.region_mode == "signal":
                 self.region_acc[w] = ConnectivityAccumulator(list(self.regions), new_fs, n_t,
                                                              **kw)
         self._ready = True
@@ -517,7 +517,7 @@ class ConnectivityMetric(SessionMetric):
         x_all = epoch.data_uv
         for w in WINDOWS:
             x = x_all[:, self.masks[w]]
-            if self.cfg["subtract_evoked"]:
+            if self.cfg.subtract_evoked:
                 mean = self._mean.get(w)
                 raw = x
                 if mean is not None:
@@ -559,7 +559,7 @@ class ConnectivityMetric(SessionMetric):
         if not self._ready or self.acc["pre"].n_epochs == 0:
             return {"n_epochs": 0}
         n = self.acc["post"].n_epochs
-        if self._summary is not None and (n - self._summary[0] < self.cfg["every_n_epochs"]
+        if self._summary is not None and (n - self._summary[0] < self.cfg.every_n_epochs
                                           or n == self._summary[0]):
             return self._summary[1]
         out: dict[str, Any] = {
@@ -571,7 +571,7 @@ class ConnectivityMetric(SessionMetric):
                          for b, i in self.acc["post"].band_bins.items()},
             "rate_hz": float(self.acc["post"].window.sfreq_hz),
             "n_tapers": int(self.acc["post"].window.n_tapers),
-            "region_mode": self.cfg["region_mode"],
+            "region_mode": self.cfg.region_mode,
             "regions": {k: list(v) for k, v in self.regions.items()},
             "region_matrix": {}, "global_mean": {}, "top_pairs": {},
         }
@@ -585,7 +585,7 @@ class ConnectivityMetric(SessionMetric):
                 vals = {w: self.acc[w].band(m, b)[iu] for w in WINDOWS}
                 out["global_mean"][m][b] = {w: jsonable(np.nanmean(vals[w])) for w in WINDOWS}
                 delta = vals["post"] - vals["pre"]
-                order = np.argsort(-np.nan_to_num(delta, nan=-np.inf))[:self.cfg["top_pairs"]]
+                order = np.argsort(-np.nan_to_num(delta, nan=-np.inf))[:self.cfg.top_pairs]
                 out["top_pairs"][m][b] = [
                     {"pair": [self.ch_names[iu[0][k]], self.ch_names[iu[1][k]]],
                      "pre": jsonable(vals["pre"][k]), "post": jsonable(vals["post"][k]),
@@ -638,7 +638,7 @@ def _html_matrix(names: list[str], pre: np.ndarray, post: np.ndarray) -> str:
 
 def make_metric(cfg: ConfigSection, context: MetricContext) -> ConnectivityMetric | None:
     """The connectivity plug-in, or None when ``[connectivity] enabled = false``."""
-    section = cfg["connectivity"]
-    if not section["enabled"]:
+    section = cfg.connectivity
+    if not section.enabled:
         return None
     return ConnectivityMetric(section, context)

@@ -418,10 +418,10 @@ class MEPMetric(SessionMetric):
         self.channel = channel
         self.epocher = Epocher(tmin_ms=-150.0, tmax_ms=100.0, baseline_ms=None, reject_uv=None,
                                picks=[channel], max_delay_s=10.0)
-        self.tracker = MEPTracker(channel=channel, window_ms=tuple(section["window_ms"]),
-                                  pre_window_ms=tuple(section["pre_window_ms"]),
-                                  preinnervation_rms_uv=section["preinnervation_rms_uv"],
-                                  min_ptp_uv=section["min_ptp_uv"])
+        self.tracker = MEPTracker(channel=channel, window_ms=tuple(section.window_ms),
+                                  pre_window_ms=tuple(section.pre_window_ms),
+                                  preinnervation_rms_uv=section.preinnervation_rms_uv,
+                                  min_ptp_uv=section.min_ptp_uv)
         self._by_sample: dict[int, dict] = {}
         self._mt_cache: tuple[int, dict] | None = None
         #: called as ``f(epoch, row)`` with each EMG epoch and its MEP row (the monitor
@@ -461,7 +461,7 @@ class MEPMetric(SessionMetric):
         inten, ptp = self.tracker.pairs()
         if inten.size < 10 or np.unique(inten).size < 3:
             return {"motor_threshold": None, **out}
-        crit = self.cfg["criterion_uv"]
+        crit = self.cfg.criterion_uv
         out: dict[str, Any] = {}
         try:
             ml = motor_threshold_ml(inten, ptp, criterion_uv=crit)
@@ -486,7 +486,7 @@ class MEPMetric(SessionMetric):
             return {}
         try:
             hs = hotspot_map([r["mep_site"] for r in rows], [r["mep_ptp_uv"] for r in rows],
-                             criterion_uv=self.cfg["criterion_uv"])
+                             criterion_uv=self.cfg.criterion_uv)
         except ValueError as err:
             return {"hotspot": None, "hotspot_note": str(err)}
         return {"hotspot": jsonable(hs.to_dict())}
@@ -507,7 +507,7 @@ class MEPMetric(SessionMetric):
         inten, ptp = self.tracker.pairs()
         if inten.size:
             axes[1].plot(inten, ptp, "o", ms=3)
-            axes[1].axhline(self.cfg["criterion_uv"], color="k", ls="--", lw=0.8)
+            axes[1].axhline(self.cfg.criterion_uv, color="k", ls="--", lw=0.8)
             axes[1].set_yscale("log")
         axes[1].set_xlabel("intensity (% MSO)")
         fig.tight_layout()
@@ -520,7 +520,7 @@ class MEPMetric(SessionMetric):
             ax.bar(range(len(sites)), [r["median_ptp_uv"] for r in sites],
                    color=["C3" if r["site"] == hs["hotspot"] else "C0" for r in sites])
             ax.set_xticks(range(len(sites)), [r["site"] for r in sites], rotation=90, fontsize=7)
-            ax.axhline(self.cfg["criterion_uv"], color="k", ls="--", lw=0.8)
+            ax.axhline(self.cfg.criterion_uv, color="k", ls="--", lw=0.8)
             ax.set_ylabel("median MEP (µV)")
             ax.set_title(f"hotspot {hs['hotspot']} (best in {100 * hs['p_best']:.0f} % of "
                          "bootstrap resamples)", fontsize=9)
@@ -531,13 +531,13 @@ class MEPMetric(SessionMetric):
 
 def make_metric(cfg: ConfigSection, context: MetricContext) -> MEPMetric | None:
     """The MEP plug-in for a session, or None when disabled or there is no EMG channel."""
-    section = cfg["mep"]
-    if not section["enabled"]:
+    section = cfg.mep
+    if not section.enabled:
         return None
     meta = context.meta
-    if section["channel"]:
-        meta.index(section["channel"])  # clear error if the configured channel is missing
-        return MEPMetric(section, section["channel"], meta.sfreq)
+    if section.channel:
+        meta.index(section.channel)  # clear error if the configured channel is missing
+        return MEPMetric(section, section.channel, meta.sfreq)
     emg = [meta.ch_names[i] for i in meta.picks("emg")]
     if len(emg) != 1:
         return None  # no EMG (or several: the user must say which, via mep.channel)

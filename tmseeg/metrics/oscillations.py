@@ -421,15 +421,15 @@ class OscillationMetric(SessionMetric):
     name = "oscillations"
 
     def __init__(self, cfg: ConfigSection, context: MetricContext) -> None:
-        c = cfg["oscillations"]
+        c = cfg.oscillations
         self.cfg = c
         self.context = context
         meta = context.meta
         sf = float(meta.sfreq)
-        self.freqs_hz = morlet_frequencies(c["freq_min_hz"], c["freq_max_hz"], c["n_freqs"],
-                                           c["spacing"])
-        self.n_cycles = morlet_n_cycles(self.freqs_hz, c["cycles_per_hz"], c["min_cycles"])
-        self.q = max(1, int(sf // c["decimate_to_hz"])) if c["decimate_to_hz"] > 0 else 1
+        self.freqs_hz = morlet_frequencies(c.freq_min_hz, c.freq_max_hz, c.n_freqs,
+                                           c.spacing)
+        self.n_cycles = morlet_n_cycles(self.freqs_hz, c.cycles_per_hz, c.min_cycles)
+        self.q = max(1, int(sf // c.decimate_to_hz)) if c.decimate_to_hz > 0 else 1
         self.fs = sf / self.q
         if self.freqs_hz[-1] >= 0.45 * self.fs:
             raise ValueError(f"oscillations.freq_max_hz={c['freq_max_hz']} is too close to the "
@@ -443,7 +443,7 @@ class OscillationMetric(SessionMetric):
         # laid out before the first pulse: the fixed or least cut window (a longer measured
         # window only moves the contaminated edge by its difference)
         self.pulse_window_ms = planning_cut_window(cfg)
-        t0, t1 = c["tf_window_ms"]
+        t0, t1 = c.tf_window_ms
         j0 = int(math.ceil(t0 * self.fs / 1000.0))
         j1 = int(math.floor(t1 * self.fs / 1000.0))
         self.times_ms = np.arange(j0, j1 + 1) * 1000.0 / self.fs
@@ -451,10 +451,10 @@ class OscillationMetric(SessionMetric):
                                          self.times_ms.size)
         h = self.transform.half
         sigma_ms = 1000.0 * self.n_cycles / (2 * math.pi * self.freqs_hz)
-        self.support_ms = c["support_sigmas"] * sigma_ms
+        self.support_ms = c.support_sigmas * sigma_ms
         # ERSP baseline per frequency, clear of the pulse window by the wavelet's support
         lo_p, hi_p = self.pulse_window_ms
-        b0, b1 = c["baseline_ms"]
+        b0, b1 = c.baseline_ms
         if b0 < t0:
             raise ValueError(f"oscillations.baseline_ms={c['baseline_ms']} starts before "
                              f"tf_window_ms={c['tf_window_ms']}; start it inside.")
@@ -474,20 +474,20 @@ class OscillationMetric(SessionMetric):
                              & (t[None, :] - self.support_ms[:, None] <= hi_p))
         # raw cut: output range + wavelet half-length + filter padding, pulse on a decimated
         # sample (resample_poly keeps input sample j*q)
-        f = cfg["filter"]
-        self.pad_ms = float(f["epoch_pad_ms"])
+        f = cfg.filter
+        self.pad_ms = float(f.epoch_pad_ms)
         self._pad_d = pad_d = int(math.ceil(self.pad_ms * self.fs / 1000.0))
         self._pre_d = -j0 + h + pad_d   # decimated samples before the pulse
         self._post_d = j1 + h + pad_d
         nyq = self.fs / 2
-        h_freq = f["h_freq_hz"] if f["h_freq_hz"] and f["h_freq_hz"] < 0.9 * nyq else None
-        notch = f["notch_hz"] if f["notch_hz"] and f["notch_hz"] < 0.9 * nyq else None
-        harm = max(1, min(int(f["notch_harmonics"]),
-                          int(0.9 * nyq // f["notch_hz"]) if notch else 1))
-        self.filter = EpochFilter(l_freq_hz=f["l_freq_hz"] or None, h_freq_hz=h_freq,
-                                  order=f["order"], notch_hz=notch, notch_harmonics=harm,
+        h_freq = f.h_freq_hz if f.h_freq_hz and f.h_freq_hz < 0.9 * nyq else None
+        notch = f.notch_hz if f.notch_hz and f.notch_hz < 0.9 * nyq else None
+        harm = max(1, min(int(f.notch_harmonics),
+                          int(0.9 * nyq // f.notch_hz) if notch else 1))
+        self.filter = EpochFilter(l_freq_hz=f.l_freq_hz or None, h_freq_hz=h_freq,
+                                  order=f.order, notch_hz=notch, notch_harmonics=harm,
                                   pad_ms=0.0)
-        self.reject_uv = cfg["epochs"]["reject_uv"] or None
+        self.reject_uv = cfg.epochs.reject_uv or None
         self.epocher = Epocher(tmin_ms=-self._pre_d * self.q * 1000.0 / sf,
                                tmax_ms=self._post_d * self.q * 1000.0 / sf,
                                baseline_ms=None, reject_uv=None,
@@ -626,13 +626,13 @@ class OscillationMetric(SessionMetric):
         picks = self.roi_picks()
         ersp = tfr.ersp_db(picks)
         itc = tfr.itc(picks)
-        nw, nb = tuple(c["natural_window_ms"]), tuple(c["natural_band_hz"])
+        nw, nb = tuple(c.natural_window_ms), tuple(c.natural_band_hz)
         nat, cum = natural_frequency(ersp, self.freqs_hz, self.times_ms, nw, nb)
         ch_ersp = tfr.ersp_db()
         ch_nat, _ = natural_frequency(ch_ersp, self.freqs_hz, self.times_ms, nw, nb)
         k = int(np.argmin(np.abs(self.freqs_hz - nat)))
         t = self.times_ms
-        post = (t >= c["post_window_ms"][0]) & (t <= c["post_window_ms"][1])
+        post = (t >= c.post_window_ms[0]) & (t <= c.post_window_ms[1])
         base = self.baseline[k]
         out = {
             "n_epochs": int(tfr.n),
@@ -651,7 +651,7 @@ class OscillationMetric(SessionMetric):
             "natural_frequency_by_channel_hz": {n: float(v) for n, v in
                                                 zip(self.epocher.ch_names, ch_nat)},
             "at_natural_frequency": {
-                "post_window_ms": list(c["post_window_ms"]),
+                "post_window_ms": list(c.post_window_ms),
                 "itc_post_mean": float(np.mean(itc[k, post])),
                 "itc_post_max": float(np.max(itc[k, post])),
                 "itc_baseline_mean": float(np.mean(itc[k, base])),
@@ -704,11 +704,11 @@ class OscillationMetric(SessionMetric):
 
 def make_metric(cfg: ConfigSection, context: MetricContext) -> OscillationMetric | None:
     """The oscillation plug-in, or None when ``[oscillations] enabled = false`` or no EEG."""
-    c = cfg["oscillations"]
-    if not c["enabled"] or not len(context.meta.picks("eeg")):
+    c = cfg.oscillations
+    if not c.enabled or not len(context.meta.picks("eeg")):
         return None
-    if context.meta.sfreq < 2.25 * c["freq_max_hz"]:
+    if context.meta.sfreq < 2.25 * c.freq_max_hz:
         log.warning("oscillations: %g Hz sampling is too low for freq_max_hz=%g; skipped "
-                    "(lower [oscillations] freq_max_hz)", context.meta.sfreq, c["freq_max_hz"])
+                    "(lower [oscillations] freq_max_hz)", context.meta.sfreq, c.freq_max_hz)
         return None
     return OscillationMetric(cfg, context)

@@ -466,15 +466,15 @@ class PCIstMetric(SessionMetric):
             return
         if self.running is None:
             sf = epoch.sfreq
-            step = max(1, int(round(sf / self.cfg["decimate_to_hz"])))
+            step = max(1, int(round(sf / self.cfg.decimate_to_hz)))
             c = self.cfg
             self.running = RunningPCIst(
-                _DecimatedAverage(tep, step), every_n_epochs=c["every_n_epochs"],
-                min_epochs=c["min_epochs"],
-                baseline_window_ms=tuple(c["baseline_window_ms"]),
-                response_window_ms=tuple(c["response_window_ms"]), k=c["k"],
-                min_snr=c["min_snr"], max_var_pct=c["max_var_pct"],
-                baseline_correct=c["baseline_correct"])
+                _DecimatedAverage(tep, step), every_n_epochs=c.every_n_epochs,
+                min_epochs=c.min_epochs,
+                baseline_window_ms=tuple(c.baseline_window_ms),
+                response_window_ms=tuple(c.response_window_ms), k=c.k,
+                min_snr=c.min_snr, max_var_pct=c.max_var_pct,
+                baseline_correct=c.baseline_correct)
         self.running.update()
 
     def finish(self) -> None:
@@ -489,4 +489,4 @@ class PCIstMetric(SessionMetric):
 
 def make_metric(cfg: ConfigSection, context: MetricContext) -> PCIstMetric | None:
     """The PCIst plug-in, or None when disabled."""
-    return PCIstMetric(cfg["pcist"], context) if cfg["pcist"]["enabled"] else None
+    return PCIstMetric(cfg.pcist, context) if cfg.pcist.enabled else None

@@ -112,9 +112,9 @@ class PlasticityMetric(SessionMetric):
     def __init__(self, section: BlocksConfig, context: MetricContext) -> None:
         self.cfg = section
         self.context = context
-        self._re = (compile_pattern(section["pattern"], "blocks.pattern",
+        self._re = (compile_pattern(section.pattern, "blocks.pattern",
                                     "fix it, or leave it empty (every marker that is not a "
-                                    "pulse starts a block)") if section["pattern"] else None)
+                                    "pulse starts a block)") if section.pattern else None)
         self.block_starts: list[tuple[int, str]] = []
         self.rows_by_block: dict[str, list[dict]] = {}
         self.dose: dict[str, int] = {}
@@ -197,9 +197,9 @@ class PlasticityMetric(SessionMetric):
                                "n_kept": {b: len(self.rows_by_block[b]) for b in blocks}}
         if not blocks:
             return out
-        base = self.cfg["baseline"] or blocks[0]
+        base = self.cfg.baseline or blocks[0]
         out["baseline"] = base
-        rng = np.random.default_rng(self.cfg["seed"])
+        rng = np.random.default_rng(self.cfg.seed)
         per_trial: dict[str, Any] = {}
         for key in self._measures():
             values = {b: np.array([r[key] for r in self.rows_by_block[b]
@@ -215,12 +215,12 @@ class PlasticityMetric(SessionMetric):
                 if b == base:
                     continue
                 v = values[b]
-                if a.size < self.cfg["min_trials"] or v.size < self.cfg["min_trials"]:
+                if a.size < self.cfg.min_trials or v.size < self.cfg.min_trials:
                     comps[b] = {"note": f"fewer than {self.cfg['min_trials']} trials"}
                     continue
                 comp = {"diff": float(v.mean() - a.mean()), "hedges_g": hedges_g(a, v),
                         "ratio": float(v.mean() / a.mean()) if a.mean() != 0 else math.nan}
-                comp.update(bootstrap_ci(a, v, self.cfg["n_bootstrap"], rng))
+                comp.update(bootstrap_ci(a, v, self.cfg.n_bootstrap, rng))
                 comps[b] = comp
             entry["vs_baseline"] = comps
             per_trial[key] = entry
@@ -301,4 +301,4 @@ class PlasticityMetric(SessionMetric):
 
 def make_metric(cfg: ConfigSection, context: MetricContext) -> PlasticityMetric:
     """The block-comparison plug-in (always on: with one block it only counts pulses)."""
-    return PlasticityMetric(cfg["blocks"], context)
+    return PlasticityMetric(cfg.blocks, context)

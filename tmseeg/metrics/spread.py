@@ -397,19 +397,19 @@ class SpreadMetric(SessionMetric):
         c = self.cfg
         if self.spread is None:
             self.spread = RunningSpread(
-                epoch.ch_names, epoch.times_ms, window_ms=tuple(c["window_ms"]),
-                bin_ms=c["bin_ms"], baseline_ms=tuple(c["baseline_ms"]), alpha=c["alpha"],
-                correction=c["correction"], n_bootstrap=c["n_bootstrap"],
-                min_consecutive_bins=c["min_consecutive_bins"], null=c["null"])
+                epoch.ch_names, epoch.times_ms, window_ms=tuple(c.window_ms),
+                bin_ms=c.bin_ms, baseline_ms=tuple(c.baseline_ms), alpha=c.alpha,
+                correction=c.correction, n_bootstrap=c.n_bootstrap,
+                min_consecutive_bins=c.min_consecutive_bins, null=c.null)
         self.spread.add(epoch.data_uv)
 
     def _update(self, force: bool = False) -> None:
         s = self.spread
         # live: wait for min_epochs; at the end of a recording (force) test whatever there is
-        if s is None or s.n_epochs < (2 if force else max(2, self.cfg["min_epochs"])):
+        if s is None or s.n_epochs < (2 if force else max(2, self.cfg.min_epochs)):
             return
         done = self.result.n_epochs if self.result is not None else 0
-        if s.n_epochs == done or (not force and s.n_epochs - done < self.cfg["every_n_epochs"]):
+        if s.n_epochs == done or (not force and s.n_epochs - done < self.cfg.every_n_epochs):
             return
         self.result = s.compute()
         self.history.append((s.n_epochs, int(np.isfinite(self.result.onset_ms).sum())))
@@ -457,7 +457,7 @@ class SpreadMetric(SessionMetric):
 
 def make_metric(cfg: ConfigSection, context: MetricContext) -> SpreadMetric | None:
     """The spread plug-in, or None when ``[spread] enabled = false``."""
-    section = cfg["spread"]
-    if not section["enabled"]:
+    section = cfg.spread
+    if not section.enabled:
         return None
     return SpreadMetric(section)

@@ -223,12 +223,12 @@ class StateMetric(SessionMetric):
         self.cfg = section
         self.spatial = spatial
         self.sfreq = float(sfreq)
-        g = float(section["gap_ms"])  # 0-100 ms: StateConfig checked it
-        self.estimator = ARPhaseEstimator(self.sfreq, band_hz=tuple(section["band_hz"]),
-                                          window_ms=float(section["window_ms"]),
-                                          ar_order=int(section["ar_order"]),
-                                          edge_ms=float(section["edge_ms"]),
-                                          downsample_hz=float(section["downsample_hz"]))
+        g = float(section.gap_ms)  # 0-100 ms: StateConfig checked it
+        self.estimator = ARPhaseEstimator(self.sfreq, band_hz=tuple(section.band_hz),
+                                          window_ms=float(section.window_ms),
+                                          ar_order=int(section.ar_order),
+                                          edge_ms=float(section.edge_ms),
+                                          downsample_hz=float(section.downsample_hz))
         self.gap = int(round(g * self.sfreq / 1000.0))
         self.n_win = self.estimator.n_samples_needed
         self.cap = self.n_win + self.gap + int(10 * self.sfreq)
@@ -237,7 +237,7 @@ class StateMetric(SessionMetric):
         self._seen: set[int] = set()
         self._pulses: list[int] = []
         self._est: dict[int, dict] = {}
-        self.n_bins = int(section["phase_bins"])
+        self.n_bins = int(section.phase_bins)
         self.centres, self.bin_names = phase_bin_edges(self.n_bins)
         self._rows: list[tuple[float, float, float, float, float]] = []
         self.n_not_estimated: dict[str, int] = {}
@@ -327,7 +327,7 @@ class StateMetric(SessionMetric):
         a = self.arrays()
         out: dict[str, Any] = {
             "spatial_filter": {k: float(v) for k, v in self.spatial.weights.items()},
-            "band_hz": list(self.cfg["band_hz"]), "n_pulses": n,
+            "band_hz": list(self.cfg.band_hz), "n_pulses": n,
             "n_estimated": int(np.isfinite(a["phase_rad"]).sum()),
             "not_estimated": dict(self.n_not_estimated),
             "early_tep": state_dependency(a["phase_rad"], a["power_uv2"],
@@ -375,11 +375,11 @@ class StateMetric(SessionMetric):
 
 def make_metric(cfg: ConfigSection, context: MetricContext) -> StateMetric | None:
     """The state plug-in; None when disabled, or when ``"auto"`` finds no C3 Laplacian."""
-    section = cfg["state"]
-    if not section["enabled"]:
+    section = cfg.state
+    if not section.enabled:
         return None
     meta = context.meta
-    spec = section["spatial_filter"]
+    spec = section.spatial_filter
     if spec == "auto":
         if "c3" not in {n.lower() for n in meta.ch_names}:
             log.info("state: no C3 in the stream; set [state] spatial_filter to use it")

@@ -291,7 +291,7 @@ def _window_value(value: Any) -> str | list[float]:
 
 def fixed_cut_window(cfg: ConfigSection) -> tuple[float, float] | None:
     """The configuration's fixed cut window, or None when it is measured ("auto")."""
-    win = cfg["interpolation"]["window_ms"]
+    win = cfg.interpolation.window_ms
     return None if win == "auto" else (float(win[0]), float(win[1]))
 
 
@@ -303,7 +303,7 @@ def planning_cut_window(cfg: ConfigSection) -> tuple[float, float]:
     fixed = fixed_cut_window(cfg)
     if fixed is not None:
         return fixed
-    lo, hi = cfg["interpolation"]["auto_min_ms"]
+    lo, hi = cfg.interpolation.auto_min_ms
     return (float(lo), float(hi))
 
 

@@ -77,7 +77,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     path = Path(path)
     out = writable_dir(out_dir)  # before any work: a result that cannot be written is lost
     cfg = load_config(config, overrides)
-    use_montage(cfg["channels"]["montage"])  # before reading: channel names are tidied by it
+    use_montage(cfg.channels.montage)  # before reading: channel names are tidied by it
     # preload=False: a BrainVision data file is read block by block as the session runs
     recording = read_recording(path, preload=False) if recording is None else recording
     if not recording.meta.picks("eeg").size:
@@ -85,7 +85,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
                          f"{sorted(set(recording.meta.ch_types))}); nothing to analyze")
     eeg = recording.meta.picks("eeg")
     check_eeg_scale(recording, path)
-    if eeg.size < 3 and cfg["reference"]["type"] == "average":
+    if eeg.size < 3 and cfg.reference.type == "average":
         names = [recording.meta.ch_names[i] for i in eeg]
         raise ValueError(f"{path} has {eeg.size} EEG channel(s) ({', '.join(names)}): the "
                          "average reference of fewer than 3 channels is zero or a mirror image "
@@ -188,7 +188,7 @@ def build_summary(session: TEPSession, recording: Recording, path: Path) -> dict
         "roi": tep.get("roi", []),
         "peaks": tep.get("peaks", {}),
         "snr": tep.get("snr"),
-        "target_snr": session.cfg["tep"]["target_snr"],
+        "target_snr": session.cfg.tep.target_snr,
         "trials_needed": tep.get("trials_needed"),
         "bad_channels": tep.get("bad_channels", {}),
         "renamed_channels": recording.meta.renamed,
@@ -212,7 +212,7 @@ def decay_effect(session: TEPSession) -> dict:
     tep = session.tep
     if removed is None:
         return out
-    lo, hi = session.cfg["tep"]["early_window_ms"]
+    lo, hi = session.cfg.tep.early_window_ms
     m = (tep.times_ms >= lo) & (tep.times_ms <= hi)
     after = tep.roi_average_uv[m]
     took = removed[m]

@@ -140,7 +140,7 @@ def fig_snr(session) -> "object":
         grid = np.arange(1, max(int(n.max()) * 2, 10))
         ax.plot(grid, tep.predicted_snr(grid), color="C1", lw=1,
                 label="predicted (1/√N noise model)")
-    target = session.cfg["tep"]["target_snr"]
+    target = session.cfg.tep.target_snr
     ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target SNR {target:g}")
     need = tep.trials_needed(target)
     if np.isfinite(need):

@@ -45,12 +45,12 @@ class Rehearsal:
 
 def _pulses_needed(cfg: Config) -> int:
     """Enough pulses for every plug-in's first summary (and the cleaning's calibration)."""
-    need = [20, cfg["pcist"]["min_epochs"] + cfg["pcist"]["every_n_epochs"],
-            cfg["spread"]["min_epochs"] + cfg["spread"]["every_n_epochs"],
-            cfg["connectivity"]["every_n_epochs"] + 2,
-            cfg["interpolation"]["auto_pulses"] + 2]
-    if cfg["cleaning"]["enabled"]:
-        need.append(cfg["cleaning"]["calibration_pulses"] + 5)
+    need = [20, cfg.pcist.min_epochs + cfg.pcist.every_n_epochs,
+            cfg.spread.min_epochs + cfg.spread.every_n_epochs,
+            cfg.connectivity.every_n_epochs + 2,
+            cfg.interpolation.auto_pulses + 2]
+    if cfg.cleaning.enabled:
+        need.append(cfg.cleaning.calibration_pulses + 5)
     return int(min(max(need) + 3, 200))
 
 

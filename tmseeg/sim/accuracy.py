@@ -80,15 +80,15 @@ def true_roi_tep(truth, eeg_names: Sequence[str], roi: Sequence[str], times_ms: 
     idx = [names.index(r.lower()) for r in roi]
     gain = np.mean([p.tep_gain_effective for p in truth.pulses])
     sf = 1000.0 / np.median(np.diff(times_ms))
-    pad = int(round(cfg["filter"]["epoch_pad_ms"] * sf / 1000))
-    after = int(round(cfg["filter"]["epoch_pad_after_ms"] * sf / 1000))
+    pad = int(round(cfg.filter.epoch_pad_ms * sf / 1000))
+    after = int(round(cfg.filter.epoch_pad_after_ms * sf / 1000))
     t_pad = np.arange(-pad, len(times_ms) + after) * (1000.0 / sf) + times_ms[0]
     roi_true = np.interp(t_pad, truth.tep_times_ms, tpl[idx].mean(axis=0) * gain,
                          left=0.0, right=0.0)[None]
-    i = cfg["interpolation"]
+    i = cfg.interpolation
     pulse = int(np.argmin(np.abs(t_pad)))
-    roi_true = interpolate_pulses(roi_true, [pulse], sf, planning_cut_window(cfg), i["method"],
-                                  i["fit_ms"])
+    roi_true = interpolate_pulses(roi_true, [pulse], sf, planning_cut_window(cfg), i.method,
+                                  i.fit_ms)
     if band_pass:
         roi_true = epoch_filter(cfg)(roi_true, sf)
     return roi_true[0, pad:pad + len(times_ms)]

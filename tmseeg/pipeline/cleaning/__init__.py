@@ -17,16 +17,16 @@ __all__ = ["ArtifactCleaning", "CleaningFilter", "ICARules", "fit_ica", "label_c
 
 def make_stage(cfg: ConfigSection, bads_from=None) -> ArtifactCleaning:
     """The cleaning stage a configuration's ``[cleaning]`` section declares."""
-    c = cfg["cleaning"]
-    ica = dict(c["ica"])
+    c = cfg.cleaning
+    ica = dict(c.ica)
     rules = ica.pop("rules")
     ica["rules"] = rules
     return ArtifactCleaning(
-        methods=list(c["methods"]), calibration_pulses=c["calibration_pulses"],
-        min_pulses=c["min_pulses"], calibration_window_ms=tuple(c["calibration_window_ms"]),
-        during_calibration=c["during_calibration"], control_label=c["control_label"],
-        sound=dict(c["sound"]),
-        sspsir={k: (tuple(v) if isinstance(v, list) else v) for k, v in c["sspsir"].items()},
+        methods=list(c.methods), calibration_pulses=c.calibration_pulses,
+        min_pulses=c.min_pulses, calibration_window_ms=tuple(c.calibration_window_ms),
+        during_calibration=c.during_calibration, control_label=c.control_label,
+        sound=dict(c.sound),
+        sspsir={k: (tuple(v) if isinstance(v, list) else v) for k, v in c.sspsir.items()},
         sspsir_control={k: (tuple(v) if isinstance(v, list) else v)
-                        for k, v in c["sspsir_control"].items()},
-        ica=ica, leadfield=dict(c["leadfield"]), bads_from=bads_from)
+                        for k, v in c.sspsir_control.items()},
+        ica=ica, leadfield=dict(c.leadfield), bads_from=bads_from)
