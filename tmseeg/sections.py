@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 __all__ = ["ConfigError", "ConfigSection"]
 
@@ -32,8 +32,12 @@ class ConfigSection(Mapping):
     """Base of every configuration section (see the module docstring).
 
     Subclasses declare their keys as dataclass fields (a nested section as a field whose type
-    is another :class:`ConfigSection`) and override :meth:`validate` for their own rules.
+    is another :class:`ConfigSection`), name their table in ``SECTION`` (for messages) and
+    override :meth:`validate` for their own rules.
     """
+
+    #: the section's dotted name in the TOML file ("decay", "cleaning.ica")
+    SECTION: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -41,6 +45,21 @@ class ConfigSection(Mapping):
     def validate(self) -> None:
         """Refuse values this section cannot run with (raise :class:`ConfigError` naming the
         key and the fix). No-op by default."""
+
+    def check_choice(self, key: str, choices: Sequence[str]) -> None:
+        """``key`` must be one of ``choices``."""
+        value = self[key]
+        if value not in choices:
+            names = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 \
+                else choices[0]
+            raise ConfigError(f"{self.SECTION}.{key} must be {names}, got {value!r}")
+
+    def check_window(self, key: str) -> None:
+        """``key`` must be ``[start, stop]`` with ``start < stop``."""
+        value = self[key]
+        if len(value) != 2 or not value[0] < value[1]:
+            raise ConfigError(f"{self.SECTION}.{key} must be [start, stop] with start < stop, "
+                              f"got {value}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ConfigSection":

@@ -398,6 +398,7 @@ occipital = ["O1", "Oz", "O2"]
 @dataclass(frozen=True)
 class ConnectivityConfig(ConfigSection):
     """``[connectivity]``: wPLI, PLV, coherence before and after the pulse (see ``CONFIG_TOML``)."""
+    SECTION = "connectivity"
 
     enabled: bool
     methods: list[str]
@@ -419,13 +420,9 @@ class ConnectivityConfig(ConfigSection):
         if bad or not self.methods:
             raise ConfigError(f"connectivity.methods {bad or '[]'}: choose from "
                               f"{list(METHODS)}.")
-        if self.region_mode not in ("signal", "pairs"):
-            raise ConfigError(f"connectivity.region_mode={self.region_mode!r}: use 'signal' or "
-                              "'pairs'.")
+        self.check_choice("region_mode", ("signal", "pairs"))
         for key in ("pre_window_ms", "post_window_ms"):
-            w = self[key]
-            if len(w) != 2 or not w[0] < w[1]:
-                raise ConfigError(f"connectivity.{key}={w} must be [start, stop], start < stop.")
+            self.check_window(key)
 
 
 #: this plug-in's section of the configuration

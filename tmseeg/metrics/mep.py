@@ -24,7 +24,7 @@ import numpy as np
 from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.metrics.motor import (fit_recruitment_curve, hotspot_map, motor_threshold_ml,
                                   motor_threshold_relative_frequency)
-from tmseeg.sections import ConfigError, ConfigSection
+from tmseeg.sections import ConfigSection
 from tmseeg.stream.pulseinfo import pulse_info
 from tmseeg.utils import jsonable
 
@@ -381,6 +381,7 @@ criterion_uv = 50.0             # motor threshold criterion (Rossini et al.)
 @dataclass(frozen=True)
 class MepConfig(ConfigSection):
     """``[mep]``: motor evoked potentials on the EMG channel (see ``CONFIG_TOML``)."""
+    SECTION = "mep"
 
     enabled: bool
     channel: str
@@ -392,8 +393,7 @@ class MepConfig(ConfigSection):
 
     def validate(self) -> None:
         for key in ("window_ms", "pre_window_ms"):
-            if len(self[key]) != 2 or not self[key][0] < self[key][1]:
-                raise ConfigError(f"mep.{key}={self[key]} must be [start, stop], start < stop.")
+            self.check_window(key)
 
 
 #: this plug-in's section of the configuration

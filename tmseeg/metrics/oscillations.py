@@ -377,6 +377,7 @@ post_window_ms = [50.0, 150.0]   # ITC / ERSP at the natural frequency are summa
 @dataclass(frozen=True)
 class OscillationsConfig(ConfigSection):
     """``[oscillations]``: Morlet ERSP, ITC and the natural frequency (see ``CONFIG_TOML``)."""
+    SECTION = "oscillations"
 
     enabled: bool
     freq_min_hz: float

@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from tmseeg.metrics.base import MetricContext, SessionMetric
-from tmseeg.sections import ConfigError, ConfigSection
+from tmseeg.sections import ConfigSection
 
 __all__ = ["PCIstResult", "pcist", "state_transitions", "RunningPCIst"]
 
@@ -410,6 +410,7 @@ baseline_correct = false
 @dataclass(frozen=True)
 class PcistConfig(ConfigSection):
     """``[pcist]``: the perturbational complexity index, state transitions (see ``CONFIG_TOML``)."""
+    SECTION = "pcist"
 
     enabled: bool
     every_n_epochs: int
@@ -424,9 +425,7 @@ class PcistConfig(ConfigSection):
 
     def validate(self) -> None:
         for key in ("baseline_window_ms", "response_window_ms"):
-            if len(self[key]) != 2 or not self[key][0] < self[key][1]:
-                raise ConfigError(f"pcist.{key}={self[key]} must be [start, stop], start < "
-                                  "stop.")
+            self.check_window(key)
 
 
 #: this plug-in's section of the configuration

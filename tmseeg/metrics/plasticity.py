@@ -44,6 +44,7 @@ min_trials = 5              # fewer kept trials in a block: no effect size for i
 @dataclass(frozen=True)
 class BlocksConfig(ConfigSection):
     """``[blocks]``: blocks of pulses compared with effect sizes (see ``CONFIG_TOML``)."""
+    SECTION = "blocks"
 
     pattern: str
     baseline: str

@@ -354,6 +354,7 @@ min_epochs = 20                 # no result before this many epochs
 @dataclass(frozen=True)
 class SpreadConfig(ConfigSection):
     """``[spread]``: where and when the response rises above its null (see ``CONFIG_TOML``)."""
+    SECTION = "spread"
 
     enabled: bool
     window_ms: list[float]

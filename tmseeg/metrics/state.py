@@ -178,6 +178,7 @@ phase_bins = 4              # 4: peak, falling, trough, rising
 @dataclass(frozen=True)
 class StateConfig(ConfigSection):
     """``[state]``: pre-stimulus phase and power against the response (see ``CONFIG_TOML``)."""
+    SECTION = "state"
 
     enabled: bool
     spatial_filter: str

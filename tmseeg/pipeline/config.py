@@ -314,6 +314,7 @@ CLEANING_METHODS = ("sound", "sspsir", "sspsir_control", "ica")
 @dataclass(frozen=True)
 class PulsesConfig(ConfigSection):
     """``[pulses]``."""
+    SECTION = "pulses"
 
     source: str
     pattern: str
@@ -330,9 +331,7 @@ class PulsesConfig(ConfigSection):
     max_rate_hz: float
 
     def validate(self) -> None:
-        if self.source not in PULSE_SOURCES:
-            raise ConfigError(f"pulses.source must be markers, trigger, data or markers+data, "
-                              f"got {self.source!r}")
+        self.check_choice("source", PULSE_SOURCES)
         for key in ("min_interval_ms", "max_rate_hz"):
             if self[key] < 0:
                 raise ConfigError(f"pulses.{key} must be >= 0 (0 = no limit), got {self[key]}")
@@ -346,6 +345,7 @@ class PulsesConfig(ConfigSection):
 @dataclass(frozen=True)
 class ChannelsConfig(ConfigSection):
     """``[channels]``."""
+    SECTION = "channels"
 
     montage: str
     types: dict[str, str]
@@ -361,6 +361,7 @@ class ChannelsConfig(ConfigSection):
 @dataclass(frozen=True)
 class CoilConfig(ConfigSection):
     """``[coil]``."""
+    SECTION = "coil"
 
     roi: list[str]
     n_neighbors: int
@@ -369,6 +370,7 @@ class CoilConfig(ConfigSection):
 @dataclass(frozen=True)
 class InterpolationConfig(ConfigSection):
     """``[interpolation]``."""
+    SECTION = "interpolation"
 
     enabled: bool
     window_ms: str | list[float]
@@ -382,21 +384,19 @@ class InterpolationConfig(ConfigSection):
     def validate(self) -> None:
         for key in ("auto_min_ms", "auto_max_ms") + (() if self.window_ms == "auto"
                                                       else ("window_ms",)):
-            if len(self[key]) != 2 or not self[key][0] < self[key][1]:
-                raise ConfigError(f"interpolation.{key} must be [start, stop] with start < stop")
+            self.check_window(key)
         (mn0, mn1), (mx0, mx1) = self.auto_min_ms, self.auto_max_ms
         if not (mx0 <= mn0 and mn1 <= mx1):
             raise ConfigError("interpolation.auto_max_ms must contain auto_min_ms")
         if self.auto_pulses < 1:
             raise ConfigError("interpolation.auto_pulses must be >= 1")
-        if self.method not in ("cubic", "linear"):
-            raise ConfigError(f"interpolation.method must be cubic or linear, got "
-                              f"{self.method!r}")
+        self.check_choice("method", ("cubic", "linear"))
 
 
 @dataclass(frozen=True)
 class DecayConfig(ConfigSection):
     """``[decay]``."""
+    SECTION = "decay"
 
     enabled: bool
     model: str
@@ -409,19 +409,15 @@ class DecayConfig(ConfigSection):
     fit_reference: str
 
     def validate(self) -> None:
-        if self.method not in ("average", "average_curve", "average_gain"):
-            raise ConfigError(f"decay.method must be average_gain, average_curve or average, "
-                              f"got {self.method!r}")
-        if self.fit_reference not in ("median", "recorded"):
-            raise ConfigError(f"decay.fit_reference must be median or recorded, got "
-                              f"{self.fit_reference!r}")
-        if self.model not in ("double_exp", "exp"):
-            raise ConfigError(f"decay.model must be double_exp or exp, got {self.model!r}")
+        self.check_choice("method", ("average_gain", "average_curve", "average"))
+        self.check_choice("fit_reference", ("median", "recorded"))
+        self.check_choice("model", ("double_exp", "exp"))
 
 
 @dataclass(frozen=True)
 class BadChannelsConfig(ConfigSection):
     """``[bad_channels]``."""
+    SECTION = "bad_channels"
 
     detect: bool
     interpolate: bool
@@ -436,6 +432,7 @@ class BadChannelsConfig(ConfigSection):
 @dataclass(frozen=True)
 class FilterConfig(ConfigSection):
     """``[filter]``."""
+    SECTION = "filter"
 
     l_freq_hz: float
     h_freq_hz: float
@@ -455,6 +452,7 @@ class FilterConfig(ConfigSection):
 @dataclass(frozen=True)
 class CleaningLeadfieldConfig(ConfigSection):
     """``[cleaning.leadfield]``."""
+    SECTION = "cleaning.leadfield"
 
     n_locations: int
     shell_fraction: float
@@ -465,6 +463,7 @@ class CleaningLeadfieldConfig(ConfigSection):
 @dataclass(frozen=True)
 class CleaningSoundConfig(ConfigSection):
     """``[cleaning.sound]``."""
+    SECTION = "cleaning.sound"
 
     lambda0: float
     max_iter: int
@@ -474,6 +473,7 @@ class CleaningSoundConfig(ConfigSection):
 @dataclass(frozen=True)
 class CleaningSspsirConfig(ConfigSection):
     """``[cleaning.sspsir]``."""
+    SECTION = "cleaning.sspsir"
 
     highpass_hz: float
     artifact_window_ms: list[float]
@@ -492,6 +492,7 @@ class CleaningSspsirConfig(ConfigSection):
 @dataclass(frozen=True)
 class CleaningSspsirControlConfig(ConfigSection):
     """``[cleaning.sspsir_control]``."""
+    SECTION = "cleaning.sspsir_control"
 
     control_window_ms: list[float]
     variance_pct: float
@@ -503,6 +504,7 @@ class CleaningSspsirControlConfig(ConfigSection):
 @dataclass(frozen=True)
 class CleaningIcaRulesConfig(ConfigSection):
     """``[cleaning.ica.rules]``."""
+    SECTION = "cleaning.ica.rules"
 
     muscle_window_ms: list[float]
     tms_muscle_ratio: float
@@ -519,6 +521,7 @@ class CleaningIcaRulesConfig(ConfigSection):
 @dataclass(frozen=True)
 class CleaningIcaConfig(ConfigSection):
     """``[cleaning.ica]``."""
+    SECTION = "cleaning.ica"
 
     method: str
     n_components: int
@@ -533,6 +536,7 @@ class CleaningIcaConfig(ConfigSection):
 @dataclass(frozen=True)
 class CleaningConfig(ConfigSection):
     """``[cleaning]``."""
+    SECTION = "cleaning"
 
     enabled: bool
     methods: list[str]
@@ -556,24 +560,24 @@ class CleaningConfig(ConfigSection):
             raise ConfigError("cleaning.methods has 'sspsir_control': set "
                               "cleaning.control_label to the marker label of the control "
                               "condition (e.g. 'sham')")
-        if self.during_calibration not in ("hold", "pass"):
-            raise ConfigError("cleaning.during_calibration must be 'hold' or 'pass'")
+        self.check_choice("during_calibration", ("hold", "pass"))
 
 
 @dataclass(frozen=True)
 class ReferenceConfig(ConfigSection):
     """``[reference]``."""
+    SECTION = "reference"
 
     type: str
 
     def validate(self) -> None:
-        if self.type not in ("average", "none"):
-            raise ConfigError(f"reference.type must be average or none, got {self.type!r}")
+        self.check_choice("type", ("average", "none"))
 
 
 @dataclass(frozen=True)
 class EpochsConfig(ConfigSection):
     """``[epochs]``."""
+    SECTION = "epochs"
 
     tmin_ms: float
     tmax_ms: float
@@ -585,6 +589,7 @@ class EpochsConfig(ConfigSection):
 @dataclass(frozen=True)
 class TepConfig(ConfigSection):
     """``[tep]``."""
+    SECTION = "tep"
 
     early_window_ms: list[float]
     post_window_ms: list[float]
