@@ -181,9 +181,9 @@ def test_a_stream_that_dies_and_comes_back_with_a_new_source_id(tmp_path, uid, c
         assert all("@     0.0 Hz" in s for s in gone), gone
         secs = [float(s.split("NO DATA for ")[1].split(" s")[0]) for s in gone]
         assert secs == sorted(secs) and secs[-1] >= 3.0, secs
-        shown_s = next(t for t, s in out.lines if "NO DATA" in s) - t_gone
-        print(f"run: status showed the outage {shown_s:.2f} s after the stream died")
-        assert shown_s < 5.0
+        shown_at = next(t for t, s in out.lines if "NO DATA" in s)
+        print(f"run: status showed the outage {shown_at - t_gone:.2f} s after the stream died")
+        assert shown_at < t_back  # shown while the outage lasted, not only once it was over
         after = [s for t, s in out.lines if t > t_back + 3.0 and s.startswith(name)]
         assert after and "gaps 1 " in after[-1], after
         rate_after = float(after[-1].split("@")[1].split("Hz")[0])
