@@ -49,11 +49,11 @@ def amplifier(uid):
 @pytest.fixture
 def lsl_player(uid):
     """``lsl_player(recording, prefix="play", **kwargs)``: a
-    :class:`~tmseeg.stream.replay.Player` of a file or Recording, its LSL outlets named
+    :class:`~tmseeg.io.replay.Player` of a file or Recording, its LSL outlets named
     ``f"{prefix}-{uid}"``, stopped after the test whatever happened (not started: the test
     starts it when its inlets are ready). ``kwargs`` go to the player (``speed``, ``chunk_ms``,
     ``loop`` ...)."""
-    from tmseeg.stream.replay import Player
+    from tmseeg.io.replay import Player
 
     made = []
 

@@ -75,7 +75,7 @@ def test_the_processing_thread_gives_the_offline_numbers():
     n_blocks = -(-data.shape[1] // 35)
     assert engine.n_blocks_processed < n_blocks / 2  # waiting blocks were joined
 
-    from tmseeg.stream.io import Recording
+    from tmseeg.io.files import Recording
     offline = run_session(Recording(data_uv=data, meta=sim.meta, events=list(events)), cfg,
                           keep_epochs=False)
     assert len(offline.pulses) >= 8

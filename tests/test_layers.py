@@ -14,9 +14,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tmseeg"
 LAYERS = [
     {"_ext", "utils", "sections"},
     {"stream"},
+    {"io"},
+    {"dsp"},
     {"pipeline"},
-    {"closedloop"},
     {"metrics"},
+    {"closedloop"},
     {"config"},
     {"session"},
     {"engine"},

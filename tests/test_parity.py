@@ -9,8 +9,8 @@ from tmseeg.report.analyze import run_session
 from tmseeg.session import TEPSession
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import blocks_from_array
-from tmseeg.stream.io import read_recording
-from tmseeg.stream.recorder import BrainVisionRecorder
+from tmseeg.io.files import read_recording
+from tmseeg.io.recorder import BrainVisionRecorder
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.outside import tmsgen  # noqa: E402
 from tmseeg.config import load_config  # noqa: E402
 from tmseeg.report.analyze import run_session  # noqa: E402
-from tmseeg.stream.io import read_recording  # noqa: E402
+from tmseeg.io.files import read_recording  # noqa: E402
 
 #: pulses per short recording: enough for every decision made on the first pulses (5)
 N_PULSES = 7

@@ -158,7 +158,7 @@ class RecordingSource(BlocksSource):
 
     Parameters
     ----------
-    recording : tmseeg.stream.io.Recording
+    recording : tmseeg.io.files.Recording
     block_ms : float
         Milliseconds of data per block (the last block may be shorter).
     progress : bool

@@ -554,10 +554,10 @@ class TEPSession:
     def tep_curves(self) -> dict[str, Any]:
         """The running ROI-average TEP and GMFP, decimated to ~1 kHz for the metrics stream.
 
-        See :func:`tmseeg.stream.metrics_outlet.encode_curves` (every k-th sample of the
+        See :func:`tmseeg.io.metrics_outlet.encode_curves` (every k-th sample of the
         epoch-filtered average, values rounded to 0.001 µV); ``{}`` before the first epoch.
         """
-        from tmseeg.stream.metrics_outlet import encode_curves
+        from tmseeg.io.metrics_outlet import encode_curves
 
         tep = self.tep
         if tep is None or tep.n == 0:

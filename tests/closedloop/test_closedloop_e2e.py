@@ -149,7 +149,7 @@ def test_a_protocol_that_holds_the_interpreter_cannot_stop_the_engine(tmp_path, 
     print(f"stopped {took:.2f} s after {sig}")  # communicate(timeout=10) above: it did stop
     assert text.count("protocol process killed and started again") == 2, text[-3000:]
     assert text.count("protocol process killed (kill 3 of 3): protocol disabled") == 1
-    from tmseeg.stream.io import read_recording
+    from tmseeg.io.files import read_recording
 
     rec = read_recording(next((tmp_path / "rec").glob("*.vhdr")))
     assert rec.duration_s > 3.0  # the recording went on through the kills and after them

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from tmseeg.stream.recorder import RawRecorderSink
+from tmseeg.io.recorder import RawRecorderSink
 from tmseeg.closedloop import Protocol, ProtocolLoadError, ProtocolRunner, TriggerRequest
 from tmseeg.closedloop.protocol import ProtocolConfigError, load_protocol
 from tmseeg.closedloop.triggers import LSLTriggerOutput
@@ -23,7 +23,7 @@ from tmseeg.sim.amplifier import SimulatedAmplifier
 from tmseeg.sim.model import SimConfig
 from tmseeg.stream.block import StreamMeta
 from tmseeg.stream.inlet import LSLSource
-from tmseeg.stream.recorder import BrainVisionRecorder
+from tmseeg.io.recorder import BrainVisionRecorder
 
 
 # -- loading ----------------------------------------------------------------------------------

@@ -341,7 +341,7 @@ def test_curve_encoding_decimates_without_aliasing():
     """Every k-th sample after the epoch low-pass; block means when there is no low-pass."""
     import json
 
-    from tmseeg.stream.metrics_outlet import curve_decimation, decode_curves, encode_curves
+    from tmseeg.io.metrics_outlet import curve_decimation, decode_curves, encode_curves
     from tmseeg.utils import jsonable
 
     assert curve_decimation(5000.0, 80.0) == (5, "subsample")

@@ -16,7 +16,7 @@ from tmseeg.engine import BlocksSource, Engine, events_as_markers
 from tmseeg.session import TEPSession
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import blocks_from_array
-from tmseeg.stream.io import Recording
+from tmseeg.io.files import Recording
 
 
 def _cfg(**osc_over):

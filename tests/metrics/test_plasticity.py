@@ -9,7 +9,7 @@ from tmseeg.config import load_config
 from tmseeg.report.analyze import run_session
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 from tmseeg.stream.block import Event
-from tmseeg.stream.io import Recording
+from tmseeg.io.files import Recording
 
 from tmseeg.sim.accuracy import true_roi_tep
 

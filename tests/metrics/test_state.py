@@ -34,7 +34,7 @@ def _run(preferred_rad=0.0, duration_s=240.0, seed=4, block=50):
     if not metric:
         metric = [st.make_metric(cfg, session.context)]
         session.metrics.insert(len(session.metrics) - 1, metric[0])  # before plasticity
-    from tmseeg.stream.io import Recording
+    from tmseeg.io.files import Recording
     rec = Recording(data, sim.meta, events)
     blocks = blocks_from_array(rec.data_uv, rec.meta, block, events=events_as_markers(rec.events))
     Engine.for_session(BlocksSource(blocks, rec.meta), session).run_to_end()

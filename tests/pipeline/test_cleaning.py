@@ -380,7 +380,7 @@ def test_ica_labels_injected_lateral_eye_movement_and_persistent_muscle():
 def _session(data, names, truth, cfg_over, block_ms=100.0):
     from tmseeg.config import load_config
     from tmseeg.report.analyze import run_session
-    from tmseeg.stream.io import Recording
+    from tmseeg.io.files import Recording
 
     meta = StreamMeta(names, SF, ["eeg"] * len(names), "sim")
     ev = [Event(p.sample, "TMS", EVENT_MARKER) for p in truth.pulses]

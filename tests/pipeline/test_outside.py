@@ -237,7 +237,7 @@ def test_blinks_and_rhythms_are_not_bad_channels_an_electrode_fault_is(family):
 
 # ---------------------------------------------------------------------- first, do no harm
 def as_tmseeg_recording(rec):
-    from tmseeg.stream.io import Recording
+    from tmseeg.io.files import Recording
 
     return Recording(data_uv=np.asarray(rec.data_uv, dtype=np.float64), meta=meta_of(rec),
                      events=marker_events(rec))

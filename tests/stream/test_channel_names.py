@@ -10,7 +10,7 @@ from tmseeg.pipeline.coil import roi_around
 from tmseeg.report.analyze import analyze_file
 from tmseeg.sim.model import SimConfig, simulate_recording
 from tmseeg.stream.block import StreamMeta
-from tmseeg.stream.io import read_recording
+from tmseeg.io.files import read_recording
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -154,7 +154,7 @@ def test_live_replay_gives_the_same_threshold_and_metadata(threshold_hunt, tmp_p
     recording (over LSL) gives what the analysis of the file gives."""
     from tmseeg.config import load_config
     from tmseeg.report.analyze import run_session
-    from tmseeg.stream.io import read_recording
+    from tmseeg.io.files import read_recording
 
     folder, pulses = threshold_hunt
     cfg = load_config(overrides={"channels": {"types": {"Aux1": "emg"}},
@@ -427,8 +427,8 @@ def _with_info_messages(threshold_hunt, tmp_path):
     per-pulse JSON (intensity, coil position) on a stream of its own: each message 0-20 ms
     before or after its pulse, two stray messages that belong to no pulse."""
     from tmseeg.stream.block import EVENT_INFO, Block, Event
-    from tmseeg.stream.io import read_recording
-    from tmseeg.stream.recorder import BrainVisionRecorder
+    from tmseeg.io.files import read_recording
+    from tmseeg.io.recorder import BrainVisionRecorder
 
     folder, pulses = threshold_hunt
     rec = read_recording(folder / "plain.vhdr")
@@ -457,7 +457,7 @@ def test_per_pulse_metadata_on_a_stream_of_its_own_joins_live_and_offline(thresh
     PulseInfo markers; the analysis of the recording and a live replay of it (EEG, markers
     and that stream over LSL) give every pulse its own intensity, and the same threshold."""
     from tmseeg.config import load_config
-    from tmseeg.stream.io import read_recording
+    from tmseeg.io.files import read_recording
 
     path, pulses = _with_info_messages(threshold_hunt, tmp_path)
     got = read_recording(path)
@@ -479,8 +479,8 @@ def test_per_pulse_metadata_on_a_stream_of_its_own_joins_live_and_offline(thresh
 def test_json_marker_metadata_survives_a_recording(tmp_path):
     """A JSON marker's metadata is written with it and read back (it was lost before)."""
     from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta
-    from tmseeg.stream.io import read_recording
-    from tmseeg.stream.recorder import BrainVisionRecorder
+    from tmseeg.io.files import read_recording
+    from tmseeg.io.recorder import BrainVisionRecorder
 
     meta = StreamMeta(("Cz", "Pz", "Oz"), 1000.0, ("eeg",) * 3, name="m")
     events = [Event(sample=100, label="TMS", kind=EVENT_PULSE,

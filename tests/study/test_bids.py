@@ -146,7 +146,7 @@ def test_find_filters_and_errors(tmp_path, session_raw):
 
 
 def test_corrupt_recording_message(tmp_path, session_raw):
-    from tmseeg.stream.io import RecordingError
+    from tmseeg.io.files import RecordingError
     raw, _ = session_raw
     bp = write_bids(raw.copy().crop(0, 5.0), tmp_path / "bids", subject="01", task="tms")
     bp.fpath.write_text("this is not a BrainVision header\n")
@@ -187,8 +187,8 @@ def test_cli_analyze_bids_root(tmp_path, session_raw, capsys, fresh_logging):
 def test_run_record_to_bids(tmp_path, session_raw, uid, capsys, fresh_logging):
     """`tmseeg run --bids-root`: live LSL in, BIDS out with the live pipeline's pulse rows."""
     from tmseeg.cli import main
-    from tmseeg.stream.io import read_recording
-    from tmseeg.stream.replay import Player
+    from tmseeg.io.files import read_recording
+    from tmseeg.io.replay import Player
     raw, _ = session_raw
     src = tmp_path / "src_raw.fif"
     raw.copy().crop(0, 7.0).save(src, verbose="error")

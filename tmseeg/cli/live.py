@@ -67,7 +67,7 @@ def run_engine(source, duration_s: float | None, record_dir: str | None,
     every block and every pulse row, and its line joins the status.
     """
     from tmseeg.engine import Engine
-    from tmseeg.stream.recorder import RawRecorderSink
+    from tmseeg.io.recorder import RawRecorderSink
     from tmseeg.config import load_config
     from tmseeg.session import TEPSession
 
@@ -75,13 +75,13 @@ def run_engine(source, duration_s: float | None, record_dir: str | None,
     sinks = []
     recorder = None
     if record_dir is not None:
-        from tmseeg.stream.recorder import BrainVisionRecorder
+        from tmseeg.io.recorder import BrainVisionRecorder
         recorder = BrainVisionRecorder(Path(record_dir), source.meta)
         sinks.append(RawRecorderSink(recorder))
         print(f"recording to {recorder.path} ({_free_space(recorder)})")
     outlet = None
     if publish:
-        from tmseeg.stream.metrics_outlet import MetricsOutlet
+        from tmseeg.io.metrics_outlet import MetricsOutlet
         stream_id = source.meta.source_id or source.meta.name
         outlet = MetricsOutlet(source_id=f"tmseeg-metrics-{stream_id}")
         session.listeners.append(outlet)
@@ -132,7 +132,7 @@ def run_engine(source, duration_s: float | None, record_dir: str | None,
 
 def _free_space(recorder) -> str:
     """The free space note of a recording (a warning when it holds under 30 minutes)."""
-    from tmseeg.stream.recorder import free_space_note
+    from tmseeg.io.recorder import free_space_note
     note, short = free_space_note(recorder.path.parent, recorder.meta)
     if short:
         log.warning("%s has only %s: the recording will stop when the disk is full. Free "
@@ -143,7 +143,7 @@ def _free_space(recorder) -> str:
 def _close_logged(recorder) -> None:
     """Close a recording; a write failure while closing is said as an error, not raised
     (what was recorded stays)."""
-    from tmseeg.stream.recorder import RecordingError
+    from tmseeg.io.recorder import RecordingError
     try:
         recorder.close()
     except RecordingError as err:
@@ -317,7 +317,7 @@ def cmd_record(args) -> int:
     from tmseeg.stream.lslconfig import use_loopback_only
     if args.loopback:
         use_loopback_only(force=True)
-    from tmseeg.stream.recorder import BrainVisionRecorder
+    from tmseeg.io.recorder import BrainVisionRecorder
     from tmseeg.study.cli import bids_record_dir, finish_bids_record
 
     bids_dir = bids_record_dir(args)  # --bids-root: raw copy in ROOT/sourcedata/tmseeg/...
@@ -325,7 +325,7 @@ def cmd_record(args) -> int:
         args.out = str(bids_dir)
     if args.out is None:
         raise ValueError("record needs --out DIR (or --bids-root ROOT --subject LABEL)")
-    from tmseeg.stream.recorder import RecordingError
+    from tmseeg.io.recorder import RecordingError
     _check_record_folder(args.out, "--out")  # before the stream is opened
     source = _open_source(args)
     recorder = BrainVisionRecorder(Path(args.out), source.meta, overwrite=args.overwrite)

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_cli.add_arguments(p)
     p.set_defaults(func=sim_cli.run)
 
-    from tmseeg.stream import replay
+    from tmseeg.io import replay
     p = sub.add_parser("replay", help="replay a recording as live LSL EEG + Markers streams")
     replay.add_arguments(p)
     p.set_defaults(func=replay.run)

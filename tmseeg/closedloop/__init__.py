@@ -1,4 +1,5 @@
-"""Closed loop: protocol API and runner, phase estimators, spatial filters, safety guard, outputs.
+"""Closed loop: protocol API and runner, safety guard, trigger outputs (the phase estimators and
+spatial filters it uses are in :mod:`tmseeg.dsp`).
 
 The names a protocol script needs are importable from here::
 

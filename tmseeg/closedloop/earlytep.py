@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tmseeg.closedloop.spatial import SpatialFilter
+from tmseeg.dsp.spatial import SpatialFilter
 from tmseeg.stream.block import Block, StreamMeta
 from tmseeg.stream.ringbuffer import RingBuffer
 

@@ -70,8 +70,8 @@ import numpy as np
 
 from tmseeg.closedloop.earlytep import EarlyTEPData
 from tmseeg.closedloop.guard import TriggerRequest
-from tmseeg.closedloop.phase import PhaseEstimate
-from tmseeg.closedloop.spatial import SpatialFilter
+from tmseeg.dsp.phase import PhaseEstimate
+from tmseeg.dsp.spatial import SpatialFilter
 
 __all__ = ["Protocol", "ProtocolInfo", "State", "PulseInfo", "MarkerInfo", "EarlyTEP",
            "ProtocolLoadError", "ProtocolConfigError", "ProtocolTimeout", "load_protocol"]

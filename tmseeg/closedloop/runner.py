@@ -24,7 +24,7 @@ import numpy as np
 
 from tmseeg.closedloop.earlytep import EarlyTEPCutter
 from tmseeg.closedloop.guard import GuardDecision, SafetyGuard, TriggerRequest
-from tmseeg.closedloop.phase import ARPhaseEstimator, ETPPhaseEstimator, PhaseEstimate
+from tmseeg.dsp.phase import ARPhaseEstimator, ETPPhaseEstimator, PhaseEstimate
 from tmseeg.closedloop.protocol import (
     EarlyTEP,
     MarkerInfo,
@@ -37,7 +37,7 @@ from tmseeg.closedloop.protocol import (
     State,
     load_protocol,
 )
-from tmseeg.closedloop.spatial import SpatialFilter
+from tmseeg.dsp.spatial import SpatialFilter
 from tmseeg.closedloop.triggers import TriggerOutput, lsl_clock, message_json
 from tmseeg.pipeline.pulses import DEFAULT_PULSE_PATTERN
 from tmseeg.stream.block import EVENT_GAP, EVENT_MARKER, EVENT_PULSE, Block, StreamMeta

@@ -198,7 +198,7 @@ class LiveFeed(_FeedBase):
                                          lock=self.lock)
         self.outlet = None
         if publish:
-            from tmseeg.stream.metrics_outlet import MetricsOutlet
+            from tmseeg.io.metrics_outlet import MetricsOutlet
             self.outlet = MetricsOutlet(
                 source_id=f"tmseeg-metrics-{source.meta.source_id or source.meta.name}")
             self.session.listeners.append(self.outlet)
@@ -401,7 +401,7 @@ class AttachedFeed(_FeedBase):
 
     The metrics stream carries per-pulse rows, TEP summaries (peaks, SNR, trials needed, bad
     channels, plug-in metrics) and the running ROI-average TEP and GMFP decimated to ~1 kHz
-    (:func:`~tmseeg.stream.metrics_outlet.encode_curves`), so the ROI TEP, GMFP, peak labels,
+    (:func:`~tmseeg.io.metrics_outlet.encode_curves`), so the ROI TEP, GMFP, peak labels,
     per-pulse panels and metrics table are live. The per-channel average is not sent: the
     butterfly, scalp map, single-trial panels and "save average" stay empty in this mode.
 
@@ -421,7 +421,7 @@ class AttachedFeed(_FeedBase):
         import pylsl
 
         from tmseeg.stream.inlet import StreamNotFoundError, resolve_stream
-        from tmseeg.stream.metrics_outlet import METRICS_STREAM_TYPE
+        from tmseeg.io.metrics_outlet import METRICS_STREAM_TYPE
 
         self.meta = source.meta
         self.engine = Engine(source, stages=(), buffer_s=buffer_s)
@@ -520,7 +520,7 @@ class AttachedFeed(_FeedBase):
         snap.trials_needed = float(tep.get("trials_needed") or math.nan)
         snap.bads = dict(tep.get("bad_channels") or {})
         if curves.get("n"):
-            from tmseeg.stream.metrics_outlet import decode_curves
+            from tmseeg.io.metrics_outlet import decode_curves
             snap.times_ms, uv = decode_curves(curves)
             snap.roi_average_uv = uv.get("roi_average_uv")
             snap.gmfp_uv = uv.get("gmfp_uv")

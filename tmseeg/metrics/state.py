@@ -4,12 +4,12 @@ Method
 ------
 Causal, from data before each pulse only: the processed continuous blocks (after pulse
 interpolation, decay removal, bad-channel interpolation and the average reference) are reduced
-to one signal by a spatial filter (:class:`~tmseeg.closedloop.spatial.SpatialFilter`; default
+to one signal by a spatial filter (:class:`~tmseeg.dsp.spatial.SpatialFilter`; default
 ``"auto"`` = ``"C3 Laplacian"`` when the stream has C3, the montage of EEG-triggered motor TMS,
 Zrenner et al. 2018) and kept in a small ring buffer. For each pulse at sample ``s`` the
 window of ``window_ms`` (500 ms) ending ``gap_ms`` (5 ms) before the pulse — clear of the
 interpolated pulse window (-2 ms) and of marker jitter — goes to the
-:class:`~tmseeg.closedloop.phase.ARPhaseEstimator` (band-pass, Burg AR forward prediction,
+:class:`~tmseeg.dsp.phase.ARPhaseEstimator` (band-pass, Burg AR forward prediction,
 Hilbert phase; Zrenner et al. 2018), which predicts the phase and envelope **at the pulse
 sample** (``delay_ms = gap_ms``). Nothing at or after the pulse is read, so the estimate is the
 one a closed-loop system could have had.
@@ -46,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from tmseeg.closedloop.phase import ARPhaseEstimator
-from tmseeg.closedloop.spatial import SpatialFilter
+from tmseeg.dsp.phase import ARPhaseEstimator
+from tmseeg.dsp.spatial import SpatialFilter
 from tmseeg.metrics.base import MetricContext, SessionMetric
 from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.stream.ringbuffer import RingBuffer

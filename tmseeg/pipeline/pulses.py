@@ -32,7 +32,7 @@ from tmseeg.stream.pulseinfo import pattern_fields, with_info
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
 
 try:  # one pattern for file reading and live markers
-    from tmseeg.stream.io import DEFAULT_PULSE_PATTERN
+    from tmseeg.io.files import DEFAULT_PULSE_PATTERN
 except ImportError:  # pragma: no cover - io not available (minimal install)
     #: Case-insensitive regex for marker labels that are TMS pulses.
     DEFAULT_PULSE_PATTERN = r"(?:\btms)|(?:pulse)|(?:^(?:stimulus/)?s\s*1$)"
@@ -212,7 +212,7 @@ class MarkerPulses(StatelessStage):
     ----------
     pattern : str
         Regular expression searched (case-insensitive) in each ``"marker"`` event's label.
-        The default, :data:`DEFAULT_PULSE_PATTERN` (shared with :mod:`tmseeg.stream.io`),
+        The default, :data:`DEFAULT_PULSE_PATTERN` (shared with :mod:`tmseeg.io.files`),
         matches ``"TMS"``, ``"tms_pulse"``, anything containing ``"pulse"``, and BrainVision
         ``"Stimulus/S  1"``/``"S  1"``. For other conventions pass your own, e.g. ``"R128"``
         or ``r"^Stimulus/S\\s*128$"``.

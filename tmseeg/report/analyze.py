@@ -29,7 +29,7 @@ from tmseeg.session import TEPSession
 from tmseeg.engine import OFFLINE_BLOCK_MS, Engine, RecordingSource
 from tmseeg.stream.block import StreamMeta
 from tmseeg.stream.montage import standard_montage, use_montage
-from tmseeg.stream.io import Recording, read_recording
+from tmseeg.io.files import Recording, read_recording
 from tmseeg.utils import jsonable, return_freed_memory, writable_dir
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     Parameters
     ----------
     path : path
-        Any file :func:`~tmseeg.stream.io.read_recording` reads.
+        Any file :func:`~tmseeg.io.files.read_recording` reads.
     out_dir : path
         Created if needed; existing outputs of the same names are replaced.
     config : path, optional

@@ -15,7 +15,7 @@ __all__ = ["simulated_recording", "true_roi_tep", "peak_errors"]
 
 
 def simulated_recording(config, seconds: float, label: str | None = "TMS"):
-    """A simulated session as :func:`tmseeg.stream.io.read_recording` would give it.
+    """A simulated session as :func:`tmseeg.io.files.read_recording` would give it.
 
     Parameters
     ----------
@@ -26,13 +26,13 @@ def simulated_recording(config, seconds: float, label: str | None = "TMS"):
 
     Returns
     -------
-    recording : tmseeg.stream.io.Recording
+    recording : tmseeg.io.files.Recording
         Data in µV, the simulator's channel names and types, one marker per pulse.
     truth : tmseeg.sim.truth.GroundTruth
     """
     from tmseeg.sim.model import simulate_recording
     from tmseeg.stream.block import EVENT_MARKER, Event, StreamMeta
-    from tmseeg.stream.io import Recording
+    from tmseeg.io.files import Recording
 
     raw, truth = simulate_recording(config, seconds)
     meta = StreamMeta(tuple(raw.ch_names), raw.info["sfreq"], tuple(raw.get_channel_types()),

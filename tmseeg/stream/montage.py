@@ -1,6 +1,6 @@
 """Montages and channel names: where electrodes are, and what a stream's channels are called.
 
-Where recordings (:func:`tmseeg.stream.io.read_recording`) and LSL streams
+Where recordings (:func:`tmseeg.io.files.read_recording`) and LSL streams
 (:func:`tmseeg.stream.inlet.meta_from_info`) enter the engine, their channel names are tidied to
 the montage's labels (``"EEG Fp1-REF"`` -> ``"Fp1"``) and typed as the user said
 (``[channels] types``), so that a file and its live stream get the same names and every spatial
@@ -216,7 +216,7 @@ def tidy_channel_names(
 def tidy_meta(meta: StreamMeta, montage: str = "auto") -> StreamMeta:
     """``meta`` with its channels renamed by :func:`tidy_channel_names`, logged once.
 
-    Used where recordings (:func:`tmseeg.stream.io.read_recording`) and LSL streams
+    Used where recordings (:func:`tmseeg.io.files.read_recording`) and LSL streams
     (:func:`tmseeg.stream.inlet.meta_from_info`) enter the engine, so that a file and its live
     stream get the same names. The labels as received are kept in
     :attr:`StreamMeta.original_names <tmseeg.stream.block.StreamMeta>` when any changed.

@@ -1,7 +1,7 @@
 """BIDS in and out for TMS-EEG sessions (with :mod:`mne_bids`).
 
 Writing (:func:`write_bids`)
-    A recording (a file tmseeg reads, a :class:`~tmseeg.stream.io.Recording` or an MNE Raw)
+    A recording (a file tmseeg reads, a :class:`~tmseeg.io.files.Recording` or an MNE Raw)
     becomes ``<root>/sub-XX/[ses-YY/]eeg/sub-XX[_ses-YY]_task-T[_run-R]_eeg.vhdr`` (BrainVision,
     written by :func:`mne_bids.write_raw_bids`) with ``channels.tsv``, ``events.tsv``,
     ``_eeg.json`` and the dataset files. ``events.tsv`` has one row per TMS pulse and per block
@@ -45,7 +45,7 @@ import numpy as np
 from tmseeg import __version__
 from tmseeg.config import Config
 from tmseeg.utils import jsonable
-from tmseeg.stream.io import DEFAULT_PULSE_PATTERN, Recording, RecordingError
+from tmseeg.io.files import DEFAULT_PULSE_PATTERN, Recording, RecordingError
 
 #: custom ``_eeg.json`` field with what the engine knows about the stimulation
 STIM_FIELD = "TMSStimulation"
@@ -165,7 +165,7 @@ def _as_raw(source):
         return source
     if isinstance(source, Recording):
         return source.to_raw()
-    from tmseeg.stream.io import read_recording
+    from tmseeg.io.files import read_recording
     return read_recording(Path(source)).to_raw()
 
 
@@ -277,7 +277,7 @@ def write_bids(source, bids_root: str | Path, subject: str, session: str | None 
     Parameters
     ----------
     source : path, Recording or mne.io.Raw
-        The recording (any file :func:`~tmseeg.stream.io.read_recording` reads). Its
+        The recording (any file :func:`~tmseeg.io.files.read_recording` reads). Its
         annotations / markers become ``events.tsv`` rows.
     bids_root : path
         Dataset root (created with ``dataset_description.json`` if new).
@@ -440,7 +440,7 @@ def read_bids_recording(bids_path, pulse_pattern: str = DEFAULT_PULSE_PATTERN) -
     """
     from mne_bids import get_bids_path_from_fname, read_raw_bids
 
-    from tmseeg.stream.io import _from_raw, checked_recording
+    from tmseeg.io.files import _from_raw, checked_recording
 
     if not hasattr(bids_path, "fpath"):
         bids_path = get_bids_path_from_fname(Path(bids_path))

@@ -110,7 +110,7 @@ def finish_bids_record(args, vhdr: Path | None = None, analyze: bool = False):
     """
     from tmseeg.study.bids import (bids_path_for, derivatives_root, session_output_dir,
                                    write_bids, write_derivatives_description)
-    from tmseeg.stream.io import read_recording
+    from tmseeg.io.files import read_recording
 
     folder = bids_record_dir(args)
     if vhdr is None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tmseeg.stream.block import StreamMeta, Event
-from tmseeg.stream.io import (
+from tmseeg.io.files import (
     DEFAULT_PULSE_PATTERN,
     FileSamples,
     Recording,

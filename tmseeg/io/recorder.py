@@ -22,7 +22,7 @@ Events become marker lines (positions are 1-based file samples, as BrainVision w
 - a marker or pulse that carries metadata (a JSON marker): its description is the JSON
   ``{"label": <label>, "intensity_pct": ...}``; per-pulse metadata sent on a stream of its
   own (``"info"`` events): ``PulseInfo,{"intensity_pct": ...}``. Commas are written as
-  BrainVision's ``\1``; :func:`tmseeg.stream.io.read_recording` reads both back;
+  BrainVision's ``\1``; :func:`tmseeg.io.files.read_recording` reads both back;
 - a label that already has a BrainVision ``Type/Description`` form (``"Stimulus/S  1"``)
   keeps its type and description;
 - gaps (samples that never arrived, either a ``"gap"`` event or a jump of
@@ -57,7 +57,7 @@ import numpy as np
 
 from tmseeg.stream.pulseinfo import INFO_LABEL, pulse_info
 from tmseeg.stream.block import EVENT_GAP, EVENT_INFO, EVENT_PULSE, Block, Event, StreamMeta
-from tmseeg.stream.io import VOLTAGE_TYPES
+from tmseeg.io.files import VOLTAGE_TYPES
 
 _log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ Supported formats (chosen by file name):
                     ANT's RIFF container is read as Neuroscan
 ``.mff``            EGI / Magstim EGI (folder), read with MNE
 NeurOne folder      Bittium NeurOne session folder (or its ``Protocol.xml``), read by
-                    :mod:`tmseeg.stream.neurone`
+                    :mod:`tmseeg.io.neurone`
 ==================  ==========================================================
 
 Whatever the format, a :class:`Recording` holds ``(n_channels, n_samples)`` float64 data with
@@ -233,7 +233,7 @@ def _volt_scale(ch_types: Sequence[str]) -> np.ndarray:
 
 
 def _format_of(path: Path) -> str:
-    from tmseeg.stream.neurone import is_neurone
+    from tmseeg.io.neurone import is_neurone
 
     name = path.name.lower()
     if is_neurone(path):
@@ -585,7 +585,7 @@ def _edf_truncation(path: Path, fmt: str) -> str:
 
 
 def _read_neurone(path: Path, pattern: re.Pattern) -> Recording:
-    from tmseeg.stream.neurone import NeurOneError, read_neurone
+    from tmseeg.io.neurone import NeurOneError, read_neurone
 
     try:
         session = read_neurone(path)
@@ -740,7 +740,7 @@ def _annotation_event(sample: int, desc: str, pattern: re.Pattern, duration: int
     """An annotation as an event; one whose description (after a BrainVision ``Type/``) is a
     JSON object carries pulse metadata: ``PulseInfo/{...}`` is an ``"info"`` event,
     ``Stimulus/{"label": "TMS", ...}`` the marker ``Stimulus/TMS`` with that metadata (what
-    :class:`~tmseeg.stream.recorder.BrainVisionRecorder` writes)."""
+    :class:`~tmseeg.io.recorder.BrainVisionRecorder` writes)."""
     mtype, slash, rest = desc.partition("/")
     text = rest if slash and rest.startswith("{") else desc
     if not text.startswith("{"):

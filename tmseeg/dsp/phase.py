@@ -1,7 +1,7 @@
 """Real-time estimators of the instantaneous phase and amplitude of an EEG rhythm.
 
 Both estimators read a window of one (spatially filtered, see
-:mod:`tmseeg.closedloop.spatial`) signal that ends at the newest sample, and estimate the phase
+:mod:`tmseeg.dsp.spatial`) signal that ends at the newest sample, and estimate the phase
 and amplitude **at a target time** ``newest sample + delay_ms``. ``delay_ms`` is the technical
 delay the caller must compensate: data transport + decision + trigger output + stimulator
 latency. Phase uses the cosine convention of the simulator's ground truth: 0 = positive peak,

@@ -8,8 +8,8 @@ import pybv
 import pylsl
 import pytest
 
-from tmseeg.stream.io import RecordingError, read_recording
-from tmseeg.stream.replay import Player, add_arguments, run
+from tmseeg.io.files import RecordingError, read_recording
+from tmseeg.io.replay import Player, add_arguments, run
 
 SFREQ = 500.0
 N = 1000  # 2 s
@@ -160,7 +160,7 @@ def test_replay_loop_fast(fif_file, uid):
 def test_replay_throughput_as_fast_as_possible(lsl_player):
     """Every sample pushed unpaced (speed 0), and how fast (printed: a figure, not a limit)."""
     from tmseeg.stream.block import StreamMeta
-    from tmseeg.stream.io import Recording
+    from tmseeg.io.files import Recording
 
     rng = np.random.default_rng(0)
     n = 5000 * 4
@@ -222,7 +222,7 @@ def test_cli_ctrl_c_is_clean(fif_file, uid):
 
     path, _, _ = fif_file
     code = (
-        "import argparse, sys; from tmseeg.stream import replay; p = argparse.ArgumentParser(); "
+        "import argparse, sys; from tmseeg.io import replay; p = argparse.ArgumentParser(); "
         "replay.add_arguments(p); sys.exit(replay.run(p.parse_args(sys.argv[1:])))"
     )
     proc = subprocess.Popen(

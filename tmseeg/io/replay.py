@@ -1,7 +1,7 @@
 """File replay: any recording becomes live LSL streams (the test fixture for everything downstream).
 
 A :class:`Player` opens two LSL outlets for a recording read by
-:func:`~tmseeg.stream.io.read_recording`:
+:func:`~tmseeg.io.files.read_recording`:
 
 - an EEG outlet (type ``EEG``, ``float32``, nominal rate = the file's rate) whose ``desc``
   follows the XDF meta-data convention: ``desc/channels/channel/{label,type,unit}``, with
@@ -51,7 +51,7 @@ import numpy as np
 
 from tmseeg.stream.pulseinfo import INFO_LABEL, pulse_info
 from tmseeg.stream.block import EVENT_INFO, EVENT_PULSE
-from tmseeg.stream.io import (
+from tmseeg.io.files import (
     DEFAULT_PULSE_PATTERN,
     VOLTAGE_TYPES,
     Recording,
@@ -66,7 +66,7 @@ class Player:
     Parameters
     ----------
     source : str, Path or Recording
-        A file :func:`~tmseeg.stream.io.read_recording` reads, or a recording in memory.
+        A file :func:`~tmseeg.io.files.read_recording` reads, or a recording in memory.
     name : str or None
         EEG stream name (default: the file name, e.g. ``"sub01.vhdr"``).
     source_id : str or None
@@ -81,7 +81,7 @@ class Player:
     marker_name : str or None
         Marker stream name (default ``name + "-markers"``).
     pulse_pattern : str
-        Passed to :func:`~tmseeg.stream.io.read_recording` when ``source`` is a path.
+        Passed to :func:`~tmseeg.io.files.read_recording` when ``source`` is a path.
 
     Attributes
     ----------

@@ -13,7 +13,7 @@ import pytest
 from tmseeg.report.analyze import analyze_file
 from tmseeg.sim.accuracy import simulated_recording
 from tmseeg.sim.model import SimConfig
-from tmseeg.stream.io import EVENT_GAP, RecordingError, read_recording
+from tmseeg.io.files import EVENT_GAP, RecordingError, read_recording
 
 
 def _session(seconds=20.0, sfreq=2000.0, seed=7):

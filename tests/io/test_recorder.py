@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tmseeg.stream.block import Block, Event, StreamMeta, blocks_from_array
-from tmseeg.stream.io import read_recording
-from tmseeg.stream.recorder import AppendFile, BrainVisionRecorder, RecordingError
+from tmseeg.io.files import read_recording
+from tmseeg.io.recorder import AppendFile, BrainVisionRecorder, RecordingError
 
 SFREQ = 1000.0
 
@@ -140,7 +140,7 @@ CHILD = textwrap.dedent(
     import sys, time
     import numpy as np
     from tmseeg.stream.block import Block, Event, StreamMeta
-    from tmseeg.stream.recorder import BrainVisionRecorder
+    from tmseeg.io.recorder import BrainVisionRecorder
     path, block = sys.argv[1], int(sys.argv[2])
     meta = StreamMeta(ch_names=[f"E{i}" for i in range(8)], sfreq=1000.0, name="crash")
     x = np.random.default_rng(7).standard_normal((8, 600000)) * 30.0
@@ -213,8 +213,8 @@ def test_record_a_replayed_lsl_stream(tmp_path, uid):
     """File -> Player -> loopback LSL -> Blocks -> recorder -> file: samples and pulses intact."""
     import pylsl
 
-    from tmseeg.stream.io import Recording
-    from tmseeg.stream.replay import Player
+    from tmseeg.io.files import Recording
+    from tmseeg.io.replay import Player
 
     meta = StreamMeta([f"E{i}" for i in range(6)], 1000.0, name="src")
     x = _data(meta, 1500, seed=4)

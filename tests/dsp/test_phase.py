@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from tmseeg._ext.arpredict import ar_predict
-from tmseeg.closedloop.phase import (ARPhaseEstimator, ETPPhaseEstimator, PhaseEstimate,
+from tmseeg.dsp.phase import (ARPhaseEstimator, ETPPhaseEstimator, PhaseEstimate,
                                      ar_predict_numpy, fit_ar_burg, fit_ar_yule_walker)
-from tmseeg.closedloop.spatial import SpatialFilter, nearest_neighbors
+from tmseeg.dsp.spatial import SpatialFilter, nearest_neighbors
 from tmseeg.sim.config import CAPS, SimConfig
 from tmseeg.sim.model import TMSEEGSimulator
 
