@@ -25,7 +25,7 @@ from tmseeg.session import epoch_filter
 from tmseeg.report.analyze import run_session
 from tmseeg.sim.model import SimConfig, simulate_recording
 from tmseeg.stream.block import EVENT_MARKER, Event, StreamMeta, blocks_from_array
-from tmseeg.stream.io import Recording
+from tmseeg.io.files import Recording
 
 SF = 2000.0
 

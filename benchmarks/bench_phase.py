@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from tmseeg._ext.arpredict import ar_predict
-from tmseeg.closedloop.phase import ARPhaseEstimator, ETPPhaseEstimator, ar_predict_numpy
-from tmseeg.closedloop.spatial import SpatialFilter
+from tmseeg.dsp.phase import ARPhaseEstimator, ETPPhaseEstimator, ar_predict_numpy
+from tmseeg.dsp.spatial import SpatialFilter
 from tmseeg.sim.model import SimConfig, TMSEEGSimulator
 
 FS = 5000.0
