@@ -46,6 +46,9 @@ VARIANTS: dict[str, dict] = {
     "no_decay": {"decay": {"enabled": False}},
     "fixed_cut": {"interpolation": {"window_ms": [-2.0, 10.0]}},
     "sspsir": {"cleaning": {"enabled": True, "methods": ["sspsir"]}},
+    # SOUND (channel-specific noise, Mutanen 2018) after decay removal: what a decay's
+    # per-channel misfit leaves is channel-specific
+    "sound": {"cleaning": {"enabled": True, "methods": ["sound"]}},
     # decay removal, side by side (the default is average_gain, 20 uV, R2 0.5)
     "decay_average": {"decay": {"method": "average", "min_decay_uv": 0.0, "min_r2": 0.05}},
     "decay_curve": {"decay": {"method": "average_curve", "min_decay_uv": 0.0, "min_r2": 0.05}},
