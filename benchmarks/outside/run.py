@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict] = {
     # SOUND (channel-specific noise, Mutanen 2018) after decay removal: what a decay's
     # per-channel misfit leaves is channel-specific
     "sound": {"cleaning": {"enabled": True, "methods": ["sound"]}},
+    "sound_l01": {"cleaning": {"enabled": True, "methods": ["sound"], "sound": {"lambda0": 0.1}}},
     # decay removal, side by side (the default is average_gain, 20 uV, R2 0.5)
     "decay_average": {"decay": {"method": "average", "min_decay_uv": 0.0, "min_r2": 0.05}},
     "decay_curve": {"decay": {"method": "average_curve", "min_decay_uv": 0.0, "min_r2": 0.05}},
