@@ -22,6 +22,7 @@ import sys
 from tmseeg import __version__
 from tmseeg.cli.live import cmd_demo, cmd_monitor, cmd_record, cmd_run
 from tmseeg.cli.offline import cmd_analyze, cmd_bench, cmd_config
+from tmseeg.pipeline.config import PULSE_SOURCES
 
 
 def _install_sigterm_as_interrupt() -> None:
@@ -59,7 +60,7 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
                    "by their code, e.g. '^1$'); named groups become per-pulse columns, e.g. "
                    "'TMS/(?P<intensity_pct>\\d+)'; overrides [pulses] pattern")
     p.add_argument("--pulse-source", default=None,
-                   choices=["markers", "trigger", "data", "markers+data"],
+                   choices=PULSE_SOURCES,
                    help="where the pulses come from; overrides [pulses] source")
     p.add_argument("--pulse-table", default=None, metavar="FILE.csv",
                    help="per-pulse metadata (intensity_pct, coil position, condition ...): "

@@ -21,6 +21,7 @@ Only kept epochs enter the comparisons.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +54,13 @@ class BlocksConfig(ConfigSection):
     min_trials: int
 
     def validate(self) -> None:
-        if self.pattern:
-            compile_pattern(self.pattern, "blocks.pattern",
-                            "fix it, or leave it empty to split blocks at recording gaps",
-                            ConfigError)
+        self.compiled_pattern()
+
+    def compiled_pattern(self) -> re.Pattern | None:
+        """``pattern`` compiled (None when empty)."""
+        return (compile_pattern(self.pattern, "blocks.pattern", "fix it, or leave it empty "
+                                "(every marker that is not a pulse starts a block)", ConfigError)
+                if self.pattern else None)
 
 
 #: this plug-in's section of the configuration
@@ -113,9 +117,7 @@ class PlasticityMetric(SessionMetric):
     def __init__(self, section: BlocksConfig, context: MetricContext) -> None:
         self.cfg = section
         self.context = context
-        self._re = (compile_pattern(section.pattern, "blocks.pattern",
-                                    "fix it, or leave it empty (every marker that is not a "
-                                    "pulse starts a block)") if section.pattern else None)
+        self._re = section.compiled_pattern()
         self.block_starts: list[tuple[int, str]] = []
         self.rows_by_block: dict[str, list[dict]] = {}
         self.dose: dict[str, int] = {}

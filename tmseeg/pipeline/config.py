@@ -11,6 +11,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from tmseeg.pipeline.cleaning.stage import METHODS as CLEANING_METHODS
+from tmseeg.pipeline.decay import DECAY_MODELS, FIT_REFERENCES
+from tmseeg.pipeline.interpolation import INTERP_METHODS
 from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.utils import compile_pattern
 
@@ -308,7 +311,6 @@ def planning_cut_window(cfg: ConfigSection) -> tuple[float, float]:
 
 
 PULSE_SOURCES = ("markers", "trigger", "data", "markers+data")
-CLEANING_METHODS = ("sound", "sspsir", "sspsir_control", "ica")
 
 
 @dataclass(frozen=True)
@@ -390,7 +392,7 @@ class InterpolationConfig(ConfigSection):
             raise ConfigError("interpolation.auto_max_ms must contain auto_min_ms")
         if self.auto_pulses < 1:
             raise ConfigError("interpolation.auto_pulses must be >= 1")
-        self.check_choice("method", ("cubic", "linear"))
+        self.check_choice("method", INTERP_METHODS)
 
 
 @dataclass(frozen=True)
@@ -410,8 +412,8 @@ class DecayConfig(ConfigSection):
 
     def validate(self) -> None:
         self.check_choice("method", ("average_gain", "average_curve", "average"))
-        self.check_choice("fit_reference", ("median", "recorded"))
-        self.check_choice("model", ("double_exp", "exp"))
+        self.check_choice("fit_reference", FIT_REFERENCES)
+        self.check_choice("model", DECAY_MODELS)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from tmseeg.stream.block import EVENT_PULSE, Block
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DecayRemoval", "DecayFit", "DecayFitter", "fit_decay", "FIT_ON", "FIT_REFERENCES"]
+__all__ = ["DecayRemoval", "DecayFit", "DecayFitter", "fit_decay", "FIT_ON", "FIT_REFERENCES",
+           "DECAY_MODELS"]
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ def fit_decay(
 
 
 _MODELS = {"exp": 1, "double_exp": 2}
+DECAY_MODELS = tuple(_MODELS)  # the models fit_decay knows
 #: how a pulse's decay is estimated (see :class:`DecayRemoval`)
 FIT_ON = ("trial", "average", "average_curve", "average_gain")
 FIT_REFERENCES = ("median", "recorded")

@@ -31,6 +31,7 @@ __all__ = ["PulseInterpolation", "provided_window", "interpolate_pulses", "plan_
 
 
 _METHOD_ORDER = {"linear": 1, "cubic": 3}
+INTERP_METHODS = tuple(_METHOD_ORDER)  # the fills interp_params knows
 
 
 def resolve_rows(meta: StreamMeta, channels: str | Sequence[str] | None) -> np.ndarray:

@@ -43,7 +43,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tmseeg import __version__
-from tmseeg.config import Config
+from tmseeg.config import Config, config_hash
 from tmseeg.utils import jsonable
 from tmseeg.io.files import DEFAULT_PULSE_PATTERN, Recording, RecordingError
 
@@ -513,8 +513,6 @@ def write_derivatives_description(deriv_root: str | Path, cfg: Config | dict,
     Path
         The description file.
     """
-    from tmseeg.config import config_hash
-
     root = Path(deriv_root)
     root.mkdir(parents=True, exist_ok=True)
     version = code_version()
@@ -525,13 +523,13 @@ def write_derivatives_description(deriv_root: str | Path, cfg: Config | dict,
         "GeneratedBy": [{"Name": "tmseeg", "Version": version,
                          "Description": "TMS-EEG pipeline: pulse artifact removal, epochs, "
                                         "TEP/MEP/oscillation/connectivity/plasticity metrics"}],
-        "PipelineConfigHash": config_hash(cfg),
+        "PipelineConfigHash": (cfg_hash := config_hash(cfg)),
     }
     if source_root is not None:
         desc["SourceDatasets"] = [{"URL": Path(source_root).resolve().as_uri()}]
     path = root / "dataset_description.json"
     path.write_text(json.dumps(desc, indent=2))
     (root / "tmseeg_config.json").write_text(json.dumps(
-        {"config_hash": config_hash(cfg), "tmseeg_version": version, "config": jsonable(cfg)},
+        {"config_hash": cfg_hash, "tmseeg_version": version, "config": jsonable(cfg)},
         indent=2, default=str))
     return path

@@ -18,15 +18,15 @@ __all__ = ["ArtifactCleaning", "CleaningFilter", "ICARules", "fit_ica", "label_c
 def make_stage(cfg: ConfigSection, bads_from=None) -> ArtifactCleaning:
     """The cleaning stage a configuration's ``[cleaning]`` section declares."""
     c = cfg.cleaning
-    ica = dict(c.ica)
-    rules = ica.pop("rules")
-    ica["rules"] = rules
+
+    def windows_as_tuples(section: ConfigSection) -> dict:
+        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items()}
+
+    # plain tables, as the stage takes them (its ICA rules become ICARules from a dict)
     return ArtifactCleaning(
         methods=list(c.methods), calibration_pulses=c.calibration_pulses,
         min_pulses=c.min_pulses, calibration_window_ms=tuple(c.calibration_window_ms),
         during_calibration=c.during_calibration, control_label=c.control_label,
-        sound=dict(c.sound),
-        sspsir={k: (tuple(v) if isinstance(v, list) else v) for k, v in c.sspsir.items()},
-        sspsir_control={k: (tuple(v) if isinstance(v, list) else v)
-                        for k, v in c.sspsir_control.items()},
-        ica=ica, leadfield=dict(c.leadfield), bads_from=bads_from)
+        sound=c.sound.to_dict(), sspsir=windows_as_tuples(c.sspsir),
+        sspsir_control=windows_as_tuples(c.sspsir_control), ica=c.ica.to_dict(),
+        leadfield=c.leadfield.to_dict(), bads_from=bads_from)
