@@ -84,10 +84,6 @@ class ConfigSection(Mapping):
         return {name: (value.to_dict() if isinstance(value, ConfigSection)
                        else copy.deepcopy(value)) for name, value in self.items()}
 
-    def replace(self, **changes: Any) -> "ConfigSection":
-        """A copy with some keys changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
     # read-only mapping access, for code that walks the configuration by key
     def __getitem__(self, key: str) -> Any:
         if key not in self._field_names():
