@@ -195,6 +195,42 @@ def test_data_pulses_fixed_threshold_and_min_channels():
             Block(data[:, :10], 0, np.arange(10) / SFREQ, sim.meta))
 
 
+def test_jump_kernel_matches_the_numpy_definition_at_any_block_size():
+    """The compiled per-sample statistics (channels over threshold, jump size over the voting
+    channels) equal their numpy definition, NaN samples and dead channels included, and do
+    not depend on where the blocks split the data (live 1-ms blocks against a file's)."""
+    from tmseeg._ext.jumps import jump_stats
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 20, (12, 900))
+    x[:, 300:305] += rng.normal(0, 1, 12)[:, None] * 3000  # a pulse
+    x[2, 100:140] = np.nan
+    rows = np.array([0, 2, 3, 5, 7, 8, 11], dtype=np.intp)
+    thr = rng.uniform(20, 60, rows.size)
+    thr[4] = np.inf  # a dead channel: no vote
+    scale = 5.0
+    xr = x[rows]
+    d = np.diff(np.concatenate([xr[:, :1], xr], axis=1), axis=1) * scale
+    with np.errstate(invalid="ignore"):
+        want_count = (np.abs(d) > thr[:, None]).sum(axis=0)
+    want_norm = np.sqrt(np.nansum(d[np.isfinite(thr)] ** 2, axis=0))
+    for step in (1, 7, 900):
+        count, norm = [], []
+        prev = xr[:, 0].copy()
+        for a in range(0, x.shape[1], step):
+            part = x[:, a:a + step]  # a strided view, as a reader's block can be
+            c, n = np.empty(part.shape[1], np.int32), np.empty(part.shape[1])
+            jump_stats(part, rows, prev, scale, thr, c, n)
+            prev = part[rows, -1].copy()
+            count.append(c)
+            norm.append(n)
+        np.testing.assert_array_equal(np.concatenate(count), want_count)
+        np.testing.assert_allclose(np.concatenate(norm), want_norm, rtol=1e-12)
+    assert want_count[300] == rows.size - 1 and want_norm[300] > 1000
+    with pytest.raises(ValueError, match="one value per row"):
+        jump_stats(x, rows, prev[:3], scale, thr, count[0], norm[0])
+
+
 def test_marker_plus_data_keeps_one_pulse_at_the_data_onset():
     sim, data, events = simulate("single", 12, seed=5)
     truth = [p.sample for p in sim.truth.pulses]

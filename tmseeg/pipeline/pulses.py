@@ -27,6 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tmseeg._ext.jumps import jump_stats
 from tmseeg.pipeline.base import StatelessStage, empty_block_like, ms_to_samples
 from tmseeg.stream.pulseinfo import pattern_fields, with_info
 from tmseeg.stream.block import EVENT_MARKER, EVENT_PULSE, Block, Event, StreamMeta
@@ -572,7 +573,7 @@ class DataPulses(_PulseMerger):
                 raise ValueError(
                     f"DataPulses: stream {meta.name!r} has no EEG channels; name the channels "
                     "to watch with channels=[...]")
-        self._rows = rows
+        self._rows = rows = np.ascontiguousarray(rows, dtype=np.intp)
         n = rows.size
         self._min_ch = (max(1, math.ceil(n / 4)) if self.min_channels is None
                         else int(self.min_channels))
@@ -588,26 +589,29 @@ class DataPulses(_PulseMerger):
         thr = self.k_mad * sigma
         # a flat or dead channel (sigma 0 / NaN) cannot vote
         thr[~(thr > 0)] = np.inf
-        self.threshold = thr
+        self.threshold = np.ascontiguousarray(thr, dtype=np.float64)
         log.info("DataPulses: thresholds %.1f..%.1f uV/ms (median %.1f) from %d samples",
                  np.nanmin(thr), np.nanmax(thr[np.isfinite(thr)]) if np.isfinite(thr).any()
                  else np.inf, np.median(thr), data.shape[1])
 
     def _detect(self, block: Block) -> list[Event]:
-        x = block.data[self._rows]
-        if x.shape[1] == 0:
+        data = block.data
+        n = data.shape[1]
+        if n == 0:
             return []
         sfreq = block.meta.sfreq
-        prev = self._prev if self._prev is not None else x[:, 0]
-        d = np.diff(np.concatenate([prev[:, None], x], axis=1), axis=1) * (sfreq / 1000.0)
-        self._prev = x[:, -1].copy()
-        with np.errstate(invalid="ignore"):
-            over = np.abs(d) > self.threshold[:, None]
-            count = over.sum(axis=0)
-            # jump size across the channels that can vote (a dead channel's inf threshold
-            # leaves it out); NaN samples count as no jump
-            voting = np.isfinite(self.threshold)
-            norm = np.sqrt(np.nansum(d[voting] ** 2, axis=0))
+        rows = self._rows
+        scale = sfreq / 1000.0
+        prev = self._prev if self._prev is not None else data[rows, 0].astype(float)
+        if data.dtype != np.float64:
+            data = data.astype(np.float64)
+        # per sample: channels over threshold, jump size across the voting channels (a dead
+        # channel's inf threshold leaves it out; NaN jumps count as none), in one compiled pass
+        count = np.empty(n, dtype=np.int32)
+        norm = np.empty(n)
+        jump_stats(data, rows, np.ascontiguousarray(prev, dtype=np.float64), scale,
+                   self.threshold, count, norm)
+        self._prev = data[rows, -1].copy()
         if self._tracker is None:
             self._tracker = OnsetTracker(
                 refractory=int(round(self.refractory_ms * sfreq / 1000.0)),
@@ -620,9 +624,14 @@ class DataPulses(_PulseMerger):
         off = self._norm_tail.size
         self._norm_tail = norms[-n_back:].copy()
         found = []
-        for j in np.flatnonzero(count >= self._min_ch):
+        candidates = np.flatnonzero(count >= self._min_ch)
+        if candidates.size:
+            voting = np.isfinite(self.threshold)
+        for j in candidates:
             s = block.first_sample + int(j)
-            v = np.nan_to_num(np.where(voting, d[:, j], 0.0))
+            before = data[rows, j - 1] if j else prev
+            d = (data[rows, j] - before) * scale
+            v = np.nan_to_num(np.where(voting, d, 0.0))
             onset = self._tracker.step(s, v, float(norm[j]),
                                        norms[max(0, off + j - n_back):off + j])
             if onset is None:
