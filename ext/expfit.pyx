@@ -196,8 +196,11 @@ def lm_refine(const double[:, ::1] yb, const double[::1] t_ms, double[:, ::1] lo
                     jrow[K] = 1.0
                     for p in range(P):
                         jtr[p] += jrow[p] * r
-                        for q in range(P):
+                        for q in range(p, P):  # J^T J is symmetric: one triangle
                             jtj[p * P + q] += jrow[p] * jrow[q]
+                for p in range(P):
+                    for q in range(p):
+                        jtj[p * P + q] = jtj[q * P + p]
                 for p in range(P * P):
                     sys[p] = jtj[p]
                 for p in range(P):

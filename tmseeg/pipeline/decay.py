@@ -26,6 +26,7 @@ from tmseeg.pipeline.interpolation import (HoldBuffer, apply_span,
                                            interp_params, plan_spans, provided_window,
                                            resolve_rows)
 from tmseeg.stream.block import EVENT_PULSE, Block
+from tmseeg.utils import over_rows
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,15 @@ class DecayFitter:
         # 2. Levenberg-Marquardt on all parameters, channel by channel (Cython, no GIL)
         coef = np.empty((n_ch, K + 1))
         cost = np.empty(n_ch)
-        lm_refine(np.ascontiguousarray(yb), self.t_ms, log_tau, coef, self.log_lo, self.log_hi,
-                  math.log(self.min_ratio), self.n_iter, cost)
+        yb = np.ascontiguousarray(yb)
+        log_ratio = math.log(self.min_ratio)
+
+        def refine(a: int, b: int) -> None:  # channels are independent: split over the cores
+            lm_refine(yb[a:b], self.t_ms, log_tau[a:b], coef[a:b], self.log_lo, self.log_hi,
+                      log_ratio, self.n_iter, cost[a:b])
+
+        # the work grows with channels x points x iterations, not with the array's size
+        over_rows(refine, n_ch, n_ch * self.n_boxes * self.n_iter * 8)
         return self._finish(yb, finite, np.exp(log_tau), coef, cost, max_gain)
 
     def fit_amplitudes(self, y_uv: np.ndarray, tau_ms: np.ndarray,
