@@ -74,12 +74,15 @@ class DecayFit:
                       ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`model_uv` of the ``ok`` channels only: their rows, and the model
         (n_ok, n_samples) (most channels have no decay: no zeros to build and subtract)."""
-        t_ms = (np.arange(start, start + n_samples) * (1000.0 / sfreq))
+        neg_t_ms = -(np.arange(start, start + n_samples) * (1000.0 / sfreq))
         rows = np.flatnonzero(self.ok)
         values = np.zeros((rows.size, n_samples))
+        term = np.empty_like(values)  # in place: no temporaries per exponential
         for k in range(self.amps_uv.shape[1]):
-            values += self.amps_uv[rows, k, None] * np.exp(
-                -t_ms[None, :] / self.tau_ms[rows, k, None])
+            np.divide(neg_t_ms[None, :], self.tau_ms[rows, k, None], out=term)
+            np.exp(term, out=term)
+            term *= self.amps_uv[rows, k, None]
+            values += term
         return rows, values
 
 
