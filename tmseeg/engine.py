@@ -382,6 +382,12 @@ class Engine:
 
     #: most data joined into one block when blocks wait for processing
     COALESCE_S = 0.1
+    #: least data the processing thread takes at once: it waits up to this long for blocks to
+    #: join (live TEP updates come a few hundred ms after the epoch anyway; the per-block cost
+    #: of the stages in Python is paid once per 10 ms instead of once per 1-ms block, which is
+    #: the difference between keeping up and not at 128 ch / 20 kHz). The acquisition thread,
+    #: the ring buffer and a protocol's raw hooks are not delayed.
+    MIN_BATCH_S = 0.01
 
     def _coalesce(self, first: Block) -> tuple[Block, object]:
         """``first`` joined with the blocks queued right behind it (consecutive samples, no
@@ -391,14 +397,23 @@ class Engine:
         The stages give the same numbers whatever the block sizes (tested), so a backlog is
         worked off in fewer, larger blocks: the per-block cost of ten stages in Python is paid
         once per join, not once per 1-ms block (at 128 ch / 20 kHz that cost alone exceeds
-        real time). Latency is counted from the first block's arrival."""
+        real time). Fewer than :attr:`MIN_BATCH_S` of data wait that long for more. Latency is
+        counted from the first block's arrival."""
         limit = max(1, int(self.COALESCE_S * self.meta.sfreq))
+        want = min(limit, int(self.MIN_BATCH_S * self.meta.sfreq))
+        deadline = time.monotonic() + self.MIN_BATCH_S
         parts, n = [first], first.n_samples
         while n < limit and not any(e.kind == EVENT_GAP for e in parts[-1].events):
             try:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
-                break
+                wait_s = deadline - time.monotonic()
+                if n >= want or wait_s <= 0:
+                    break
+                try:  # a short batch: wait a little for the blocks behind it
+                    nxt = self._queue.get(timeout=wait_s)
+                except queue.Empty:
+                    break
             if nxt is None or nxt.first_sample != parts[-1].stop_sample \
                     or nxt.meta is not first.meta or any(e.kind == EVENT_GAP for e in nxt.events):
                 return self._join(parts), (nxt if nxt is not None else _END)
