@@ -1,6 +1,7 @@
 """The live engine on a real LSL stream, with and without its processing thread (issue #16).
 
-The simulated amplifier sends 1-ms chunks on loopback LSL; ``tmseeg run``'s engine (every
+The simulated amplifier sends 1-ms chunks on loopback LSL from a process of its own (as an
+amplifier's LSL app does; ``--amp-in-process`` shares this one); ``tmseeg run``'s engine (every
 default stage and metric plug-in) reads it for ``--seconds``. Printed for each mode: the
 acquisition thread's work per block (median / p95 / p99: pull to the end of what that thread
 does), the time from a block's arrival to the end of its processing (update latency), the
@@ -60,12 +61,43 @@ class _Latencies:
         return self._ms[:self._n].copy()
 
 
+class _AmplifierProcess:
+    """The simulated amplifier in a process of its own, as a real amplifier's LSL app is: its
+    work and its interpreter lock are not the engine's (in the same process it takes ~5-20 %
+    of a core and competes with the engine's threads for the lock)."""
+
+    CODE = ("import sys, time\n"
+            "from tmseeg.sim.amplifier import SimulatedAmplifier\n"
+            "from tmseeg.sim.model import SimConfig\n"
+            "ch, fs, name = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]\n"
+            "amp = SimulatedAmplifier(SimConfig(n_channels=ch, sfreq=fs, seed=2), name=name,\n"
+            "                         chunk_ms=1.0, listen_triggers=False)\n"
+            "amp.start()\n"
+            "sys.stdin.read()  # until the benchmark closes the pipe\n"
+            "amp.stop()\n")
+
+    def __init__(self, channels: int, sfreq: float, name: str) -> None:
+        import subprocess
+        self._proc = subprocess.Popen([sys.executable, "-c", self.CODE, str(channels),
+                                       str(sfreq), name], stdin=subprocess.PIPE)
+
+    def stop(self) -> None:
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except Exception:
+            self._proc.kill()
+
+
 def run(channels: int, sfreq: float, seconds: float, worker: bool,
-        overrides: dict | None = None) -> dict:
+        overrides: dict | None = None, amp_in_process: bool = False) -> dict:
     name = f"bench-live-{uuid.uuid4().hex[:6]}"
-    amp = SimulatedAmplifier(SimConfig(n_channels=channels, sfreq=sfreq, seed=2), name=name,
-                             chunk_ms=1.0, listen_triggers=False)
-    amp.start()
+    if amp_in_process:
+        amp = SimulatedAmplifier(SimConfig(n_channels=channels, sfreq=sfreq, seed=2),
+                                 name=name, chunk_ms=1.0, listen_triggers=False)
+        amp.start()
+    else:  # the child inherits the loopback-only LSL configuration (LSLAPICFG)
+        amp = _AmplifierProcess(channels, sfreq, name)
     try:
         source = LSLSource.resolve(name=name, timeout_s=10)
         cfg = load_config(overrides=overrides or None)
@@ -128,13 +160,17 @@ def main() -> None:
                     "the acquisition thread), comma-separated")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="configuration override (e.g. decay.fit_window_ms=10,300)")
+    ap.add_argument("--amp-in-process", action="store_true",
+                    help="run the simulated amplifier in this process (sharing the engine's "
+                         "interpreter, as the figures before 2026-12-07 did) instead of its own")
     a = ap.parse_args()
     use_loopback_only(force=True)
     logging.getLogger("tmseeg").setLevel(logging.ERROR)
     print(f"{a.channels} ch, {a.sfreq:g} Hz, 1-ms chunks, {a.seconds:g} s, every default stage "
-          f"and plug-in; overrides {a.set or 'none'}")
+          f"and plug-in; overrides {a.set or 'none'}; the simulated amplifier "
+          f"{'in this process' if a.amp_in_process else 'in a process of its own'}")
     for worker in [m == "worker" for m in a.modes.split(",")]:
-        r = run(a.channels, a.sfreq, a.seconds, worker, _overrides(a.set))
+        r = run(a.channels, a.sfreq, a.seconds, worker, _overrides(a.set), a.amp_in_process)
         label = "processing thread" if worker else "all on the acquisition thread"
         print(f"{label:30s} acquisition per block median {r['acq'][0]:.3f} / p95 "
               f"{r['acq'][1]:.3f} / p99 {r['acq'][2]:.3f} / max {r['acq'][3]:.1f} ms "

@@ -68,6 +68,7 @@ VARIANTS: dict[str, dict] = {
     "pad_after500": {"filter": {"epoch_pad_after_ms": 500.0}},  # the default until #16
     "pad_after100": {"filter": {"epoch_pad_after_ms": 100.0}},
     # a shorter decay fit window: live, samples after a pulse wait for its end
+    "fit750": {"decay": {"fit_window_ms": [10.0, 750.0]}},
     "fit700": {"decay": {"fit_window_ms": [10.0, 700.0]}},
     "fit600": {"decay": {"fit_window_ms": [10.0, 600.0]}},
     # the cut window's fill: a straight line between its edge samples instead of the cubic
