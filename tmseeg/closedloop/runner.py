@@ -447,8 +447,9 @@ class ProtocolRunner:
             self._cv.notify()
 
     def on_session_update(self, update: dict) -> None:
-        """Session listener: a pulse's epoch is complete (row, TEP and metric summaries)."""
-        if update.get("type") != "pulse":
+        """Session listener: a pulse's epoch is complete and the plug-ins took it (the
+        ``"metrics"`` update: the whole row, TEP and metric summaries)."""
+        if update.get("type") != "metrics":
             return
         self._tep = update.get("tep") or {}
         self._metrics = update.get("metrics") or {}

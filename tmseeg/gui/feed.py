@@ -228,9 +228,11 @@ class LiveFeed(_FeedBase):
             self.outlet.send_status(status)
 
     def _on_update(self, update: dict) -> None:  # engine thread, under self.lock
-        # the session computed the plug-in summaries for this pulse already: reuse them, so
-        # the GUI never runs a (possibly costly) summary while holding the lock
-        self._metrics_summary = update.get("metrics") or {}
+        # the session computed the plug-in summaries for this pulse already (the "metrics"
+        # update after each pulse's TEP): reuse them, so the GUI never runs a (possibly
+        # costly) summary while holding the lock
+        if update.get("type") == "metrics":
+            self._metrics_summary = update.get("metrics") or {}
 
     def _on_epoch(self, epoch, row: dict) -> None:  # under self.lock (inside after_stages)
         self._last_epoch = epoch
@@ -455,10 +457,15 @@ class AttachedFeed(_FeedBase):
             except ValueError:
                 continue
             with self.lock:
-                if msg.get("type") == "pulse":
+                if msg.get("type") == "pulse":  # the TEP, as soon as the epoch is in
                     self._rows.append(msg.get("pulse", {}))
                     self._tep = msg.get("tep", {})
                     self._curves = msg.get("curves") or {}
+                elif msg.get("type") == "metrics":  # the plug-ins' part, right after
+                    row = msg.get("pulse", {})
+                    if self._rows and self._rows[-1].get("pulse_index") == row.get(
+                            "pulse_index"):
+                        self._rows[-1] = row  # with the plug-ins' columns
                     self._metrics = msg.get("metrics", {}) or {}
                 elif msg.get("type") == "status":
                     self._remote_status = msg

@@ -1,11 +1,14 @@
 """The engine's outputs on LSL: ``tmseeg-metrics`` (type ``Metrics``), one JSON string per update.
 
 Other programs (a stimulator controller, a lab dashboard, LabRecorder) subscribe to it. Each
-message is a JSON object with a ``"type"``: ``"pulse"`` (one per epoch: the pulse's row and the
-running TEP summary, with ``latency_ms`` from the arrival of the sample that completed the epoch
-to the publication; once something is averaged, also ``"curves"``: the running ROI-average TEP
-and GMFP at about 1 kHz, see :func:`encode_curves`) or ``"status"`` (stream rate, gaps,
-latencies, about once a second). NaN and infinity become ``null`` (strict JSON).
+message is a JSON object with a ``"type"``: ``"pulse"`` (one per epoch, as soon as it is
+averaged: the pulse's row as the TEP path made it and the running TEP summary, with
+``latency_ms`` from the arrival of the sample that completed the epoch to the publication; once
+something is averaged, also ``"curves"``: the running ROI-average TEP and GMFP at about 1 kHz,
+see :func:`encode_curves`), ``"metrics"`` (right after each ``"pulse"``, once the metric
+plug-ins took the epoch: the whole row with their columns, the TEP summary and the plug-ins'
+summaries) or ``"status"`` (stream rate, gaps, latencies, about once a second). NaN and
+infinity become ``null`` (strict JSON).
 """
 from __future__ import annotations
 
