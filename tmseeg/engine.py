@@ -384,10 +384,20 @@ class Engine:
     COALESCE_S = 0.1
     #: least data the processing thread takes at once: it waits up to this long for blocks to
     #: join (live TEP updates come a few hundred ms after the epoch anyway; the per-block cost
-    #: of the stages in Python is paid once per 10 ms instead of once per 1-ms block, which is
-    #: the difference between keeping up and not at 128 ch / 20 kHz). The acquisition thread,
-    #: the ring buffer and a protocol's raw hooks are not delayed.
+    #: of the stages in Python is paid once per batch instead of once per 1-ms block). The
+    #: acquisition thread, the ring buffer and a protocol's raw hooks are not delayed.
+    #: Measured at 128 ch / 5 kHz: processing 44 % -> 18 % of real time; 128 ch / 20 kHz:
+    #: 25 ms batches 53 %, 10 ms 60 %, none 76 % (benchmarks/bench_live.py).
     MIN_BATCH_S = 0.01
+    #: above this many values per second (channels x rate), batches of HIGH_RATE_MIN_BATCH_S
+    HIGH_RATE_VALUES_PER_S = 1e6
+    HIGH_RATE_MIN_BATCH_S = 0.025
+
+    def min_batch_s(self) -> float:
+        """The least data (s) the processing thread takes at once for this stream."""
+        rate = self.meta.n_channels * self.meta.sfreq
+        return self.HIGH_RATE_MIN_BATCH_S if rate > self.HIGH_RATE_VALUES_PER_S \
+            else self.MIN_BATCH_S
 
     def _coalesce(self, first: Block) -> tuple[Block, object]:
         """``first`` joined with the blocks queued right behind it (consecutive samples, no
@@ -397,11 +407,12 @@ class Engine:
         The stages give the same numbers whatever the block sizes (tested), so a backlog is
         worked off in fewer, larger blocks: the per-block cost of ten stages in Python is paid
         once per join, not once per 1-ms block (at 128 ch / 20 kHz that cost alone exceeds
-        real time). Fewer than :attr:`MIN_BATCH_S` of data wait that long for more. Latency is
+        real time). Less than :meth:`min_batch_s` of data waits that long for more. Latency is
         counted from the first block's arrival."""
         limit = max(1, int(self.COALESCE_S * self.meta.sfreq))
-        want = min(limit, int(self.MIN_BATCH_S * self.meta.sfreq))
-        deadline = time.monotonic() + self.MIN_BATCH_S
+        batch_s = self.min_batch_s()
+        want = min(limit, int(batch_s * self.meta.sfreq))
+        deadline = time.monotonic() + batch_s
         parts, n = [first], first.n_samples
         while n < limit and not any(e.kind == EVENT_GAP for e in parts[-1].events):
             try:

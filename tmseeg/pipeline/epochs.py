@@ -308,9 +308,10 @@ class Epocher:
         start = ev.sample - self.n_pre
         stop = ev.sample + self.n_post + 1
         pad = self.n_pad
-        data = np.full((len(self._rows), self.n_span), np.nan)
         lo = max(start - pad, ring.first_available, 0)
         hi = min(stop + self.n_pad_after, ring.n_written)
+        whole = lo == start - pad and hi - lo == self.n_span  # the usual case: all there
+        data = ring.read(lo, hi) if whole else np.full((len(self._rows), self.n_span), np.nan)
         reason = ""
         # a later pulse of the group is still pending (its own epoch completes after this one)
         later = [e.sample for e in self._pending
@@ -328,7 +329,7 @@ class Epocher:
         elif incomplete:
             reason = (f"incomplete: recording ended {(ring.n_written - ev.sample) * 1000.0 / sf:.1f}"
                       f" ms after the pulse, epoch needs {self.tmax_ms:g} ms")
-        if hi > lo:
+        if hi > lo and not whole:
             data[:, lo - start + pad:hi - start + pad] = ring.read(lo, hi)
         if self.epoch_filter is not None:
             data = self.epoch_filter(data, sf)
