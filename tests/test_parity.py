@@ -136,3 +136,26 @@ def test_each_stage_waits_only_for_the_late_markers_no_stage_before_it_covers():
     # without interpolation the decay stage takes its place
     no_cut = load_config(overrides={"interpolation": {"enabled": False}})
     assert late_marker_waits_ms(no_cut, None) == (allowance, allowance)
+
+
+def test_plugins_in_background_give_the_numbers_of_running_them_in_line(recording_path):
+    """Offline, the oscillations plug-in decimates, filters and transforms each epoch on a
+    thread of its own while the stages go on; its numbers are those of doing it in line (as
+    live does), to the bit."""
+    import json
+
+    from tmseeg.engine import OFFLINE_BLOCK_MS, RecordingSource
+    from tmseeg.utils import jsonable
+
+    cfg = load_config()
+    rec = read_recording(recording_path)
+    background = run_session(rec, cfg, keep_epochs=False)
+    inline = TEPSession(cfg, rec.meta, track_decay=True)
+    Engine.for_session(RecordingSource(rec, block_ms=OFFLINE_BLOCK_MS), inline,
+                       buffer_s=1.0).run_to_end()
+    assert background.context.background and not inline.context.background
+    a, b = background.metrics_summary(), inline.metrics_summary()
+    assert a["oscillations"]["n_epochs"] >= 3
+    assert json.dumps(jsonable(a), sort_keys=True) == json.dumps(jsonable(b), sort_keys=True)
+    osc_a, osc_b = background.metric("oscillations"), inline.metric("oscillations")
+    np.testing.assert_array_equal(osc_a.tfr.mean_power_uv2(), osc_b.tfr.mean_power_uv2())

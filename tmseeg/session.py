@@ -262,6 +262,11 @@ class TEPSession:
     track_decay : bool
         Accumulate what decay removal took out of the averaged epochs
         (:meth:`decay_removed_uv`; offline analysis shows the TEP with and without it).
+    plugins_in_background : bool
+        Let metric plug-ins do their per-epoch work on threads of their own
+        (:class:`~tmseeg.metrics.base.BackgroundWork`; the same numbers). For an offline
+        analysis, where nothing reads a plug-in until the end; live, the monitor reads them
+        from its own thread while the session runs.
 
     Attributes
     ----------
@@ -280,7 +285,8 @@ class TEPSession:
     """
 
     def __init__(self, cfg: Config, meta: StreamMeta, roi: list[str] | None = None,
-                 keep_epochs: bool = False, track_decay: bool = False) -> None:
+                 keep_epochs: bool = False, track_decay: bool = False,
+                 plugins_in_background: bool = False) -> None:
         self.cfg = cfg
         self.config_hash = config_hash(cfg)
         self.version = __version__
@@ -323,7 +329,8 @@ class TEPSession:
         self.track_decay = track_decay
         #: what the plug-ins may know of this session (tmseeg.metrics.base)
         self.context = MetricContext(meta=self.meta, cfg=cfg, roi=self.roi,
-                                     bads_from=self.stages.bad_detector, tep=lambda: self.tep)
+                                     bads_from=self.stages.bad_detector, tep=lambda: self.tep,
+                                     background=plugins_in_background)
         built = [importlib.import_module(module).make_metric(cfg, self.context)
                  for module in PLUGINS]
         #: the plug-ins that apply (tmseeg.metrics.base), each after those whose columns it reads

@@ -67,7 +67,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.signal import resample_poly
 
-from tmseeg.metrics.base import MetricContext, SessionMetric
+from tmseeg.metrics.base import BackgroundWork, MetricContext, SessionMetric
 from tmseeg.pipeline.config import planning_cut_window
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import EpochFilter
@@ -501,19 +501,25 @@ class OscillationMetric(SessionMetric):
         self.skipped: dict[str, int] = {}
         self.n_overlapping = 0
         self._cache: tuple[int, dict] | None = None
+        #: decimation, filter and wavelets of each long epoch (a thread of its own offline)
+        self._work = BackgroundWork(context.background)
 
     # -- hooks --------------------------------------------------------------------------------
     def on_block(self, block) -> None:
-        """Cut the long epochs (their pulse verdict comes from :meth:`on_epoch`)."""
+        """Cut the long epochs (their pulse verdict comes from :meth:`on_epoch`); decimating,
+        filtering and transforming them runs on the plug-in's own thread in an offline
+        analysis (:class:`~tmseeg.metrics.base.BackgroundWork`), in the same order."""
         for ev in block.pulses():
             self._pulse_samples.append(int(ev.sample))
         for ep in self.epocher.push(block):
-            self._take(ep)
+            self._work.submit(self._take, ep, self._overlaps(ep))
 
     def on_epoch(self, epoch: Epoch, row: dict) -> None:
         """Record whether the session kept this pulse (no per-pulse columns are added)."""
-        s = int(epoch.sample)
-        kept = bool(row.get("kept", not epoch.rejected))
+        self._work.submit(self._take_verdict, int(epoch.sample),
+                          bool(row.get("kept", not epoch.rejected)))
+
+    def _take_verdict(self, s: int, kept: bool) -> None:
         x = self._waiting.pop(s, None)
         if x is None:
             self._verdict[s] = kept
@@ -524,6 +530,7 @@ class OscillationMetric(SessionMetric):
 
     def finish(self) -> None:
         """End of the recording: epochs that never completed are dropped (counted)."""
+        self._work.close()
         for ep in self.epocher.flush():
             self._skip("incomplete (end of recording)")
         for _ in self._waiting:
@@ -535,7 +542,14 @@ class OscillationMetric(SessionMetric):
     def _skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
-    def _take(self, ep: Epoch) -> None:
+    def _overlaps(self, ep: Epoch) -> bool:
+        """Whether another pulse falls inside this long epoch (pulses seen so far)."""
+        s = int(ep.sample)
+        lo = s - self._pre_d * self.q
+        hi = s + self._post_d * self.q
+        return any(lo <= p <= hi and p != s for p in self._pulse_samples[-64:])
+
+    def _take(self, ep: Epoch, overlapping: bool) -> None:
         s = int(ep.sample)
         if ep.rejected:
             self._verdict.pop(s, None)
@@ -545,9 +559,7 @@ class OscillationMetric(SessionMetric):
         if x is None:
             self._verdict.pop(s, None)
             return
-        lo = s - self._pre_d * self.q
-        hi = s + self._post_d * self.q
-        if any(lo <= p <= hi and p != s for p in self._pulse_samples[-64:]):
+        if overlapping:
             self.n_overlapping += 1
         kept = self._verdict.pop(s, None)
         if kept is None:
@@ -612,12 +624,14 @@ class OscillationMetric(SessionMetric):
 
     def roi_maps(self) -> dict[str, np.ndarray]:
         """ROI ``ersp_db`` and ``itc`` maps (n_freqs, n_times), with ``freqs_hz``, ``times_ms``."""
+        self._work.wait()
         picks = self.roi_picks()
         return {"ersp_db": self.tfr.ersp_db(picks), "itc": self.tfr.itc(picks),
                 "freqs_hz": self.freqs_hz, "times_ms": self.times_ms}
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: counts, natural frequency (ROI, per channel), ITC/ERSP there, settings."""
+        self._work.wait()
         if self.tfr is None or self.tfr.n == 0:
             return {"n_epochs": 0, "skipped": dict(self.skipped)}
         if self._cache is not None and self._cache[0] == self.tfr.n:

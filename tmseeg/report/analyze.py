@@ -42,7 +42,7 @@ def run_session(recording: Recording, cfg: Config, roi: list[str] | None = None,
     # offline: also track what decay removal took out (report, summary), which live would
     # only cost per-epoch time on the acquisition thread
     session = TEPSession(cfg, recording.meta, roi=roi, keep_epochs=keep_epochs,
-                         track_decay=True)
+                         track_decay=True, plugins_in_background=True)
     source = RecordingSource(recording, block_ms=block_ms, progress=progress)
     Engine.for_session(source, session, buffer_s=1.0).run_to_end()
     return session
