@@ -14,6 +14,7 @@ from tmseeg.gui.decimate import minmax_decimate_numpy
 
 
 def stats(f, n):
+    """Median, p95 and p99 of `n` calls of `f`, in microseconds."""
     t = []
     for _ in range(n):
         t0 = time.perf_counter()

@@ -9,11 +9,15 @@ offline 100-ms block at 64 ch / 5 kHz.
 
     python benchmarks/bench_pulses.py
 """
-import time
+import os
+import sys
 
 import numpy as np
 
-from tmseeg._ext.jumps import jump_stats
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_decimate import stats  # noqa: E402  (one timing loop for the kernel benchmarks)
+
+from tmseeg._ext.jumps import jump_stats  # noqa: E402
 
 
 def numpy_stats(x: np.ndarray, rows: np.ndarray, prev: np.ndarray, scale: float,
@@ -26,15 +30,6 @@ def numpy_stats(x: np.ndarray, rows: np.ndarray, prev: np.ndarray, scale: float,
         voting = np.isfinite(threshold)
         norm = np.sqrt(np.nansum(d[voting] ** 2, axis=0))
     return count, norm
-
-
-def stats(f, n):
-    t = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        t.append((time.perf_counter() - t0) * 1e6)
-    return np.percentile(t, [50, 95, 99])
 
 
 def main() -> None:
