@@ -242,10 +242,11 @@ class HoldBuffer:
         cap = self.arr.shape[1]
         if self.off + self.n + k > cap:
             # the live part moves to a new array (released blocks are views of the old one:
-            # it is never written again, and freed when they are gone)
+            # it is never written again, and freed when they are gone), twice what is held:
+            # after a backlog's large joins it shrinks back
             need = self.n + k
             live = slice(self.off, self.off + self.n)
-            new_cap = max(2 * need, cap, 1024)
+            new_cap = max(2 * need, 1024)
             arr = np.empty((self.arr.shape[0], new_cap))
             tarr = np.empty(new_cap)
             arr[:, :self.n] = self.arr[:, live]
