@@ -22,6 +22,7 @@ isolates the fit. ``python benchmarks/outside/decompose.py --seed 1`` prints the
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,9 +33,39 @@ DECAY_FAMILIES = ("biphasic_exp_bv", "ringing_bv", "saturation_fif", "fastslow_s
                   "variable_decay_fif", "paired_bv", "life_nomarker_bv", "badchan_bv")
 
 
-def decompose(family: str, seed: int, min_decay_uv: float = 20.0, min_r2: float = 0.5,
-              min_snr: float = 3.0) -> dict[str, dict[str, float]]:
-    """The error parts of one family (see the module description), by fit reference."""
+@dataclass
+class FamilyAverages:
+    """One family's averaged artifact and clean data 10-800 ms after the test pulses, and how
+    the ROI's early TEP is scored against the truth (average reference, 15-60 ms)."""
+
+    sfreq: float
+    names: list[str]
+    artifact: np.ndarray  # (n_channels, n_times): recording minus its artifact-free version
+    tep: np.ndarray  # the clean data, baseline-corrected (the TEP and what EEG survives)
+    t_ms: np.ndarray  # times after the pulse (ms)
+    roi: np.ndarray  # bool, channels of the generator's ROI
+    truth: np.ndarray  # the ROI's early TEP
+
+    @property
+    def n_times(self) -> int:
+        return self.t_ms.size
+
+    def roi_early(self, x: np.ndarray) -> np.ndarray:
+        """The ROI's early trace of ``x`` (n_channels, n_times) after the average reference."""
+        early = (self.t_ms >= 15.0) & (self.t_ms <= 60.0)
+        return (x - x.mean(axis=0))[self.roi].mean(axis=0)[early]
+
+    def rel(self, x: np.ndarray) -> float:
+        """RMS of ``x`` relative to the truth's."""
+        return float(np.sqrt(np.mean(x ** 2)) / np.sqrt(np.mean(self.truth ** 2)))
+
+    def error(self, model: np.ndarray) -> float:
+        """Relative early-TEP error in the ROI after subtracting ``model`` from the data."""
+        return self.rel(self.roi_early(self.artifact + self.tep - model) - self.truth)
+
+
+def family_averages(family: str, seed: int) -> FamilyAverages:
+    """The averages of one generated family (see :class:`FamilyAverages`)."""
     rec = tmsgen.make_recording(family, seed=seed)
     fs = rec.sfreq
     eeg = (np.array([t == "eeg" for t in rec.ch_types])
@@ -48,22 +79,23 @@ def decompose(family: str, seed: int, min_decay_uv: float = 20.0, min_r2: float 
     base = pulses[:, None] + np.arange(-int(0.5 * fs), -int(0.01 * fs))[None]
     artifact = (data - clean)[:, window].mean(axis=1)
     tep = clean[:, window].mean(axis=1) - clean[:, base].mean(axis=1).mean(axis=1)[:, None]
-    n = len(names)
-    ref = np.eye(n) - 1.0 / n
-    roi = np.isin(names, rec.roi)
-    t_ms = np.arange(n0, n1) / fs * 1000.0
-    early = (t_ms >= 15.0) & (t_ms <= 60.0)
+    fam = FamilyAverages(sfreq=fs, names=names, artifact=artifact, tep=tep,
+                         t_ms=np.arange(n0, n1) / fs * 1000.0, roi=np.isin(names, rec.roi),
+                         truth=np.empty(0))
+    fam.truth = fam.roi_early(tep)
+    return fam
 
-    def roi_early(x):
-        return (ref @ x)[roi].mean(axis=0)[early]
 
-    truth = roi_early(tep)
-    scale = float(np.sqrt(np.mean(truth ** 2)))
+def decompose(family: str, seed: int, min_decay_uv: float = 20.0, min_r2: float = 0.5,
+              min_snr: float = 3.0) -> dict[str, dict[str, float]]:
+    """The error parts of one family (see the module description), by fit reference."""
+    fam = family_averages(family, seed)
+    fs, artifact, tep, n = fam.sfreq, fam.artifact, fam.tep, len(fam.names)
+    n_t = fam.n_times
+    roi_early, rel = fam.roi_early, fam.rel
+    truth = fam.truth
 
-    def rel(x):
-        return float(np.sqrt(np.mean(x ** 2)) / scale)
-
-    fitter = DecayFitter(n1 - n0, fs, 2, (2.0, 500.0))
+    fitter = DecayFitter(n_t, fs, 2, (2.0, 500.0))
 
     def gated(fit):
         return fit.ok & (fit.r2 >= min_r2) & (fit.snr >= min_snr) & (
@@ -77,8 +109,8 @@ def decompose(family: str, seed: int, min_decay_uv: float = 20.0, min_r2: float 
             y, a = _against_median(y), _against_median(a)
             fit_y = fitter.fit(y)
         keep = gated(fit_y)[:, None]
-        model_y = fit_y.model_uv(n1 - n0, fs) * keep
-        model_a = fitter.fit(a).model_uv(n1 - n0, fs) * keep
+        model_y = fit_y.model_uv(n_t, fs) * keep
+        model_a = fitter.fit(a).model_uv(n_t, fs) * keep
         out[reference] = {
             "gate_left": rel(roi_early(a - a * keep)),
             "mismatch": rel(roi_early(a * keep - model_a)),
@@ -89,11 +121,16 @@ def decompose(family: str, seed: int, min_decay_uv: float = 20.0, min_r2: float 
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def family_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    """``--seed`` and ``--families`` (the decay families by default), as these scripts take."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--families", default=",".join(DECAY_FAMILIES))
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = family_args(argv, __doc__.split("\n\n")[0])
     print("| family | reference | gated | gate left | mismatch | absorbed | total |")
     print("|---|---|---|---|---|---|---|")
     for family in a.families.split(","):
