@@ -152,3 +152,45 @@ def test_status_comes_from_the_processing_thread():
     assert "tmseeg-processing" in threads
     st = engine.status()
     assert np.isfinite(st.processing_latency_ms_p99) and st.backlog_s == 0.0
+
+
+class CountingStage:
+    """A stage that records the size of every block it is given."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def process(self, block):
+        self.sizes.append(block.n_samples)
+        return block
+
+    def flush(self):
+        return None
+
+    def reset(self):
+        pass
+
+
+@pytest.mark.parametrize("n_ch, sfreq, want_ms", [(4, 1000.0, 10.0), (128, 20000.0, 25.0)])
+def test_the_processing_thread_takes_batches_of_at_least_min_batch(n_ch, sfreq, want_ms):
+    """Blocks of 1 ms arriving in real time reach the stages in batches of at least
+    ``Engine.min_batch_s`` (10 ms; 25 ms above 10^6 values per second): the stages' per-block
+    cost is paid once per batch. The last batch may be shorter (the end of the stream)."""
+    meta = _meta(n_ch, sfreq)
+    block = int(sfreq / 1000.0)
+    data = np.zeros((n_ch, 400 * block))
+    source = BlockSource(data, meta, block)
+    counter = CountingStage()
+    engine = Engine(source, [counter], worker=True)
+    assert engine.min_batch_s() == pytest.approx(want_ms / 1000.0)
+    t0 = time.monotonic()
+    for k in range(400):  # 1-ms blocks at the stream's pace
+        engine.step()
+        time.sleep(max(0.0, t0 + (k + 1) * 0.001 - time.monotonic()))
+    engine.finish()
+    assert sum(counter.sizes) == data.shape[1]
+    want = int(want_ms * sfreq / 1000.0)
+    assert all(n >= want for n in counter.sizes[:-1]), counter.sizes
+    assert len(counter.sizes) <= data.shape[1] // want + 1
