@@ -159,3 +159,28 @@ def test_plugins_in_background_give_the_numbers_of_running_them_in_line(recordin
     assert json.dumps(jsonable(a), sort_keys=True) == json.dumps(jsonable(b), sort_keys=True)
     osc_a, osc_b = background.metric("oscillations"), inline.metric("oscillations")
     np.testing.assert_array_equal(osc_a.tfr.mean_power_uv2(), osc_b.tfr.mean_power_uv2())
+
+
+def test_the_tep_update_goes_out_before_the_plugins_and_their_update_follows(recording_path):
+    """Per pulse, listeners get the ``"pulse"`` update (the TEP path's row and summary) before
+    the metric plug-ins take the epoch, then a ``"metrics"`` update with the whole row (the
+    plug-ins' columns too) and their summaries."""
+    rec = read_recording(recording_path)
+    session = TEPSession(load_config(), rec.meta)
+    updates = []
+    session.listeners.append(updates.append)
+    Engine.for_session(BlocksSource(list(blocks_from_array(rec.data_uv, rec.meta, 250,
+                                                           events=rec.events)), rec.meta),
+                       session).run_to_end()
+    assert len(updates) == 2 * len(session.pulses) > 0
+    plugin_columns = {c for m in session.metrics for c in m.columns}
+    assert {"block", "prestim_phase_rad"} <= plugin_columns
+    for k, row in enumerate(session.pulses):
+        tep_update, metrics_update = updates[2 * k], updates[2 * k + 1]
+        assert tep_update["type"] == "pulse" and metrics_update["type"] == "metrics"
+        assert tep_update["pulse"]["pulse_index"] == metrics_update["pulse"]["pulse_index"] == k
+        assert not plugin_columns & set(tep_update["pulse"])  # before the plug-ins
+        assert plugin_columns <= set(metrics_update["pulse"]) and metrics_update["pulse"] == row
+        assert "metrics" not in tep_update and set(metrics_update["metrics"]) == {
+            m.name for m in session.metrics}
+        assert tep_update["tep"] == metrics_update["tep"]
