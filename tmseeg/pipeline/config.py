@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tmseeg.pipeline.cleaning.stage import METHODS as CLEANING_METHODS
-from tmseeg.pipeline.decay import DECAY_MODELS, FIT_REFERENCES
+from tmseeg.pipeline.decay import CONFIG_FIT_ON, DECAY_MODELS, FIT_REFERENCES
 from tmseeg.pipeline.interpolation import INTERP_METHODS
 from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.utils import compile_pattern
@@ -411,7 +411,7 @@ class DecayConfig(ConfigSection):
     fit_reference: str
 
     def validate(self) -> None:
-        self.check_choice("method", ("average_gain", "average_curve", "average"))
+        self.check_choice("method", CONFIG_FIT_ON)
         self.check_choice("fit_reference", FIT_REFERENCES)
         self.check_choice("model", DECAY_MODELS)
 

@@ -74,15 +74,12 @@ class DecayFit:
                       ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`model_uv` of the ``ok`` channels only: their rows, and the model
         (n_ok, n_samples) (most channels have no decay: no zeros to build and subtract)."""
-        neg_t_ms = -(np.arange(start, start + n_samples) * (1000.0 / sfreq))
+        t_ms = (np.arange(start, start + n_samples) * (1000.0 / sfreq))
         rows = np.flatnonzero(self.ok)
         values = np.zeros((rows.size, n_samples))
-        term = np.empty_like(values)  # in place: no temporaries per exponential
         for k in range(self.amps_uv.shape[1]):
-            np.divide(neg_t_ms[None, :], self.tau_ms[rows, k, None], out=term)
-            np.exp(term, out=term)
-            term *= self.amps_uv[rows, k, None]
-            values += term
+            values += self.amps_uv[rows, k, None] * np.exp(
+                -t_ms[None, :] / self.tau_ms[rows, k, None])
         return rows, values
 
 
@@ -273,6 +270,8 @@ _MODELS = {"exp": 1, "double_exp": 2}
 DECAY_MODELS = tuple(_MODELS)  # the models fit_decay knows
 #: how a pulse's decay is estimated (see :class:`DecayRemoval`)
 FIT_ON = ("trial", "average", "average_curve", "average_gain")
+#: those a configuration may choose (``"trial"`` is the stage's own fallback for clipped windows)
+CONFIG_FIT_ON = tuple(m for m in FIT_ON if m != "trial")
 FIT_REFERENCES = ("median", "recorded")
 
 
