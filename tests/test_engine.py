@@ -173,24 +173,28 @@ class CountingStage:
         pass
 
 
-@pytest.mark.parametrize("n_ch, sfreq, want_ms", [(4, 1000.0, 10.0), (128, 20000.0, 25.0)])
-def test_the_processing_thread_takes_batches_of_at_least_min_batch(n_ch, sfreq, want_ms):
-    """Blocks of 1 ms arriving in real time reach the stages in batches of at least
-    ``Engine.min_batch_s`` (10 ms; 25 ms above 10^6 values per second): the stages' per-block
-    cost is paid once per batch. The last batch may be shorter (the end of the stream)."""
-    meta = _meta(n_ch, sfreq)
-    block = int(sfreq / 1000.0)
-    data = np.zeros((n_ch, 400 * block))
-    source = BlockSource(data, meta, block)
-    counter = CountingStage()
-    engine = Engine(source, [counter], worker=True)
-    assert engine.min_batch_s() == pytest.approx(want_ms / 1000.0)
+def test_the_processing_thread_waits_for_a_batch_of_at_least_min_batch():
+    """A block taken from the queue waits (up to ``min_batch_s``) for the blocks behind it:
+    the stages get one batch, not one block at a time; with nothing behind it, it goes on
+    alone once the wait is over. 25 ms above 10^6 values per second, 10 ms below."""
+    assert Engine(BlockSource(np.zeros((128, 1)), _meta(128, 20000.0), 1)).min_batch_s() == 0.025
+    meta = _meta(4, 1000.0)
+    blocks = list(blocks_from_array(np.zeros((4, 100)), meta, 1))  # 1-ms blocks
+    engine = Engine(BlockSource(np.zeros((4, 1)), meta, 1), [CountingStage()], worker=True)
+    assert engine.min_batch_s() == 0.01
+    engine.MIN_BATCH_S = 1.0  # a long wait: the blocks below arrive well within it
+
+    def arrive_later():
+        time.sleep(0.02)
+        for b in blocks[1:]:
+            engine._queue.put(b)
+
+    feeder = threading.Thread(target=arrive_later)
+    feeder.start()
+    joined, ahead = engine._coalesce(blocks[0])
+    feeder.join()
+    assert joined.n_samples == 100 and ahead is None  # one batch of all 100 blocks
+    engine.MIN_BATCH_S = 0.05
     t0 = time.monotonic()
-    for k in range(400):  # 1-ms blocks at the stream's pace
-        engine.step()
-        time.sleep(max(0.0, t0 + (k + 1) * 0.001 - time.monotonic()))
-    engine.finish()
-    assert sum(counter.sizes) == data.shape[1]
-    want = int(want_ms * sfreq / 1000.0)
-    assert all(n >= want for n in counter.sizes[:-1]), counter.sizes
-    assert len(counter.sizes) <= data.shape[1] // want + 1
+    alone, ahead = engine._coalesce(blocks[0])
+    assert alone.n_samples == 1 and ahead is None and time.monotonic() - t0 >= 0.045
