@@ -117,10 +117,10 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
     write_pulses_csv(session.pulses, out / "pulses.csv")
     if session.tep is not None and session.epochs:
-        epochs, evoked = to_mne(session, session.meta, release=True)
-        epochs.save(out / f"{stem}-epo.fif", overwrite=True, verbose="error")
-        evoked.save(out / f"{stem}-ave.fif", overwrite=True, verbose="error")
-        del epochs, evoked
+        # the evoked first: the epochs are let go of as they are written
+        evoked_to_mne(session, session.meta).save(out / f"{stem}-ave.fif", overwrite=True,
+                                                  verbose="error")
+        save_epochs(session, session.meta, out / f"{stem}-epo.fif", release=True)
     if report:
         from tmseeg.report.html import write_report
         comparison = None
@@ -275,6 +275,58 @@ def evoked_to_mne(session: TEPSession, meta: StreamMeta):
                            comment="TMS (tmseeg running average)", verbose="error")
 
 
+def _epochs_layout(session: TEPSession, meta: StreamMeta) -> SimpleNamespace:
+    """What an MNE epochs file holds besides the data: channels, the kept epochs, their events,
+    and every epoch in the drop log (the rejected ones with their reasons)."""
+    epochs_list = session.epochs
+    kept = [i for i in range(len(epochs_list)) if session.pulses[i]["kept"]]
+    return SimpleNamespace(
+        info=_mne_info(list(epochs_list[0].ch_names), meta.sfreq), kept=kept,
+        events=np.array([[epochs_list[i].sample, 0, 1] for i in kept],
+                        dtype=int).reshape(-1, 3),
+        drop_log=tuple(() if session.pulses[i]["kept"]
+                       else (session.pulses[i]["reason"] or "rejected",)
+                       for i in range(len(epochs_list))),
+        tmin_s=float(epochs_list[0].times_ms[0]) / 1e3, n_times=epochs_list[0].data_uv.shape[1],
+        event_id={"TMS": 1})
+
+
+def _kept_epochs_v(session: TEPSession, kept: list[int], release: bool):
+    """The kept epochs in volts (NaN as 0, as MNE stores them), one at a time; ``release``: the
+    session lets go of each epoch once it is taken (``session.epochs`` is empty afterwards)."""
+    epochs_list = session.epochs
+    for k, i in enumerate(kept):
+        # float32 product, as the file stores (a float64 one would round differently)
+        yield np.nan_to_num(epochs_list[i].data_uv) * 1e-6
+        if release:
+            epochs_list[i] = replace(epochs_list[i], data_uv=np.empty((0, 0), np.float32))
+            if k % 32 == 31:  # what is freed goes back to the system as the copy grows
+                return_freed_memory()
+    if release:
+        epochs_list.clear()
+        return_freed_memory()
+
+
+def save_epochs(session: TEPSession, meta: StreamMeta, path: Path,
+                release: bool = False) -> None:
+    """``-epo.fif`` of the kept epochs (the rejected ones in the drop log with their reasons).
+
+    Written one epoch at a time (:mod:`tmseeg.io.epochs_fif`): no copy of all epochs is made,
+    where MNE's ``EpochsArray.save`` needs them in float64 and then in float32 again. Epochs
+    larger than one FIF file go through MNE's split save. ``release`` as in :func:`to_mne`.
+    """
+    from tmseeg.io.epochs_fif import fits_one_file, write_epochs_fif
+
+    lay = _epochs_layout(session, meta)
+    if not fits_one_file(len(lay.kept), len(lay.info["ch_names"]), lay.n_times):
+        epochs, _ = to_mne(session, meta, release=release)
+        epochs.save(path, overwrite=True, split_size="2GB", verbose="error")
+        return
+    write_epochs_fif(path, lay.info, _kept_epochs_v(session, lay.kept, release),
+                     len(lay.kept), lay.events, lay.tmin_s, lay.event_id,
+                     np.asarray(lay.kept), lay.drop_log)
+
+
 def to_mne(session: TEPSession, meta: StreamMeta, release: bool = False):
     """MNE ``EpochsArray`` (rejected epochs dropped with their reasons) and ``Evoked``.
 
@@ -284,28 +336,13 @@ def to_mne(session: TEPSession, meta: StreamMeta, release: bool = False):
     import mne
 
     evoked = evoked_to_mne(session, meta)
-    epochs_list = session.epochs
-    ch_names = list(epochs_list[0].ch_names)
-    info = _mne_info(ch_names, meta.sfreq)
-    kept = [i for i in range(len(epochs_list)) if session.pulses[i]["kept"]]
+    lay = _epochs_layout(session, meta)
     # the kept epochs only, and the others in the drop log with their reasons (dropping them
     # from a full EpochsArray one by one copied the whole array each time: 15 s on 10 min)
-    data_v = np.empty((len(kept), len(ch_names), epochs_list[0].data_uv.shape[1]))
-    events = np.array([[epochs_list[i].sample, 0, 1] for i in kept], dtype=int).reshape(-1, 3)
-    drop_log = tuple(() if session.pulses[i]["kept"]
-                     else (session.pulses[i]["reason"] or "rejected",)
-                     for i in range(len(epochs_list)))
-    tmin_s = float(epochs_list[0].times_ms[0]) / 1e3
-    for k, i in enumerate(kept):
-        np.multiply(np.nan_to_num(epochs_list[i].data_uv), 1e-6, out=data_v[k])
-        if release:
-            epochs_list[i] = replace(epochs_list[i], data_uv=np.empty((0, 0), np.float32))
-            if k % 32 == 31:  # what is freed goes back as the copy grows: held once, not twice
-                return_freed_memory()
-    if release:
-        epochs_list.clear()
-        return_freed_memory()
-    epochs = mne.EpochsArray(data_v, info, events=events, tmin=tmin_s, event_id={"TMS": 1},
-                             baseline=None, selection=kept, drop_log=drop_log,
-                             verbose="error")
+    data_v = np.empty((len(lay.kept), len(lay.info["ch_names"]), lay.n_times))
+    for k, epoch_v in enumerate(_kept_epochs_v(session, lay.kept, release)):
+        data_v[k] = epoch_v
+    epochs = mne.EpochsArray(data_v, lay.info, events=lay.events, tmin=lay.tmin_s,
+                             event_id=lay.event_id, baseline=None, selection=lay.kept,
+                             drop_log=lay.drop_log, verbose="error")
     return epochs, evoked
