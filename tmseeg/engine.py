@@ -36,7 +36,7 @@ from tmseeg.pipeline.base import Chain, Stage, concat_blocks
 from tmseeg.stream.block import (EVENT_GAP, EVENT_INFO, EVENT_MARKER, EVENT_PULSE, Block,
                                  Event, blocks_from_array)
 from tmseeg.stream.ringbuffer import RingBuffer
-from tmseeg.utils import now_s
+from tmseeg.utils import now_s, return_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -370,16 +370,26 @@ class Engine:
         """The processing thread: blocks in arrival order until the end sentinel. Blocks that
         wait together (processing is behind) are joined into one (:meth:`_coalesce`)."""
         ahead = None  # taken from the queue but not joinable with the last join (or _END)
+        trimmed_s = time.monotonic()
         while True:
             raw = ahead if ahead is not None else self._queue.get()
             if raw is None or raw is _END:
                 return
             raw, ahead = self._coalesce(raw)
             self._process_queued(raw)
+            if time.monotonic() - trimmed_s > self.TRIM_EVERY_S:
+                # epochs, fits and batches of many sizes come and go for hours: what the C
+                # heap keeps of them after they are freed is handed back now and then, so
+                # the resident memory follows what is held (ctypes lets go of the
+                # interpreter lock meanwhile; acquisition is not held up)
+                return_freed_memory()
+                trimmed_s = time.monotonic()
             cb = self._status_cb
             if cb is not None:
                 cb()
 
+    #: how often (s) the processing thread hands freed heap memory back to the system
+    TRIM_EVERY_S = 30.0
     #: most data joined into one block when blocks wait for processing
     COALESCE_S = 0.1
     #: least data the processing thread takes at once: it waits up to this long for blocks to

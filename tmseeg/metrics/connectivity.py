@@ -50,9 +50,10 @@ Decimation
 Bands stop at 45 Hz by default, so each window is reduced to ``decimate_to_hz`` (250 Hz) before
 the spectra: by plain subsampling when the epochs are already low-passed below 0.8 x the new
 Nyquist frequency (the session's zero-phase epoch filter, 100 Hz by default, against 125 Hz), else
-by :func:`scipy.signal.resample_poly` (FIR anti-alias filter, applied within the window only, so
-the interpolated pulse window is never smeared into a window). At 64 channels / 5 kHz this
-makes an epoch cost a fraction of a millisecond (``benchmarks/bench_connectivity.py``).
+by :func:`tmseeg.dsp.resample.decimate_fir` (``resample_poly``'s FIR anti-alias filter, applied
+within the window only, so the interpolated pulse window is never smeared into a window). At
+64 channels / 5 kHz this makes an epoch cost a fraction of a millisecond
+(``benchmarks/bench_connectivity.py``).
 """
 from __future__ import annotations
 
@@ -349,17 +350,16 @@ def decimate_window(x: np.ndarray, step: int, lowpassed: bool) -> np.ndarray:
         Decimation factor (1 = unchanged).
     lowpassed : bool
         True if the data are already low-passed below 0.8 x the new Nyquist frequency: plain
-        subsampling. Otherwise :func:`scipy.signal.resample_poly` (FIR anti-alias filter within
-        the window, edges extended by a fitted line).
+        subsampling. Otherwise :func:`tmseeg.dsp.resample.decimate_fir` (``resample_poly``'s
+        zero-phase FIR anti-alias filter within the window, edges extended by a line).
     """
     if step <= 1:
         return x
     if lowpassed:
         return x[:, ::step]
-    from scipy.signal import resample_poly
+    from tmseeg.dsp.resample import decimate_fir
 
-    n_out = (x.shape[1] - 1) // step + 1
-    return resample_poly(x, 1, step, axis=1, padtype="line")[:, :n_out]
+    return decimate_fir(x, step)
 
 
 # -- session plug-in (tmseeg.metrics.base) -----------------------------------------------------

@@ -21,8 +21,9 @@ session's epochs are -500..500 ms, too short for the support of a 4 Hz wavelet a
 -600..-150 ms baseline). The pulse window is already interpolated there (the session's
 ``PulseInterpolation`` / ``DecayRemoval`` stages ran), so the wavelets never see the
 artifact itself. Each epoch is decimated by an integer factor to about ``decimate_to_hz``
-(250 Hz by default; :func:`scipy.signal.resample_poly`, a zero-phase FIR anti-alias filter,
-the pulse sample lands exactly on a decimated sample), then band-passed and notched forward
+(250 Hz by default; :func:`tmseeg.dsp.resample.decimate_fir`: ``resample_poly``'s zero-phase
+FIR anti-alias filter as one matrix product; the pulse sample lands exactly on a decimated
+sample), then band-passed and notched forward
 and backward with the session's ``[filter]`` settings (the TEP path's zero-phase filter, edges
 above the new Nyquist dropped), with ``[filter] epoch_pad_ms`` of real data on both sides for
 the filter transients, plus the longest wavelet's half-length for its support. Only epochs the
@@ -65,14 +66,14 @@ from typing import Any, Sequence
 
 import numpy as np
 from scipy import fft as sp_fft
-from scipy.signal import resample_poly
 
+from tmseeg.dsp.resample import decimate_fir
 from tmseeg.metrics.base import BackgroundWork, MetricContext, SessionMetric
 from tmseeg.pipeline.config import planning_cut_window
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import EpochFilter
 from tmseeg.sections import ConfigError, ConfigSection
-from tmseeg.utils import jsonable, map_rows, over_rows
+from tmseeg.utils import jsonable, over_rows
 
 log = logging.getLogger(__name__)
 
@@ -588,11 +589,7 @@ class OscillationMetric(SessionMetric):
         if not np.isfinite(data_uv).all():
             self._skip("NaN in data")
             return None
-        if self.q > 1:  # each channel on its own: split over the cores, same result
-            xd = map_rows(lambda rows: resample_poly(rows, 1, self.q, axis=1, padtype="line"),
-                          data_uv)
-        else:
-            xd = np.asarray(data_uv, float)
+        xd = decimate_fir(data_uv, self.q)
         n_d = self._pre_d + self._post_d + 1
         xd = self.filter(xd[:, :n_d], self.fs)
         pad_d = self._pad_d
