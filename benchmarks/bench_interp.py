@@ -11,6 +11,8 @@ Prints median / p95 / p99 wall time (time.perf_counter) of
 * the DecayRemoval fit of one pulse (double exponential, 10..800 ms window, all channels), and
   its Levenberg-Marquardt part alone: the Cython kernel ``lm_refine`` against the numpy
   reference of ``tests/pipeline/test_artifact.py`` (same algorithm, vectorised across channels);
+* subtracting the fitted model from a 100-ms block: the kernel ``add_exp_model`` against numpy's
+  exponentials;
 * one ``PulseInterpolation.process`` call on a 1 ms block (the live per-block cost), and one
   ``PulseInterpolation`` + ``DecayRemoval`` (defaults) chain call per 1 ms block with a pulse
   every second (the max is the block on which a decay fit runs).
@@ -31,7 +33,7 @@ from tmseeg.pipeline.decay import DecayFitter, DecayRemoval
 from tmseeg.pipeline.base import Chain
 from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pipeline"))
 from test_artifact import ref_lm_refine  # noqa: E402  (the numpy reference of the kernel)
 
 
@@ -131,6 +133,27 @@ def main() -> None:
              tuple(x / 1000 for x in stats_us(
                  lambda: ref_lm_refine(yb, fitter.t_ms, start, lo, hi, rat, fitter.n_iter),
                  n_rep)), unit="ms")
+
+        # subtracting a fitted model from a 100-ms block (what the stage does per block and
+        # pulse while a model lasts): the C kernel against numpy's exponentials
+        fit = fitter.fit(y)
+        n_blk = int(0.1 * fs)
+        held = rng.standard_normal((n_ch, n_blk))
+        stage_rows = np.arange(n_ch)
+        ok = np.flatnonzero(fit.ok)
+
+        def numpy_model():
+            t_ms = np.arange(1000, 1000 + n_blk) * (1000.0 / fs)
+            values = np.zeros((ok.size, n_blk))
+            for k in range(fit.amps_uv.shape[1]):
+                values += fit.amps_uv[ok, k, None] * np.exp(-t_ms[None, :]
+                                                            / fit.tau_ms[ok, k, None])
+            held[stage_rows[ok]] -= values
+
+        print(f"  decay model on a 100-ms block, {ok.size} channels:")
+        line("  C kernel add_exp_model (DecayFit.subtract_from)",
+             stats_us(lambda: fit.subtract_from(held, stage_rows, 0, n_blk, fs, 1000), n_rep))
+        line("  numpy exponentials (before)", stats_us(numpy_model, n_rep))
 
         # live per-block cost (1 ms blocks, a pulse every 200 ms)
         meta = StreamMeta([f"E{i}" for i in range(n_ch)], fs)

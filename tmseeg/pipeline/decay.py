@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from tmseeg._ext.expfit import lm_refine
+from tmseeg._ext.expmodel import add_exp_model
 from tmseeg.pipeline.base import empty_block_like, ms_to_samples
 from tmseeg.pipeline.interpolation import (HoldBuffer, apply_span,
                                            interp_params, plan_spans, provided_window,
@@ -74,13 +75,27 @@ class DecayFit:
                       ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`model_uv` of the ``ok`` channels only: their rows, and the model
         (n_ok, n_samples) (most channels have no decay: no zeros to build and subtract)."""
-        t_ms = (np.arange(start, start + n_samples) * (1000.0 / sfreq))
         rows = np.flatnonzero(self.ok)
         values = np.zeros((rows.size, n_samples))
-        for k in range(self.amps_uv.shape[1]):
-            values += self.amps_uv[rows, k, None] * np.exp(
-                -t_ms[None, :] / self.tau_ms[rows, k, None])
+        self._add(values, np.arange(rows.size, dtype=np.intp), rows, 0, n_samples, sfreq,
+                  start, 1.0)
         return rows, values
+
+    def subtract_from(self, data: np.ndarray, data_rows: np.ndarray, col0: int, n: int,
+                      sfreq: float, start: int, scale: float = -1.0) -> None:
+        """Subtract the model of samples ``start .. start + n - 1`` from ``data[data_rows[ch],
+        col0:col0 + n]`` in place (``scale = 1``: add it), every ``ok`` channel ``ch``; the
+        values of :meth:`model_uv`, whatever ``n`` (block sizes do not change them)."""
+        rows = np.flatnonzero(self.ok)
+        self._add(data, np.asarray(data_rows, dtype=np.intp)[rows], rows, col0, n, sfreq,
+                  start, scale)
+
+    def _add(self, data, data_rows, rows, col0, n, sfreq, start, scale) -> None:
+        if rows.size and n > 0:
+            add_exp_model(data, np.ascontiguousarray(data_rows, dtype=np.intp),
+                          np.ascontiguousarray(self.amps_uv[rows], dtype=np.float64),
+                          np.ascontiguousarray(self.tau_ms[rows], dtype=np.float64),
+                          int(col0), int(n), int(start), 1000.0 / sfreq, float(scale))
 
 
 class DecayFitter:
@@ -501,8 +516,8 @@ class DecayRemoval:
             start, done, end, fit = item
             a, b = max(done, buf.start), min(end, buf.stop)
             if b > a:
-                rows, model = fit.model_rows_uv(b - a, self._fs, start=a - start)
-                buf.data[self._rows[rows], a - buf.start:b - buf.start] -= model
+                fit.subtract_from(buf.data, self._rows, a - buf.start, b - a, self._fs,
+                                  start=a - start)
                 item[1] = b
             if item[1] < end:
                 keep.append(item)
@@ -608,8 +623,8 @@ class DecayRemoval:
                 continue
             a, b = max(first, span[0]), min(first + n, span[1])
             if b > a:
-                rows, model = rec["fit"].model_rows_uv(b - a, self._fs, start=a - span[0])
-                out[rows, a - first:b - first] += model
+                rec["fit"].subtract_from(out, np.arange(out.shape[0]), a - first, b - a,
+                                         self._fs, start=a - span[0], scale=1.0)
         if self._interp is not None and pulses:
             # the cut window was re-interpolated after the subtraction: interpolation is
             # linear, so what it changed there is the interpolation of the model itself
