@@ -172,6 +172,7 @@ class Epocher:
         self._ring: RingBuffer | None = None
         self._meta: StreamMeta | None = None
         self._rows: np.ndarray | None = None
+        self._all_rows = False
         self._pending: list[Event] = []
         self._seen: set[int] = set()
         self.n_emitted = 0
@@ -186,6 +187,7 @@ class Epocher:
             raise ValueError(f"Epocher: picks={self.picks!r} selects no channel of stream "
                              f"{meta.name!r} (types: {sorted(set(meta.ch_types))})")
         self.ch_names = tuple(meta.ch_names[i] for i in self._rows)
+        self._all_rows = np.array_equal(self._rows, np.arange(meta.n_channels))
         self.n_pre = int(round(-self.tmin_ms * sf / 1000.0))
         self.n_post = int(round(self.tmax_ms * sf / 1000.0))
         self.times_ms = np.arange(-self.n_pre, self.n_post + 1) * 1000.0 / sf
@@ -204,6 +206,8 @@ class Epocher:
             if not self._base.any():
                 raise ValueError(f"baseline_ms={self.baseline_ms} contains no sample")
         self._test_for: tuple[float, float] | None = None
+        self._runs_for: np.ndarray | None = None
+        self._runs: list[tuple[int, int]] = []
         self._n_group = int(round(self.group_ms * sf / 1000.0))
 
     @property
@@ -228,6 +232,15 @@ class Epocher:
             self._test = ~((t >= win[0]) & (t <= win[1]))
             self._test_for = win
         return self._test
+
+    def _test_runs(self) -> list[tuple[int, int]]:
+        """The test samples (:meth:`_test_mask`) as stretches ``[a, b)`` of the epoch."""
+        mask = self._test_mask()
+        if self._runs_for is not mask:
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.view(np.int8), [0]])))
+            self._runs = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+            self._runs_for = mask
+        return self._runs
 
     @property
     def n_times(self) -> int:
@@ -269,7 +282,8 @@ class Epocher:
                 f"{ring.n_written} were already received (overlapping or repeated block)."
             )
         ring.write_gap(block.first_sample - ring.n_written)
-        data = block.data[self._rows]
+        # every channel in order (the usual case): the ring copies the block, no copy first
+        data = block.data if self._all_rows else block.data[self._rows]
         # A block longer than the ring's spare room (a stage releasing seconds it held back,
         # e.g. cleaning that calibrated only at the end of a file) is written in pieces, and
         # the epochs each piece completes are cut before the next piece overwrites them.
@@ -343,14 +357,19 @@ class Epocher:
                 data -= mean[:, None]
             else:
                 data -= np.where(np.isfinite(mean), mean, 0.0)[:, None]
-        test = data[:, self._test_mask()]
-        finite_test = np.isfinite(test)
-        all_finite = bool(finite_test.all())
-        with np.errstate(all="ignore"), _quiet():
-            if all_finite and test.shape[1]:  # the usual case: no NaN-aware passes
-                hi_uv, lo_uv = test.max(axis=1), test.min(axis=1)
-                ptp, mx = hi_uv - lo_uv, np.maximum(hi_uv, -lo_uv)
-            else:
+        # the usual case, no NaN: extremes over the stretches outside the pulse window, read
+        # in place (a NaN would make them NaN; then the NaN-aware passes on a copy)
+        finite_test = None
+        runs = self._test_runs()
+        if runs:
+            hi_uv = np.max([data[:, a:b].max(axis=1) for a, b in runs], axis=0)
+            lo_uv = np.min([data[:, a:b].min(axis=1) for a, b in runs], axis=0)
+        if runs and np.isfinite(hi_uv).all() and np.isfinite(lo_uv).all():
+            ptp, mx = hi_uv - lo_uv, np.maximum(hi_uv, -lo_uv)
+        else:
+            test = data[:, self._test_mask()]
+            finite_test = np.isfinite(test)
+            with np.errstate(all="ignore"), _quiet():
                 ptp = np.nanmax(test, axis=1) - np.nanmin(test, axis=1)
                 mx = np.nanmax(np.abs(test), axis=1)
         bads: tuple[str, ...] = ()
@@ -358,7 +377,7 @@ class Epocher:
             at = getattr(self.bads_from, "bads_at", None)
             bads = tuple(at(stop - 1) if at is not None else self.bads_from.bads)
         good = np.array([n not in bads for n in self.ch_names], dtype=bool)
-        if not reason and good.any():
+        if not reason and good.any() and finite_test is not None:
             nan_ch = good & ~finite_test.all(axis=1)
             if nan_ch.any():
                 names = [self.ch_names[i] for i in np.flatnonzero(nan_ch)]
