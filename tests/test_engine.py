@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tmseeg.engine import Engine
+from tmseeg.engine import Engine, read_ahead
 from tmseeg.config import load_config
 from tmseeg.report.analyze import run_session
 from tmseeg.session import TEPSession
@@ -198,3 +198,29 @@ def test_the_processing_thread_waits_for_a_batch_of_at_least_min_batch():
     t0 = time.monotonic()
     alone, ahead = engine._coalesce(blocks[0])
     assert alone.n_samples == 1 and ahead is None and time.monotonic() - t0 >= 0.045
+
+
+def test_read_ahead_keeps_the_order_raises_where_the_error_was_and_stops_when_closed():
+    """A file's blocks read on a thread ahead of the stages: the same blocks in the same order,
+    a read error raised at the block that failed (after the ones before it), and no thread
+    left reading once the consumer lets go."""
+    def blocks(fail_at=None):
+        for i in range(50):
+            if i == fail_at:
+                raise OSError(f"read failed at block {i}")
+            yield i
+
+    assert list(read_ahead(blocks(), depth=3)) == list(range(50))
+    got = []
+    with pytest.raises(OSError, match="read failed at block 17"):
+        for b in read_ahead(blocks(fail_at=17), depth=3):
+            got.append(b)
+    assert got == list(range(17))
+    n_before = threading.active_count()
+    gen = read_ahead(iter(range(10 ** 9)), depth=2)
+    assert next(gen) == 0
+    gen.close()
+    deadline = time.monotonic() + 5.0
+    while threading.active_count() > n_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() <= n_before
