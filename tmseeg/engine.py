@@ -440,7 +440,7 @@ class Engine:
                 cb()
 
     #: how often (s) the processing thread hands freed heap memory back to the system
-    TRIM_EVERY_S = 30.0
+    TRIM_EVERY_S = 5.0
     #: most data joined into one block when blocks wait for processing
     COALESCE_S = 0.1
     #: least data the processing thread takes at once: it waits up to this long for blocks to
