@@ -550,3 +550,22 @@ def test_a_railed_channel_is_no_coil_site(tmp_path, fault_session):
     assert summary["roi"] == roi_around("C3", [n for n in rec.meta.ch_names if n != "Fz"], 4)
     assert summary["bad_channels"]["Fz"].startswith("clipped")
     assert list(summary["coil_excluded"]) == ["Fz"]
+
+
+def test_a_recording_whose_every_epoch_is_rejected_keeps_its_outputs(tmp_path):
+    """Every epoch over the amplitude limit: the analysis ends normally with the summary, the
+    pulses and the report, says why there is no epochs or evoked file (MNE cannot hold zero
+    epochs of an event), and does not fail on them."""
+    cfg = tmp_path / "strict.toml"
+    cfg.write_text("[epochs]\nreject_uv = 0.01\n")
+    out = tmp_path / "res"
+    proc = subprocess.run([sys.executable, "-m", "tmseeg.cli", "analyze", str(SAMPLE), "--out",
+                           str(out), "--no-progress", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_pulses"] == 49 and summary["n_kept"] == 0
+    assert any("every one of the 49 epochs was rejected" in w for w in summary["warnings"])
+    assert (out / "pulses.csv").is_file() and (out / "report.html").is_file()
+    assert not list(out.glob("*.fif"))
+    assert "*-epo.fif" not in proc.stdout

@@ -27,7 +27,7 @@ def cmd_analyze(args) -> int:
     print(f"coil site {summary['coil_site']}, ROI {','.join(summary['roi'])}; SNR "
           f"{summary['snr']}; peaks (latency ms, amplitude uV): {json.dumps(peaks)}")
     written = ["summary.json", "pulses.csv"] + ([] if args.no_report else ["report.html"]) + (
-        ["*-epo.fif", "*-ave.fif"] if summary["n_pulses"] else [])
+        ["*-epo.fif", "*-ave.fif"] if summary["n_kept"] else [])
     print(f"outputs in {args.out}: {', '.join(written)}")
     return 0
 

@@ -111,12 +111,19 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
     for text in warnings[len(recording.warnings):]:  # the reader said its own already
         log.warning(text)
     summary = build_summary(session, recording, path)
+    if session.pulses and not summary["n_kept"]:
+        text = (f"every one of the {len(session.pulses)} epochs was rejected "
+                f"({summary['rejection_reasons']}): no -epo.fif or -ave.fif is written; "
+                "pulses.csv gives each pulse's reason ([epochs] reject_uv sets the amplitude "
+                "limit)")
+        log.warning(text)
+        warnings.append(text)
     summary["warnings"] = warnings
     recording = None  # ours is no longer needed: its memory goes before the epochs are built
     stem = path.name.split(".")[0]
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
     write_pulses_csv(session.pulses, out / "pulses.csv")
-    if session.tep is not None and session.epochs:
+    if session.tep is not None and summary["n_kept"]:
         # the evoked first: the epochs are let go of as they are written
         evoked_to_mne(session, session.meta).save(out / f"{stem}-ave.fif", overwrite=True,
                                                   verbose="error")
