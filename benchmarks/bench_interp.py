@@ -151,8 +151,8 @@ def main() -> None:
             held[stage_rows[ok]] -= values
 
         print(f"  decay model on a 100-ms block, {ok.size} channels:")
-        line("  C kernel add_exp_model (DecayFit.subtract_from)",
-             stats_us(lambda: fit.subtract_from(held, stage_rows, 0, n_blk, fs, 1000), n_rep))
+        line("  C kernel add_exp_model (DecayFit.add_to)",
+             stats_us(lambda: fit.add_to(held, stage_rows, 0, n_blk, fs, 1000, -1.0), n_rep))
         line("  numpy exponentials (before)", stats_us(numpy_model, n_rep))
 
         # live per-block cost (1 ms blocks, a pulse every 200 ms)

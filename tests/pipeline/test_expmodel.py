@@ -57,7 +57,7 @@ def test_decay_fit_subtracts_what_model_uv_says():
     assert not model[1].any()
     data = np.zeros((6, 4000))
     stage_rows = np.array([5, 1, 3])
-    fit.subtract_from(data, stage_rows, 1000, 3000, FS, start=250)
+    fit.add_to(data, stage_rows, 1000, 3000, FS, start=250, scale=-1.0)
     np.testing.assert_array_equal(data[[5, 3], 1000:], -model[[0, 2]])
     assert not data[:, :1000].any() and not data[[0, 1, 2, 4]].any()
 

@@ -77,22 +77,19 @@ class DecayFit:
         (n_ok, n_samples) (most channels have no decay: no zeros to build and subtract)."""
         rows = np.flatnonzero(self.ok)
         values = np.zeros((rows.size, n_samples))
-        self._add(values, np.arange(rows.size, dtype=np.intp), rows, 0, n_samples, sfreq,
-                  start, 1.0)
+        to_values = np.zeros(self.ok.size, dtype=np.intp)
+        to_values[rows] = np.arange(rows.size)
+        self.add_to(values, to_values, 0, n_samples, sfreq, start, scale=1.0)
         return rows, values
 
-    def subtract_from(self, data: np.ndarray, data_rows: np.ndarray, col0: int, n: int,
-                      sfreq: float, start: int, scale: float = -1.0) -> None:
-        """Subtract the model of samples ``start .. start + n - 1`` from ``data[data_rows[ch],
-        col0:col0 + n]`` in place (``scale = 1``: add it), every ``ok`` channel ``ch``; the
-        values of :meth:`model_uv`, whatever ``n`` (block sizes do not change them)."""
+    def add_to(self, data: np.ndarray, data_rows: np.ndarray, col0: int, n: int,
+               sfreq: float, start: int, scale: float) -> None:
+        """``data[data_rows[ch], col0:col0 + n] += scale * model`` of samples ``start ..
+        start + n - 1``, every ``ok`` channel ``ch``, in place (``scale = -1`` subtracts it);
+        the values of :meth:`model_uv`, whatever ``n`` (block sizes do not change them)."""
         rows = np.flatnonzero(self.ok)
-        self._add(data, np.asarray(data_rows, dtype=np.intp)[rows], rows, col0, n, sfreq,
-                  start, scale)
-
-    def _add(self, data, data_rows, rows, col0, n, sfreq, start, scale) -> None:
         if rows.size and n > 0:
-            add_exp_model(data, np.ascontiguousarray(data_rows, dtype=np.intp),
+            add_exp_model(data, np.ascontiguousarray(np.asarray(data_rows, np.intp)[rows]),
                           np.ascontiguousarray(self.amps_uv[rows], dtype=np.float64),
                           np.ascontiguousarray(self.tau_ms[rows], dtype=np.float64),
                           int(col0), int(n), int(start), 1000.0 / sfreq, float(scale))
@@ -516,8 +513,8 @@ class DecayRemoval:
             start, done, end, fit = item
             a, b = max(done, buf.start), min(end, buf.stop)
             if b > a:
-                fit.subtract_from(buf.data, self._rows, a - buf.start, b - a, self._fs,
-                                  start=a - start)
+                fit.add_to(buf.data, self._rows, a - buf.start, b - a, self._fs,
+                           start=a - start, scale=-1.0)
                 item[1] = b
             if item[1] < end:
                 keep.append(item)
@@ -623,8 +620,8 @@ class DecayRemoval:
                 continue
             a, b = max(first, span[0]), min(first + n, span[1])
             if b > a:
-                rec["fit"].subtract_from(out, np.arange(out.shape[0]), a - first, b - a,
-                                         self._fs, start=a - span[0], scale=1.0)
+                rec["fit"].add_to(out, np.arange(out.shape[0]), a - first, b - a,
+                                  self._fs, start=a - span[0], scale=1.0)
         if self._interp is not None and pulses:
             # the cut window was re-interpolated after the subtraction: interpolation is
             # linear, so what it changed there is the interpolation of the model itself

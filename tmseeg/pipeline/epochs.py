@@ -206,8 +206,7 @@ class Epocher:
             if not self._base.any():
                 raise ValueError(f"baseline_ms={self.baseline_ms} contains no sample")
         self._test_for: tuple[float, float] | None = None
-        self._runs_for: np.ndarray | None = None
-        self._runs: list[tuple[int, int]] = []
+        self._runs: list[tuple[int, int]] = []  # _test_mask's stretches, set with it
         self._n_group = int(round(self.group_ms * sf / 1000.0))
 
     @property
@@ -231,15 +230,13 @@ class Epocher:
             t = self.times_ms
             self._test = ~((t >= win[0]) & (t <= win[1]))
             self._test_for = win
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], self._test.view(np.int8), [0]])))
+            self._runs = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
         return self._test
 
     def _test_runs(self) -> list[tuple[int, int]]:
         """The test samples (:meth:`_test_mask`) as stretches ``[a, b)`` of the epoch."""
-        mask = self._test_mask()
-        if self._runs_for is not mask:
-            edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.view(np.int8), [0]])))
-            self._runs = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
-            self._runs_for = mask
+        self._test_mask()
         return self._runs
 
     @property
