@@ -50,6 +50,12 @@ VARIANTS: dict[str, dict] = {
     # per-channel misfit leaves is channel-specific
     "sound": {"cleaning": {"enabled": True, "methods": ["sound"]}},
     "sound_l01": {"cleaning": {"enabled": True, "methods": ["sound"], "sound": {"lambda0": 0.1}}},
+    # ICA (TESA's component labels, Rogasch et al. 2017): every rule, and the TMS-evoked
+    # muscle rule alone (the truth averages blinks in; Atti et al. 2024: ICA takes TEP where
+    # an artifact varies little from trial to trial)
+    "ica": {"cleaning": {"enabled": True, "methods": ["ica"]}},
+    "ica_muscle": {"cleaning": {"enabled": True, "methods": ["ica"], "ica": {"rules": {
+        "blink_z": 1e9, "move_z": 1e9, "muscle_slope": 1e9, "electrode_z": 1e9}}}},
     # decay removal, side by side (the default is average_gain, 20 uV, R2 0.5)
     "decay_average": {"decay": {"method": "average", "min_decay_uv": 0.0, "min_r2": 0.05}},
     "decay_curve": {"decay": {"method": "average_curve", "min_decay_uv": 0.0, "min_r2": 0.05}},
