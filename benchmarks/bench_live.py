@@ -121,14 +121,17 @@ def run(channels: int, sfreq: float, seconds: float, worker: bool,
         engine._latencies_ms = _Latencies(int(seconds * 1000 * 1.5) + 10_000)
         backlog = [0.0]
         transport: list[float] = []
-        rss_at = {}  # whole minutes since the start -> resident MB
+        rss_at = {}  # whole minutes since the start -> resident MB at its first status
+        rss_in = {}  # whole minutes -> every status's resident MB (one every 0.5 s)
 
         def on_status(st):
             backlog[0] = max(backlog[0], st.backlog_s)
             transport.append(st.transport_latency_ms)
             minute = int(st.elapsed_s // 60)
-            if minute >= 1 and minute not in rss_at:
-                rss_at[minute] = _rss_mb()
+            if minute >= 1:
+                rss = _rss_mb()
+                rss_at.setdefault(minute, rss)
+                rss_in.setdefault(minute, []).append(rss)
 
         t0 = time.monotonic()
         engine.run(duration_s=seconds, status_every_s=0.5, on_status=on_status)
@@ -144,6 +147,8 @@ def run(channels: int, sfreq: float, seconds: float, worker: bool,
             "transport": np.percentile(tr, [50, 99, 100]) if tr.size else [np.nan] * 3,
             "rss_first_min_mb": rss_at.get(1, np.nan), "rss_end_mb": _rss_mb(),
             "rss_5_min_mb": rss_at.get(5, np.nan), "rss_by_minute_mb": rss_at,
+            "rss_median_by_minute_mb": {m: float(np.median(v)) for m, v in rss_in.items()},
+            "rss_range_by_minute_mb": {m: (min(v), max(v)) for m, v in rss_in.items()},
             "update": (st.update_latency_ms_p50, st.update_latency_ms_p99),
             "after_epoch_ms": np.array(after_epoch_ms), "backlog_s": backlog[0], "skipped": st.n_skipped_samples, "gaps": st.n_gaps,
             "samples": st.n_samples, "pulses": len(session.pulses), "wall_s": wall,
@@ -203,6 +208,20 @@ def main() -> None:
                   f"{min(in_run):.0f}-{max(in_run):.0f} MB, at minute {last_m} {last_mb:.0f} MB "
                   f"({100.0 * (last_mb / r['rss_5_min_mb'] - 1.0):+.1f} %); after the final "
                   f"drain {r['rss_end_mb']:.0f} MB ({growth:+.1f} %) (by minute: {by_min})")
+            # one sample a minute lands anywhere in a pulse's allocations: the median of the
+            # minute's 120 samples says where memory sits, the range how far it swings
+            med = sorted(r["rss_median_by_minute_mb"].items())
+            base = dict(med).get(5, np.nan)
+            later = [v for m, v in med if m >= 5]
+            swing = max(hi - lo for m, (lo, hi) in r["rss_range_by_minute_mb"].items()
+                        if m >= 5)
+            print(f"{'':30s} RSS median of each minute (120 samples): minute 5 {base:.0f} MB, "
+                  f"from then on {min(later):.0f}-{max(later):.0f} MB "
+                  f"({100.0 * (min(later) / base - 1.0):+.1f} .. "
+                  f"{100.0 * (max(later) / base - 1.0):+.1f} %), last minute {med[-1][1]:.0f} MB "
+                  f"({100.0 * (med[-1][1] / base - 1.0):+.1f} %); largest swing within a "
+                  f"minute {swing:.0f} MB (by minute: "
+                  + ", ".join(f"{m}: {v:.0f}" for m, v in med if m % 5 == 0) + ")")
 
 
 if __name__ == "__main__":
