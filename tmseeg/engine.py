@@ -36,7 +36,7 @@ from tmseeg.pipeline.base import Chain, Stage, concat_blocks
 from tmseeg.stream.block import (EVENT_GAP, EVENT_INFO, EVENT_MARKER, EVENT_PULSE, Block,
                                  Event, blocks_from_array)
 from tmseeg.stream.ringbuffer import RingBuffer
-from tmseeg.utils import now_s, return_freed_memory
+from tmseeg.utils import limit_malloc_arenas, now_s, return_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -441,6 +441,8 @@ class Engine:
 
     #: how often (s) the processing thread hands freed heap memory back to the system
     TRIM_EVERY_S = 5.0
+    #: heap arenas a live run lets glibc keep (:func:`tmseeg.utils.limit_malloc_arenas`)
+    MALLOC_ARENAS = 2
     #: most data joined into one block when blocks wait for processing
     COALESCE_S = 0.1
     #: least data the processing thread takes at once: it waits up to this long for blocks to
@@ -581,6 +583,9 @@ class Engine:
         ``on_status`` is called on the processing thread (it may read what processing
         writes, e.g. the running TEP), after a block, and here while nothing is queued.
         """
+        # hours of epochs freed on several threads: two heap arenas shared by all of them
+        # keep the resident memory flat (see limit_malloc_arenas)
+        limit_malloc_arenas(self.MALLOC_ARENAS)
         t_end = None if duration_s is None else time.monotonic() + duration_s
         self._t_start = time.monotonic()
         next_status = [time.monotonic() + status_every_s]
