@@ -124,6 +124,19 @@ def map_rows(func: Callable[[np.ndarray], np.ndarray], data: np.ndarray) -> np.n
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
 
+def _glibc():
+    """The C library when it is glibc (has ``malloc_trim`` and ``mallopt``), else None."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (musl, macOS: AttributeError)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 def return_freed_memory() -> None:
     """Hand memory the process has freed back to the system (glibc's ``malloc_trim``).
 
@@ -131,14 +144,9 @@ def return_freed_memory() -> None:
     process's resident memory, until something trims it; an analysis that frees them just
     before it allocates its largest array calls this in between. No-op where there is no glibc.
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _glibc()
+    if libc is not None:
         libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 #: glibc's ``mallopt`` parameter for the most heap arenas
@@ -156,14 +164,8 @@ def limit_malloc_arenas(n: int = 2) -> bool:
     memory within -0.2..+0.9 % of minute 5's with 2 arenas against 0..+4 % without, at the
     same processing cost. Returns whether it was applied (False where there is no glibc).
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, int(n)))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, int(n)))
 
 
 def compile_pattern(pattern: str, key: str, fix: str,
