@@ -226,7 +226,19 @@ class MorletTransform:
                   x.shape[0] * self.freqs_hz.size * self.nfft)
         return out
 
+    #: most bytes of (channels x frequencies x nfft) spectra taken through the inverse FFT at
+    #: once: a 64-channel epoch's whole product is ~25 MB, and its inverse as much again; a
+    #: live session making them at every pulse kept its resident memory swinging by tens of
+    #: MB (each channel's coefficients are its own, so chunks give the same values)
+    CHUNK_BYTES = 4 * 2 ** 20
+
     def _transform_rows(self, x: np.ndarray, out: np.ndarray) -> None:
+        per_row = self.freqs_hz.size * self.nfft * 16
+        step = max(1, self.CHUNK_BYTES // per_row)
+        for a in range(0, x.shape[0], step):
+            self._transform_chunk(x[a:a + step], out[a:a + step])
+
+    def _transform_chunk(self, x: np.ndarray, out: np.ndarray) -> None:
         spec = sp_fft.rfft(x, self.nfft, axis=1)
         # full complex spectrum of the real input from its half spectrum
         full = np.empty((x.shape[0], self.nfft), complex)
