@@ -159,10 +159,11 @@ def limit_malloc_arenas(n: int = 2) -> bool:
     By default every thread that meets a locked arena gets one of its own (up to 8 per core),
     and each keeps what its thread freed; a live session's threads (acquisition, processing,
     plug-ins, LSL) then hold tens of MB each that the others cannot reuse, and the resident
-    memory swings with whichever arena a burst of epochs landed in. Measured over 12 to 20
-    minutes at 64 ch / 5 kHz (``benchmarks/bench_live.py``): each minute's median resident
-    memory within -0.2..+0.9 % of minute 5's with 2 arenas against 0..+4 % without, at the
-    same processing cost. Returns whether it was applied (False where there is no glibc).
+    memory sits higher. Measured at 64 ch / 5 kHz (``benchmarks/bench_live.py``, 12 to 20
+    minutes): each minute's median resident memory 338-351 MB with 2 arenas against 361-376
+    MB without, at the same processing cost. It does not stop the rise over an hour's first
+    25 minutes (383 -> 419 MB, then flat; see the README). Returns whether it was applied
+    (False where there is no glibc).
     """
     libc = _glibc()
     return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, int(n)))
