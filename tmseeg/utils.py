@@ -1,6 +1,8 @@
 """Small helpers shared across the package."""
 from __future__ import annotations
 
+import functools
+
 import math
 import os
 import re
@@ -124,8 +126,11 @@ def map_rows(func: Callable[[np.ndarray], np.ndarray], data: np.ndarray) -> np.n
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
 
+@functools.lru_cache(maxsize=1)
 def _glibc():
-    """The C library when it is glibc (has ``malloc_trim`` and ``mallopt``), else None."""
+    """The C library when it is glibc (has ``malloc_trim`` and ``mallopt``), else None;
+    looked up once (``find_library`` runs ``ldconfig``: ~4 ms, and the live processing thread
+    trims every few seconds)."""
     import ctypes
     import ctypes.util
 
