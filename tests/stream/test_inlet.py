@@ -35,9 +35,10 @@ class Pusher(threading.Thread):
         self.t0 = pylsl.local_clock() if t0 is None else t0
         self.i = start_index
         self.stop_at = start_index + self.n_total
+        self.halt = threading.Event()
 
     def run(self):
-        while self.i < self.stop_at:
+        while self.i < self.stop_at and not self.halt.is_set():
             due = self.t0 + (self.i + self.chunk) / self.sfreq
             wait = due - pylsl.local_clock()
             if wait > 0:
@@ -376,11 +377,16 @@ def test_a_stream_back_with_a_new_source_id_is_followed(uid, caplog):
         # the program comes back with a new source id
         out2 = make_outlet(f"eeg-{uid}", n_ch, sfreq, f"new-{uid}")
         restart_index = int(round((pylsl.local_clock() - t0) * sfreq))
-        p2 = Pusher(out2, n_ch, sfreq, 1.0, t0=t0, start_index=restart_index)
+        # pushed until the inlet has followed and drawn 0.5 s from it: an inlet gets only what
+        # is pushed after it subscribes, so a fixed 1 s push raced the reconnect on a busy machine
+        p2 = Pusher(out2, n_ch, sfreq, 20.0, t0=t0, start_index=restart_index)
         p2.start()
-        last_value = (p2.stop_at - 1) % 100000
-        drain(time.monotonic() + 15,
-              stop=lambda: received and received[-1][1][-1] == last_value)
+        def half_a_second_drawn():
+            after = [s for s, _ in received if s >= 1000]
+            return bool(after) and after[-1] >= after[0] + 500
+
+        drain(time.monotonic() + 20, stop=half_a_second_drawn)
+        p2.halt.set()
         p2.join()
     assert inlet.source_id == f"new-{uid}" and inlet.stats.n_reconnects == 1
     assert inlet.stats.no_data_s == 0.0 and inlet.stats.n_outages == 1
