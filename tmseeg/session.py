@@ -298,6 +298,7 @@ class TEPSession:
         self.epocher = Epocher(tmin_ms=e.tmin_ms, tmax_ms=e.tmax_ms,
                                baseline_ms=tuple(e.baseline_ms),
                                reject_uv=e.reject_uv or None,
+                               reject_mode=e.reject_mode, fast_ms=e.fast_ms,
                                pulse_window_ms=(self.stages.cut_window
                                                 if self.stages.cut_window is not None
                                                 else planning_cut_window(cfg)),

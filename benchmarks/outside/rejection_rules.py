@@ -13,7 +13,9 @@ The rules, per epoch, on each good EEG channel's peak-to-peak outside the pulse 
 ``fixed150`` (the default: ptp <= 150 uV on every channel), ``none``, ``z5`` / ``z8`` (robust
 z of ptp per channel, across epochs, <= 5 / 8), ``rel2`` (ptp <= 2 x the channel's median),
 ``logz3`` (robust z of log ptp <= 3), ``early100_logz3`` (ptp of 10-100 ms <= 100 uV and
-``logz3``).
+``logz3``); ``fastW_L`` (the ptp of each channel minus its W-ms moving average <= L uV: blind
+to blinks and drifts, as ``[epochs] reject_mode = "fast"``) and ``fastW_L_or150`` (kept by it
+or by ``fixed150``), W 40..100 ms, L 90..150 uV.
 """
 from __future__ import annotations
 
@@ -37,10 +39,27 @@ def _robust_z(x: np.ndarray) -> np.ndarray:
     return (x - med) / mad
 
 
-def rules(ptp: np.ndarray, early_ptp: np.ndarray) -> dict[str, np.ndarray]:
+def fast_ptp(x_uv: np.ndarray, mask: np.ndarray, sfreq: float, width_ms: float) -> np.ndarray:
+    """(epochs, channels): peak-to-peak, over ``mask``, of each channel minus its moving
+    average over ``width_ms`` (a high-pass near 0.44 / width: blinks and drifts out, muscle,
+    residue of ringing and the fast decay in)."""
+    from scipy.ndimage import uniform_filter1d
+    w = max(1, int(round(width_ms * sfreq / 1000.0)))
+    fast = x_uv - uniform_filter1d(x_uv, w, axis=-1, mode="nearest")
+    return np.ptp(fast[..., mask], axis=-1)
+
+
+def rules(ptp: np.ndarray, early_ptp: np.ndarray,
+          fast: dict[float, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Which epochs each rule keeps (bool per epoch)."""
     logz = _robust_z(np.log(ptp)).max(axis=1)
-    return {
+    more = {}
+    for width_ms, f in (fast or {}).items():
+        for lim in (90.0, 100.0, 110.0, 125.0, 150.0):
+            more[f"fast{width_ms:g}_{lim:g}"] = f.max(axis=1) <= lim
+            more[f"fast{width_ms:g}_{lim:g}_or150"] = (f.max(axis=1) <= lim) \
+                | (ptp.max(axis=1) <= 150.0)
+    return more | {
         "fixed150": ptp.max(axis=1) <= 150.0,
         "none": np.ones(len(ptp), dtype=bool),
         "z5": _robust_z(ptp).max(axis=1) <= 5.0,
@@ -77,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         early_ptp = np.ptp(x_uv[:, :, early], axis=2)
         roi = [eeg.index(c) for c in meta["roi"] if c in eeg]
         cells = []
-        for rule, keep in rules(ptp, early_ptp).items():
+        fast = {w: fast_ptp(x_uv, outside, epochs.info["sfreq"], w) for w in (40.0, 50.0, 60.0, 100.0)}
+        for rule, keep in rules(ptp, early_ptp, fast).items():
             if keep.sum() < 5:
                 cells.append(f"{rule} <5 kept")
                 continue

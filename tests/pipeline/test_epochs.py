@@ -126,6 +126,50 @@ def test_amplitude_rejection_outside_pulse_window_and_bads_ignored():
     assert not r[0].rejected
 
 
+def test_fast_rejection_counts_muscle_and_residue_not_blinks():
+    """reject_mode "fast": a blink (a 300-ms, 250-uV bump on a frontal channel) and a slow
+    drift keep the pulse; a 100-uV burst at 80 Hz (muscle) 20-40 ms after the pulse, or a
+    sharp step of residue, rejects it; "ptp" rejects the blink too."""
+    rng = np.random.default_rng(7)
+    n = 6000
+    data = rng.standard_normal((4, n)) * 3
+    t = np.arange(n) / SF
+    pulses = (1000, 2500, 4000, 5000)
+    # pulse 1000: a blink 150 ms after it, and a drift of 200 uV over the epoch
+    data[0] += 250.0 * np.exp(-0.5 * ((t - 1.15) / 0.06) ** 2)
+    data[1] += 200.0 * np.clip((np.arange(n) - 700) / 600.0, 0.0, 1.0)
+    # pulse 2500: muscle, 20-40 ms after it
+    burst = slice(2520, 2540)
+    data[2, burst] += 50.0 * np.sin(2 * np.pi * 80 * t[burst])
+    # pulse 4000: a 120-uV step 15 ms after it (what a failed interpolation leaves)
+    data[1, 4015:4300] += 120.0
+    evs = [_pulse(p) for p in pulses]
+
+    def run(mode, limit):
+        ep = Epocher(tmin_ms=-300, tmax_ms=300, baseline_ms=(-300, -10), reject_mode=mode,
+                     reject_uv=limit)
+        return {e.sample: e for b in blocks_from_array(data, _meta(), 100, evs)
+                for e in ep.push(b)}
+
+    fast = run("fast", 80.0)
+    assert not fast[1000].rejected and not fast[5000].rejected
+    assert fast[2500].rejected and fast[2500].reason.startswith("amplitude: fast ptp")
+    assert "C4" in fast[2500].reason
+    assert fast[4000].rejected and "Cz" in fast[4000].reason
+    ptp = run("ptp", 150.0)
+    assert ptp[1000].rejected and not ptp[5000].rejected
+    # what "fast" measured: ~100 uV of the burst, a few uV of the blink
+    ep = Epocher(tmin_ms=-300, tmax_ms=300, reject_mode="fast", reject_uv=80.0)
+    got = [e for b in blocks_from_array(data, _meta(), 100, evs) for e in ep.push(b)]
+    burst_uv = float(ep._fast_ptp(got[1].data_uv)[2])
+    blink_uv = float(ep._fast_ptp(got[0].data_uv)[0])
+    assert 85.0 < burst_uv < 115.0 and blink_uv < 40.0
+    with pytest.raises(ValueError, match="reject_mode"):
+        Epocher(reject_mode="smooth")
+    with pytest.raises(ValueError, match="fast_ms"):
+        Epocher(reject_mode="fast", fast_ms=0.0)
+
+
 def test_too_late_event_is_rejected_overwritten_and_duplicates_ignored():
     data = _data(12000, seed=6)
     ep = Epocher(tmin_ms=-200, tmax_ms=200, reject_uv=None, baseline_ms=(-200, -10), max_delay_s=1.0)

@@ -14,6 +14,7 @@ from typing import Any
 from tmseeg.pipeline.cleaning.stage import METHODS as CLEANING_METHODS
 from tmseeg.pipeline.decay import CONFIG_FIT_ON, DECAY_MODELS, FIT_REFERENCES
 from tmseeg.pipeline.interpolation import INTERP_METHODS
+from tmseeg.pipeline.epochs import REJECT_MODES
 from tmseeg.sections import ConfigError, ConfigSection
 from tmseeg.utils import compile_pattern
 
@@ -222,6 +223,11 @@ tmin_ms = -500.0
 tmax_ms = 500.0
 baseline_ms = [-500.0, -10.0]
 reject_uv = 150.0           # peak-to-peak outside the pulse window; 0 = no rejection
+# what reject_uv limits: "ptp" (the epoch's peak-to-peak) or "fast" (the peak-to-peak of what
+# is faster than a moving average over fast_ms: muscle and artifact residue, not blinks or
+# drifts)
+reject_mode = "ptp"
+fast_ms = 50.0
 # a pulse followed by another within this interval (conditioning pulse of a pair, first pulses
 # of a 50-Hz burst) gets no epoch of its own ("grouped"): the group's epoch is locked to its
 # last pulse, the test pulse; 0 = every pulse its own epoch
@@ -585,7 +591,14 @@ class EpochsConfig(ConfigSection):
     tmax_ms: float
     baseline_ms: list[float]
     reject_uv: float
+    reject_mode: str
+    fast_ms: float
     pulse_group_ms: float
+
+    def validate(self) -> None:
+        self.check_choice("reject_mode", REJECT_MODES)
+        if not self.fast_ms > 0:
+            raise ConfigError(f"epochs.fast_ms must be > 0, got {self.fast_ms}")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ from tmseeg.pipeline.channels import resolve_picks
 from tmseeg.stream.block import Block, Event, StreamMeta
 from tmseeg.stream.ringbuffer import RingBuffer
 
-__all__ = ["Epoch", "Epocher"]
+__all__ = ["Epoch", "Epocher", "REJECT_MODES"]
+
+#: what ``reject_uv`` limits (see :class:`Epocher`)
+REJECT_MODES = ("ptp", "abs", "fast")
 
 
 @dataclass
@@ -82,9 +85,15 @@ class Epocher:
         baseline correction.
     reject_uv : float or None
         Amplitude limit in µV (default 150). ``None`` disables amplitude rejection.
-    reject_mode : {"ptp", "abs"}
+    reject_mode : {"ptp", "abs", "fast"}
         ``"ptp"``: peak-to-peak per channel above ``reject_uv`` rejects (default);
-        ``"abs"``: any baseline-corrected sample beyond ``±reject_uv`` rejects.
+        ``"abs"``: any baseline-corrected sample beyond ``±reject_uv`` rejects;
+        ``"fast"``: the peak-to-peak of each channel minus its moving average over
+        ``fast_ms`` (a high-pass near ``440 / fast_ms`` Hz) above ``reject_uv`` rejects:
+        muscle and what is left of the pulse's artifacts count, blinks, eye movements and drifts
+        do not (a blink is corrected or averaged, not a reason to lose the pulse).
+    fast_ms : float
+        Moving-average width of ``reject_mode="fast"`` (default 50 ms).
     pulse_window_ms : (float, float) or CutWindow
         Excluded from the amplitude test (and from ``ptp_uv``/``max_abs_uv``): what is left of
         the pulse after interpolation is not brain. Default ``(-2, 10)``. NaN inside it is
@@ -134,6 +143,7 @@ class Epocher:
         baseline_ms: tuple[float, float] | None = (-500.0, -10.0),
         reject_uv: float | None = 150.0,
         reject_mode: str = "ptp",
+        fast_ms: float = 50.0,
         pulse_window_ms: tuple[float, float] = (-2.0, 10.0),
         picks: str | Sequence[str] = "eeg",
         bads_from=None,
@@ -143,8 +153,11 @@ class Epocher:
     ) -> None:
         if tmin_ms > 0 or tmax_ms <= 0:
             raise ValueError(f"need tmin_ms <= 0 < tmax_ms, got {tmin_ms}, {tmax_ms}")
-        if reject_mode not in ("ptp", "abs"):
-            raise ValueError(f"reject_mode must be 'ptp' or 'abs', got {reject_mode!r}")
+        if reject_mode not in REJECT_MODES:
+            raise ValueError(f"reject_mode must be one of {', '.join(REJECT_MODES)}, "
+                             f"got {reject_mode!r}")
+        if not fast_ms > 0:
+            raise ValueError(f"fast_ms must be > 0, got {fast_ms}")
         if baseline_ms is not None:
             # clipped to the epoch (as MNE does), so a shorter tmin_ms keeps the default usable
             baseline_ms = (max(baseline_ms[0], tmin_ms), min(baseline_ms[1], tmax_ms))
@@ -156,6 +169,7 @@ class Epocher:
         self.baseline_ms = baseline_ms
         self.reject_uv = reject_uv
         self.reject_mode = reject_mode
+        self.fast_ms = float(fast_ms)
         # a (start, stop) tuple, or an object whose window_ms is decided later (CutWindow)
         self._pulse_window = pulse_window_ms
         self.picks = picks
@@ -233,6 +247,20 @@ class Epocher:
             edges = np.flatnonzero(np.diff(np.concatenate([[0], self._test.view(np.int8), [0]])))
             self._runs = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
         return self._test
+
+    def _fast_ptp(self, data: np.ndarray) -> np.ndarray:
+        """Per channel, the peak-to-peak over the test samples of ``data`` minus its moving
+        average over ``fast_ms`` (``reject_mode="fast"``); NaN samples are left out."""
+        from scipy.ndimage import uniform_filter1d
+
+        width = max(1, int(round(self.fast_ms * self._meta.sfreq / 1000.0)))
+        finite = np.isfinite(data)
+        x = np.where(finite, data, 0.0)
+        fast = x - uniform_filter1d(x, width, axis=1, mode="nearest")
+        fast[~finite] = np.nan
+        test = fast[:, self._test_mask()]
+        with np.errstate(all="ignore"), _quiet():
+            return np.nan_to_num(np.nanmax(test, axis=1) - np.nanmin(test, axis=1))
 
     def _test_runs(self) -> list[tuple[int, int]]:
         """The test samples (:meth:`_test_mask`) as stretches ``[a, b)`` of the epoch."""
@@ -383,11 +411,14 @@ class Epocher:
                           f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''}), "
                           f"{n_nan * 1000.0 / sf:.1f} ms missing")
         if not reason and self.reject_uv is not None and good.any():
-            metric = ptp if self.reject_mode == "ptp" else mx
+            metric = {"ptp": ptp, "abs": mx}.get(self.reject_mode)
+            if metric is None:
+                metric = self._fast_ptp(data)
             gi = np.flatnonzero(good)
             worst = gi[int(np.argmax(metric[gi]))]
             if metric[worst] > self.reject_uv:
-                reason = (f"amplitude: {self.reject_mode} {metric[worst]:.1f} uV > "
+                what = "fast ptp" if self.reject_mode == "fast" else self.reject_mode
+                reason = (f"amplitude: {what} {metric[worst]:.1f} uV > "
                           f"{self.reject_uv:g} uV on {self.ch_names[worst]}")
         self.n_emitted += 1
         self.n_rejected += bool(reason)
