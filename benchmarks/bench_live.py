@@ -33,6 +33,7 @@ from tmseeg.sim.amplifier import SimulatedAmplifier
 from tmseeg.sim.model import SimConfig
 from tmseeg.stream.inlet import LSLSource
 from tmseeg.stream.lslconfig import use_loopback_only
+from tmseeg.utils import c_heap_mb
 
 
 def _rss_mb() -> float:
@@ -123,6 +124,7 @@ def run(channels: int, sfreq: float, seconds: float, worker: bool,
         transport: list[float] = []
         rss_at = {}  # whole minutes since the start -> resident MB at its first status
         rss_in = {}  # whole minutes -> every status's resident MB (one every 0.5 s)
+        heap_at = {}  # whole minutes -> the C heap (MB from the system, MB in use) then
 
         def on_status(st):
             backlog[0] = max(backlog[0], st.backlog_s)
@@ -130,6 +132,8 @@ def run(channels: int, sfreq: float, seconds: float, worker: bool,
             minute = int(st.elapsed_s // 60)
             if minute >= 1:
                 rss = _rss_mb()
+                if minute not in rss_at:
+                    heap_at[minute] = c_heap_mb()
                 rss_at.setdefault(minute, rss)
                 rss_in.setdefault(minute, []).append(rss)
 
@@ -149,6 +153,7 @@ def run(channels: int, sfreq: float, seconds: float, worker: bool,
             "rss_5_min_mb": rss_at.get(5, np.nan), "rss_by_minute_mb": rss_at,
             "rss_median_by_minute_mb": {m: float(np.median(v)) for m, v in rss_in.items()},
             "rss_range_by_minute_mb": {m: (min(v), max(v)) for m, v in rss_in.items()},
+            "c_heap_by_minute_mb": heap_at,
             "update": (st.update_latency_ms_p50, st.update_latency_ms_p99),
             "after_epoch_ms": np.array(after_epoch_ms), "backlog_s": backlog[0], "skipped": st.n_skipped_samples, "gaps": st.n_gaps,
             "samples": st.n_samples, "pulses": len(session.pulses), "wall_s": wall,
@@ -222,6 +227,12 @@ def main() -> None:
                   f"({100.0 * (med[-1][1] / base - 1.0):+.1f} %); largest swing within a "
                   f"minute {swing:.0f} MB (by minute: "
                   + ", ".join(f"{m}: {v:.0f}" for m, v in med if m % 5 == 0) + ")")
+            heap = {m: v for m, v in r["c_heap_by_minute_mb"].items() if v is not None}
+            if heap:  # glibc: is a rise held memory (in use) or memory kept free (heap)?
+                print(f"{'':30s} C heap (glibc, from the system / in use; one sample at each "
+                      "minute's start): " + ", ".join(
+                          f"{m}: {v[0]:.0f}/{v[1]:.0f}" for m, v in sorted(heap.items())
+                          if m % 5 == 0) + " MB")
 
 
 if __name__ == "__main__":

@@ -224,3 +224,24 @@ def test_read_ahead_keeps_the_order_raises_where_the_error_was_and_stops_when_cl
     while threading.active_count() > n_before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert threading.active_count() <= n_before
+
+
+def test_c_heap_counts_what_is_held_and_what_is_let_go():
+    """``c_heap_mb`` (what bench_live prints per minute of a long run) follows a 64 MB array
+    from allocation to release, and tells the heap kept from the memory in use; with
+    ``limit_malloc_arenas`` (what live runs set) applied."""
+    import sys
+
+    from tmseeg.utils import c_heap_mb, limit_malloc_arenas
+
+    before = c_heap_mb()
+    if before is None:
+        pytest.skip("no glibc 2.33+ here (mallinfo2)")
+    assert sys.platform.startswith("linux")
+    assert limit_malloc_arenas(2)
+    held = np.ones(8 * 1024 * 1024)  # 64 MiB, written: resident and in use
+    during = c_heap_mb()
+    assert 60.0 < during[1] - before[1] < 75.0 and during[0] >= during[1]
+    del held
+    after = c_heap_mb()
+    assert abs(after[1] - before[1]) < 8.0
