@@ -299,6 +299,7 @@ class TEPSession:
                                baseline_ms=tuple(e.baseline_ms),
                                reject_uv=e.reject_uv or None,
                                reject_mode=e.reject_mode, fast_ms=e.fast_ms,
+                               fast_uv=e.fast_uv,
                                pulse_window_ms=(self.stages.cut_window
                                                 if self.stages.cut_window is not None
                                                 else planning_cut_window(cfg)),

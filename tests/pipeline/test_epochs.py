@@ -158,6 +158,19 @@ def test_fast_rejection_counts_muscle_and_residue_not_blinks():
     assert fast[4000].rejected and "Cz" in fast[4000].reason
     ptp = run("ptp", 150.0)
     assert ptp[1000].rejected and not ptp[5000].rejected
+    # "ptp_unless_slow": over the limit rejects only when the excess is fast too
+    def unless_slow(limit, fast_limit):
+        ep = Epocher(tmin_ms=-300, tmax_ms=300, baseline_ms=(-300, -10),
+                     reject_mode="ptp_unless_slow", reject_uv=limit, fast_uv=fast_limit)
+        return {e.sample: e for b in blocks_from_array(data, _meta(), 100, evs)
+                for e in ep.push(b)}
+
+    slow_ok = unless_slow(90.0, 80.0)
+    assert not slow_ok[1000].rejected and not slow_ok[5000].rejected  # blink and drift
+    assert slow_ok[2500].rejected and slow_ok[4000].rejected  # muscle, residue
+    assert "C4" in slow_ok[2500].reason and ", fast ptp" in slow_ok[2500].reason
+    # it never rejects what "ptp" keeps: the burst is under a 150-uV limit
+    assert not unless_slow(150.0, 80.0)[2500].rejected
     # what "fast" measured: ~100 uV of the burst, a few uV of the blink
     ep = Epocher(tmin_ms=-300, tmax_ms=300, reject_mode="fast", reject_uv=80.0)
     got = [e for b in blocks_from_array(data, _meta(), 100, evs) for e in ep.push(b)]

@@ -223,11 +223,13 @@ tmin_ms = -500.0
 tmax_ms = 500.0
 baseline_ms = [-500.0, -10.0]
 reject_uv = 150.0           # peak-to-peak outside the pulse window; 0 = no rejection
-# what reject_uv limits: "ptp" (the epoch's peak-to-peak) or "fast" (the peak-to-peak of what
+# what reject_uv limits: "ptp" (the epoch's peak-to-peak), "fast" (the peak-to-peak of what
 # is faster than a moving average over fast_ms: muscle and artifact residue, not blinks or
-# drifts)
+# drifts) or "ptp_unless_slow" ("ptp", but a channel over reject_uv rejects only when its fast
+# peak-to-peak is over fast_uv too: a blink or a drift keeps the pulse)
 reject_mode = "ptp"
 fast_ms = 50.0
+fast_uv = 100.0
 # a pulse followed by another within this interval (conditioning pulse of a pair, first pulses
 # of a 50-Hz burst) gets no epoch of its own ("grouped"): the group's epoch is locked to its
 # last pulse, the test pulse; 0 = every pulse its own epoch
@@ -593,6 +595,7 @@ class EpochsConfig(ConfigSection):
     reject_uv: float
     reject_mode: str
     fast_ms: float
+    fast_uv: float
     pulse_group_ms: float
 
     def validate(self) -> None:

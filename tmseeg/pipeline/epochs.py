@@ -21,7 +21,7 @@ from tmseeg.stream.ringbuffer import RingBuffer
 __all__ = ["Epoch", "Epocher", "REJECT_MODES"]
 
 #: what ``reject_uv`` limits (see :class:`Epocher`)
-REJECT_MODES = ("ptp", "abs", "fast")
+REJECT_MODES = ("ptp", "abs", "fast", "ptp_unless_slow")
 
 
 @dataclass
@@ -85,15 +85,20 @@ class Epocher:
         baseline correction.
     reject_uv : float or None
         Amplitude limit in µV (default 150). ``None`` disables amplitude rejection.
-    reject_mode : {"ptp", "abs", "fast"}
+    reject_mode : {"ptp", "abs", "fast", "ptp_unless_slow"}
         ``"ptp"``: peak-to-peak per channel above ``reject_uv`` rejects (default);
         ``"abs"``: any baseline-corrected sample beyond ``±reject_uv`` rejects;
         ``"fast"``: the peak-to-peak of each channel minus its moving average over
         ``fast_ms`` (a high-pass near ``440 / fast_ms`` Hz) above ``reject_uv`` rejects:
         muscle and what is left of the pulse's artifacts count, blinks, eye movements and drifts
-        do not (a blink is corrected or averaged, not a reason to lose the pulse).
+        do not (a blink is corrected or averaged, not a reason to lose the pulse);
+        ``"ptp_unless_slow"``: as ``"ptp"``, but a channel over ``reject_uv`` rejects only when
+        its fast peak-to-peak (as ``"fast"``) is over ``fast_uv`` too: an epoch whose excess is
+        slow (a blink, a drift) keeps its pulse; it never rejects an epoch ``"ptp"`` keeps.
     fast_ms : float
-        Moving-average width of ``reject_mode="fast"`` (default 50 ms).
+        Moving-average width of the fast peak-to-peak (default 50 ms).
+    fast_uv : float
+        The fast peak-to-peak limit of ``reject_mode="ptp_unless_slow"`` (default 100 µV).
     pulse_window_ms : (float, float) or CutWindow
         Excluded from the amplitude test (and from ``ptp_uv``/``max_abs_uv``): what is left of
         the pulse after interpolation is not brain. Default ``(-2, 10)``. NaN inside it is
@@ -144,6 +149,7 @@ class Epocher:
         reject_uv: float | None = 150.0,
         reject_mode: str = "ptp",
         fast_ms: float = 50.0,
+        fast_uv: float = 100.0,
         pulse_window_ms: tuple[float, float] = (-2.0, 10.0),
         picks: str | Sequence[str] = "eeg",
         bads_from=None,
@@ -170,6 +176,7 @@ class Epocher:
         self.reject_uv = reject_uv
         self.reject_mode = reject_mode
         self.fast_ms = float(fast_ms)
+        self.fast_uv = float(fast_uv)
         # a (start, stop) tuple, or an object whose window_ms is decided later (CutWindow)
         self._pulse_window = pulse_window_ms
         self.picks = picks
@@ -411,15 +418,22 @@ class Epocher:
                           f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''}), "
                           f"{n_nan * 1000.0 / sf:.1f} ms missing")
         if not reason and self.reject_uv is not None and good.any():
-            metric = {"ptp": ptp, "abs": mx}.get(self.reject_mode)
+            mode = self.reject_mode
+            metric = {"ptp": ptp, "abs": mx, "ptp_unless_slow": ptp}.get(mode)
             if metric is None:
                 metric = self._fast_ptp(data)
-            gi = np.flatnonzero(good)
-            worst = gi[int(np.argmax(metric[gi]))]
-            if metric[worst] > self.reject_uv:
-                what = "fast ptp" if self.reject_mode == "fast" else self.reject_mode
+            over = good & (metric > self.reject_uv)
+            fast = None
+            if mode == "ptp_unless_slow" and over.any():  # a slow excess keeps the pulse
+                fast = self._fast_ptp(data)
+                over &= fast > self.fast_uv
+            if over.any():
+                worst = int(np.flatnonzero(over)[np.argmax(metric[over])])
+                what = "fast ptp" if mode == "fast" else ("ptp" if fast is not None else mode)
                 reason = (f"amplitude: {what} {metric[worst]:.1f} uV > "
-                          f"{self.reject_uv:g} uV on {self.ch_names[worst]}")
+                          f"{self.reject_uv:g} uV on {self.ch_names[worst]}"
+                          + (f", fast ptp {fast[worst]:.1f} uV > {self.fast_uv:g} uV"
+                             if fast is not None else ""))
         self.n_emitted += 1
         self.n_rejected += bool(reason)
         return Epoch(
