@@ -14,8 +14,8 @@ The rules, per epoch, on each good EEG channel's peak-to-peak outside the pulse 
 z of ptp per channel, across epochs, <= 5 / 8), ``rel2`` (ptp <= 2 x the channel's median),
 ``logz3`` (robust z of log ptp <= 3), ``early100_logz3`` (ptp of 10-100 ms <= 100 uV and
 ``logz3``); ``fastW_L`` (the ptp of each channel minus its W-ms moving average <= L uV: blind
-to blinks and drifts, as ``[epochs] reject_mode = "fast"``) and ``fastW_L_or150`` (kept by it
-or by ``fixed150``), W 40..100 ms, L 90..150 uV.
+to blinks and drifts) and ``fastW_L_or150`` (kept by it or by ``fixed150``; per channel, that
+is ``[epochs] reject_mode = "ptp_unless_slow"``), W 40..100 ms, L 90..150 uV.
 """
 from __future__ import annotations
 

@@ -65,7 +65,6 @@ VARIANTS: dict[str, dict] = {
     "decay_recorded": {"decay": {"fit_reference": "recorded"}},
     # epoch rejection (150 uV peak-to-peak on any channel by default): off, and looser
     "no_reject": {"epochs": {"reject_uv": 0.0}},
-    "reject_fast": {"epochs": {"reject_mode": "fast", "reject_uv": 100.0}},
     "reject_unless_slow": {"epochs": {"reject_mode": "ptp_unless_slow"}},
     "reject300": {"epochs": {"reject_uv": 300.0}},
     # the TEP path's filter: no line-noise notch (averaging cancels line noise that is not

@@ -126,10 +126,11 @@ def test_amplitude_rejection_outside_pulse_window_and_bads_ignored():
     assert not r[0].rejected
 
 
-def test_fast_rejection_counts_muscle_and_residue_not_blinks():
-    """reject_mode "fast": a blink (a 300-ms, 250-uV bump on a frontal channel) and a slow
-    drift keep the pulse; a 100-uV burst at 80 Hz (muscle) 20-40 ms after the pulse, or a
-    sharp step of residue, rejects it; "ptp" rejects the blink too."""
+def test_ptp_unless_slow_rejects_muscle_and_residue_not_blinks():
+    """reject_mode "ptp_unless_slow": a blink (a 300-ms, 250-uV bump on a frontal channel) and a
+    slow drift keep the pulse; a 100-uV burst at 80 Hz (muscle) 20-40 ms after the pulse, or
+    a sharp step of residue, over the limit, rejects it; "ptp" rejects the blink too, and
+    what "ptp" keeps is kept."""
     rng = np.random.default_rng(7)
     n = 6000
     data = rng.standard_normal((4, n)) * 3
@@ -145,42 +146,29 @@ def test_fast_rejection_counts_muscle_and_residue_not_blinks():
     data[1, 4015:4300] += 120.0
     evs = [_pulse(p) for p in pulses]
 
-    def run(mode, limit):
+    def run(mode, limit, fast_limit=100.0):
         ep = Epocher(tmin_ms=-300, tmax_ms=300, baseline_ms=(-300, -10), reject_mode=mode,
-                     reject_uv=limit)
-        return {e.sample: e for b in blocks_from_array(data, _meta(), 100, evs)
-                for e in ep.push(b)}
+                     reject_uv=limit, fast_uv=fast_limit)
+        return ep, {e.sample: e for b in blocks_from_array(data, _meta(), 100, evs)
+                    for e in ep.push(b)}
 
-    fast = run("fast", 80.0)
-    assert not fast[1000].rejected and not fast[5000].rejected
-    assert fast[2500].rejected and fast[2500].reason.startswith("amplitude: fast ptp")
-    assert "C4" in fast[2500].reason
-    assert fast[4000].rejected and "Cz" in fast[4000].reason
-    ptp = run("ptp", 150.0)
-    assert ptp[1000].rejected and not ptp[5000].rejected
-    # "ptp_unless_slow": over the limit rejects only when the excess is fast too
-    def unless_slow(limit, fast_limit):
-        ep = Epocher(tmin_ms=-300, tmax_ms=300, baseline_ms=(-300, -10),
-                     reject_mode="ptp_unless_slow", reject_uv=limit, fast_uv=fast_limit)
-        return {e.sample: e for b in blocks_from_array(data, _meta(), 100, evs)
-                for e in ep.push(b)}
-
-    slow_ok = unless_slow(90.0, 80.0)
+    _, ptp = run("ptp", 150.0)
+    assert ptp[1000].rejected and not ptp[2500].rejected and not ptp[5000].rejected
+    ep, slow_ok = run("ptp_unless_slow", 90.0, 80.0)
     assert not slow_ok[1000].rejected and not slow_ok[5000].rejected  # blink and drift
     assert slow_ok[2500].rejected and slow_ok[4000].rejected  # muscle, residue
-    assert "C4" in slow_ok[2500].reason and ", fast ptp" in slow_ok[2500].reason
+    assert slow_ok[2500].reason.startswith("amplitude: ptp") and "C4" in slow_ok[2500].reason
+    assert ", fast ptp" in slow_ok[2500].reason and "Cz" in slow_ok[4000].reason
     # it never rejects what "ptp" keeps: the burst is under a 150-uV limit
-    assert not unless_slow(150.0, 80.0)[2500].rejected
-    # what "fast" measured: ~100 uV of the burst, a few uV of the blink
-    ep = Epocher(tmin_ms=-300, tmax_ms=300, reject_mode="fast", reject_uv=80.0)
-    got = [e for b in blocks_from_array(data, _meta(), 100, evs) for e in ep.push(b)]
-    burst_uv = float(ep._fast_ptp(got[1].data_uv)[2])
-    blink_uv = float(ep._fast_ptp(got[0].data_uv)[0])
+    assert not run("ptp_unless_slow", 150.0, 80.0)[1][2500].rejected
+    # what the fast peak-to-peak measured: ~100 uV of the burst, a few uV of the blink
+    burst_uv = float(ep._fast_ptp(slow_ok[2500].data_uv)[2])
+    blink_uv = float(ep._fast_ptp(slow_ok[1000].data_uv)[0])
     assert 85.0 < burst_uv < 115.0 and blink_uv < 40.0
     with pytest.raises(ValueError, match="reject_mode"):
-        Epocher(reject_mode="smooth")
+        Epocher(reject_mode="fast")
     with pytest.raises(ValueError, match="fast_ms"):
-        Epocher(reject_mode="fast", fast_ms=0.0)
+        Epocher(reject_mode="ptp_unless_slow", fast_ms=0.0)
 
 
 def test_too_late_event_is_rejected_overwritten_and_duplicates_ignored():

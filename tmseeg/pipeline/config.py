@@ -223,10 +223,10 @@ tmin_ms = -500.0
 tmax_ms = 500.0
 baseline_ms = [-500.0, -10.0]
 reject_uv = 150.0           # peak-to-peak outside the pulse window; 0 = no rejection
-# what reject_uv limits: "ptp" (the epoch's peak-to-peak), "fast" (the peak-to-peak of what
-# is faster than a moving average over fast_ms: muscle and artifact residue, not blinks or
-# drifts) or "ptp_unless_slow" ("ptp", but a channel over reject_uv rejects only when its fast
-# peak-to-peak is over fast_uv too: a blink or a drift keeps the pulse)
+# what reject_uv limits: "ptp" (the epoch's peak-to-peak) or "ptp_unless_slow" (the same, but
+# a channel over reject_uv rejects only when the peak-to-peak of what is faster than a moving
+# average over fast_ms is over fast_uv too: muscle and artifact residue reject, a blink or a
+# drift keeps the pulse)
 reject_mode = "ptp"
 fast_ms = 50.0
 fast_uv = 100.0

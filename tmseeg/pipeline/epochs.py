@@ -21,7 +21,7 @@ from tmseeg.stream.ringbuffer import RingBuffer
 __all__ = ["Epoch", "Epocher", "REJECT_MODES"]
 
 #: what ``reject_uv`` limits (see :class:`Epocher`)
-REJECT_MODES = ("ptp", "abs", "fast", "ptp_unless_slow")
+REJECT_MODES = ("ptp", "abs", "ptp_unless_slow")
 
 
 @dataclass
@@ -85,16 +85,14 @@ class Epocher:
         baseline correction.
     reject_uv : float or None
         Amplitude limit in µV (default 150). ``None`` disables amplitude rejection.
-    reject_mode : {"ptp", "abs", "fast", "ptp_unless_slow"}
+    reject_mode : {"ptp", "abs", "ptp_unless_slow"}
         ``"ptp"``: peak-to-peak per channel above ``reject_uv`` rejects (default);
         ``"abs"``: any baseline-corrected sample beyond ``±reject_uv`` rejects;
-        ``"fast"``: the peak-to-peak of each channel minus its moving average over
-        ``fast_ms`` (a high-pass near ``440 / fast_ms`` Hz) above ``reject_uv`` rejects:
-        muscle and what is left of the pulse's artifacts count, blinks, eye movements and drifts
-        do not (a blink is corrected or averaged, not a reason to lose the pulse);
         ``"ptp_unless_slow"``: as ``"ptp"``, but a channel over ``reject_uv`` rejects only when
-        its fast peak-to-peak (as ``"fast"``) is over ``fast_uv`` too: an epoch whose excess is
-        slow (a blink, a drift) keeps its pulse; it never rejects an epoch ``"ptp"`` keeps.
+        its fast peak-to-peak (of the channel minus its moving average over ``fast_ms``, a
+        high-pass near ``440 / fast_ms`` Hz: muscle and what is left of the pulse's artifacts
+        count, blinks, eye movements and drifts do not) is over ``fast_uv`` too: an epoch whose
+        excess is slow keeps its pulse; it never rejects an epoch ``"ptp"`` keeps.
     fast_ms : float
         Moving-average width of the fast peak-to-peak (default 50 ms).
     fast_uv : float
@@ -257,7 +255,8 @@ class Epocher:
 
     def _fast_ptp(self, data: np.ndarray) -> np.ndarray:
         """Per channel, the peak-to-peak over the test samples of ``data`` minus its moving
-        average over ``fast_ms`` (``reject_mode="fast"``); NaN samples are left out."""
+        average over ``fast_ms`` (``reject_mode="ptp_unless_slow"``); NaN samples are left
+        out."""
         from scipy.ndimage import uniform_filter1d
 
         width = max(1, int(round(self.fast_ms * self._meta.sfreq / 1000.0)))
@@ -419,9 +418,7 @@ class Epocher:
                           f"{n_nan * 1000.0 / sf:.1f} ms missing")
         if not reason and self.reject_uv is not None and good.any():
             mode = self.reject_mode
-            metric = {"ptp": ptp, "abs": mx, "ptp_unless_slow": ptp}.get(mode)
-            if metric is None:
-                metric = self._fast_ptp(data)
+            metric = mx if mode == "abs" else ptp
             over = good & (metric > self.reject_uv)
             fast = None
             if mode == "ptp_unless_slow" and over.any():  # a slow excess keeps the pulse
@@ -429,7 +426,7 @@ class Epocher:
                 over &= fast > self.fast_uv
             if over.any():
                 worst = int(np.flatnonzero(over)[np.argmax(metric[over])])
-                what = "fast ptp" if mode == "fast" else ("ptp" if fast is not None else mode)
+                what = "ptp" if mode == "ptp_unless_slow" else mode
                 reason = (f"amplitude: {what} {metric[worst]:.1f} uV > "
                           f"{self.reject_uv:g} uV on {self.ch_names[worst]}"
                           + (f", fast ptp {fast[worst]:.1f} uV > {self.fast_uv:g} uV"
