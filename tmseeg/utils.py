@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-
 import math
 import os
 import re
@@ -154,24 +153,33 @@ def return_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
-def c_heap_mb() -> tuple[float, float] | None:
-    """The C heap as glibc's ``mallinfo2`` counts it, over every arena: (MB obtained from the
-    system, heap and large mapped blocks; MB of it in use). Tells a growing resident memory
-    that is held (in use rises) from one that is kept free (the heap rises, in use does not).
-    None where there is no glibc 2.33+."""
+@functools.lru_cache(maxsize=1)
+def _mallinfo2():
+    """glibc's ``mallinfo2`` with its result type declared, or None (no glibc 2.33+)."""
     import ctypes
 
     libc = _glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         return None
 
-    class _MallInfo2(ctypes.Structure):
+    class MallInfo2(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in (
             "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
             "fordblks", "keepcost")]
 
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2
+
+
+def c_heap_mb() -> tuple[float, float] | None:
+    """The C heap as glibc's ``mallinfo2`` counts it, over every arena: (MB obtained from the
+    system, heap and large mapped blocks; MB of it in use). Tells a growing resident memory
+    that is held (in use rises) from one that is kept free (the heap rises, in use does not).
+    None where there is no glibc 2.33+."""
+    mallinfo2 = _mallinfo2()
+    if mallinfo2 is None:
+        return None
+    info = mallinfo2()
     return (info.arena + info.hblkhd) / 1e6, (info.uordblks + info.hblkhd) / 1e6
 
 
