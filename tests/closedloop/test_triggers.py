@@ -46,7 +46,10 @@ def _read_bytes(master, until_s):
 def test_serial_byte_at_target_time(pty_pair):
     master, port = pty_pair
     fired, failed = [], []
-    out = SerialTriggerOutput(port, trigger_byte=0xA5)
+    # a loaded CI machine can wake the scheduler thread a few ms late; this test is about
+    # the byte, the order and "never early", so it allows 50 ms before the output refuses
+    # (the refusal itself is the next test's; tight timing is benchmarks/bench_closedloop.py's)
+    out = SerialTriggerOutput(port, trigger_byte=0xA5, late_tolerance_s=0.05)
     out.on_fired = lambda did, t: fired.append((did, t))
     out.on_failed = lambda did, why: failed.append((did, why))
     try:
@@ -66,9 +69,8 @@ def test_serial_byte_at_target_time(pty_pair):
     assert all(e > -0.5 for e in errors_ms), errors_ms
     assert sorted(d for d, _ in fired) == [1, 2, 3] and not failed
     write_err = [(t - targets[did]) * 1e3 for did, t in fired]
-    # never early, and within the output's own late tolerance (5 ms: later it refuses to send);
-    # how tight the timing is on a quiet machine is benchmarks/bench_closedloop.py's job
-    assert all(0 <= e < 5.0 for e in write_err), write_err
+    # never early, and within the late tolerance given above (later the output refuses to send)
+    assert all(0 <= e < 50.0 for e in write_err), write_err
 
 
 def test_serial_late_target_not_sent_and_close_reports_pending(pty_pair):
