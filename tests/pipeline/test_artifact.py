@@ -616,3 +616,30 @@ def test_the_reference_electrodes_decay_is_left_to_the_average_reference():
         assert methods == {f"average_gain double_exp vs {ref}"}, methods
     # recorded: the 20 channels keep the reference decay the 4 lost (~15 x 20/24 uV at 10 ms)
     assert errors["recorded"] > 1.0 and errors["median"] < 0.2 * errors["recorded"], errors
+
+
+def test_old_fit_records_keep_their_pulses_csv_columns():
+    """A live hour must not hold every pulse's fit (~4 kB each): beyond ``KEEP_FITS`` records
+    the older pulses keep only their pulses.csv columns. Same output, same columns."""
+    n_ch, n = 16, 60000
+    rng = np.random.default_rng(5)
+    pulses = list(range(2000, n - 3000, 2500))
+    t_ms = np.arange(n) / SFREQ * 1000
+    data = 4.0 * rng.standard_normal((n_ch, n))
+    for p in pulses:
+        k = t_ms[p:] - t_ms[p]
+        data[:3, p:] += (300.0 + 60 * rng.standard_normal()) * np.exp(-k / 12.0)
+        data[:, p:p + 20] += 3000.0
+    events = [Event(p, "TMS", EVENT_PULSE) for p in pulses]
+    runs = []
+    for keep in (1000, 6):
+        stage = DecayRemoval(fit_window_ms=(10.0, 300.0))
+        stage.KEEP_FITS = keep
+        out = feed(stage, data, make_meta(n_ch), events, np.random.default_rng(0), 700)
+        runs.append((stage, out, [stage.pulse_columns(p) for p in pulses]))
+    (full, out_full, cols_full), (small, out_small, cols_small) = runs
+    assert len(full.fits) == len(pulses) > 20 and len(small.fits) <= 6
+    np.testing.assert_array_equal(out_full.data, out_small.data)
+    assert cols_small == cols_full
+    # the compacted pulses' columns say what was done (most pulses: the coil's channels)
+    assert sum(c["decay_channels"] > 0 for c in cols_small[:10]) >= 8, cols_small[:10]

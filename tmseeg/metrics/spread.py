@@ -9,11 +9,18 @@ Method
 2. **Null distribution**, ``null =``
 
    ``"trials"`` (default): a centred bootstrap of trials (Efron & Tibshirani 1993, ch. 16):
-   resample the ``K`` epochs with replacement, ``Y*[c, b] = mean_k w_k (y_k[c, b] - Y[c, b])``
-   (``w`` multinomial resampling weights), ``n_bootstrap`` times. Centring imposes "no
-   response" while keeping each cell's real trial-to-trial variance, including slow drifts
-   relative to the baseline, and the same resampling for all cells keeps their correlation
-   (which makes the max-statistic exact for the family of cells).
+   resample the ``K`` epochs with replacement, ``Y*[c, b] = sum_k w_k (y_k[c, b] - Y[c, b]) /
+   sum_k w_k``, ``n_bootstrap`` times. Centring imposes "no response" while keeping each cell's
+   real trial-to-trial variance, including slow drifts relative to the baseline, and the same
+   resampling for all cells keeps their correlation (which makes the max-statistic exact for
+   the family of cells). The resampling is the **Poisson bootstrap** (Hanley & MacGibbon 2006,
+   Comput Methods Programs Biomed; Chamandy et al. 2012, "Estimating uncertainty for massive
+   data streams"): each epoch enters each replicate ``w_k ~ Poisson(1)`` times, drawn when the
+   epoch arrives, so the replicates' weighted sums are accumulated epoch by epoch and no epoch
+   is kept. It approximates the multinomial bootstrap (whose weights sum to exactly ``K``);
+   on the tests' noise its uncorrected false-positive share is 0.055 at ``K = 60`` (the
+   multinomial's 0.060), and a live hour's test costs 7 ms instead of 335 ms at 1440 epochs,
+   in a fixed 7.4 MB (64 channels, 1000 replicates) instead of 7.4 kB per epoch.
 
    ``"baseline"``: the significant-source idea of Casali et al. (2010, J Neurosci Methods /
    NeuroImage), reimplemented from its description at channel level: under "no response" a bin
@@ -38,8 +45,9 @@ Method
 
 The post-pulse window should start after the interpolated pulse and the worst of the decay
 artifact (10 ms by default): residual artifact at 10-20 ms *is* counted as a response — read
-the coil channels' onsets with that in mind. Memory per epoch: the bin means (64 ch x 29 bins)
-and, for ``null = "baseline"``, the baseline segments (64 ch x 97) — ~65 kB.
+the coil channels' onsets with that in mind. Memory: the replicates' sums
+(``n_bootstrap`` x channels x bins, float32), whatever the number of epochs; for
+``null = "baseline"``, each epoch's baseline segments (64 ch x 97, 25 kB).
 """
 from __future__ import annotations
 
@@ -135,7 +143,8 @@ def check_spread_settings(null: str, correction: str, alpha: float, n_bootstrap:
 
 
 class RunningSpread:
-    """Accumulate per-epoch bin means and baseline segments; test on demand.
+    """Accumulate the bootstrap replicates epoch by epoch (or, for the baseline null, the
+    baseline segments); test on demand.
 
     Parameters
     ----------
@@ -196,31 +205,53 @@ class RunningSpread:
         self.alpha, self.correction = float(alpha), correction
         self.n_bootstrap, self.min_run = int(n_bootstrap), int(min_consecutive_bins)
         self.seed = int(seed)
-        # per epoch: the bin means (and, for the baseline null only, the baseline segments'
-        # means: 4x the bins' size, which a live hour would otherwise keep for nothing), in
-        # arrays grown by doubling, so computing never restacks every epoch; float32 (7
-        # digits of a bin mean in µV), the tests run in float64: a live hour's epochs in 11 MB
-        self._post = np.empty((0, len(self.ch_names), starts.size), dtype=np.float32)
-        self._base = np.empty((0, len(self.ch_names), self._base_idx.size), dtype=np.float32)
+        cells = len(self.ch_names) * starts.size
+        # the bin means' running mean and sum of squared deviations (Welford), float64
+        self._mean = np.zeros(cells)
+        self._m2 = np.zeros(cells)
         self._n = 0
         self.n_skipped = 0
+        if null == "trials":
+            # the bootstrap replicates, accumulated epoch by epoch (Poisson weights): a fixed
+            # size however long the session, no epoch kept; float32 sums of each epoch's
+            # difference from the first epoch (what cancels is then noise-sized, not the mean)
+            self._boot_sum = np.zeros((self.n_bootstrap, cells), dtype=np.float32)
+            self._boot_n = np.zeros(self.n_bootstrap)
+            self._shift: np.ndarray | None = None
+            self._rng = np.random.default_rng(self.seed)
+        else:
+            # the baseline null draws segments per epoch: those are kept, in arrays grown by
+            # doubling (float32: 7 digits of a segment mean in µV)
+            self._base = np.empty((0, len(self.ch_names), self._base_idx.size),
+                                  dtype=np.float32)
 
     @property
     def n_epochs(self) -> int:
         return self._n
 
     def _keep(self, post: np.ndarray, base: np.ndarray) -> None:
-        if self._n == self._post.shape[0]:
-            cap = max(16, 2 * self._n)
-            self._post = np.concatenate([self._post, np.empty(
-                (cap - self._n,) + self._post.shape[1:], dtype=np.float32)])
-            if self.null == "baseline":
-                self._base = np.concatenate([self._base, np.empty(
-                    (cap - self._n,) + self._base.shape[1:], dtype=np.float32)])
-        self._post[self._n] = post
-        if self.null == "baseline":
-            self._base[self._n] = base
+        x = post.ravel()
         self._n += 1
+        d = x - self._mean
+        self._mean += d / self._n
+        self._m2 += d * (x - self._mean)
+        if self.null == "trials":
+            if self._shift is None:
+                self._shift = x.copy()
+            w = self._rng.poisson(1.0, self.n_bootstrap)
+            self._boot_n += w
+            dx = (x - self._shift).astype(np.float32)
+            step = 128  # replicates at a time: a small temporary
+            for a in range(0, self.n_bootstrap, step):
+                wa = w[a:a + step].astype(np.float32)
+                self._boot_sum[a:a + step] += wa[:, None] * dx[None, :]
+            return
+        k = self._n - 1
+        if k == self._base.shape[0]:
+            cap = max(16, 2 * k)
+            self._base = np.concatenate([self._base, np.empty(
+                (cap - k,) + self._base.shape[1:], dtype=np.float32)])
+        self._base[k] = base
 
     def add(self, data_uv: np.ndarray) -> bool:
         """Add one baseline-corrected epoch (n_channels, n_times); False if it holds NaN."""
@@ -251,43 +282,40 @@ class RunningSpread:
             out[a:a + m] = flat[pick].mean(axis=1)
         return out
 
-    def _trial_bootstrap(self, post: np.ndarray, rng: np.random.Generator
-                         ) -> tuple[np.ndarray, np.ndarray]:
-        """Centred trial bootstrap: per-cell exceedance counts and per-draw max |Y*| / se."""
-        k = post.shape[0]
-        d = post.reshape(k, -1)
-        obs = d.mean(axis=0)
-        dc = d - obs
-        se = d.std(axis=0, ddof=1) / np.sqrt(k)
-        se[se == 0] = np.inf
-        a_obs = np.abs(obs)
-        n_ge = np.zeros(obs.size)
-        mx = np.empty(self.n_bootstrap)
-        chunk = max(1, int(2e6 // max(1, obs.size)))
-        for a in range(0, self.n_bootstrap, chunk):
-            m = min(chunk, self.n_bootstrap - a)
-            w = rng.multinomial(k, np.full(k, 1.0 / k), size=m) / k  # (m, K) resampling weights
-            y = np.abs(w @ dc)  # (m, cells): bootstrap means under H0 (centred)
+    def _trial_bootstrap(self, se: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Centred trial bootstrap from the accumulated replicates: per-cell exceedance
+        counts, per-replicate max |Y*| / se, and the number of replicates (one that drew no
+        epoch at all, possible only with a handful of epochs, is left out)."""
+        a_obs = np.abs(self._mean)
+        centre = self._mean - self._shift
+        valid = np.flatnonzero(self._boot_n > 0)
+        n_ge = np.zeros(a_obs.size)
+        mx = np.empty(valid.size)
+        step = 128
+        for a in range(0, valid.size, step):
+            idx = valid[a:a + step]
+            y = np.abs(self._boot_sum[idx] / self._boot_n[idx, None] - centre)
             n_ge += (y >= a_obs).sum(axis=0)
-            mx[a:a + m] = (y / se).max(axis=1)
-        return n_ge.reshape(post.shape[1:]), mx, se.reshape(post.shape[1:])
+            mx[a:a + idx.size] = (y / se).max(axis=1)
+        return n_ge, mx, valid.size
 
     def compute(self) -> SpreadResult:
         """Significance of every channel x bin (see the module notes)."""
         if self.n_epochs < 2:
             raise ValueError(f"spread: {self.n_epochs} epoch(s); need at least 2 (better 20+).")
-        post = self._post[:self._n].astype(np.float64)  # (K, C, B)
-        obs = post.mean(axis=0)
-        rng = np.random.default_rng(self.seed)
+        shape = (len(self.ch_names), self.bin_starts_ms.size)
+        obs = self._mean.reshape(shape).copy()
         if self.null == "trials":
-            n_ge, mx, se = self._trial_bootstrap(post, rng)
-            p = (1.0 + n_ge) / (self.n_bootstrap + 1.0)
+            se = np.sqrt(self._m2 / (self._n - 1) / self._n)
+            se[se == 0] = np.inf
+            n_ge, mx, n_draws = self._trial_bootstrap(se)
+            p = ((1.0 + n_ge) / (n_draws + 1.0)).reshape(shape)
             if self.correction == "fdr":
                 sig = fdr_bh(p, self.alpha)
             else:
-                sig = np.abs(obs) / se > np.quantile(mx, 1 - self.alpha)
+                sig = np.abs(obs) / se.reshape(shape) > np.quantile(mx, 1 - self.alpha)
         else:
-            sig, p = self._baseline_null(obs, rng)
+            sig, p = self._baseline_null(obs, np.random.default_rng(self.seed))
         params = {"bin_ms": self.bin_ms, "null": self.null, "correction": self.correction,
                   "alpha": self.alpha, "n_bootstrap": self.n_bootstrap,
                   "min_consecutive_bins": self.min_run}

@@ -297,6 +297,8 @@ def _against_median(y: np.ndarray) -> np.ndarray:
     through the average reference (on the outside benchmark's biphasic family: ~+15 uV at
     10-20 ms in the ROI). The median, not the mean: the large decays near the coil and a bad
     channel do not move it, as long as they are a minority."""
+    if np.isfinite(y).all():  # the same values; nanmedian's masked path is ~2x slower
+        return y - np.median(y, axis=0)[None, :]
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN sample: median NaN
         common = np.nanmedian(y, axis=0)
@@ -400,10 +402,14 @@ class DecayRemoval:
     ----------
     fits : list of dict
         One record per pulse: ``sample``, ``fit`` (:class:`DecayFit` or None), ``reason``
-        (the latest 500 to 1000 pulses: a live session's memory stays flat).
+        (the latest ``KEEP_FITS // 2`` to ``KEEP_FITS`` pulses; older ones keep only their
+        :meth:`pulse_columns`: a live session's memory stays flat).
     """
 
     name = "decay"
+    #: full fit records kept (the latest; older pulses keep their pulses.csv columns only,
+    #: the latest ``20 * KEEP_FITS`` of them)
+    KEEP_FITS = 300
 
     def __init__(
         self,
@@ -592,10 +598,17 @@ class DecayRemoval:
             log.info("decay: pulse %d not fitted: %s", p, record["reason"])
         self.fits.append(record)
         self._by_sample[int(p)] = record
-        if len(self.fits) > 1000:  # ~4.5 kB each; removed_uv and pulses.csv need recent ones
-            for old in self.fits[:500]:
-                self._by_sample.pop(int(old["sample"]), None)
-            del self.fits[:500]
+        if len(self.fits) > self.KEEP_FITS:
+            # a full record is ~4 kB (the fit's per-channel arrays); removed_uv needs only the
+            # last few seconds' and pulses.csv a pulse's columns, written soon after its fit:
+            # older pulses keep their columns only, so a live hour holds ~1 MB, not 4
+            drop = self.fits[:self.KEEP_FITS // 2]
+            del self.fits[:self.KEEP_FITS // 2]
+            for old in drop:
+                self._by_sample[int(old["sample"])] = {
+                    "sample": old["sample"], "columns": self._columns(old)}
+            while len(self._by_sample) > 20 * self.KEEP_FITS:
+                self._by_sample.pop(next(iter(self._by_sample)))
 
     @property
     def rows(self) -> np.ndarray | None:
@@ -641,6 +654,9 @@ class DecayRemoval:
         if rec is None:
             return {"decay_method": "", "decay_channels": 0, "decay_max_uv": math.nan,
                     "decay_r2": math.nan}
+        return rec["columns"] if "columns" in rec else self._columns(rec)
+
+    def _columns(self, rec: dict) -> dict:
         fit = rec["fit"]
         nan = f"; {rec['nan']}" if rec.get("nan") else ""
         if fit is None or not fit.ok.any():
