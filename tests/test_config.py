@@ -29,6 +29,7 @@ SMALL = ["--channels", "32", "--sfreq", "2000"]
     ('[blocks]\npattern = "pre("\n', "blocks.pattern 'pre(' is not a regular expression"),
     ('[state]\nphase_bins = 1\n', "state.phase_bins=1"),
     ('[decay]\nmodel = "triple_exp"\n', "decay.model must be"),
+    ('[decay]\nown_window_end_ms = 5.0\n', "own_window_end_ms = 5 must come after"),
 ])
 def test_each_section_refuses_its_own_bad_values_when_read(tmp_path, capsys, toml, named):
     """A plug-in's section checks its values as the file is read (no rehearsal needed)."""

@@ -100,7 +100,8 @@ def decay_stage(cfg: Config, channels="eeg", window_from: CutWindow | None = Non
                         max_delay_ms=(i.max_delay_ms if max_delay_ms is None
                                       else max_delay_ms), window_from=window_from,
                         fit_on=d.method, min_decay_uv=d.min_decay_uv,
-                        min_r2=d.min_r2, fit_reference=d.fit_reference)
+                        min_r2=d.min_r2, fit_reference=d.fit_reference,
+                        own_window_end_ms=d.own_window_end_ms)
 
 
 def late_marker_waits_ms(cfg: Config, source: CheckedMarkerPulses | None = None

@@ -78,6 +78,9 @@ VARIANTS: dict[str, dict] = {
     "fit750": {"decay": {"fit_window_ms": [10.0, 750.0]}},
     "fit700": {"decay": {"fit_window_ms": [10.0, 700.0]}},
     "fit600": {"decay": {"fit_window_ms": [10.0, 600.0]}},
+    # each pulse's gain from its whole fit window and the average with it (the default until
+    # 2026-12-07: the live update waited 100 ms more)
+    "own800": {"decay": {"own_window_end_ms": 800.0}},
     # the cut window's fill: a straight line between its edge samples instead of the cubic
     # fitted on 1 ms either side (which overshoots between steep edges)
     "interp_linear": {"interpolation": {"method": "linear"}},

@@ -643,3 +643,46 @@ def test_old_fit_records_keep_their_pulses_csv_columns():
     assert cols_small == cols_full
     # the compacted pulses' columns say what was done (most pulses: the coil's channels)
     assert sum(c["decay_channels"] > 0 for c in cols_small[:10]) >= 8, cols_small[:10]
+
+
+def test_own_window_shorter_than_the_average_s():
+    """``own_window_end_ms``: each pulse's gain from its own data up to there, the curves from
+    the earlier pulses' full windows (the first ``MIN_AVERAGED`` pulses wait for their own).
+    The same output at any block size; the decay goes as well as with the full window; a
+    later pulse's data up to there leave the stage ~100 ms sooner (700, not 800 ms after it)."""
+    n_ch, n = 16, 90000
+    rng = np.random.default_rng(8)
+    pulses = list(range(2000, n - 6000, 5000))  # 1 s apart
+    t_ms = np.arange(n) / SFREQ * 1000
+    clean = 4.0 * rng.standard_normal((n_ch, n))
+    data = clean.copy()
+    for p in pulses:
+        k = t_ms[p:] - t_ms[p]
+        g = 1 + 0.2 * rng.standard_normal()
+        data[:3, p:] += g * (400.0 * np.exp(-k / 8.0) + 60.0 * np.exp(-k / 120.0))
+        data[:, p:p + 20] += 3000.0
+    events = [Event(p, "TMS", EVENT_PULSE) for p in pulses]
+    seg = np.concatenate([np.arange(p + 55, p + 300) for p in pulses])  # 11-60 ms
+    outs, wait = {}, {}
+    for own, block in ((800.0, 50), (700.0, 50), (700.0, 37), (700.0, 2500)):
+        stage = DecayRemoval(fit_window_ms=(10.0, 800.0), fit_on="average_gain",
+                             min_decay_uv=20.0, min_r2=0.5, own_window_end_ms=own)
+        parts, first_out = [], None
+        p12 = pulses[12]  # after the first MIN_AVERAGED (10) pulses
+        for b in blocks_from_array(data, make_meta(n_ch), block, events):
+            o = stage.process(b)
+            parts.append(o)
+            if first_out is None and o.n_samples and o.stop_sample >= p12 + 3500:
+                first_out = b.stop_sample - p12  # when the 700 ms after it came out
+        parts.append(stage.flush())
+        outs[(own, block)] = concat_blocks([o for o in parts if o is not None and o.n_samples]).data
+        wait[(own, block)] = first_out
+        assert stage.fits[0]["fit"] is not None and stage.fits[0]["fit"].ok[:3].all()
+    a = outs[(700.0, 50)]
+    np.testing.assert_array_equal(a, outs[(700.0, 37)])
+    np.testing.assert_array_equal(a, outs[(700.0, 2500)])
+    err = {own: float(np.sqrt(np.mean((outs[(own, 50)] - clean)[:3][:, seg] ** 2)))
+           for own in (800.0, 700.0)}
+    raw = float(np.sqrt(np.mean((data - clean)[:3][:, seg] ** 2)))
+    assert err[700.0] < 0.05 * raw and err[700.0] < 1.5 * err[800.0] + 0.5, (err, raw)
+    assert wait[(700.0, 50)] <= 3500 + 50 and wait[(800.0, 50)] >= 4000, wait

@@ -271,7 +271,9 @@ def test_decay_is_removed_where_there_is_one():
     session = run_session(as_tmseeg_recording(rec), load_config(), roi=list(rec.roi),
                           keep_epochs=False)
     effect = decay_effect(session)
-    assert effect["pulses_corrected"] == effect["pulses_averaged"] >= 20
+    # kept: 20 of 30 with own_window_end_ms = 800, 19 with 700 (an epoch at 150.6 µV
+    # peak-to-peak instead of 150.0: over the limit); every kept pulse corrected
+    assert effect["pulses_corrected"] == effect["pulses_averaged"] >= 18
     assert effect["early_removed_rel"] > 0.5  # the decay dwarfs the TEP here
     truth = {"clean_evoked_uv": rec.clean_evoked_uv, "times_s": rec.evoked_times_s,
              "ch_names": list(rec.ch_names), "ch_types": list(rec.ch_types),

@@ -360,8 +360,8 @@ class DecayRemoval:
         How late a pulse event may arrive (see :class:`~tmseeg.pipeline.interpolation.PulseInterpolation`).
     fit_on : {"average_gain", "average_curve", "average", "trial"}
         How a pulse's decay is estimated. All but ``"trial"`` start from a fit of the running
-        average of all full-length fit windows so far (this one included; causal, so live and
-        offline agree; the average pins an electrode's decay down far better than one noisy
+        average of all full-length fit windows so far (this one included, unless
+        ``own_window_end_ms`` is shorter; causal, so live and offline agree; the average pins an electrode's decay down far better than one noisy
         trial, and the TEP's trial-to-trial noise does not enter it):
 
         * ``"average_gain"`` (the pipeline's default, chosen on the outside benchmark): the
@@ -393,6 +393,18 @@ class DecayRemoval:
         near the coil only, its remainder came back into all of them). ``"recorded"``: the
         recording's reference, always. Chosen on the outside benchmark (see the README).
 
+    own_window_end_ms : float, optional
+        How far into the fit window a pulse's *own* data are used (its gain, or its
+        amplitudes with ``"average"``), in ms after the pulse; default (and at most) the fit
+        window's end.
+        The running average still takes full fit windows, those of the pulses before this one
+        (and this one's own once its window is complete, for the pulses after it); the first
+        pulses, while fewer than ``MIN_AVERAGED`` (10) windows are averaged, wait for their own
+        full window. Live, a pulse's
+        corrected data leave the stage at this point instead of the fit window's end: the TEP
+        update waits for ``max(own_window_end_ms, epoch end + filter padding)``, not for
+        ``fit_window_ms[1]``. (A value below the epoch's end plus the padding buys nothing:
+        the data from there to the fit window's end stay held until the average takes them.)
     window_from : object with ``window_ms`` and ``min_window_ms``, optional
         Usually the session's :class:`~tmseeg.pipeline.cutwindow.CutWindow`: its window replaces
         ``cut_window_ms``, and the fit starts at the later of ``fit_window_ms[0]`` and the
@@ -410,6 +422,10 @@ class DecayRemoval:
     #: full fit records kept (the latest; older pulses keep their pulses.csv columns only,
     #: the latest ``20 * KEEP_FITS`` of them)
     KEEP_FITS = 300
+    #: with ``own_window_end_ms`` shorter than the fit window, pulses wait for their own full
+    #: window (and enter the average before their fit, as with the full window) until the
+    #: average holds this many: an average of a few pulses without this one is too noisy
+    MIN_AVERAGED = 10
 
     def __init__(
         self,
@@ -429,6 +445,7 @@ class DecayRemoval:
         window_from=None,
         min_decay_uv: float = 0.0,
         fit_reference: str = "median",
+        own_window_end_ms: float | None = None,
     ) -> None:
         self.window_from = window_from
         if fit_reference not in FIT_REFERENCES:
@@ -445,6 +462,12 @@ class DecayRemoval:
         if not fit_window_ms[1] > fit_window_ms[0]:
             raise ValueError(f"fit_window_ms {fit_window_ms}: the end must follow the start")
         self.fit_window_ms = (float(fit_window_ms[0]), float(fit_window_ms[1]))
+        if own_window_end_ms is not None and not own_window_end_ms > fit_window_ms[0]:
+            raise ValueError(f"own_window_end_ms={own_window_end_ms} must come after the fit "
+                             f"window's start ({fit_window_ms[0]} ms)")
+        # beyond the fit window's end it is the fit window's end
+        self.own_window_end_ms = (self.fit_window_ms[1] if own_window_end_ms is None
+                                  else min(float(own_window_end_ms), self.fit_window_ms[1]))
         self.model = model
         self.channels = channels
         self.tau_ms = (float(tau_ms[0]), float(tau_ms[1]))
@@ -472,6 +495,15 @@ class DecayRemoval:
         self._by_sample: dict[int, dict] = {}
         self._avg_sum: np.ndarray | None = None
         self._avg_n: np.ndarray | None = None
+        # the running average's fit and whether it was against the median (None: no full
+        # window averaged yet)
+        self._avg_fit: tuple[DecayFit, bool] | None = None
+        self._n_averaged = 0
+        # pulses whose full fit window is still to enter the average -> their own window's
+        # data as it was before their own model was subtracted (None: not fitted yet)
+        self._to_average: dict[int, np.ndarray | None] = {}
+        # first pulses fitted once their own full window is in the average (none before them)
+        self._postponed: set[int] = set()
 
     def _setup(self, block: Block) -> None:
         fs = block.meta.sfreq
@@ -496,6 +528,9 @@ class DecayRemoval:
             raise RuntimeError("decay: the cut window changed while pulses were pending")
         self._n0 = n0
         self._n1 = ms_to_samples(self.fit_window_ms[1], fs) + 1  # exclusive
+        # a pulse's own fit (its gain) uses its data up to here; the average, full windows
+        self._ng = (self._n1 if self.fit_on == "trial" else
+                    min(self._n1, max(n0 + 1, ms_to_samples(self.own_window_end_ms, fs) + 1)))
         if self.cut_window_ms is not None:
             self._interp = interp_params(self.cut_window_ms, self.interp_method,
                                           self.interp_fit_ms, fs)
@@ -554,8 +589,8 @@ class DecayRemoval:
                 return
 
     def _fit_pulse(self, p: int, horizon: int) -> None:
-        fs_, fe_ = p + self._n0, p + self._n1
-        later = [q for q in self._pending if q > p]
+        fs_, fe_ = p + self._n0, p + self._ng
+        later = [q for q in self._pending + self._done if q > p]
         c0 = self._interp[0] if self._interp is not None else 0
         clipped = bool(later) and later[0] + min(c0, 0) < fe_
         if clipped:
@@ -573,8 +608,10 @@ class DecayRemoval:
             if n_nan:  # a dropout: those channels stay out of the running average
                 record["nan"] = (f"{n_nan} channel(s) with NaN in the fit window, left out of "
                                  "the running average")
-            if self.fit_on != "trial" and n == self._n1 - self._n0:
-                fit, median = self._fit_average(y)
+            if p in self._to_average:  # its full window enters the average later: keep it
+                self._to_average[p] = y.copy()
+            if self.fit_on != "trial" and n == self._ng - self._n0 and self._avg_fit is not None:
+                fit, median = self._fit_from_average(y)
             else:
                 fit, median = self._fit_with_reference(y, self._fitter(n))
             record["against"] = "median" if median else "recorded"
@@ -678,27 +715,50 @@ class DecayRemoval:
             return fitter.fit(_against_median(y)), True
         return fit, False
 
-    def _fit_average(self, y: np.ndarray) -> tuple[DecayFit, bool]:
-        """Taus from the running average of full fit windows, amplitudes from this pulse;
-        and whether the channels were fitted against their median."""
-        finite = np.isfinite(y)
+    def _average_in(self, p: int, horizon: int) -> None:
+        """Add pulse ``p``'s full fit window to the running average and fit the average again
+        (a window clipped by a later pulse, or by the end of the data, stays out)."""
+        saved = self._to_average.pop(p)
+        fs_, fe_ = p + self._n0, p + self._n1
+        c0 = self._interp[0] if self._interp is not None else 0
+        if any(q > p and q + min(c0, 0) < fe_ for q in self._pending + self._done):
+            return
+        buf = self._buf
+        if fe_ > horizon or (fs_ if saved is None else p + self._ng) < buf.start:
+            return
+        if saved is None:  # not fitted yet: the window as it is
+            y = buf.data[self._rows, fs_ - buf.start:fe_ - buf.start]
+        else:  # the rest of the window, with this pulse's own model added back
+            a = p + self._ng
+            rest = buf.data[self._rows, a - buf.start:fe_ - buf.start].copy()
+            rec = self._by_sample.get(int(p), {})
+            span = rec.get("span")
+            if span is not None and min(fe_, span[1]) > a:
+                rec["fit"].add_to(rest, np.arange(rest.shape[0]), 0, min(fe_, span[1]) - a,
+                                  self._fs, start=a - span[0], scale=1.0)
+            y = np.concatenate([saved, rest], axis=1)
         if self._avg_sum is None:
             self._avg_sum = np.zeros(y.shape)
             self._avg_n = np.zeros((y.shape[0], 1))
-        good = finite.all(axis=1)
+        good = np.isfinite(y).all(axis=1)
         self._avg_sum[good] += y[good]
         self._avg_n[good] += 1
-        fitter = self._fitter(y.shape[1])
+        self._n_averaged += 1
         with np.errstate(invalid="ignore", divide="ignore"):
             avg = self._avg_sum / self._avg_n
-        avg_fit, median = self._fit_with_reference(avg, fitter)
+        self._avg_fit = self._fit_with_reference(avg, self._fitter(y.shape[1]))
+
+    def _fit_from_average(self, y: np.ndarray) -> tuple[DecayFit, bool]:
+        """This pulse's decay from the running average's fit (taus, curves) and its own
+        window ``y``; and whether the channels were fitted against their median."""
+        avg_fit, median = self._avg_fit
         if median:  # what all channels share is not any one's decay: this pulse alike
             y = _against_median(y)
         if self.fit_on == "average_curve":  # TESA: the average's curve, the same every trial
             return avg_fit, median
         if self.fit_on == "average_gain":
             return self._scaled_to_trial(avg_fit, y), median
-        fit = fitter.fit_amplitudes(y, avg_fit.tau_ms)
+        fit = self._fitter(y.shape[1]).fit_amplitudes(y, avg_fit.tau_ms)
         return replace(fit, ok=fit.ok & avg_fit.ok), median
 
     def _use_median(self, fit: DecayFit) -> bool:
@@ -739,12 +799,26 @@ class DecayRemoval:
         buf = self._buf
         horizon = buf.stop
         self._apply_active()
-        while self._pending:
-            p = self._pending[0]
-            ready_at = p + self._n1 + self._delay
-            if not at_end and horizon < ready_at:
+        while True:
+            # in the order of the samples they wait for (whatever the block sizes): a full
+            # window entering the average before a fit that waits for the same sample
+            events = [(q + self._n1, 0, q) for q in self._to_average]
+            events += [(q + (self._n1 if q in self._postponed else self._ng), 1, q)
+                       for q in self._pending]
+            if not events:
                 break
-            self._pending.pop(0)
+            at, kind, p = min(events)
+            if not at_end and horizon < at + self._delay:
+                break
+            if kind == 0:
+                self._average_in(p, horizon)
+                continue
+            if (not at_end and self._n_averaged < self.MIN_AVERAGED and p in self._to_average
+                    and p not in self._postponed and not self._clipped_own(p)):
+                self._postponed.add(p)  # few averaged yet: its own full window first
+                continue
+            self._pending.remove(p)
+            self._postponed.discard(p)
             self._fit_pulse(p, horizon)
             self._done.append(p)
             self._reinterp(p)
@@ -766,6 +840,9 @@ class DecayRemoval:
                         release = min(release, span.start - span.n_left)
                         break
             release = min(release, first + self._n0)
+        for q, saved in self._to_average.items():
+            if saved is not None:  # fitted; the rest of its window still to be averaged
+                release = min(release, q + self._ng)
         # forget processed pulses the release has moved well past
         self._done = [q for q in self._done if q + self._n1 >= release - 10 * (back + 1)]
         return max(buf.start, min(release, horizon))
@@ -798,7 +875,14 @@ class DecayRemoval:
                 s = int(ev.sample)
                 if s not in self._pending and s not in self._done:
                     self._pending.append(s)
+                    if self.fit_on != "trial":
+                        self._to_average[s] = None
         self._pending.sort()
+
+    def _clipped_own(self, p: int) -> bool:
+        """Whether a later pulse cuts into pulse ``p``'s own fit window."""
+        c0 = self._interp[0] if self._interp is not None else 0
+        return any(q > p and q + min(c0, 0) < p + self._ng for q in self._pending + self._done)
 
     def flush(self) -> Block | None:
         """End of stream: finish every pending pulse and release everything held."""
@@ -807,4 +891,6 @@ class DecayRemoval:
         release = self._step(at_end=True)
         out = self._buf.release(release)
         self._pending = []
+        self._to_average = {}
+        self._postponed = set()
         return out
