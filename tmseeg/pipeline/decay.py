@@ -590,7 +590,7 @@ class DecayRemoval:
 
     def _fit_pulse(self, p: int, horizon: int) -> None:
         fs_, fe_ = p + self._n0, p + self._ng
-        later = [q for q in self._pending + self._done if q > p]
+        later = sorted(q for q in self._pending + self._done if q > p)
         c0 = self._interp[0] if self._interp is not None else 0
         clipped = bool(later) and later[0] + min(c0, 0) < fe_
         if clipped:
@@ -720,8 +720,7 @@ class DecayRemoval:
         (a window clipped by a later pulse, or by the end of the data, stays out)."""
         saved = self._to_average.pop(p)
         fs_, fe_ = p + self._n0, p + self._n1
-        c0 = self._interp[0] if self._interp is not None else 0
-        if any(q > p and q + min(c0, 0) < fe_ for q in self._pending + self._done):
+        if self._clipped(p, fe_):
             return
         buf = self._buf
         if fe_ > horizon or (fs_ if saved is None else p + self._ng) < buf.start:
@@ -814,7 +813,7 @@ class DecayRemoval:
                 self._average_in(p, horizon)
                 continue
             if (not at_end and self._n_averaged < self.MIN_AVERAGED and p in self._to_average
-                    and p not in self._postponed and not self._clipped_own(p)):
+                    and p not in self._postponed and not self._clipped(p, p + self._ng)):
                 self._postponed.add(p)  # few averaged yet: its own full window first
                 continue
             self._pending.remove(p)
@@ -879,10 +878,11 @@ class DecayRemoval:
                         self._to_average[s] = None
         self._pending.sort()
 
-    def _clipped_own(self, p: int) -> bool:
-        """Whether a later pulse cuts into pulse ``p``'s own fit window."""
+    def _clipped(self, p: int, end: int) -> bool:
+        """Whether a later pulse's cut window begins before sample ``end`` of pulse ``p``'s
+        fit window."""
         c0 = self._interp[0] if self._interp is not None else 0
-        return any(q > p and q + min(c0, 0) < p + self._ng for q in self._pending + self._done)
+        return any(q > p and q + min(c0, 0) < end for q in self._pending + self._done)
 
     def flush(self) -> Block | None:
         """End of stream: finish every pending pulse and release everything held."""
