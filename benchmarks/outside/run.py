@@ -81,6 +81,8 @@ VARIANTS: dict[str, dict] = {
     # each pulse's gain from its whole fit window and the average with it (the default until
     # 2026-12-07: the live update waited 100 ms more)
     "own800": {"decay": {"own_window_end_ms": 800.0}},
+    # one gain per pulse, no time scale (the default until 2026-12-07)
+    "gain_only": {"decay": {"method": "average_gain"}},
     # the cut window's fill: a straight line between its edge samples instead of the cubic
     # fitted on 1 ms either side (which overshoots between steep edges)
     "interp_linear": {"interpolation": {"method": "linear"}},

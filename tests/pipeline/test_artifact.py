@@ -686,3 +686,40 @@ def test_own_window_shorter_than_the_average_s():
     raw = float(np.sqrt(np.mean((data - clean)[:3][:, seg] ** 2)))
     assert err[700.0] < 0.05 * raw and err[700.0] < 1.5 * err[800.0] + 0.5, (err, raw)
     assert wait[(700.0, 50)] <= 3500 + 50 and wait[(800.0, 50)] >= 4000, wait
+
+
+def test_gain_scale_follows_a_decay_whose_time_constants_vary_from_pulse_to_pulse():
+    """``"average_gain_scale"``: each pulse's decay is the average's curves with one gain and
+    one time scale common to all channels (the electrodes' RC constants change with their
+    impedance from pulse to pulse). With time constants scaled by 0.75..1.33 per pulse the
+    scale it picks follows the true one. On these pure exponentials (our own assumption) it
+    does not remove more than the gain alone: what it won is measured on the outside
+    benchmark (README); here it must not cost much."""
+    n_ch, n = 16, 130000
+    rng = np.random.default_rng(21)
+    pulses = list(range(2000, n - 6000, 5000))
+    t_ms = np.arange(n) / SFREQ * 1000
+    clean = 4.0 * rng.standard_normal((n_ch, n))
+    data = clean.copy()
+    scales = []
+    for p in pulses:
+        k = t_ms[p:] - t_ms[p]
+        g, sc = np.exp(0.4 * rng.standard_normal()), rng.uniform(0.75, 1.33)
+        scales.append(sc)
+        data[:4, p:] += g * (500.0 * np.exp(-k / (6.0 * sc)) + 80.0 * np.exp(-k / (60.0 * sc)))
+        data[:, p:p + 20] += 3000.0
+    events = [Event(p, "TMS", EVENT_PULSE) for p in pulses]
+    seg = np.concatenate([np.arange(p + 55, p + 300) for p in pulses[10:]])  # 11-60 ms
+    err, raw = {}, float(np.sqrt(np.mean((data - clean)[:4][:, seg] ** 2)))
+    for method in ("average_gain", "average_gain_scale"):
+        stage = DecayRemoval(fit_window_ms=(10.0, 800.0), fit_on=method, min_decay_uv=20.0,
+                             min_r2=0.5, own_window_end_ms=700.0)
+        out = feed(stage, data, make_meta(n_ch), events, np.random.default_rng(0), 700)
+        err[method] = float(np.sqrt(np.mean((out.data - clean)[:4][:, seg] ** 2)))
+        taus = [r["fit"].tau_ms[0, 0] for r in stage.fits[10:]]
+    # the chosen time scale follows the pulse's own (measured r = 0.72; the grid's steps
+    # are 6 %); a gain alone keeps the average's time constants (no correlation at all)
+    assert np.corrcoef(taus, scales[10:])[0, 1] > 0.5
+    # measured: 2.1 (gain) and 2.5 uV (gain and scale)
+    assert err["average_gain_scale"] < 0.06 * raw and \
+        err["average_gain_scale"] < 1.3 * err["average_gain"], (err, raw)

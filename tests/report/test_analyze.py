@@ -169,7 +169,7 @@ def test_pipeline_recovers_every_peak_when_there_is_no_decay_artifact(decay_free
 
 #: what the default pipeline achieves on this session (see the docstring below): latency (ms)
 #: and relative amplitude tolerances per peak
-PEAK_TOLERANCES = {"N15": (2.0, 0.40), "P30": (2.0, 0.25), "N45": (2.0, 0.15),
+PEAK_TOLERANCES = {"N15": (2.0, 0.40), "P30": (2.0, 0.30), "N45": (2.0, 0.15),
                    "P60": (2.0, 0.40), "N100": (2.0, 0.15), "P180": (6.0, 0.25)}
 
 
@@ -189,7 +189,11 @@ def test_tep_peaks_match_ground_truth(simulated_session, default_run):
     simulator's true time constants, without any noise, leave N15 -15..-45 % and P30 +3..+20 %
     (``benchmarks/bench_decay_bias.py``: the amplitude fit alone absorbs them), and a spatial
     (lead-field) prior cannot separate the two on 32 channels. The tolerances below state what
-    holds today, not the 15 % the issue asks for.
+    holds today, not the 15 % the issue asks for. With the per-pulse time scale
+    (``average_gain_scale``, the default since 2026-12-07, chosen on the outside benchmark):
+    N15 -11 %, P30 -26 % (was -15 %), N45 +0 %, P60 +28 %, N100 -6 %, P180 -13 %: on this
+    simulator's pure exponentials the scale takes a little more of P30 (the issue's target
+    for N15/P30 is 30 %).
     """
     rec, truth = simulated_session
     session = default_run
@@ -344,7 +348,7 @@ def test_tep_without_decay_removal_from_the_same_run(simulated_session, plain_ru
     err = np.abs(rebuilt[:, m] - plain.tep.average_uv[:, m]).max()
     assert err < 0.02 * np.abs(plain.tep.average_uv[:, m]).max(), err
     rows = with_decay.pulses
-    assert all(r["decay_method"].startswith(("average_gain ", "none")) for r in rows)
+    assert all(r["decay_method"].startswith(("average_gain_scale ", "none")) for r in rows)
     assert sum(r["decay_channels"] > 0 for r in rows) > 0.8 * len(rows)
     assert all(r["decay_max_uv"] > 20 for r in rows if r["decay_channels"])
 

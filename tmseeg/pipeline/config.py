@@ -112,11 +112,12 @@ own_window_end_ms = 700.0
 min_snr = 3.0               # decay size at the fit start, in residual-RMS units
 tau_ms = [2.0, 500.0]       # allowed time constants
 # how each pulse's decay is estimated (all from the running average's fit, which the TEP's
-# trial-to-trial noise does not enter): "average_gain" (its curves, scaled per pulse by one
-# gain common to all channels), "average_curve" (TESA: its curves, the same every pulse),
-# "average" (its time constants, amplitudes per pulse and channel: absorbs more TEP). Chosen
-# on the outside benchmark (benchmarks/outside/run.py): see the README.
-method = "average_gain"
+# trial-to-trial noise does not enter): "average_gain_scale" (its curves, per pulse one gain
+# and one time scale, 0.70-1.43, common to all channels), "average_gain" (one gain only),
+# "average_curve" (TESA: its curves, the same every pulse), "average" (its time constants,
+# amplitudes per pulse and channel: absorbs more TEP). Chosen on the outside benchmark
+# (benchmarks/outside/run.py, 3 seeds x 10 families): see the README.
+method = "average_gain_scale"
 # a channel's decay is removed only when the average shows one: at least min_decay_uv at the
 # fit start (a TEP near the coil reaches ~10 uV early; decays are tens to thousands) and an
 # exponential explaining at least min_r2 of the fit window (a muscle burst or a TEP does not)

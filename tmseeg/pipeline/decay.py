@@ -279,9 +279,12 @@ def fit_decay(
 
 
 _MODELS = {"exp": 1, "double_exp": 2}
+#: ``"average_gain_scale"``: the time scales tried for each pulse (the outside benchmark's
+#: variable decays scale their time constants by 0.75-1.33 from trial to trial)
+_TIME_SCALES = np.exp(np.linspace(-0.36, 0.36, 13))  # 0.70 .. 1.43, 1 in the middle
 DECAY_MODELS = tuple(_MODELS)  # the models fit_decay knows
 #: how a pulse's decay is estimated (see :class:`DecayRemoval`)
-FIT_ON = ("trial", "average", "average_curve", "average_gain")
+FIT_ON = ("trial", "average", "average_curve", "average_gain", "average_gain_scale")
 #: those a configuration may choose (``"trial"`` is the stage's own fallback for clipped windows)
 CONFIG_FIT_ON = tuple(m for m in FIT_ON if m != "trial")
 FIT_REFERENCES = ("median", "recorded")
@@ -358,13 +361,19 @@ class DecayRemoval:
         this (µV), at most ``4 x`` the fit window.
     max_delay_ms : float
         How late a pulse event may arrive (see :class:`~tmseeg.pipeline.interpolation.PulseInterpolation`).
-    fit_on : {"average_gain", "average_curve", "average", "trial"}
+    fit_on : {"average_gain_scale", "average_gain", "average_curve", "average", "trial"}
         How a pulse's decay is estimated. All but ``"trial"`` start from a fit of the running
         average of all full-length fit windows so far (this one included, unless
         ``own_window_end_ms`` is shorter; causal, so live and offline agree; the average pins an electrode's decay down far better than one noisy
         trial, and the TEP's trial-to-trial noise does not enter it):
 
-        * ``"average_gain"`` (the pipeline's default, chosen on the outside benchmark): the
+        * ``"average_gain_scale"`` (the pipeline's default since 2026-12-07, chosen on the
+          outside benchmark): as ``"average_gain"``, and every time constant of the pulse's
+          curves multiplied by *one* time scale common to all channels, the best of 13 from
+          0.70 to 1.43 (the electrodes' discharge constants change with their impedance from
+          pulse to pulse; also a pulse whose decay falls off faster or slower than the
+          average's). Two numbers per pulse;
+        * ``"average_gain"`` (the default before): the
           average's fitted curves on the channels that pass the gates, all scaled by *one*
           gain fitted to this pulse (a pulse's decay is larger or smaller on every electrode
           at once; one number cannot take the TEP's shape the way free per-channel amplitudes
@@ -757,6 +766,8 @@ class DecayRemoval:
             return avg_fit, median
         if self.fit_on == "average_gain":
             return self._scaled_to_trial(avg_fit, y), median
+        if self.fit_on == "average_gain_scale":
+            return self._scaled_to_trial(avg_fit, y, scales=_TIME_SCALES), median
         fit = self._fitter(y.shape[1]).fit_amplitudes(y, avg_fit.tau_ms)
         return replace(fit, ok=fit.ok & avg_fit.ok), median
 
@@ -775,23 +786,36 @@ class DecayRemoval:
         return (fit.ok & (fit.r2 >= self.min_r2) & (fit.snr >= self.min_snr)
                 & (np.abs(fit.amps_uv.sum(axis=1)) >= self.min_decay_uv))
 
-    def _scaled_to_trial(self, avg_fit: DecayFit, y: np.ndarray) -> DecayFit:
+    def _scaled_to_trial(self, avg_fit: DecayFit, y: np.ndarray,
+                         scales: np.ndarray | None = None) -> DecayFit:
         """The average's decay curves, all scaled by one gain fitted to this pulse (the
         pulse's decay is larger or smaller on every electrode at once; one number per pulse
-        cannot take the TEP's shape the way free per-channel amplitudes do)."""
-        rows = np.flatnonzero(self._decaying(avg_fit))
+        cannot take the TEP's shape the way free per-channel amplitudes do). With ``scales``,
+        also one time scale common to all channels (every time constant times ``s``, the
+        best of the grid): the discharge's RC constants change with the electrodes'
+        impedance from pulse to pulse."""
+        decaying = self._decaying(avg_fit)
+        rows = np.flatnonzero(decaying)
         if rows.size == 0:
             return avg_fit
-        model = avg_fit.model_uv(y.shape[1], self._fs)[rows]
         yy = y[rows]
         if not np.isfinite(yy).all():
             return avg_fit
-        model = model - model.mean(axis=1, keepdims=True)
         yy = yy - yy.mean(axis=1, keepdims=True)  # each channel's own level is not decay
-        den = float(np.einsum("ct,ct->", model, model))
-        gain = float(np.einsum("ct,ct->", yy, model)) / den if den > 0 else 1.0
-        gain = min(max(gain, 0.0), self.max_gain)
-        return replace(avg_fit, amps_uv=avg_fit.amps_uv * gain)
+        best = None
+        for s in (1.0,) if scales is None else scales:
+            fit = avg_fit if s == 1.0 else replace(avg_fit, tau_ms=avg_fit.tau_ms * s)
+            # the model of the gated channels only (each channel's values are its own)
+            _, model = replace(fit, ok=decaying).model_rows_uv(y.shape[1], self._fs)
+            model = model - model.mean(axis=1, keepdims=True)
+            den = float(np.einsum("ct,ct->", model, model))
+            gain = float(np.einsum("ct,ct->", yy, model)) / den if den > 0 else 1.0
+            gain = min(max(gain, 0.0), self.max_gain)
+            cost = float(np.einsum("ct,ct->", yy - gain * model, yy - gain * model))
+            if best is None or cost < best[0]:
+                best = (cost, fit, gain)
+        _, fit, gain = best
+        return replace(fit, amps_uv=fit.amps_uv * gain)
 
     def _step(self, at_end: bool) -> int:
         """Process every pulse whose fit window is complete; return the release point."""
