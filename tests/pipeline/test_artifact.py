@@ -115,6 +115,15 @@ def test_kernel_matches_numpy_reference(order, n_left, n_right):
     untouched[np.ix_(rows, np.arange(start, stop))] = False
     assert np.array_equal(data[untouched], ref[untouched])
 
+def _noisy_train(n_ch: int, n: int, seed: int, every: int = 5000):
+    """Pulses every ``every`` samples (1 s) and 4 uV of white EEG: the rng, the pulses, the
+    time axis (ms), the clean data and a copy to add the artifacts to."""
+    rng = np.random.default_rng(seed)
+    pulses = list(range(2000, n - 6000, every))
+    clean = 4.0 * rng.standard_normal((n_ch, n))
+    return rng, pulses, np.arange(n) / SFREQ * 1000, clean, clean.copy()
+
+
 
 def test_kernel_linear_is_line_between_edges_and_cubic_recovers_cubic():
     data = np.zeros((2, 100))
@@ -586,11 +595,7 @@ def test_the_reference_electrodes_decay_is_left_to_the_average_reference():
     what they share), so after the average reference the local decays are gone and nothing
     else is touched."""
     n_ch, n = 24, 30000
-    rng = np.random.default_rng(11)
-    pulses = list(range(2000, n - 6000, 5000))
-    t_ms = np.arange(n) / SFREQ * 1000
-    clean = 4.0 * rng.standard_normal((n_ch, n))
-    data = clean.copy()
+    rng, pulses, t_ms, clean, data = _noisy_train(n_ch, n, 11)
     local = {0: (-600.0, 9.0), 1: (400.0, 14.0), 2: (250.0, 6.0), 3: (-150.0, 20.0)}
     for p in pulses:
         k = np.maximum(t_ms[p:] - t_ms[p], 0.0)
@@ -651,11 +656,7 @@ def test_own_window_shorter_than_the_average_s():
     The same output at any block size; the decay goes as well as with the full window; a
     later pulse's data up to there leave the stage ~100 ms sooner (700, not 800 ms after it)."""
     n_ch, n = 16, 90000
-    rng = np.random.default_rng(8)
-    pulses = list(range(2000, n - 6000, 5000))  # 1 s apart
-    t_ms = np.arange(n) / SFREQ * 1000
-    clean = 4.0 * rng.standard_normal((n_ch, n))
-    data = clean.copy()
+    rng, pulses, t_ms, clean, data = _noisy_train(n_ch, n, 8)
     for p in pulses:
         k = t_ms[p:] - t_ms[p]
         g = 1 + 0.2 * rng.standard_normal()
@@ -696,11 +697,7 @@ def test_gain_scale_follows_a_decay_whose_time_constants_vary_from_pulse_to_puls
     does not remove more than the gain alone: what it won is measured on the outside
     benchmark (README); here it must not cost much."""
     n_ch, n = 16, 130000
-    rng = np.random.default_rng(21)
-    pulses = list(range(2000, n - 6000, 5000))
-    t_ms = np.arange(n) / SFREQ * 1000
-    clean = 4.0 * rng.standard_normal((n_ch, n))
-    data = clean.copy()
+    rng, pulses, t_ms, clean, data = _noisy_train(n_ch, n, 21)
     scales = []
     for p in pulses:
         k = t_ms[p:] - t_ms[p]
