@@ -173,6 +173,9 @@ class RunningSpread:
         baseline segments (see the module notes).
     """
 
+    #: bootstrap replicates handled at a time (adding an epoch, testing): a small temporary
+    _CHUNK = 128
+
     def __init__(self, ch_names: Sequence[str], times_ms: np.ndarray,
                  window_ms: tuple[float, float] = (10.0, 300.0), bin_ms: float = 10.0,
                  baseline_ms: tuple[float, float] = (-500.0, -10.0), null_step_ms: float = 5.0,
@@ -241,7 +244,7 @@ class RunningSpread:
             w = self._rng.poisson(1.0, self.n_bootstrap)
             self._boot_n += w
             dx = (x - self._shift).astype(np.float32)
-            step = 128  # replicates at a time: a small temporary
+            step = self._CHUNK
             for a in range(0, self.n_bootstrap, step):
                 wa = w[a:a + step].astype(np.float32)
                 self._boot_sum[a:a + step] += wa[:, None] * dx[None, :]
@@ -291,7 +294,7 @@ class RunningSpread:
         valid = np.flatnonzero(self._boot_n > 0)
         n_ge = np.zeros(a_obs.size)
         mx = np.empty(valid.size)
-        step = 128
+        step = self._CHUNK
         for a in range(0, valid.size, step):
             idx = valid[a:a + step]
             y = np.abs(self._boot_sum[idx] / self._boot_n[idx, None] - centre)

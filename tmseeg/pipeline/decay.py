@@ -279,10 +279,10 @@ def fit_decay(
 
 
 _MODELS = {"exp": 1, "double_exp": 2}
+DECAY_MODELS = tuple(_MODELS)  # the models fit_decay knows
 #: ``"average_gain_scale"``: the time scales tried for each pulse (the outside benchmark's
 #: variable decays scale their time constants by 0.75-1.33 from trial to trial)
 _TIME_SCALES = np.exp(np.linspace(-0.36, 0.36, 13))  # 0.70 .. 1.43, 1 in the middle
-DECAY_MODELS = tuple(_MODELS)  # the models fit_decay knows
 #: how a pulse's decay is estimated (see :class:`DecayRemoval`)
 FIT_ON = ("trial", "average", "average_curve", "average_gain", "average_gain_scale")
 #: those a configuration may choose (``"trial"`` is the stage's own fallback for clipped windows)
@@ -599,11 +599,10 @@ class DecayRemoval:
 
     def _fit_pulse(self, p: int, horizon: int) -> None:
         fs_, fe_ = p + self._n0, p + self._ng
-        later = sorted(q for q in self._pending + self._done if q > p)
-        c0 = self._interp[0] if self._interp is not None else 0
-        clipped = bool(later) and later[0] + min(c0, 0) < fe_
+        clip = self._clip_at(p, fe_)
+        clipped = clip is not None
         if clipped:
-            fe_ = later[0] + min(c0, 0)
+            fe_ = clip
         fe_ = min(fe_, horizon)
         record = {"sample": p, "fit": None, "reason": ""}
         n = fe_ - fs_
@@ -729,7 +728,7 @@ class DecayRemoval:
         (a window clipped by a later pulse, or by the end of the data, stays out)."""
         saved = self._to_average.pop(p)
         fs_, fe_ = p + self._n0, p + self._n1
-        if self._clipped(p, fe_):
+        if self._clip_at(p, fe_) is not None:
             return
         buf = self._buf
         if fe_ > horizon or (fs_ if saved is None else p + self._ng) < buf.start:
@@ -811,7 +810,8 @@ class DecayRemoval:
             den = float(np.einsum("ct,ct->", model, model))
             gain = float(np.einsum("ct,ct->", yy, model)) / den if den > 0 else 1.0
             gain = min(max(gain, 0.0), self.max_gain)
-            cost = float(np.einsum("ct,ct->", yy - gain * model, yy - gain * model))
+            res = yy - gain * model
+            cost = float(np.einsum("ct,ct->", res, res))
             if best is None or cost < best[0]:
                 best = (cost, fit, gain)
         _, fit, gain = best
@@ -837,7 +837,7 @@ class DecayRemoval:
                 self._average_in(p, horizon)
                 continue
             if (not at_end and self._n_averaged < self.MIN_AVERAGED and p in self._to_average
-                    and p not in self._postponed and not self._clipped(p, p + self._ng)):
+                    and p not in self._postponed and self._clip_at(p, p + self._ng) is None):
                 self._postponed.add(p)  # few averaged yet: its own full window first
                 continue
             self._pending.remove(p)
@@ -902,11 +902,12 @@ class DecayRemoval:
                         self._to_average[s] = None
         self._pending.sort()
 
-    def _clipped(self, p: int, end: int) -> bool:
-        """Whether a later pulse's cut window begins before sample ``end`` of pulse ``p``'s
-        fit window."""
-        c0 = self._interp[0] if self._interp is not None else 0
-        return any(q > p and q + min(c0, 0) < end for q in self._pending + self._done)
+    def _clip_at(self, p: int, end: int) -> int | None:
+        """Where the earliest later pulse's cut window begins, if before sample ``end`` of
+        pulse ``p``'s fit window (None: nothing cuts into it)."""
+        c0 = min(self._interp[0], 0) if self._interp is not None else 0
+        starts = [q + c0 for q in self._pending + self._done if q > p]
+        return min(starts) if starts and min(starts) < end else None
 
     def flush(self) -> Block | None:
         """End of stream: finish every pending pulse and release everything held."""
