@@ -118,6 +118,26 @@ def test_pulse_columns_from_analysis(tmp_path, session_raw):
     with pytest.raises(StudyError, match="none of the pulse rows matches"):
         write_bids(raw, tmp_path / "bids", subject="03", task="tms", pulses=shifted)
 
+    # a recording without pulse markers (the pulses were found in the data): the rows are
+    # the only record of its pulses and become its pulse events, the other markers kept
+    rows = list(csv.DictReader(open(out / "pulses.csv")))
+    unmarked = raw.copy()
+    unmarked.annotations.delete([i for i, d in enumerate(unmarked.annotations.description)
+                                 if d == "TMS"])
+    found = [dict(r, label="TMS (detected)") for r in rows]
+    bp = write_bids(unmarked, tmp_path / "bids", subject="04", task="tms", pulses=found)
+    events = _tsv(bp.copy().update(suffix="events", extension=".tsv").fpath)
+    detected = [r for r in events if r["trial_type"] == "TMS (detected)"]
+    assert [int(r["sample"]) for r in detected] == [int(r["sample"]) for r in rows]
+    assert [r["kept"] for r in detected] == [r["kept"] for r in rows]
+    assert [r["trial_type"] for r in events if r["trial_type"] in ("pre", "post")] == [
+        "pre", "post"]
+    assert [float(r["onset"]) for r in events] == sorted(float(r["onset"]) for r in events)
+    side = json.loads(bp.copy().update(extension=".json").fpath.read_text())
+    assert side[STIM_FIELD]["NumberOfPulses"] == len(rows)
+    with pytest.raises(StudyError, match="outside the recording"):
+        write_bids(unmarked, tmp_path / "bids", subject="05", task="tms", pulses=shifted)
+
 
 def test_find_filters_and_errors(tmp_path, session_raw):
     raw, _ = session_raw

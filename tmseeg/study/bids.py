@@ -181,6 +181,33 @@ def _extra_value(v: Any) -> Any:
     return str(v)
 
 
+def _events_from_rows(raw, orig_time, pulses: Sequence[dict], columns: list[str],
+                      onsets: np.ndarray, durations: np.ndarray, labels: list[str],
+                      extras: list[dict]
+                      ) -> tuple[np.ndarray, np.ndarray, list[str], list[bool], list[dict]]:
+    """The annotations of ``raw`` (``onsets``, ``durations``, ``labels``, ``extras``) with one
+    pulse event more per row of ``pulses`` (its ``label``, default ``TMS``), in time order."""
+    n_times = raw.n_times
+    bad = [int(r["sample"]) for r in pulses if not 0 <= int(r["sample"]) < n_times]
+    if bad:
+        raise StudyError(f"write_bids: pulse rows at samples {bad[:5]} lie outside the "
+                         f"recording (0..{n_times - 1}); pass the pulses.csv of this very "
+                         "recording, or pulses=None.")
+    # onsets as the annotations count them: from orig_time (the first sample's time) when set
+    offset_s = raw.first_time if orig_time is not None else 0.0
+    sfreq = raw.info["sfreq"]
+    rows = sorted(pulses, key=lambda r: int(r["sample"]))
+    all_onsets = list(onsets) + [offset_s + int(r["sample"]) / sfreq for r in rows]
+    all_durations = list(durations) + [0.0] * len(rows)
+    all_labels = list(labels) + [str(r.get("label") or "TMS") for r in rows]
+    all_pulse = [False] * len(labels) + [True] * len(rows)
+    all_extras = list(extras) + [{c: _extra_value(r.get(c)) for c in columns} for r in rows]
+    order = np.argsort(np.asarray(all_onsets, dtype=float), kind="stable")
+    return (np.asarray(all_onsets, dtype=float)[order],
+            np.asarray(all_durations, dtype=float)[order], [all_labels[i] for i in order],
+            [all_pulse[i] for i in order], [all_extras[i] for i in order])
+
+
 def _pulse_events(raw, pulses: Sequence[dict] | None, pulse_pattern: str,
                   tolerance_samples: int) -> tuple[Any, list[str], dict[str, str]]:
     """Annotations (with per-pulse extras) to write, the pulse labels, column descriptions."""
@@ -213,11 +240,17 @@ def _pulse_events(raw, pulses: Sequence[dict] | None, pulse_pattern: str,
                 matched += 1
         extras.append({c: (_extra_value(row.get(c)) if row is not None else None)
                        for c in columns})
-    if pulses and matched == 0:
+    durations = np.asarray(ann.duration)[keep]
+    if pulses and matched == 0 and not any(is_pulse):
+        # no pulse annotation at all: the pulses were found in the data (no marker stream,
+        # no trigger), so the rows are the only record of them and become the events
+        onsets, durations, labels, is_pulse, extras = _events_from_rows(
+            raw, ann.orig_time, pulses, columns, onsets, durations, labels, extras)
+    elif pulses and matched == 0:
         raise StudyError("write_bids: none of the pulse rows matches a pulse annotation of the "
                          "recording (compared by sample); pass the pulses.csv of this very "
                          "recording, or pulses=None.")
-    new = mne.Annotations(onset=onsets, duration=np.asarray(ann.duration)[keep],
+    new = mne.Annotations(onset=onsets, duration=durations,
                           description=labels, orig_time=ann.orig_time,
                           extras=extras if columns else None)
     descriptions = {c: EVENT_COLUMN_DESCRIPTIONS.get(c, f"tmseeg per-pulse value {c!r} "
