@@ -52,12 +52,37 @@ def test_simulator_to_inlet_64ch_5khz_10s_no_loss_and_markers_within_one_sample(
 
 
 def test_demo_exits_cleanly_on_ctrl_c(tmp_path):
+    import os
+    import threading
+
     proc = subprocess.Popen([sys.executable, "-m", "tmseeg.cli", "demo", "--duration", "0",
                              "--channels", "32", "--record", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: dict[str, list[str]] = {"out": [], "err": []}
+    running = threading.Event()
+
+    def read(pipe, into: list[str]) -> None:  # both pipes drained, so the child never blocks
+        for line in pipe:
+            into.append(line)
+            if " | samples " in line:  # the engine's status line: it runs (busy machine: >6 s)
+                running.set()
+
+    readers = [threading.Thread(target=read, args=(proc.stdout, lines["out"]), daemon=True),
+               threading.Thread(target=read, args=(proc.stderr, lines["err"]), daemon=True)]
+    for r in readers:
+        r.start()
+    try:
+        assert running.wait(90.0), "the demo's engine printed no status line within 90 s"
+        time.sleep(3.0)  # a few seconds recorded
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for r in readers:
+        r.join(10.0)
+    out, err = "".join(lines["out"]), "".join(lines["err"])
     assert proc.returncode == 0, err[-3000:]
     assert "final:" in out and "simulator stopped" in out
     assert "Traceback" not in err
