@@ -63,6 +63,8 @@ VARIANTS: dict[str, dict] = {
     "decay_gain": {"decay": {"method": "average_gain", "min_decay_uv": 0.0, "min_r2": 0.05}},
     "decay_gain20": {"decay": {"method": "average_gain", "min_r2": 0.05}},
     "decay_recorded": {"decay": {"fit_reference": "recorded"}},
+    # the least decay a channel must show to be corrected: 10 uV instead of 20
+    "decay10": {"decay": {"min_decay_uv": 10.0}},
     # epoch rejection (150 uV peak-to-peak on any channel by default): off, and looser
     "no_reject": {"epochs": {"reject_uv": 0.0}},
     "reject_unless_slow": {"epochs": {"reject_mode": "ptp_unless_slow"}},
@@ -160,6 +162,7 @@ def same_epochs_truth(meta: dict, quick: bool, seed: int, results: list[dict]) -
     the difference to the plain score is what rejection and filtering cost against the truth
     of all pulses (adds ``scores["r_early_kept"]`` and ``scores["rms_rel_early_kept"]``)."""
     from tmseeg.config import load_config
+    from tmseeg.pipeline.interpolation import interpolate_pulses
     from tmseeg.session import epoch_filter
 
     todo = [r for r in results if "kept_samples" in r and "roi_uv" in r]
@@ -183,16 +186,33 @@ def same_epochs_truth(meta: dict, quick: bool, seed: int, results: list[dict]) -
         onsets = true[np.abs(true[None, :] - kept[:, None]).argmin(axis=1)]
         onsets = onsets[(onsets - half - pad >= 0) & (onsets + half + after < clean.shape[1])]
         idx = onsets[:, None] + np.arange(-half - pad, half + after + 1)[None, :]
-        avg = clean[:, idx].mean(axis=1)  # (n_ch, n_times): linear, so filter the average
-        avg = filt(avg, fs)[:, pad:pad + 2 * half + 1]
+        raw_avg = clean[:, idx].mean(axis=1)  # (n_ch, n_times): linear, so filter the average
+        avg = filt(raw_avg, fs)[:, pad:pad + 2 * half + 1]
         times = np.arange(-half, half + 1) / fs
         truth = {"clean_evoked_uv": avg, "times_s": times, "ch_names": names,
                  "ch_types": types, "bad_channels": list(rec.bad_channels)}
         kept_scores = scoring.score_tep(np.asarray(r["times_s"]), np.asarray(r["roi_uv"]),
                                         truth, list(meta["roi"]))
+        if r.get("cut_window"):
+            # the floor: the clean data with the run's cut window interpolated (the same
+            # method; linear in the data, so on the average), filtered, against that truth —
+            # what a perfect removal of every artifact would score when it must cut there
+            cfg = load_config(overrides=r.get("overrides") or None)
+            cut = interpolate_pulses(raw_avg, [half + pad], fs, window_ms=tuple(r["cut_window"]),
+                                     method=cfg.interpolation.method,
+                                     fit_ms=cfg.interpolation.fit_ms)
+            cut = filt(cut, fs)[:, pad:pad + 2 * half + 1]
+            t_roi, y_roi = scoring.truth_roi(dict(truth, clean_evoked_uv=cut), list(meta["roi"]))
+            floor = scoring.score_tep(t_roi, y_roi, truth, list(meta["roi"]))
+            for key in ("r_early", "rms_rel_early",
+                        *[f"{pk}_{w}" for pk in PEAKS for w in ("amp_err_pct", "lat_err_ms")]):
+                r.setdefault("scores", {}).setdefault("floor", {})[key] = floor[key]
         r.setdefault("scores", {})
         r["scores"]["r_early_kept"] = kept_scores["r_early"]
         r["scores"]["rms_rel_early_kept"] = kept_scores["rms_rel_early"]
+        for pk in PEAKS:  # the peaks too: what removal left, without what rejection cost
+            for what in ("amp_err_pct", "lat_err_ms"):
+                r["scores"][f"{pk}_{what}_kept"] = kept_scores[f"{pk}_{what}"]
 
 
 def _same_epochs_job(args) -> list[dict]:
@@ -239,12 +259,75 @@ def _fmt(x, spec: str) -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
-def _peak_cell(scores: dict, peak: str) -> str:
-    """Amplitude error in % and latency error in ms: ``+12/-0.4``."""
-    amp, lat = scores.get(f"{peak}_amp_err_pct"), scores.get(f"{peak}_lat_err_ms")
+def _peak_cell(scores: dict, peak: str, suffix: str = "") -> str:
+    """Amplitude error in % and latency error in ms: ``+12/-0.4`` (``suffix="_kept"``: against
+    the truth over the kept epochs)."""
+    amp = scores.get(f"{peak}_amp_err_pct{suffix}")
+    lat = scores.get(f"{peak}_lat_err_ms{suffix}")
     if amp is None:
         return "—"
     return f"{_fmt(amp, '+.0f')}/{_fmt(lat, '+.1f')}"
+
+
+# issue #14's accuracy targets: early-TEP r; amplitude error (%) of N15, P30; amplitude (%)
+# and latency (ms) error of the later peaks
+TARGET_R = 0.9
+TARGET_EARLY_PEAK_PCT = 30.0
+TARGET_LATE_PEAK_PCT, TARGET_LATE_PEAK_MS = 15.0, 2.0
+
+
+def missed_targets(scores: dict, suffix: str = "") -> list[str]:
+    """The accuracy targets one result misses (``suffix="_kept"``: against the truth over the
+    epochs it kept), e.g. ``["r", "P30", "N100 ms"]``."""
+    r = scores.get("r_early" + suffix)
+    out = [] if r is not None and r >= TARGET_R else ["r"]
+    for pk in PEAKS:
+        amp = scores.get(f"{pk}_amp_err_pct{suffix}")
+        lat = scores.get(f"{pk}_lat_err_ms{suffix}")
+        if amp is None or lat is None:
+            out.append(pk)
+            continue
+        early = pk in ("N15", "P30")
+        if abs(amp) > (TARGET_EARLY_PEAK_PCT if early else TARGET_LATE_PEAK_PCT):
+            out.append(pk)
+        if not early and abs(lat) > TARGET_LATE_PEAK_MS:
+            out.append(f"{pk} ms")
+    return out
+
+
+def kept_table(results: list[dict], markdown: bool) -> str:
+    """Against the truth over the epochs each run kept (what artifact removal left, without
+    what rejection cost): r, RMS, the peaks, and the targets missed (all epochs / kept). The
+    MNE script keeps every epoch: its kept scores are its plain ones. "cut floor": the N15 and
+    P30 errors of the clean data with the run's cut window interpolated (what removing every
+    artifact perfectly would still miss there)."""
+    head = ["family", "method", "r / RMS kept", *[f"{p} kept" for p in PEAKS],
+            "cut floor N15 / P30 %", "targets missed (all epochs)", "targets missed (kept)"]
+    rows = []
+    for r in results:
+        s = r.get("scores", {})
+        suffix = "_kept" if "r_early_kept" in s else ("" if r["variant"] == "mne" else None)
+        if "error" in r or suffix is None or not s:
+            continue
+        rows.append([r["family"], r["variant"],
+                     f"{_fmt(s.get('r_early' + suffix), '.2f')} / "
+                     f"{_fmt(s.get('rms_rel_early' + suffix), '.2f')}",
+                     *[_peak_cell(s, pk, suffix) for pk in PEAKS],
+                     (f"{_fmt(s['floor']['N15_amp_err_pct'], '+.0f')} / "
+                      f"{_fmt(s['floor']['P30_amp_err_pct'], '+.0f')}" if "floor" in s else ""),
+                     ", ".join(missed_targets(s)) or "none",
+                     ", ".join(missed_targets(s, suffix)) or "none"])
+    return _render(head, rows, markdown)
+
+
+def _render(head: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{w}s}}" for w in widths)
+    return "\n".join([fmt.format(*head)] + [fmt.format(*row) for row in rows])
 
 
 def table(results: list[dict], markdown: bool) -> str:
@@ -279,13 +362,7 @@ def table(results: list[dict], markdown: bool) -> str:
                       f"{_fmt(s.get('rms_rel_early_kept'), '.2f')}"
                       if "r_early_kept" in s else ""),
                      *[_peak_cell(s, pk) for pk in PEAKS]])
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    fmt = "  ".join(f"{{:{w}s}}" for w in widths)
-    return "\n".join([fmt.format(*head)] + [fmt.format(*row) for row in rows])
+    return _render(head, rows, markdown)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -335,6 +412,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     vorder = {v: i for i, v in enumerate(variants + ["mne"])}
     results.sort(key=lambda r: (order[r["family"]], vorder[r["variant"]]))
     print(table(results, a.markdown))
+    if not a.no_kept_truth:
+        print("\nAgainst the truth over the epochs each run kept:\n")
+        print(kept_table(results, a.markdown))
     print(f"\n{len(metas)} recordings x {len(variants)} tmseeg variant(s) + MNE script in "
           f"{time.perf_counter() - t0:.0f} s; details in {out / 'results.json'}")
     out.mkdir(parents=True, exist_ok=True)
