@@ -30,6 +30,8 @@ SMALL = ["--channels", "32", "--sfreq", "2000"]
     ('[state]\nphase_bins = 1\n', "state.phase_bins=1"),
     ('[decay]\nmodel = "triple_exp"\n', "decay.model must be"),
     ('[decay]\nown_window_end_ms = 5.0\n', "own_window_end_ms = 5 must come after"),
+    ('[interpolation]\nrecharge_delay_ms = -80.0\n', "recharge_delay_ms must be >= 0"),
+    ('[interpolation]\nrecharge_delay_ms = 0.5\n', "must start after the pulse"),
 ])
 def test_each_section_refuses_its_own_bad_values_when_read(tmp_path, capsys, toml, named):
     """A plug-in's section checks its values as the file is read (no rehearsal needed)."""
@@ -40,6 +42,23 @@ def test_each_section_refuses_its_own_bad_values_when_read(tmp_path, capsys, tom
     assert main(["config", "--check", str(path), "--no-rehearsal"]) == 1
     err = capsys.readouterr().err
     assert named in err, err
+
+
+def test_recharge_delay_puts_a_cut_at_that_delay_into_the_chain():
+    """``[interpolation] recharge_delay_ms``: a second cut, at the stimulator's recharge
+    delay, right after the pulse's own and before the decay fit whose window it lies in."""
+    from tmseeg.session import build_stages
+    from tmseeg.stream.block import StreamMeta
+
+    meta = StreamMeta(ch_names=["C3", "C4", "Cz", "Pz"], sfreq=5000.0, ch_types=["eeg"] * 4)
+    assert "recharge" not in build_stages(load_config(), meta).names
+    names = build_stages(load_config(overrides={"interpolation": {"recharge_delay_ms": 80.0}}),
+                         meta).names
+    assert names.index("interp") < names.index("recharge") < names.index("decay")
+    stage = build_stages(load_config(overrides={"interpolation": {
+        "recharge_delay_ms": 80.0, "recharge_window_ms": [-0.5, 3.0]}}), meta).chain.stages[
+            names.index("recharge")]
+    assert stage.window_ms == (79.5, 83.0) and stage.delay_ms == 80.0
 
 
 def test_sections_are_typed_and_read_both_ways():

@@ -28,7 +28,7 @@ from tmseeg.pipeline.cutwindow import CutWindow
 from tmseeg.pipeline.decay import DecayRemoval
 from tmseeg.pipeline.epochs import Epoch, Epocher
 from tmseeg.pipeline.filters import BandpassFilter, EpochFilter, NotchFilter
-from tmseeg.pipeline.interpolation import PulseInterpolation
+from tmseeg.pipeline.interpolation import PulseInterpolation, RechargeInterpolation
 from tmseeg.pipeline.pulses import (DEFAULT_PULSE_PATTERN, MARKER_TOL_MS, DataPulses,
                                    MarkerPulses, PulsePlausibility, TriggerChannelPulses)
 from tmseeg.pipeline.pulsesource import CheckedMarkerPulses
@@ -201,6 +201,12 @@ def build_stages(cfg: Config, meta: StreamMeta) -> SessionStages:
     interp_wait_ms, decay_wait_ms = late_marker_waits_ms(cfg, pulse_source)
     if i.enabled:
         stages.append(interpolation_stage(cfg, window_from=cut, max_delay_ms=interp_wait_ms))
+    if i.recharge_delay_ms:
+        # before the decay fit, whose window it lies in; the pulses arrive with their sample
+        # from the stage above (the decay stage's wait covers the case without it)
+        stages.append(RechargeInterpolation(
+            delay_ms=i.recharge_delay_ms, window_ms=tuple(i.recharge_window_ms),
+            method=i.method, fit_ms=i.fit_ms, max_delay_ms=decay_wait_ms))
     decay = None
     if cfg.decay.enabled:
         decay = decay_stage(cfg, window_from=cut, max_delay_ms=decay_wait_ms)

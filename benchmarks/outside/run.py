@@ -65,6 +65,8 @@ VARIANTS: dict[str, dict] = {
     "decay_recorded": {"decay": {"fit_reference": "recorded"}},
     # the least decay a channel must show to be corrected: 10 uV instead of 20
     "decay10": {"decay": {"min_decay_uv": 10.0}},
+    # the stimulator's recharge delay as a lab sets it (the variable-decay family's: 80 ms)
+    "recharge80": {"interpolation": {"recharge_delay_ms": 80.0}},
     # epoch rejection (150 uV peak-to-peak on any channel by default): off, and looser
     "no_reject": {"epochs": {"reject_uv": 0.0}},
     "reject_unless_slow": {"epochs": {"reject_mode": "ptp_unless_slow"}},

@@ -231,6 +231,40 @@ def test_live_random_blocks_equal_offline_exactly(name, method, max_block):
     assert stage.n_late == 0
 
 
+@pytest.mark.parametrize("max_block", [500, 7])
+def test_recharge_artifact_is_cut_at_its_delay(max_block):
+    """The stimulator's recharge, a 30 µV transient 80 ms after every pulse (here at 10 Hz, so
+    it lies between pulses and next to the next pulse's window): cut at its delay, live in any
+    blocks as on the whole recording, and gone; nothing else touched."""
+    from tmseeg.pipeline.interpolation import RechargeInterpolation
+
+    n = 12000
+    pulses = [1000, 1500, 2000, 6000]  # 100 ms apart, then a single pulse
+    rng = np.random.default_rng(5)
+    clean = 1.0 * rng.standard_normal((4, n)) + 20.0 * np.sin(2 * np.pi * 10 * np.arange(n)
+                                                               / SFREQ)
+    data = clean.copy()
+    delay = int(0.080 * SFREQ)
+    k = np.arange(int(0.004 * SFREQ)) / SFREQ * 1000.0
+    gains = np.array([1.0, -0.6, 0.3, 0.8])
+    for p in pulses:
+        data[:, p + delay:p + delay + k.size] += 30.0 * gains[:, None] * np.exp(-k / 1.0)
+    events = [Event(sample=p, label="TMS", kind=EVENT_PULSE) for p in pulses]
+    stage = RechargeInterpolation(delay_ms=80.0, window_ms=(-1.0, 5.0))
+    out = feed(stage, data, make_meta(4), events, np.random.default_rng(max_block), max_block)
+    offline = interpolate_pulses(data, pulses, SFREQ, (79.0, 85.0), "cubic", 1.0)
+    assert np.array_equal(out.data, offline)  # bit for bit
+    assert stage.name == "recharge" and stage.n_spans == len(pulses) and stage.n_late == 0
+    cut = np.zeros(n, bool)
+    for p in pulses:
+        cut[p + delay - 5:p + delay + 26] = True
+    assert np.array_equal(out.data[:, ~cut], data[:, ~cut])
+    left, was = np.abs(out.data - clean)[:, cut].max(), np.abs(data - clean)[:, cut].max()
+    assert was > 25.0 and left < 10.0, (was, left)
+    with pytest.raises(ValueError, match="after the pulse"):
+        RechargeInterpolation(delay_ms=0.5, window_ms=(-1.0, 5.0))
+
+
 def test_live_holdback_is_bounded_and_late_pulses_are_reported(caplog):
     n = 20000
     pulses = [5000, 10000]

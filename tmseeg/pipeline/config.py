@@ -94,6 +94,11 @@ fit_ms = 1.0                # clean data either side used by the cubic fit
 # time; later ones are named as a live/offline difference. Every sample waits this long once
 # (the pulse source holds it), not once per stage
 max_delay_ms = 60.0
+# the stimulator's capacitor recharge: a brief artifact at a fixed delay after every pulse
+# (the recharge delay set on the stimulator, e.g. MagVenture's; 0 = none, or it comes after
+# the epoch). When set, recharge_window_ms around it is cut and interpolated like the pulse
+recharge_delay_ms = 0.0
+recharge_window_ms = [-1.0, 5.0]
 
 [decay]
 enabled = true
@@ -398,11 +403,21 @@ class InterpolationConfig(ConfigSection):
     method: str
     fit_ms: float
     max_delay_ms: float
+    recharge_delay_ms: float
+    recharge_window_ms: list[float]
 
     def validate(self) -> None:
-        for key in ("auto_min_ms", "auto_max_ms") + (() if self.window_ms == "auto"
-                                                      else ("window_ms",)):
+        for key in ("auto_min_ms", "auto_max_ms", "recharge_window_ms") + (
+                () if self.window_ms == "auto" else ("window_ms",)):
             self.check_window(key)
+        if self.recharge_delay_ms < 0:
+            raise ConfigError("interpolation.recharge_delay_ms must be >= 0 (0: no recharge "
+                              f"artifact to cut), got {self.recharge_delay_ms:g}")
+        if self.recharge_delay_ms and not self.recharge_delay_ms + self.recharge_window_ms[0] > 0:
+            raise ConfigError(
+                f"interpolation.recharge_window_ms = {list(self.recharge_window_ms)} around "
+                f"recharge_delay_ms = {self.recharge_delay_ms:g} must start after the pulse "
+                "(the pulse's own window is window_ms)")
         (mn0, mn1), (mx0, mx1) = self.auto_min_ms, self.auto_max_ms
         if not (mx0 <= mn0 and mn1 <= mx1):
             raise ConfigError("interpolation.auto_max_ms must contain auto_min_ms")

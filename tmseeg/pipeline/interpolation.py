@@ -26,7 +26,7 @@ from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PulseInterpolation", "provided_window", "interpolate_pulses", "plan_spans", "Span",
+__all__ = ["PulseInterpolation", "RechargeInterpolation", "provided_window", "interpolate_pulses", "plan_spans", "Span",
            "HoldBuffer"]
 
 
@@ -453,3 +453,37 @@ class PulseInterpolation:
 
 
 # ============================================================================ decay removal
+
+
+class RechargeInterpolation(PulseInterpolation):
+    """Cut and interpolate the stimulator's recharge artifact: a brief transient at a fixed
+    delay after every pulse, when the capacitor recharges (the delay is a stimulator setting,
+    e.g. MagVenture's "recharge delay"; TESA removes it the same way, by cutting it out).
+
+    A :class:`PulseInterpolation` whose window lies at the delay: the same fit either side,
+    the same merging of close windows, the same live output as on the whole recording.
+
+    Parameters
+    ----------
+    delay_ms : float
+        Recharge delay after the pulse, in ms (> 0).
+    window_ms : (float, float)
+        Samples cut around the delay, in ms relative to it (``delay_ms + window_ms[0]`` must
+        lie after the pulse).
+    method, fit_ms, channels, max_delay_ms
+        As for :class:`PulseInterpolation`.
+    """
+
+    name = "recharge"
+
+    def __init__(self, delay_ms: float, window_ms: tuple[float, float] = (-1.0, 5.0),
+                 method: str = "cubic", fit_ms: float = 1.0,
+                 channels: str | Sequence[str] | None = "eeg",
+                 max_delay_ms: float = 0.0) -> None:
+        start, stop = float(delay_ms) + float(window_ms[0]), float(delay_ms) + float(window_ms[1])
+        if not 0 < start < stop:
+            raise ValueError(f"the recharge window {window_ms} ms around {delay_ms} ms must lie "
+                             "after the pulse, start before stop")
+        self.delay_ms = float(delay_ms)
+        super().__init__(window_ms=(start, stop), method=method, fit_ms=fit_ms,
+                         channels=channels, max_delay_ms=max_delay_ms)
