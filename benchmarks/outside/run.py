@@ -92,6 +92,9 @@ VARIANTS: dict[str, dict] = {
     "interp_linear": {"interpolation": {"method": "linear"}},
 }
 PEAKS = ["N15", "P30", "N45", "P60", "N100", "P180"]
+#: the early-TEP and peak scores kept for the truth over the kept epochs and the cut floor
+_TEP_SCORES = ("r_early", "rms_rel_early",
+               *[f"{pk}_{what}" for pk in PEAKS for what in ("amp_err_pct", "lat_err_ms")])
 #: metric plug-ins that do not touch the TEP path: off in the benchmark (it scores the TEP)
 PLUGINS_OFF = {name: {"enabled": False}
                for name in ("mep", "pcist", "connectivity", "spread", "oscillations", "state")}
@@ -162,7 +165,8 @@ def same_epochs_truth(meta: dict, quick: bool, seed: int, results: list[dict]) -
     the true samples of the kept pulses, averaged, filtered as tmseeg filters an epoch,
     re-referenced and baselined like the truth. What is left is what artifact removal left;
     the difference to the plain score is what rejection and filtering cost against the truth
-    of all pulses (adds ``scores["r_early_kept"]`` and ``scores["rms_rel_early_kept"]``)."""
+    of all pulses (adds each of :data:`_TEP_SCORES` as ``scores[key + "_kept"]``, and
+    ``scores["floor"]``: the same scores of the clean data with the run's cut window)."""
     from tmseeg.config import load_config
     from tmseeg.pipeline.interpolation import interpolate_pulses
     from tmseeg.session import epoch_filter
@@ -177,13 +181,14 @@ def same_epochs_truth(meta: dict, quick: bool, seed: int, results: list[dict]) -
     true = np.asarray(rec.epoch_pulse_samples, dtype=np.int64)
     names, types = list(rec.ch_names), list(rec.ch_types)
     for r in todo:
-        filt = epoch_filter(load_config(overrides=r.get("overrides") or None))
-        half = int(round(0.5 * fs))
-        pad = int(round(filt.pad_ms * fs / 1000.0))  # before the epoch
-        after = int(round(filt.pad_after_ms * fs / 1000.0))  # and after it
         kept = np.asarray(r["kept_samples"], dtype=np.int64)
         if kept.size == 0:
             continue
+        cfg = load_config(overrides=r.get("overrides") or None)
+        filt = epoch_filter(cfg)
+        half = int(round(0.5 * fs))
+        pad = int(round(filt.pad_ms * fs / 1000.0))  # before the epoch
+        after = int(round(filt.pad_after_ms * fs / 1000.0))  # and after it
         # the true pulse of each kept epoch (tmseeg's time zero may be a sample off)
         onsets = true[np.abs(true[None, :] - kept[:, None]).argmin(axis=1)]
         onsets = onsets[(onsets - half - pad >= 0) & (onsets + half + after < clean.shape[1])]
@@ -195,26 +200,20 @@ def same_epochs_truth(meta: dict, quick: bool, seed: int, results: list[dict]) -
                  "ch_types": types, "bad_channels": list(rec.bad_channels)}
         kept_scores = scoring.score_tep(np.asarray(r["times_s"]), np.asarray(r["roi_uv"]),
                                         truth, list(meta["roi"]))
+        scores = r.setdefault("scores", {})
+        for key in _TEP_SCORES:  # what removal left, without what rejection cost
+            scores[f"{key}_kept"] = kept_scores[key]
         if r.get("cut_window"):
             # the floor: the clean data with the run's cut window interpolated (the same
             # method; linear in the data, so on the average), filtered, against that truth —
             # what a perfect removal of every artifact would score when it must cut there
-            cfg = load_config(overrides=r.get("overrides") or None)
             cut = interpolate_pulses(raw_avg, [half + pad], fs, window_ms=tuple(r["cut_window"]),
                                      method=cfg.interpolation.method,
                                      fit_ms=cfg.interpolation.fit_ms)
             cut = filt(cut, fs)[:, pad:pad + 2 * half + 1]
             t_roi, y_roi = scoring.truth_roi(dict(truth, clean_evoked_uv=cut), list(meta["roi"]))
             floor = scoring.score_tep(t_roi, y_roi, truth, list(meta["roi"]))
-            for key in ("r_early", "rms_rel_early",
-                        *[f"{pk}_{w}" for pk in PEAKS for w in ("amp_err_pct", "lat_err_ms")]):
-                r.setdefault("scores", {}).setdefault("floor", {})[key] = floor[key]
-        r.setdefault("scores", {})
-        r["scores"]["r_early_kept"] = kept_scores["r_early"]
-        r["scores"]["rms_rel_early_kept"] = kept_scores["rms_rel_early"]
-        for pk in PEAKS:  # the peaks too: what removal left, without what rejection cost
-            for what in ("amp_err_pct", "lat_err_ms"):
-                r["scores"][f"{pk}_{what}_kept"] = kept_scores[f"{pk}_{what}"]
+            scores["floor"] = {key: floor[key] for key in _TEP_SCORES}
 
 
 def _same_epochs_job(args) -> list[dict]:

@@ -364,8 +364,9 @@ class DecayRemoval:
     fit_on : {"average_gain_scale", "average_gain", "average_curve", "average", "trial"}
         How a pulse's decay is estimated. All but ``"trial"`` start from a fit of the running
         average of all full-length fit windows so far (this one included, unless
-        ``own_window_end_ms`` is shorter; causal, so live and offline agree; the average pins an electrode's decay down far better than one noisy
-        trial, and the TEP's trial-to-trial noise does not enter it):
+        ``own_window_end_ms`` is shorter; causal, so live and offline agree; the average pins
+        an electrode's decay down far better than one noisy trial, and the TEP's
+        trial-to-trial noise does not enter it):
 
         * ``"average_gain_scale"`` (the pipeline's default since 2026-12-07, chosen on the
           outside benchmark): as ``"average_gain"``, and every time constant of the pulse's
@@ -405,12 +406,11 @@ class DecayRemoval:
     own_window_end_ms : float, optional
         How far into the fit window a pulse's *own* data are used (its gain, or its
         amplitudes with ``"average"``), in ms after the pulse; default (and at most) the fit
-        window's end.
-        The running average still takes full fit windows, those of the pulses before this one
-        (and this one's own once its window is complete, for the pulses after it); the first
-        pulses, while fewer than ``MIN_AVERAGED`` (10) windows are averaged, wait for their own
-        full window. Live, a pulse's
-        corrected data leave the stage at this point instead of the fit window's end: the TEP
+        window's end. The running average still takes full fit windows, those of the pulses
+        before this one (and this one's own once its window is complete, for the pulses after
+        it); the first pulses, while fewer than ``MIN_AVERAGED`` (10) windows are averaged,
+        wait for their own full window. Live, a pulse's corrected data leave the stage at
+        this point instead of the fit window's end: the TEP
         update waits for ``max(own_window_end_ms, epoch end + filter padding)``, not for
         ``fit_window_ms[1]``. (A value below the epoch's end plus the padding buys nothing:
         the data from there to the fit window's end stay held until the average takes them.)

@@ -26,8 +26,8 @@ from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PulseInterpolation", "RechargeInterpolation", "provided_window", "interpolate_pulses", "plan_spans", "Span",
-           "HoldBuffer"]
+__all__ = ["PulseInterpolation", "RechargeInterpolation", "provided_window",
+           "interpolate_pulses", "plan_spans", "Span", "HoldBuffer"]
 
 
 _METHOD_ORDER = {"linear": 1, "cubic": 3}
@@ -450,9 +450,6 @@ class PulseInterpolation:
         out = self._buf.release(release)
         self._pending.clear()
         return out
-
-
-# ============================================================================ decay removal
 
 
 class RechargeInterpolation(PulseInterpolation):

@@ -181,31 +181,22 @@ def _extra_value(v: Any) -> Any:
     return str(v)
 
 
-def _events_from_rows(raw, orig_time, pulses: Sequence[dict], columns: list[str],
-                      onsets: np.ndarray, durations: np.ndarray, labels: list[str],
-                      extras: list[dict]
-                      ) -> tuple[np.ndarray, np.ndarray, list[str], list[bool], list[dict]]:
-    """The annotations of ``raw`` (``onsets``, ``durations``, ``labels``, ``extras``) with one
-    pulse event more per row of ``pulses`` (its ``label``, default ``TMS``), in time order."""
+def _events_from_rows(raw, orig_time, pulses: Sequence[dict], columns: list[str]
+                      ) -> tuple[np.ndarray, list[str], list[dict]]:
+    """One pulse event per row of ``pulses``: onsets (as ``raw``'s annotations count them),
+    labels (the row's ``label``, default ``TMS``) and per-pulse extras."""
     n_times = raw.n_times
     bad = [int(r["sample"]) for r in pulses if not 0 <= int(r["sample"]) < n_times]
     if bad:
         raise StudyError(f"write_bids: pulse rows at samples {bad[:5]} lie outside the "
                          f"recording (0..{n_times - 1}); pass the pulses.csv of this very "
                          "recording, or pulses=None.")
-    # onsets as the annotations count them: from orig_time (the first sample's time) when set
+    # from orig_time (the first sample's time) when the annotations have one
     offset_s = raw.first_time if orig_time is not None else 0.0
-    sfreq = raw.info["sfreq"]
-    rows = sorted(pulses, key=lambda r: int(r["sample"]))
-    all_onsets = list(onsets) + [offset_s + int(r["sample"]) / sfreq for r in rows]
-    all_durations = list(durations) + [0.0] * len(rows)
-    all_labels = list(labels) + [str(r.get("label") or "TMS") for r in rows]
-    all_pulse = [False] * len(labels) + [True] * len(rows)
-    all_extras = list(extras) + [{c: _extra_value(r.get(c)) for c in columns} for r in rows]
-    order = np.argsort(np.asarray(all_onsets, dtype=float), kind="stable")
-    return (np.asarray(all_onsets, dtype=float)[order],
-            np.asarray(all_durations, dtype=float)[order], [all_labels[i] for i in order],
-            [all_pulse[i] for i in order], [all_extras[i] for i in order])
+    onsets = np.array([offset_s + int(r["sample"]) / raw.info["sfreq"] for r in pulses])
+    labels = [str(r.get("label") or "TMS") for r in pulses]
+    extras = [{c: _extra_value(r.get(c)) for c in columns} for r in pulses]
+    return onsets, labels, extras
 
 
 def _pulse_events(raw, pulses: Sequence[dict] | None, pulse_pattern: str,
@@ -244,8 +235,13 @@ def _pulse_events(raw, pulses: Sequence[dict] | None, pulse_pattern: str,
     if pulses and matched == 0 and not any(is_pulse):
         # no pulse annotation at all: the pulses were found in the data (no marker stream,
         # no trigger), so the rows are the only record of them and become the events
-        onsets, durations, labels, is_pulse, extras = _events_from_rows(
-            raw, ann.orig_time, pulses, columns, onsets, durations, labels, extras)
+        # (mne.Annotations puts them in time order)
+        row_onsets, row_labels, row_extras = _events_from_rows(raw, ann.orig_time, pulses,
+                                                               columns)
+        onsets = np.concatenate([onsets, row_onsets])
+        durations = np.concatenate([durations, np.zeros(row_onsets.size)])
+        labels, extras = labels + row_labels, extras + row_extras
+        is_pulse = is_pulse + [True] * len(row_labels)
     elif pulses and matched == 0:
         raise StudyError("write_bids: none of the pulse rows matches a pulse annotation of the "
                          "recording (compared by sample); pass the pulses.csv of this very "
