@@ -114,7 +114,7 @@ fit_window_ms = [10.0, 800.0]
 # the outside benchmark (3 seeds x 10 families) against 800: summed early-TEP RMS error
 # 13.97 -> 13.61, over the kept epochs 13.46 -> 13.41; 100 ms sooner live (README)
 own_window_end_ms = 700.0
-min_snr = 3.0               # decay size at the fit start, in residual-RMS units
+min_snr = 3.0               # decay size (as min_decay_uv's) in residual-RMS units
 tau_ms = [2.0, 500.0]       # allowed time constants
 # how each pulse's decay is estimated (all from the running average's fit, which the TEP's
 # trial-to-trial noise does not enter): "average_gain_scale" (its curves, per pulse one gain
@@ -124,8 +124,10 @@ tau_ms = [2.0, 500.0]       # allowed time constants
 # (benchmarks/outside/run.py, 3 seeds x 10 families): see the README.
 method = "average_gain_scale"
 # a channel's decay is removed only when the average shows one: at least min_decay_uv at the
-# fit start (a TEP near the coil reaches ~10 uV early; decays are tens to thousands) and an
-# exponential explaining at least min_r2 of the fit window (a muscle burst or a TEP does not)
+# fit start (a TEP near the coil reaches ~10 uV early; decays are tens to thousands), or at its
+# extremum when a fast term (tau <= 20 ms) and a slower one of the other sign cancel at the
+# start, and an exponential explaining at least min_r2 of the fit window (a muscle burst or a
+# TEP does not)
 min_decay_uv = 20.0
 min_r2 = 0.5
 # what each channel's decay is fitted against: "median" (when fewer than half of the

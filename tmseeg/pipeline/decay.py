@@ -31,8 +31,8 @@ from tmseeg.utils import over_rows
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DecayRemoval", "DecayFit", "DecayFitter", "fit_decay", "FIT_ON", "FIT_REFERENCES",
-           "DECAY_MODELS"]
+__all__ = ["DecayRemoval", "DecayFit", "DecayFitter", "fit_decay", "decay_size_uv",
+           "FIT_ON", "FIT_REFERENCES", "DECAY_MODELS"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class DecayFit:
     r2 : ndarray, shape (n_channels,)
         Explained variance of the whole model on the fitted data (NaN if undefined).
     snr : ndarray, shape (n_channels,)
-        Size of the exponentials at the first fitted sample (``|sum_k a_k|``) over the RMS of
+        The decay's size (:func:`decay_size_uv`: ``|sum_k a_k|`` at the first fitted sample,
+        or the extremum of a fast two-term decay whose terms cancel there) over the RMS of
         the fit residual: how clearly a decay stands out of the EEG.
     ok : ndarray of bool, shape (n_channels,)
         Whether the fit passed the quality checks (only those channels are corrected).
@@ -93,6 +94,46 @@ class DecayFit:
                           np.ascontiguousarray(self.amps_uv[rows], dtype=np.float64),
                           np.ascontiguousarray(self.tau_ms[rows], dtype=np.float64),
                           int(col0), int(n), int(start), 1000.0 / sfreq, float(scale))
+
+
+#: a decay whose two terms have opposite signs is sized by its extremum (not its start, where
+#: they cancel) when its faster term is at least this fast (ms): an electrode's discharge has
+#: such a term; a slow hump in the average (blinks, drifts, the TEP) has not
+HUMP_FAST_MS = 20.0
+
+
+def decay_size_uv(amps_uv: np.ndarray, tau_ms: np.ndarray, window_ms: float) -> np.ndarray:
+    """How large each channel's fitted decay is, for the stage's gates (µV).
+
+    ``|sum_k a_k|``, the decay at the first fitted sample; for two terms of opposite signs
+    whose faster one has ``tau <= HUMP_FAST_MS``, the larger of that and the curve's extremum
+    within ``window_ms``. Such terms cancel at the start (e.g. +89 and -87 µV with 8 and 48 ms:
+    2 µV there, -49 µV 20 ms later), and sized by their start a large decay was left in.
+
+    Parameters
+    ----------
+    amps_uv, tau_ms : ndarray, shape (n_channels, n_exp)
+        As in :class:`DecayFit` (time constants ascending within a channel).
+    window_ms : float
+        The fit window's length: an extremum after it does not count.
+    """
+    amps = np.asarray(amps_uv, dtype=np.float64)
+    size = np.abs(amps.sum(axis=1))
+    if amps.shape[1] != 2:
+        return size
+    tau = np.asarray(tau_ms, dtype=np.float64)
+    a1, a2, t1, t2 = amps[:, 0], amps[:, 1], tau[:, 0], tau[:, 1]
+    hump = (a1 * a2 < 0) & (t1 <= HUMP_FAST_MS) & (t2 > t1)
+    if not hump.any():
+        return size
+    a1, a2, t1, t2 = a1[hump], a2[hump], t1[hump], t2[hump]
+    with np.errstate(all="ignore"):
+        # f'(t) = 0 where (a1 / t1) exp(-t / t1) = -(a2 / t2) exp(-t / t2)
+        t_ext = np.log(-(a1 * t2) / (a2 * t1)) / (1.0 / t1 - 1.0 / t2)
+    t_ext = np.clip(np.nan_to_num(t_ext, nan=0.0), 0.0, window_ms)
+    extremum = np.abs(a1 * np.exp(-t_ext / t1) + a2 * np.exp(-t_ext / t2))
+    size[hump] = np.maximum(size[hump], extremum)
+    return size
 
 
 class DecayFitter:
@@ -242,7 +283,8 @@ class DecayFitter:
         with np.errstate(all="ignore"):
             r2 = np.where(ss_tot > 0, 1.0 - cost / ss_tot, np.nan)
             span = np.ptp(yb, axis=1)
-            snr = np.abs(amps.sum(axis=1)) / np.sqrt(cost / self.n_boxes)
+            snr = (decay_size_uv(amps, tau, self.n_boxes * self.m * 1000.0 / self.sfreq)
+                   / np.sqrt(cost / self.n_boxes))
         ok = finite & np.isfinite(r2) & np.all(np.isfinite(amps), axis=1) \
             & np.all(np.abs(amps) <= max_gain * np.maximum(span, 1e-12)[:, None], axis=1)
         return DecayFit(amps_uv=amps, tau_ms=tau, offset_uv=coef[:, K], r2=r2,
@@ -325,9 +367,10 @@ class DecayRemoval:
     average (``fit_on="average"``) is what kept the early TEP best on the simulator (see
     ``tests/pipeline/test_artifact.py``), at the cost of 800 ms of hold-back. A channel's
     fit is not used (the channel is left as it is, and the reason logged) when the decay does
-    not stand out — its size at the fit start is below ``min_snr`` times the residual RMS, or
-    the model explains less than ``min_r2`` of the variance: then there is no decay to remove,
-    and fitting would only eat EEG.
+    not stand out — its size (:func:`decay_size_uv`: at the fit start, or at its extremum
+    when a fast term and a slower one of the other sign cancel there) is below ``min_snr``
+    times the residual RMS or ``min_decay_uv``, or the model explains less than ``min_r2`` of
+    the variance: then there is no decay to remove, and fitting would only eat EEG.
 
     Pulses close together: a fit window ends where the next pulse's cut window begins, and so
     does the subtraction of that fit; the next pulse's fit sees what is left of the earlier
@@ -391,9 +434,9 @@ class DecayRemoval:
         It assumes the decays do not change shape during the recording (same site, intensity,
         electrodes).
     min_decay_uv : float
-        Least size of a channel's decay at the fit start for it to be removed (the pipeline's
-        default 20 µV: a TEP near the coil can reach ~10 µV early, decay artifacts are tens to
-        thousands).
+        Least size of a channel's decay (:func:`decay_size_uv`) for it to be removed (the
+        pipeline's default 20 µV: a TEP near the coil can reach ~10 µV early, decay artifacts
+        are tens to thousands).
     fit_reference : {"median", "recorded"}
         What each channel's decay is fitted against. ``"median"``: when a first fit finds a
         decay of their own on fewer than half of the channels, every channel is fitted again
@@ -782,8 +825,9 @@ class DecayRemoval:
 
     def _decaying(self, fit: DecayFit) -> np.ndarray:
         """Channels whose fitted decay passes the stage's gates."""
+        size = decay_size_uv(fit.amps_uv, fit.tau_ms, (self._n1 - self._n0) * 1000.0 / self._fs)
         return (fit.ok & (fit.r2 >= self.min_r2) & (fit.snr >= self.min_snr)
-                & (np.abs(fit.amps_uv.sum(axis=1)) >= self.min_decay_uv))
+                & (size >= self.min_decay_uv))
 
     def _scaled_to_trial(self, avg_fit: DecayFit, y: np.ndarray,
                          scales: np.ndarray | None = None) -> DecayFit:
