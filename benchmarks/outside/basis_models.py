@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.outside.decompose import family_args, family_averages
-from tmseeg.pipeline.decay import DecayFitter, _against_median
+from tmseeg.pipeline.decay import DecayFitter, _against_median, decay_gate
 
 MODELS = ("per-channel", "basis early", "basis whole", "shared tau", "shared tau, gated",
           "relaxation", "relaxation, gated", "relaxation where signs agree")
@@ -81,9 +81,8 @@ def model_errors(family: str, seed: int, n_extreme: int = 3) -> dict[str, float]
     fs, n_t, n = fam.sfreq, fam.n_times, len(fam.names)
     fitter = DecayFitter(n_t, fs, 2, (2.0, 500.0))
 
-    def gated(fit):
-        return fit.ok & (fit.r2 >= 0.5) & (fit.snr >= 3.0) & (
-            np.abs(fit.amps_uv.sum(axis=1)) >= 20.0)
+    def gated(fit):  # the stage's gates at the pipeline's defaults
+        return decay_gate(fit, n_t * 1000.0 / fs, 0.5, 3.0, 20.0)
 
     y = fam.artifact + fam.tep
     fit = fitter.fit(y)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.outside import tmsgen
-from tmseeg.pipeline.decay import DecayFitter, _against_median
+from tmseeg.pipeline.decay import DecayFitter, _against_median, decay_gate
 
 DECAY_FAMILIES = ("biphasic_exp_bv", "ringing_bv", "saturation_fif", "fastslow_set",
                   "variable_decay_fif", "paired_bv", "life_nomarker_bv", "badchan_bv")
@@ -98,8 +98,7 @@ def decompose(family: str, seed: int, min_decay_uv: float = 20.0, min_r2: float 
     fitter = DecayFitter(n_t, fs, 2, (2.0, 500.0))
 
     def gated(fit):
-        return fit.ok & (fit.r2 >= min_r2) & (fit.snr >= min_snr) & (
-            np.abs(fit.amps_uv.sum(axis=1)) >= min_decay_uv)
+        return decay_gate(fit, n_t * 1000.0 / fs, min_r2, min_snr, min_decay_uv)
 
     out = {}
     for reference in ("recorded", "median"):

@@ -32,7 +32,7 @@ from tmseeg.utils import over_rows
 log = logging.getLogger(__name__)
 
 __all__ = ["DecayRemoval", "DecayFit", "DecayFitter", "fit_decay", "decay_size_uv",
-           "FIT_ON", "FIT_REFERENCES", "DECAY_MODELS"]
+           "decay_gate", "FIT_ON", "FIT_REFERENCES", "DECAY_MODELS"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,15 @@ def decay_size_uv(amps_uv: np.ndarray, tau_ms: np.ndarray, window_ms: float) -> 
     extremum = np.abs(a1 * np.exp(-t_ext / t1) + a2 * np.exp(-t_ext / t2))
     size[hump] = np.maximum(size[hump], extremum)
     return size
+
+
+def decay_gate(fit: "DecayFit", window_ms: float, min_r2: float, min_snr: float,
+               min_decay_uv: float) -> np.ndarray:
+    """Channels whose fitted decay stands out: a stable fit explaining at least ``min_r2`` of
+    the window, its size (:func:`decay_size_uv`) at least ``min_snr`` residual RMS and
+    ``min_decay_uv``; what :class:`DecayRemoval` corrects."""
+    size = decay_size_uv(fit.amps_uv, fit.tau_ms, window_ms)
+    return fit.ok & (fit.r2 >= min_r2) & (fit.snr >= min_snr) & (size >= min_decay_uv)
 
 
 class DecayFitter:
@@ -824,10 +833,9 @@ class DecayRemoval:
         return 0 < n_decaying < fit.ok.size / 2.0
 
     def _decaying(self, fit: DecayFit) -> np.ndarray:
-        """Channels whose fitted decay passes the stage's gates."""
-        size = decay_size_uv(fit.amps_uv, fit.tau_ms, (self._n1 - self._n0) * 1000.0 / self._fs)
-        return (fit.ok & (fit.r2 >= self.min_r2) & (fit.snr >= self.min_snr)
-                & (size >= self.min_decay_uv))
+        """Channels whose fitted decay passes the stage's gates (:func:`decay_gate`)."""
+        return decay_gate(fit, (self._n1 - self._n0) * 1000.0 / self._fs, self.min_r2,
+                          self.min_snr, self.min_decay_uv)
 
     def _scaled_to_trial(self, avg_fit: DecayFit, y: np.ndarray,
                          scales: np.ndarray | None = None) -> DecayFit:
