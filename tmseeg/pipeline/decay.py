@@ -108,7 +108,7 @@ def decay_size_uv(amps_uv: np.ndarray, tau_ms: np.ndarray, window_ms: float) -> 
     ``|sum_k a_k|``, the decay at the first fitted sample; for two terms of opposite signs
     whose faster one has ``tau <= HUMP_FAST_MS``, the larger of that and the curve's extremum
     within ``window_ms``. Such terms cancel at the start (e.g. +89 and -87 µV with 8 and 48 ms:
-    2 µV there, -49 µV 20 ms later), and sized by their start a large decay was left in.
+    2 µV there, -49 µV 17 ms later), and sized by their start a large decay was left in.
 
     Parameters
     ----------
@@ -136,7 +136,7 @@ def decay_size_uv(amps_uv: np.ndarray, tau_ms: np.ndarray, window_ms: float) -> 
     return size
 
 
-def decay_gate(fit: "DecayFit", window_ms: float, min_r2: float, min_snr: float,
+def decay_gate(fit: DecayFit, window_ms: float, min_r2: float, min_snr: float,
                min_decay_uv: float) -> np.ndarray:
     """Channels whose fitted decay stands out: a stable fit explaining at least ``min_r2`` of
     the window, its size (:func:`decay_size_uv`) at least ``min_snr`` residual RMS and
