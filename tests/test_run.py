@@ -55,13 +55,22 @@ def test_run_publishes_pulse_updates_with_latency(tmp_path, uid, amplifier):
     assert len(pulses) >= 5, (len(messages), err[-2000:])
     assert status and status[-1]["n_channels"] == 33
     # the engine numbers samples from the first one it received, so its pulse samples are the
-    # true ones minus a constant: the sequence of intervals must appear in the truth, exactly
+    # true ones minus a constant: every one must be a true pulse at one offset, and a true
+    # pulse between them may lack its update only where the run said why (on a loaded
+    # machine: samples skipped while processing was behind, or a marker later than the wait)
     true_samples = np.array([p.sample for p in amp.truth.pulses])
     got = np.array([m["pulse"]["sample"] for m in pulses])
-    offsets = [k for k in range(len(true_samples) - len(got) + 1)
-               if np.all(np.abs((true_samples[k:k + len(got)] - true_samples[k])
-                                - (got - got[0])) <= 1)]
-    assert len(offsets) == 1, (got, true_samples)
+    offsets = [k for k in range(len(true_samples))
+               if all(np.abs(true_samples - true_samples[k] - (g - got[0])).min() <= 1
+                      for g in got)]
+    assert len(offsets) == 1, (got, true_samples, err[-2000:])
+    first = true_samples[offsets[0]]
+    inside = true_samples[(true_samples >= first) & (true_samples <= first + got[-1] - got[0])]
+    if len(inside) > len(got):
+        said = status[-1]["n_skipped_samples"] > 0 or "no pulse marker" in err
+        assert said, (f"{len(inside) - len(got)} pulse update(s) missing and the run did not "
+                      f"say why", got, inside, err[-2000:])
+        assert len(inside) - len(got) <= 2, (got, inside)
     last = pulses[-1]
     assert last["tep"]["n_averaged"] >= 3
     assert last["tep"]["coil_site"] == "C3"
