@@ -407,3 +407,41 @@ def test_pulse_source_waits_for_the_data_of_markers_that_arrive_early():
     (a, sa), (b, sb) = runs
     assert _source_events(a) == _source_events(b)
     assert sa.summary() == sb.summary() and sa.mode == "labels" and sa.n_unmarked == 8
+
+
+def test_seeds_table_puts_runs_side_by_side_and_marks_where_the_script_is_better():
+    from benchmarks.outside.seeds import seeds_table
+
+    def scores(r, rms, kept=None, peak_pct=0.0):
+        out = {"r_early": r, "rms_rel_early": rms}
+        for suffix in ("", "_kept") if kept is not None else ("",):
+            out["r_early" + suffix] = r
+            for pk in ("N15", "P30", "N45", "P60", "N100", "P180"):
+                out[f"{pk}_amp_err_pct{suffix}"] = peak_pct
+                out[f"{pk}_lat_err_ms{suffix}"] = 0.0
+        if kept is not None:
+            out["rms_rel_early_kept"] = kept
+        return out
+
+    run0 = [{"family": "a", "variant": "default", "scores": scores(0.95, 0.30, 0.20)},
+            {"family": "a", "variant": "mne", "scores": scores(0.80, 1.00)},
+            {"family": "b", "variant": "default", "scores": scores(0.85, 0.50, 0.45, 50.0)},
+            {"family": "b", "variant": "mne", "scores": scores(0.90, 0.40)}]
+    run1 = [{"family": "a", "variant": "default", "scores": scores(0.99, 0.10, 0.10)},
+            {"family": "a", "variant": "mne", "scores": scores(0.99, 0.20)}]
+    text = seeds_table([run0, run1], ["s0", "s1"])
+    lines = text.splitlines()
+    assert lines[0] == "| family | s0 | s1 |"
+    assert "| a | 0.95 / 0.30 (0.20) · 1.00 | 0.99 / 0.10 (0.10) · 0.20 |" in lines
+    # worse than the script against its kept epochs: marked; a family missing from a run: "–"
+    assert "| b | 0.85 / 0.50 (0.45) · 0.40 ✗ | – |" in lines
+    assert "| sum of RMS (kept) · script | 0.80 (0.65) · 1.40 | 0.10 (0.10) · 0.20 |" in lines
+    assert "| r < 0.9 / worse than the script (kept) | 1 / 1 | 0 / 0 |" in lines
+    # the targets: r and every peak out on b (50 % > 15 and 30 %), nothing on a; the MNE
+    # rows are not tmseeg's, and a run without kept-epoch scores has no kept column
+    assert "| a | none / none | none / none |" in lines
+    assert "| b | r, N15, P30, N45, P60, N100, P180 / r, N15, P30, N45, P60, N100, P180 | – |" \
+        in lines
+    no_kept = [{"family": "a", "variant": "default", "scores": scores(0.95, 0.30)},
+               {"family": "a", "variant": "mne", "scores": scores(0.80, 1.00)}]
+    assert "| a | none / – |" in seeds_table([no_kept], ["s"]).splitlines()
