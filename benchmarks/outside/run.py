@@ -318,10 +318,11 @@ def kept_table(results: list[dict], markdown: bool) -> str:
                       f"{_fmt(s['floor']['P30_amp_err_pct'], '+.0f')}" if "floor" in s else ""),
                      ", ".join(missed_targets(s)) or "none",
                      ", ".join(missed_targets(s, suffix)) or "none"])
-    return _render(head, rows, markdown)
+    return render_table(head, rows, markdown)
 
 
-def _render(head: list[str], rows: list[list[str]], markdown: bool) -> str:
+def render_table(head: list[str], rows: list[list[str]], markdown: bool) -> str:
+    """A table as markdown, or as aligned columns of text."""
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -363,7 +364,7 @@ def table(results: list[dict], markdown: bool) -> str:
                       f"{_fmt(s.get('rms_rel_early_kept'), '.2f')}"
                       if "r_early_kept" in s else ""),
                      *[_peak_cell(s, pk) for pk in PEAKS]])
-    return _render(head, rows, markdown)
+    return render_table(head, rows, markdown)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

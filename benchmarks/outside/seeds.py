@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.outside.run import TARGET_R, missed_targets
+from benchmarks.outside.run import TARGET_R, missed_targets, render_table
 
 
 def _load(folder: str) -> list[dict]:
@@ -34,14 +34,23 @@ def _scores(results: list[dict], variant: str) -> tuple[dict, dict]:
     return ours, mne
 
 
+def _targets_cell(d: dict | None) -> str:
+    """The targets one run misses, against all epochs / against the kept ones."""
+    if d is None:
+        return "–"
+    # without the kept-epoch scores (run.py --no-kept-truth) there is nothing to miss
+    kept = ", ".join(missed_targets(d, "_kept")) or "none" if "r_early_kept" in d else "–"
+    return f"{', '.join(missed_targets(d)) or 'none'} / {kept}"
+
+
 def seeds_table(runs: list[list[dict]], names: list[str], variant: str = "default") -> str:
     """The r / RMS table over the runs (columns named ``names``) and the targets table, as
     markdown."""
     per_run = [_scores(results, variant) for results in runs]
     families = list(per_run[0][0])
-    lines = ["| family | " + " | ".join(names) + " |", "|---|" + "---|" * len(runs)]
     sums = [[0.0, 0.0, 0.0] for _ in runs]
     low, worse = [0] * len(runs), [0] * len(runs)
+    rows = []
     for fam in families:
         cells = []
         for i, (ours, mne) in enumerate(per_run):
@@ -50,35 +59,24 @@ def seeds_table(runs: list[list[dict]], names: list[str], variant: str = "defaul
                 cells.append("–")
                 continue
             kept = d.get("rms_rel_early_kept", d["rms_rel_early"])
+            script_worse = kept > m["rms_rel_early"]
             sums[i][0] += d["rms_rel_early"]
             sums[i][1] += kept
             sums[i][2] += m["rms_rel_early"]
             low[i] += d["r_early"] < TARGET_R
-            flag = " ✗" if kept > m["rms_rel_early"] else ""
-            worse[i] += bool(flag)
+            worse[i] += script_worse
             cells.append(f"{d['r_early']:.2f} / {d['rms_rel_early']:.2f} ({kept:.2f}) · "
-                         f"{m['rms_rel_early']:.2f}{flag}")
-        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
-    lines.append("| sum of RMS (kept) · script | "
-                 + " | ".join(f"{a:.2f} ({b:.2f}) · {c:.2f}" for a, b, c in sums) + " |")
-    lines.append(f"| r < {TARGET_R} / worse than the script (kept) | "
-                 + " | ".join(f"{a} / {b}" for a, b in zip(low, worse)) + " |")
-    lines += ["", "| family | " + " | ".join(f"{n}: missed, all epochs / kept epochs"
-                                              for n in names) + " |",
-              "|---|" + "---|" * len(runs)]
-    for fam in families:
-        cells = []
-        for ours, _ in per_run:
-            d = ours.get(fam)
-            if d is None:
-                cells.append("–")
-                continue
-            # without the kept-epoch scores (run.py --no-kept-truth) there is nothing to miss
-            kept = (", ".join(missed_targets(d, "_kept")) or "none"
-                    if "r_early_kept" in d else "–")
-            cells.append(f"{', '.join(missed_targets(d)) or 'none'} / {kept}")
-        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+                         f"{m['rms_rel_early']:.2f}{' ✗' if script_worse else ''}")
+        rows.append([fam, *cells])
+    rows.append(["sum of RMS (kept) · script",
+                 *[f"{a:.2f} ({b:.2f}) · {c:.2f}" for a, b, c in sums]])
+    rows.append([f"r < {TARGET_R} / worse than the script (kept)",
+                 *[f"{a} / {b}" for a, b in zip(low, worse)]])
+    targets = [[fam, *[_targets_cell(ours.get(fam)) for ours, _ in per_run]]
+               for fam in families]
+    return (render_table(["family", *names], rows, markdown=True) + "\n\n"
+            + render_table(["family", *[f"{n}: missed, all epochs / kept epochs" for n in names]],
+                      targets, markdown=True))
 
 
 def main() -> None:
