@@ -12,3 +12,13 @@ def add_exp_model(
     dt_ms: float,
     scale: float,
 ) -> None: ...
+
+def exp_model_moments(
+    y: NDArray[np.float64],
+    amps: NDArray[np.float64],
+    tau_ms: NDArray[np.float64],
+    dt_ms: float,
+    scales: NDArray[np.float64],
+    sum_ym: NDArray[np.float64],
+    sum_mm: NDArray[np.float64],
+) -> None: ...

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tmseeg._ext.expmodel import add_exp_model
+from tmseeg._ext.expmodel import add_exp_model, exp_model_moments
 from tmseeg.pipeline.decay import DecayFit
 
 FS = 5000.0
@@ -74,3 +74,21 @@ def test_bad_arguments_are_refused():
                       1.0)
     with pytest.raises(ValueError, match="at most 4 exponentials"):
         add_exp_model(data, rows, np.ones((3, 5)), np.ones((3, 5)), 0, 10, 0, DT_MS, 1.0)
+
+
+def test_model_moments_are_the_sums_of_the_built_model():
+    n = 3450  # a 10..700-ms own window at 5 kHz
+    rng = np.random.default_rng(1)
+    y = rng.normal(0, 20, (3, n))
+    y -= y.mean(axis=1, keepdims=True)
+    scales = np.exp(np.linspace(-0.36, 0.36, 13))
+    sum_ym, sum_mm = np.empty(13), np.empty(13)
+    exp_model_moments(y, AMPS, TAUS, DT_MS, scales, sum_ym, sum_mm)
+    for s, ym, mm in zip(scales, sum_ym, sum_mm):
+        t_ms = np.arange(n) * DT_MS
+        model = (AMPS[:, :, None] * np.exp(-t_ms / (s * TAUS[:, :, None]))).sum(axis=1)
+        centred = model - model.mean(axis=1, keepdims=True)
+        assert ym == pytest.approx(float((y * centred).sum()), rel=1e-11)
+        assert mm == pytest.approx(float((centred * centred).sum()), rel=1e-11)
+    with pytest.raises(ValueError, match="one value per scale"):
+        exp_model_moments(y, AMPS, TAUS, DT_MS, scales, sum_ym[:3], sum_mm)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
 
 from tmseeg._ext.expfit import lm_refine
-from tmseeg._ext.expmodel import add_exp_model
+from tmseeg._ext.expmodel import add_exp_model, exp_model_moments
 from tmseeg.pipeline.base import empty_block_like, ms_to_samples
 from tmseeg.pipeline.interpolation import (HoldBuffer, apply_span,
                                            interp_params, plan_spans, provided_window,
@@ -541,6 +542,7 @@ class DecayRemoval:
         self.interp_fit_ms = float(interp_fit_ms)
         self.tail_uv = float(tail_uv)
         self.max_delay_ms = float(max_delay_ms)
+        self._fit_pool: ThreadPoolExecutor | None = None  # the running average's fits
         self.reset()
 
     def reset(self) -> None:
@@ -557,8 +559,8 @@ class DecayRemoval:
         self._avg_sum: np.ndarray | None = None
         self._avg_n: np.ndarray | None = None
         # the running average's fit and whether it was against the median (None: no full
-        # window averaged yet)
-        self._avg_fit: tuple[DecayFit, bool] | None = None
+        # window averaged yet), or the fit still running (:meth:`_average_fit`)
+        self._avg_fit: tuple[DecayFit, bool] | Future | None = None
         self._n_averaged = 0
         # pulses whose full fit window is still to enter the average -> their own window's
         # data as it was before their own model was subtracted (None: not fitted yet)
@@ -670,7 +672,7 @@ class DecayRemoval:
                                  "the running average")
             if p in self._to_average:  # its full window enters the average later: keep it
                 self._to_average[p] = y.copy()
-            if self.fit_on != "trial" and n == self._ng - self._n0 and self._avg_fit is not None:
+            if self.fit_on != "trial" and n == self._ng - self._n0 and self._average_fit() is not None:
                 fit, median = self._fit_from_average(y)
             else:
                 fit, median = self._fit_with_reference(y, self._fitter(n))
@@ -805,12 +807,25 @@ class DecayRemoval:
         self._n_averaged += 1
         with np.errstate(invalid="ignore", divide="ignore"):
             avg = self._avg_sum / self._avg_n
-        self._avg_fit = self._fit_with_reference(avg, self._fitter(y.shape[1]))
+        # fitted on a thread of its own: the next pulse needs it only at its own window's
+        # end (a pulse interval later), and the stages go on with the blocks in between
+        # (1.4 s of a 10-minute 241-pulse analysis; live, off the acquisition thread)
+        if self._fit_pool is None:
+            self._fit_pool = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="tmseeg-decay-fit")
+        self._avg_fit = self._fit_pool.submit(self._fit_with_reference, avg,
+                                              self._fitter(y.shape[1]))
+
+    def _average_fit(self) -> tuple[DecayFit, bool] | None:
+        """The running average's fit (waiting for it if it is still running)."""
+        if isinstance(self._avg_fit, Future):
+            self._avg_fit = self._avg_fit.result()
+        return self._avg_fit
 
     def _fit_from_average(self, y: np.ndarray) -> tuple[DecayFit, bool]:
         """This pulse's decay from the running average's fit (taus, curves) and its own
         window ``y``; and whether the channels were fitted against their median."""
-        avg_fit, median = self._avg_fit
+        avg_fit, median = self._average_fit()
         if median:  # what all channels share is not any one's decay: this pulse alike
             y = _against_median(y)
         if self.fit_on == "average_curve":  # TESA: the average's curve, the same every trial
@@ -852,21 +867,24 @@ class DecayRemoval:
         yy = y[rows]
         if not np.isfinite(yy).all():
             return avg_fit
-        yy = yy - yy.mean(axis=1, keepdims=True)  # each channel's own level is not decay
+        yy = np.ascontiguousarray(yy - yy.mean(axis=1, keepdims=True))  # own level: not decay
+        scales = np.array([1.0]) if scales is None else np.asarray(scales, dtype=np.float64)
+        # the gated channels' model against this pulse, per scale, in one compiled pass
+        # each: the least-squares gain is sum(y m) / sum(m_c^2) with m_c the model less its
+        # mean, and the residual sum of squares less sum(y^2) is g^2 sum(m_c^2) - 2 g sum(y m)
+        sum_ym, sum_mm = np.empty(scales.size), np.empty(scales.size)
+        exp_model_moments(yy, np.ascontiguousarray(avg_fit.amps_uv[rows], dtype=np.float64),
+                          np.ascontiguousarray(avg_fit.tau_ms[rows], dtype=np.float64),
+                          1000.0 / self._fs, scales, sum_ym, sum_mm)
         best = None
-        for s in (1.0,) if scales is None else scales:
-            fit = avg_fit if s == 1.0 else replace(avg_fit, tau_ms=avg_fit.tau_ms * s)
-            # the model of the gated channels only (each channel's values are its own)
-            _, model = replace(fit, ok=decaying).model_rows_uv(y.shape[1], self._fs)
-            model = model - model.mean(axis=1, keepdims=True)
-            den = float(np.einsum("ct,ct->", model, model))
-            gain = float(np.einsum("ct,ct->", yy, model)) / den if den > 0 else 1.0
+        for s, ym, mm in zip(scales, sum_ym, sum_mm):
+            gain = ym / mm if mm > 0 else 1.0
             gain = min(max(gain, 0.0), self.max_gain)
-            res = yy - gain * model
-            cost = float(np.einsum("ct,ct->", res, res))
+            cost = gain * gain * mm - 2.0 * gain * ym
             if best is None or cost < best[0]:
-                best = (cost, fit, gain)
-        _, fit, gain = best
+                best = (cost, s, gain)
+        _, s, gain = best
+        fit = avg_fit if s == 1.0 else replace(avg_fit, tau_ms=avg_fit.tau_ms * s)
         return replace(fit, amps_uv=fit.amps_uv * gain)
 
     def _step(self, at_end: bool) -> int:

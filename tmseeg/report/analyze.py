@@ -44,7 +44,7 @@ def run_session(recording: Recording, cfg: Config, roi: list[str] | None = None,
     session = TEPSession(cfg, recording.meta, roi=roi, keep_epochs=keep_epochs,
                          track_decay=True, plugins_in_background=True)
     source = RecordingSource(recording, block_ms=block_ms, progress=progress)
-    Engine.for_session(source, session, buffer_s=1.0).run_to_end()
+    Engine.for_session(source, session, buffer_s=0.0).run_to_end()  # no display: no raw ring
     return session
 
 
