@@ -70,6 +70,7 @@ setup(
         "antio>=0.5",
         "mffpy>=0.8",
         # the live monitor is half of what the engine is for: part of every install
+        "threadpoolctl>=3.1",  # BLAS held to one thread (tmseeg.utils.single_threaded_blas)
         "pyqtgraph>=0.13.7",
         "PySide6-Essentials==6.9.3",
     ],

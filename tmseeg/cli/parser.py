@@ -23,6 +23,7 @@ from tmseeg import __version__
 from tmseeg.cli.live import cmd_demo, cmd_monitor, cmd_record, cmd_run
 from tmseeg.cli.offline import cmd_analyze, cmd_bench, cmd_config
 from tmseeg.pipeline.config import PULSE_SOURCES
+from tmseeg.utils import single_threaded_blas
 
 
 def _install_sigterm_as_interrupt() -> None:
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "duration", None) == 0:
         args.duration = None
     _install_sigterm_as_interrupt()
+    single_threaded_blas()  # for the whole command: live, the acquisition thread's core too
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
