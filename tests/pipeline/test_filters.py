@@ -286,3 +286,26 @@ def test_row_split_work_runs_in_a_forked_child_too():
     if alive:
         p.kill()
     assert not alive and q.get(timeout=1) == 3 * x.size
+
+
+def test_serial_rows_keeps_row_split_work_on_the_callers_thread():
+    """Offline the session spreads its work over threads of its own; inside ``serial_rows``
+    the row helper neither splits nor hands work to its pool (and splits again after)."""
+    import threading
+
+    from tmseeg.utils import over_rows, serial_rows
+
+    seen = []
+
+    def work(a, b):
+        seen.append((a, b, threading.get_ident()))
+        return b - a
+
+    with serial_rows():
+        assert over_rows(work, 8, 10**9) == [8]
+    assert seen == [(0, 8, threading.get_ident())]
+    seen.clear()
+    parts = over_rows(work, 8, 10**9)
+    if (__import__("os").cpu_count() or 1) >= 2:
+        assert len(parts) >= 2 and sum(parts) == 8
+        assert all(t != threading.get_ident() for *_, t in seen)

@@ -30,7 +30,8 @@ from tmseeg.engine import OFFLINE_BLOCK_MS, Engine, RecordingSource
 from tmseeg.stream.block import StreamMeta
 from tmseeg.stream.montage import standard_montage, use_montage
 from tmseeg.io.files import Recording, read_recording
-from tmseeg.utils import jsonable, return_freed_memory, single_threaded_blas, writable_dir
+from tmseeg.utils import (jsonable, return_freed_memory, serial_rows, single_threaded_blas,
+                          writable_dir)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ def run_session(recording: Recording, cfg: Config, roi: list[str] | None = None,
     session = TEPSession(cfg, recording.meta, roi=roi, keep_epochs=keep_epochs,
                          track_decay=True, plugins_in_background=True)
     source = RecordingSource(recording, block_ms=block_ms, progress=progress)
-    with single_threaded_blas():
+    # the session spreads its own work over threads (plug-ins, decay fits, the reader): no
+    # BLAS threads, no row threads on top of them
+    with single_threaded_blas(), serial_rows():
         Engine.for_session(source, session, buffer_s=0.0).run_to_end()  # no display: no ring
     return session
 
