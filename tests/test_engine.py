@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from tmseeg.engine import Engine, read_ahead
+from tmseeg.engine import BlocksSource, Engine, read_ahead
 from tmseeg.config import load_config
 from tmseeg.report.analyze import run_session
 from tmseeg.session import TEPSession
@@ -245,3 +246,24 @@ def test_c_heap_counts_what_is_held_and_what_is_let_go():
     del held
     after = c_heap_mb()
     assert abs(after[1] - before[1]) < 8.0
+
+
+def test_an_engine_without_a_display_ring_counts_samples_and_gaps_alike():
+    """``buffer_s=0`` (an offline analysis: no monitor reads raw data) keeps no ring, and the
+    status counts the samples, gaps included, as the ring would have."""
+    meta = _meta()
+    data = np.arange(4 * 1000, dtype=float).reshape(4, 1000)
+    blocks = list(blocks_from_array(data, meta, 100))[:6]
+    # 200 samples never arrive: announced for the first 50, not at all for the next 150
+    late = blocks[5]
+    blocks[5] = replace(late, first_sample=late.first_sample + 200,
+                        events=[Event(sample=late.first_sample, label="gap", kind=EVENT_GAP,
+                                      duration=50)])
+    counts = {}
+    for buffer_s in (0.0, 10.0):
+        engine = Engine(BlocksSource(blocks, meta), buffer_s=buffer_s)
+        while engine.step():
+            pass
+        counts[buffer_s] = engine.status().n_samples
+        assert (engine.ring is None) == (buffer_s == 0)
+    assert counts[0.0] == counts[10.0] == engine.ring.n_written == 800
