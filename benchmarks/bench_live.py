@@ -33,7 +33,7 @@ from tmseeg.sim.amplifier import SimulatedAmplifier
 from tmseeg.sim.model import SimConfig
 from tmseeg.stream.inlet import LSLSource
 from tmseeg.stream.lslconfig import use_loopback_only
-from tmseeg.utils import c_heap_mb
+from tmseeg.utils import c_heap_mb, single_threaded_blas
 
 
 def _rss_mb() -> float:
@@ -175,6 +175,7 @@ def main() -> None:
                          "interpreter, as the figures before 2026-12-07 did) instead of its own")
     a = ap.parse_args()
     use_loopback_only(force=True)
+    single_threaded_blas()  # as every tmseeg command runs (tmseeg.cli.parser.main)
     logging.getLogger("tmseeg").setLevel(logging.ERROR)
     print(f"{a.channels} ch, {a.sfreq:g} Hz, 1-ms chunks, {a.seconds:g} s, every default stage "
           f"and plug-in; overrides {a.set or 'none'}; the simulated amplifier "
