@@ -988,4 +988,7 @@ class DecayRemoval:
         self._pending = []
         self._to_average = {}
         self._postponed = set()
+        if self._fit_pool is not None:  # no pulse is left to need a fit: end its thread
+            self._fit_pool.shutdown(wait=False)
+            self._fit_pool = None
         return out
