@@ -672,7 +672,8 @@ class DecayRemoval:
                                  "the running average")
             if p in self._to_average:  # its full window enters the average later: keep it
                 self._to_average[p] = y.copy()
-            if self.fit_on != "trial" and n == self._ng - self._n0 and self._average_fit() is not None:
+            if (self.fit_on != "trial" and n == self._ng - self._n0
+                    and self._average_fit() is not None):
                 fit, median = self._fit_from_average(y)
             else:
                 fit, median = self._fit_with_reference(y, self._fitter(n))
@@ -809,7 +810,7 @@ class DecayRemoval:
             avg = self._avg_sum / self._avg_n
         # fitted on a thread of its own: the next pulse needs it only at its own window's
         # end (a pulse interval later), and the stages go on with the blocks in between
-        # (1.4 s of a 10-minute 241-pulse analysis; live, off the acquisition thread)
+        # (1.4 s of a 10-minute 241-pulse analysis; live, off the processing thread)
         if self._fit_pool is None:
             self._fit_pool = ThreadPoolExecutor(max_workers=1,
                                                 thread_name_prefix="tmseeg-decay-fit")
