@@ -315,6 +315,9 @@ def test_numeric_marker_stream_gives_code_labels(uid):
                                                f"num-m-{uid}"))
     src = LSLSource.resolve(name=f"num-{uid}", timeout_s=15, marker_timeout_s=10)
     assert src.markers is not None
+    # the samples go out in the first ~20 ms: only once both inlets are connected (a clean
+    # clone once lost them all to a connection still being set up)
+    assert out.wait_for_consumers(5.0) and mout.wait_for_consumers(5.0)
     stage = MarkerPulses(pattern="^1$")
     t0 = pylsl.local_clock()
     labels, pulses = [], []

@@ -217,6 +217,8 @@ def test_markers_align_to_samples(uid):
     p = Pusher(out, n_ch, sfreq, 3.0, t0=t0)
     src = LSLSource.resolve(name=f"eeg-{uid}", timeout_s=3, marker_timeout_s=2)
     assert src.markers is not None and src.markers.name == f"eeg-{uid}-markers"
+    # no sample may be lost to a connection still being set up (the test counts them all)
+    assert out.wait_for_consumers(5.0) and mout.wait_for_consumers(5.0)
     p.start()
     marker_samples = [2500, 7777, 12001]
     sent = 0
