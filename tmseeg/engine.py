@@ -352,15 +352,10 @@ class Engine:
         t0 = now_s()
         for ev in raw.events:
             if ev.kind == EVENT_GAP:
-                if self.ring is not None:
-                    self.ring.write_gap(ev.duration)
-                self.n_samples += max(0, int(ev.duration))
+                self._skip_missing(ev.duration)
                 self.n_gaps += 1
                 self.n_missing += ev.duration
-        if self.n_samples < raw.first_sample:  # gaps not announced as events
-            if self.ring is not None:
-                self.ring.write_gap(raw.first_sample - self.n_samples)
-            self.n_samples = raw.first_sample
+        self._skip_missing(raw.first_sample - self.n_samples)  # gaps not announced as events
         if self.ring is not None:
             self.ring.write(raw.data)
         self.n_samples += raw.n_samples
@@ -376,6 +371,13 @@ class Engine:
         processed = self._process(raw)
         self._latencies_ms.append((now_s() - t0) * 1e3)
         return processed
+
+    def _skip_missing(self, n: int) -> None:
+        """Count ``n`` samples that never arrived (NaN in the display ring); none if n <= 0."""
+        n = max(0, int(n))
+        if self.ring is not None:
+            self.ring.write_gap(n)
+        self.n_samples += n
 
     def _process(self, raw: Block) -> Block:
         t0 = time.perf_counter()

@@ -7,8 +7,9 @@ import math
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -95,6 +96,58 @@ def single_threaded_blas():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
+
+
+class BackgroundWork:
+    """Work on a thread of its own, one item at a time in the order given: a plug-in's
+    per-epoch work, the decay stage's fits of its running average.
+
+    The results are those of running the items in that order on the caller's thread (each
+    item sees what the ones before it left), while the session goes on with its stages and
+    epochs: on two cores the heaviest plug-in (the wavelets) overlaps the rest instead of
+    adding to it. At most ``max_pending`` items wait (their epochs in memory); one more makes
+    :meth:`submit` wait for the oldest. :meth:`wait` finishes everything and raises what an
+    item raised; call it before reading the state the items change.
+
+    ``enabled=False`` runs each item at once on the caller's thread. ``name`` names the
+    thread.
+    """
+
+    def __init__(self, enabled: bool, max_pending: int = 8, name: str = "tmseeg-plugin") -> None:
+        self.enabled = bool(enabled)
+        self.name = name
+        self.max_pending = max(1, int(max_pending))
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future] = deque()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run ``fn(*args)`` after the items submitted before it; its future (done at once
+        when not ``enabled``)."""
+        if not self.enabled:
+            done: Future = Future()
+            done.set_result(fn(*args))
+            return done
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+        while len(self._pending) >= self.max_pending:
+            self._pending.popleft().result()
+        future = self._pool.submit(fn, *args)
+        self._pending.append(future)
+        return future
+
+    def wait(self) -> None:
+        """Finish every submitted item (re-raising the first failure)."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        """:meth:`wait`, then end the thread."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
 
 _ROW_POOL: ThreadPoolExecutor | None = None

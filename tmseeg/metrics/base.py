@@ -37,13 +37,12 @@ every metric, in an order that honours ``after``:
 """
 from __future__ import annotations
 
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from tmseeg.pipeline.epochs import Epoch
 from tmseeg.stream.block import Block, StreamMeta
+from tmseeg.utils import BackgroundWork  # re-exported: the plug-ins' per-epoch thread
 
 if TYPE_CHECKING:
     from tmseeg.metrics.tep import RunningTEP
@@ -80,51 +79,6 @@ class MetricContext:
     bads_from: "BadChannelDetector | None" = None
     tep: Callable[[], "RunningTEP | None"] = lambda: None
     background: bool = False
-
-
-class BackgroundWork:
-    """A plug-in's per-epoch work on a thread of its own, one item at a time in the order given.
-
-    The results are those of running the items in that order on the caller's thread (each
-    item sees what the ones before it left), while the session goes on with its stages and
-    epochs: on two cores the heaviest plug-in (the wavelets) overlaps the rest instead of
-    adding to it. At most ``max_pending`` items wait (their epochs in memory); one more makes
-    :meth:`submit` wait for the oldest. :meth:`wait` finishes everything and raises what an
-    item raised; call it before reading the state the items change.
-
-    ``enabled=False`` runs each item at once on the caller's thread.
-    """
-
-    def __init__(self, enabled: bool, max_pending: int = 8) -> None:
-        self.enabled = bool(enabled)
-        self.max_pending = max(1, int(max_pending))
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: deque[Future] = deque()
-
-    def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` after the items submitted before it."""
-        if not self.enabled:
-            fn(*args)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tmseeg-plugin")
-        while len(self._pending) >= self.max_pending:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(fn, *args))
-
-    def wait(self) -> None:
-        """Finish every submitted item (re-raising the first failure)."""
-        while self._pending:
-            self._pending.popleft().result()
-
-    def close(self) -> None:
-        """:meth:`wait`, then end the thread."""
-        try:
-            self.wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
 
 
 class SessionMetric:

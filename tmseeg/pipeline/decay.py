@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -28,7 +28,7 @@ from tmseeg.pipeline.interpolation import (HoldBuffer, apply_span,
                                            interp_params, plan_spans, provided_window,
                                            resolve_rows)
 from tmseeg.stream.block import EVENT_PULSE, Block
-from tmseeg.utils import over_rows
+from tmseeg.utils import BackgroundWork, over_rows
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +69,8 @@ class DecayFit:
         """The fitted exponentials (without the constant) for samples ``start .. start+n-1``
         after the first fitted sample, shape (n_channels, n_samples); zero where not ``ok``."""
         out = np.zeros((self.amps_uv.shape[0], n_samples))
-        rows, values = self.model_rows_uv(n_samples, sfreq, start)
-        out[rows] = values
+        self.add_to(out, np.arange(out.shape[0]), 0, n_samples, sfreq, start, scale=1.0)
         return out
-
-    def model_rows_uv(self, n_samples: int, sfreq: float, start: int = 0
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`model_uv` of the ``ok`` channels only: their rows, and the model
-        (n_ok, n_samples) (most channels have no decay: no zeros to build and subtract)."""
-        rows = np.flatnonzero(self.ok)
-        values = np.zeros((rows.size, n_samples))
-        to_values = np.zeros(self.ok.size, dtype=np.intp)
-        to_values[rows] = np.arange(rows.size)
-        self.add_to(values, to_values, 0, n_samples, sfreq, start, scale=1.0)
-        return rows, values
 
     def add_to(self, data: np.ndarray, data_rows: np.ndarray, col0: int, n: int,
                sfreq: float, start: int, scale: float) -> None:
@@ -542,7 +530,8 @@ class DecayRemoval:
         self.interp_fit_ms = float(interp_fit_ms)
         self.tail_uv = float(tail_uv)
         self.max_delay_ms = float(max_delay_ms)
-        self._fit_pool: ThreadPoolExecutor | None = None  # the running average's fits
+        # the running average's fits, on a thread of their own
+        self._fit_work = BackgroundWork(True, name="tmseeg-decay-fit")
         self.reset()
 
     def reset(self) -> None:
@@ -811,10 +800,7 @@ class DecayRemoval:
         # fitted on a thread of its own: the next pulse needs it only at its own window's
         # end (a pulse interval later), and the stages go on with the blocks in between
         # (1.4 s of a 10-minute 241-pulse analysis; live, off the processing thread)
-        if self._fit_pool is None:
-            self._fit_pool = ThreadPoolExecutor(max_workers=1,
-                                                thread_name_prefix="tmseeg-decay-fit")
-        self._avg_fit = self._fit_pool.submit(self._fit_with_reference, avg,
+        self._avg_fit = self._fit_work.submit(self._fit_with_reference, avg,
                                               self._fitter(y.shape[1]))
 
     def _average_fit(self) -> tuple[DecayFit, bool] | None:
@@ -989,7 +975,5 @@ class DecayRemoval:
         self._pending = []
         self._to_average = {}
         self._postponed = set()
-        if self._fit_pool is not None:  # no pulse is left to need a fit: end its thread
-            self._fit_pool.shutdown(wait=False)
-            self._fit_pool = None
+        self._fit_work.close()  # no pulse is left to need a fit: end its thread
         return out
