@@ -9,7 +9,8 @@ import pytest
 from tmseeg._ext.expfit import lm_refine
 from tmseeg._ext.interp import interp_span
 from tmseeg.pipeline.interpolation import PulseInterpolation, interpolate_pulses, plan_spans
-from tmseeg.pipeline.decay import DecayFitter, DecayRemoval, decay_size_uv, fit_decay
+from tmseeg.pipeline.decay import (DecayFitter, DecayRemoval, decay_size_uv, fit_decay,
+                                  steps_at_pulse)
 from tmseeg.pipeline.base import Chain, concat_blocks
 from tmseeg.stream.block import EVENT_PULSE, Block, Event, StreamMeta, blocks_from_array
 
@@ -765,7 +766,8 @@ def test_own_window_shorter_than_the_average_s():
            for own in (800.0, 700.0)}
     raw = float(np.sqrt(np.mean((data - clean)[:3][:, seg] ** 2)))
     assert err[700.0] < 0.05 * raw and err[700.0] < 1.5 * err[800.0] + 0.5, (err, raw)
-    assert wait[(700.0, 50)] <= 3500 + 50 and wait[(800.0, 50)] >= 4000, wait
+    # + a block, + the 10 ms before a pulse's cut window that set its pre-pulse level
+    assert wait[(700.0, 50)] <= 3500 + 50 + 50 and wait[(800.0, 50)] >= 4000, wait
 
 
 def test_gain_scale_follows_a_decay_whose_time_constants_vary_from_pulse_to_pulse():
@@ -799,3 +801,65 @@ def test_gain_scale_follows_a_decay_whose_time_constants_vary_from_pulse_to_puls
     # measured: 2.1 (gain) and 2.5 uV (gain and scale)
     assert err["average_gain_scale"] < 0.06 * raw and \
         err["average_gain_scale"] < 1.3 * err["average_gain"], (err, raw)
+
+
+def test_steps_at_pulse_tells_a_decay_from_a_wave_that_crosses_the_pulse():
+    """A decay leaves the pre-pulse level at the pulse; a blink, a drift or a slow wave that
+    crosses the pulse is continuous there, even when a fit of the window alone finds a large
+    slow "decay" in it. A fast two-term decay whose terms cancel at the start is judged at its
+    extremum."""
+    fs, n = 5000.0, 4000
+    rng = np.random.default_rng(3)
+    t_ms = np.arange(-60, n) / fs * 1000.0  # 60 samples before the fit window (12 ms)
+    post = t_ms >= 0
+    blink = 150.0 * np.exp(-0.5 * ((t_ms - 120.0) / 90.0) ** 2)  # peaks 120 ms after
+    drift = -0.15 * t_ms  # -120 uV at 800 ms
+    decay = np.where(post, 180.0 * np.exp(-t_ms / 15.0) + 40.0 * np.exp(-t_ms / 150.0), 0.0)
+    hump = np.where(post, 120.0 * np.exp(-t_ms / 6.0) - 130.0 * np.exp(-t_ms / 40.0), 0.0)
+    small_decay = np.where(post, 25.0 * np.exp(-t_ms / 30.0), 0.0)
+    x = np.vstack([blink, drift, decay, hump, decay + blink, small_decay])
+    x = x + 2.0 * rng.standard_normal(x.shape)
+    pre, y = x[:, :50], x[:, 60:]
+    fit = fit_decay(y, fs)
+    assert fit.ok.all()
+    # the fits alone call every row a decay of tens of uV or more
+    assert (decay_size_uv(fit.amps_uv, fit.tau_ms, 800.0) > 20.0).all()
+    steps = steps_at_pulse(fit, y, pre, fs)
+    np.testing.assert_array_equal(steps, [False, False, True, True, True, True])
+    # an unknown level (the stretch no longer held) does not reject a decay
+    assert steps_at_pulse(fit, y, np.full_like(pre, np.nan), fs).all()
+
+
+def test_young_average_leaves_blinks_alone_and_still_removes_real_decays():
+    """Do no harm while the running average is young: the first pulses of a recording with
+    no decay artifact but blinks across some of them are left as they are (pulses.csv says
+    why), and the same pulses with a decay on three channels are corrected."""
+    n_ch, n = 16, 70000
+    rng, pulses, t_ms, clean, data = _noisy_train(n_ch, n, 11)
+    blinks = clean.copy()
+    for p in pulses[:3]:  # a blink of 120-200 uV on three frontal rows, peaking 30 ms before
+        k = t_ms - t_ms[p] + 30.0
+        blinks[:3] += rng.uniform(120, 200) * np.exp(-0.5 * (k / 100.0) ** 2)
+    with_decay = blinks.copy()
+    for p in pulses:
+        k = t_ms[p:] - t_ms[p]
+        with_decay[8:11, p:] += 300.0 * np.exp(-k / 10.0) + 50.0 * np.exp(-k / 100.0)
+    events = [Event(p, "TMS", EVENT_PULSE) for p in pulses]
+    for data, decaying in ((blinks, False), (with_decay, True)):
+        stage = DecayRemoval(fit_window_ms=(10.0, 800.0), fit_on="average_gain_scale",
+                             min_decay_uv=20.0, own_window_end_ms=700.0)
+        out = feed(stage, data, make_meta(n_ch), events, np.random.default_rng(0), 400)
+        cols = [stage.pulse_columns(p) for p in pulses]
+        if not decaying:  # (the cut windows are interpolated again, decay or not)
+            far = np.ones(n, dtype=bool)
+            for p in pulses:
+                far[p - 20:p + 60] = False
+            np.testing.assert_array_equal(out.data[:, far], data[:, far])
+            assert all(c["decay_channels"] == 0 for c in cols), cols
+            assert any("step at the pulse" in c["decay_method"] for c in cols[:3]), cols[:3]
+        else:
+            assert all(c["decay_channels"] >= 3 for c in cols), cols
+            seg = np.concatenate([np.arange(p + 55, p + 500) for p in pulses])
+            err = np.sqrt(np.mean((out.data - blinks)[8:11][:, seg] ** 2))
+            raw = np.sqrt(np.mean((data - blinks)[8:11][:, seg] ** 2))
+            assert err < 0.1 * raw, (err, raw)
