@@ -573,3 +573,37 @@ def test_a_recording_whose_every_epoch_is_rejected_keeps_its_outputs(tmp_path):
     assert (out / "pulses.csv").is_file() and (out / "report.html").is_file()
     assert not list(out.glob("*.fif"))
     assert "*-epo.fif" not in proc.stdout
+
+
+def test_the_report_drawn_in_two_processes_is_the_one_process_report(
+        tmp_path, simulated_session, default_run):
+    """Two processes draw the report's sections side by side; the file is the one a single
+    process writes, section for section. A copy that fails leaves its sections to this
+    process, and nothing is lost."""
+    import os
+
+    from tmseeg.report.analyze import build_summary
+    from tmseeg.report.html import _draw_in_two_processes, write_report
+
+    rec, _ = simulated_session
+    summary = build_summary(default_run, rec, tmp_path / "sim.vhdr")
+    for n in (1, 2):
+        write_report(default_run, summary, tmp_path / f"report{n}.html", processes=n)
+    # the same but for the time it was written, in its footer
+    one, two = (re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "<time>",
+                       (tmp_path / f"report{n}.html").read_text()) for n in (1, 2))
+    assert one == two
+    assert one.count("<img") >= 6 and "Rejected pulses" in one
+
+    parent = os.getpid()
+
+    def fails_in_the_copy(report):
+        if os.getpid() != parent:
+            raise RuntimeError("the copy fails")
+        report.add_html("<p>drawn here</p>", title="B")
+
+    parts = [lambda r: r.add_html("<p>a</p>", title="A"), fails_in_the_copy,
+             lambda r: r.add_html("<p>c</p>", title="C")]
+    contents = _draw_in_two_processes(parts, "t")
+    assert [[e.name for e in c] for c in contents] == [["A"], ["B"], ["C"]]
+    assert "drawn here" in contents[1][0].html

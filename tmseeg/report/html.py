@@ -7,10 +7,15 @@ image of the ROI; SNR against trial count with the trials-needed estimate; rejec
 from __future__ import annotations
 
 import html
+import logging
+import os
+import pickle
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def _fig():
@@ -202,39 +207,117 @@ def _rejected_html(pulses: list[dict]) -> str:
             f"</tr>{body}</table>")
 
 
-def write_report(session, summary: dict, path: Path, comparison=None) -> None:
-    """Build and save the HTML report of an analyzed session."""
-    import mne
+def _figure_part(make, title: str, section: str = "TEP"):
+    """A report part that adds the figure ``make()`` draws (nothing when it draws none)."""
+    def add(report) -> None:
+        fig = make()
+        if fig is not None:
+            report.add_figure(fig, title=title, section=section)
+            _fig().close(fig)
+    return add
 
-    plt = _fig()
-    report = mne.Report(title=f"tmseeg: {Path(summary['input']['file']).name}", verbose="error")
-    report.add_html(_summary_html(summary), title="Summary", section="Summary")
+
+def report_parts(session, summary: dict, comparison=None) -> list:
+    """The report's sections in order, each a callable that adds its content to an
+    :class:`mne.Report` (so that they can be drawn apart, :func:`write_report`)."""
+    parts = [lambda r: r.add_html(_summary_html(summary), title="Summary", section="Summary")]
     tep = session.tep
     if tep is not None and tep.n > 0:
-        figures = [
-            (fig_butterfly(tep), "Butterfly TEP and GMFP"),
-            (fig_roi_peaks(tep), "ROI TEP and peaks"),
-            (fig_early(tep, comparison.tep if comparison is not None else None),
-             "Early TEP and the decay artifact"),
-            (fig_single_trials(session), "Single trials"),
-            (fig_snr(session), "SNR against trial count"),
+        comparison_tep = comparison.tep if comparison is not None else None
+        parts += [
+            _figure_part(lambda: fig_butterfly(tep), "Butterfly TEP and GMFP"),
+            _figure_part(lambda: fig_roi_peaks(tep), "ROI TEP and peaks"),
+            _figure_part(lambda: fig_early(tep, comparison_tep),
+                         "Early TEP and the decay artifact"),
+            _figure_part(lambda: fig_single_trials(session), "Single trials"),
+            _figure_part(lambda: fig_snr(session), "SNR against trial count"),
+            _figure_part(lambda: _fig_topomaps(session, summary),
+                         "Topographies at the peaks"),
         ]
-        for fig, title in figures:
-            report.add_figure(fig, title=title, section="TEP")
-            plt.close(fig)
-        topo = _fig_topomaps(session, summary)
-        if topo is not None:
-            report.add_figure(topo, title="Topographies at the peaks", section="TEP")
-            plt.close(topo)
-    for metric in session.metrics:  # plug-ins add their own sections (tmseeg.metrics.base)
-        metric.report(report)
-    if getattr(session.stages, "cleaning", None) is not None:  # SOUND / SSP-SIR / ICA
+    # plug-ins add their own sections (tmseeg.metrics.base)
+    parts += [metric.report for metric in session.metrics]
+    cleaning = getattr(session.stages, "cleaning", None)
+    if cleaning is not None:  # SOUND / SSP-SIR / ICA
         from tmseeg.pipeline.cleaning.report import add_cleaning_section
-        add_cleaning_section(report, session.stages.cleaning)
-    report.add_html(_rejected_html(session.pulses), title="Rejected pulses", section="Pulses")
+        parts.append(lambda r: add_cleaning_section(r, cleaning))
+    parts.append(lambda r: r.add_html(_rejected_html(session.pulses), title="Rejected pulses",
+                                      section="Pulses"))
+    return parts
+
+
+def write_report(session, summary: dict, path: Path, comparison=None,
+                 processes: int = 2) -> None:
+    """Build and save the HTML report of an analyzed session.
+
+    Drawing the figures is most of the work (~0.2 s each, matplotlib holding the
+    interpreter lock); with ``processes=2`` a forked copy of this process draws every other
+    section while this one draws the rest, and the sections are put together in their
+    order: the same file as one process writes. Where ``os.fork`` is missing, or the copy
+    fails, this process draws everything.
+    """
+    import mne
+
+    title = f"tmseeg: {Path(summary['input']['file']).name}"
+    parts = report_parts(session, summary, comparison)
+    report = mne.Report(title=title, verbose="error")
+    contents = None
+    if processes > 1 and len(parts) > 1 and hasattr(os, "fork"):
+        contents = _draw_in_two_processes(parts, title)
+    if contents is None:
+        for part in parts:
+            part(report)
+    else:
+        for content in contents:
+            report._content.extend(content)  # each section's elements, in order
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report.save(path, overwrite=True, open_browser=False, verbose="error")
+
+
+def _draw(part, title: str) -> list:
+    """One section, drawn into a report of its own: its content elements."""
+    import mne
+
+    report = mne.Report(title=title, verbose="error")
+    part(report)
+    return report._content
+
+
+def _draw_in_two_processes(parts: list, title: str) -> list | None:
+    """Every section's content elements, the odd ones drawn by a forked copy of this process
+    (None when the copy failed: the caller draws them all)."""
+    theirs = list(range(1, len(parts), 2))
+    _fig()  # matplotlib imported once, before the copy is made
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the copy: draw, send, leave without running the parent's exit handlers
+        status = 1
+        try:
+            os.close(read_fd)
+            with os.fdopen(write_fd, "wb") as pipe:
+                pickle.dump({i: _draw(parts[i], title) for i in theirs}, pipe,
+                            protocol=pickle.HIGHEST_PROTOCOL)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    pipe = os.fdopen(read_fd, "rb")
+    status = -1
+    try:
+        ours = {i: _draw(parts[i], title) for i in range(0, len(parts), 2)}
+        try:
+            drawn = pickle.load(pipe)
+        except Exception as err:  # the copy died before sending (out of memory, a crash)
+            log.warning("report: the second drawing process failed (%s); drawing its "
+                        "sections here", err)
+            drawn = None
+    finally:  # also when this process's own drawing failed: the copy is not left waiting
+        pipe.close()
+        _, status = os.waitpid(pid, 0)
+    if drawn is None or status != 0 or set(drawn) != set(theirs):
+        drawn = {i: _draw(parts[i], title) for i in theirs}
+    ours.update(drawn)
+    return [ours[i] for i in range(len(parts))]
 
 
 def _fig_topomaps(session, summary) -> "object | None":
