@@ -103,6 +103,29 @@ def test_matches_mne_tfr_array_morlet():
                                atol=1e-9)
 
 
+def test_compiled_power_and_phasor_sums_are_numpys_to_the_bit():
+    """The compiled accumulation does numpy's operations in numpy's order: the same sums,
+    bit for bit; a zero coefficient adds power 0 and no phasor; shapes that disagree are
+    refused by name."""
+    from tmseeg._ext.tfr import add_power_phasors
+
+    rng = np.random.default_rng(2)
+    coefs = (rng.standard_normal((3, 5, 7)) + 1j * rng.standard_normal((3, 5, 7))) * 1e3
+    coefs[1, 2, 3] = 0.0
+    power, phasor = rng.standard_normal((3, 5, 7)), rng.standard_normal((3, 5, 7)) * (1 + 1j)
+    want_power = power + (coefs.real * coefs.real + coefs.imag * coefs.imag)
+    inv = np.sqrt(coefs.real * coefs.real + coefs.imag * coefs.imag)
+    np.divide(1.0, inv, out=inv, where=inv > 0)
+    want_phasor = phasor.copy()
+    want_phasor.real += coefs.real * inv
+    want_phasor.imag += coefs.imag * inv
+    add_power_phasors(coefs.view(np.float64), power, phasor.view(np.float64))
+    np.testing.assert_array_equal(power, want_power)
+    np.testing.assert_array_equal(phasor, want_phasor)
+    with pytest.raises(ValueError, match="disagree in shape"):
+        add_power_phasors(coefs.view(np.float64), power[:2], phasor.view(np.float64))
+
+
 def test_accumulator_equals_batch_and_noise_itc_is_rayleigh():
     fs = 250.0
     freqs = osc.morlet_frequencies(4, 45, 42)

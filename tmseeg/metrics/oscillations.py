@@ -68,6 +68,7 @@ import numpy as np
 from scipy import fft as sp_fft
 
 from tmseeg.dsp.resample import decimate_fir
+from tmseeg._ext.tfr import add_power_phasors
 from tmseeg.metrics.base import BackgroundWork, MetricContext, SessionMetric
 from tmseeg.pipeline.config import planning_cut_window
 from tmseeg.pipeline.epochs import Epoch, Epocher
@@ -293,17 +294,11 @@ class RunningTFR:
         self.n += 1
 
     def _add_rows(self, coefs: np.ndarray, start: int, stop: int) -> None:
-        """Add the power and unit phasors of channels ``start:stop`` (their coefficients)."""
-        re, im = coefs.real, coefs.imag
-        power = re * re
-        power += im * im
-        self.power_sum[start:stop] += power
-        # 1 / |c| where |c| > 0; a zero coefficient adds no phasor
-        inv = np.sqrt(power, out=power)
-        np.divide(1.0, inv, out=inv, where=inv > 0)
-        phasor = self.phasor_sum[start:stop]
-        phasor.real += re * inv
-        phasor.imag += im * inv
+        """Add the power and unit phasors of channels ``start:stop`` (their coefficients):
+        one compiled pass without the GIL (a zero coefficient adds no phasor)."""
+        add_power_phasors(np.ascontiguousarray(coefs, dtype=complex).view(np.float64),
+                          self.power_sum[start:stop],
+                          self.phasor_sum[start:stop].view(np.float64))
 
     def mean_power_uv2(self) -> np.ndarray:
         """Mean power over epochs, (n_channels, n_freqs, n_times)."""
