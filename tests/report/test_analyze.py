@@ -597,13 +597,13 @@ def test_the_report_drawn_in_two_processes_is_the_one_process_report(
 
     parent = os.getpid()
 
-    def fails_in_the_copy(report):
-        if os.getpid() != parent:
-            raise RuntimeError("the copy fails")
-        report.add_html("<p>drawn here</p>", title="B")
+    def fails_in_the_copy(name):
+        def part(report):
+            if os.getpid() != parent:
+                raise RuntimeError("the copy fails")
+            report.add_html(f"<p>{name} drawn here</p>", title=name)
+        return part
 
-    parts = [lambda r: r.add_html("<p>a</p>", title="A"), fails_in_the_copy,
-             lambda r: r.add_html("<p>c</p>", title="C")]
-    contents = _draw_in_two_processes(parts, "t")
+    contents = _draw_in_two_processes([fails_in_the_copy(n) for n in "ABC"], "t")
     assert [[e.name for e in c] for c in contents] == [["A"], ["B"], ["C"]]
-    assert "drawn here" in contents[1][0].html
+    assert all(f"{n} drawn here" in c[0].html for n, c in zip("ABC", contents))

@@ -14,10 +14,12 @@ pulse-detection stage decides what a pulse is). Outputs, in ``DIR``:
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import logging
 import math
 from dataclasses import replace
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -96,6 +98,9 @@ def analyze_file(path: str | Path, out_dir: str | Path, config: str | Path | Non
                          "of itself, so every TEP would be. Set [reference] type = \"none\" to "
                          "analyse the channel(s) as recorded, or type the other channels as EEG "
                          "(--channel-types).")
+    if report:  # its modules (0.4 s of imports) load beside the analysis, not after it
+        threading.Thread(target=importlib.import_module, args=("mne.report",),
+                         name="tmseeg-report-import", daemon=True).start()
     session = run_session(recording, cfg, roi=roi, progress=progress)
     # where the pulses came from was decided by the pipeline, as it is live
     # (tmseeg.pipeline.pulsesource): what it decided and found is said here
