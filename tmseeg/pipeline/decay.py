@@ -841,8 +841,11 @@ class DecayRemoval:
             return {"decay_method": f"none ({rec['reason'] or 'no decay stands out'}){nan}",
                     "decay_channels": 0, "decay_max_uv": math.nan, "decay_r2": math.nan}
         ok = fit.ok
+        n_flat = 0 if fit.no_step is None else int(fit.no_step.sum())
+        flat = (f"; {n_flat} channel(s) left for want of a step at the pulse" if n_flat
+                else "")
         return {"decay_method": (f"{self.fit_on} {self.model} vs "
-                                 f"{rec.get('against', 'recorded')}{nan}"),
+                                 f"{rec.get('against', 'recorded')}{flat}{nan}"),
                 "decay_channels": int(ok.sum()),
                 "decay_max_uv": float(np.abs(fit.amps_uv[ok].sum(axis=1)).max()),
                 "decay_r2": float(np.median(fit.r2[ok]))}
