@@ -865,3 +865,26 @@ def test_young_average_leaves_blinks_alone_and_still_removes_real_decays():
             err = np.sqrt(np.mean((out.data - blinks)[8:11][:, seg] ** 2))
             raw = np.sqrt(np.mean((data - blinks)[8:11][:, seg] ** 2))
             assert err < 0.1 * raw, (err, raw)
+
+
+def test_the_pre_pulse_level_of_paired_pulses_is_the_same_at_any_block_size():
+    """A test pulse 3 ms after its conditioning pulse takes its pre-pulse level from before
+    the conditioning pulse's cut window; the stage holds those samples until it has taken
+    them, so the young average's step gate sees the same levels live (any block size) as
+    offline."""
+    n_ch, n = 6, 60000
+    pulses = []
+    for p in range(2000, n - 6000, 5000):
+        pulses += [p, p + 15]  # 3 ms apart at 5 kHz
+    data = synth_decays(n_ch, n, pulses, seed=3)
+    events = [Event(p, "TMS", EVENT_PULSE) for p in pulses]
+    sums = []
+    for max_block in (n, 400, 7):
+        stage = DecayRemoval(fit_window_ms=(10.0, 500.0), fit_on="average_gain_scale",
+                             min_decay_uv=20.0)
+        feed(stage, data, make_meta(n_ch), events, np.random.default_rng(max_block), max_block)
+        assert stage._pre_n is not None and stage._pre_n.max() > 0
+        sums.append((stage._pre_sum.copy(), stage._pre_n.copy()))
+    for pre_sum, pre_n in sums[1:]:
+        np.testing.assert_array_equal(pre_n, sums[0][1])
+        np.testing.assert_allclose(pre_sum, sums[0][0], rtol=0, atol=1e-9)

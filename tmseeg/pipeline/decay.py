@@ -903,15 +903,20 @@ class DecayRemoval:
         self._avg_fit = self._fit_work.submit(self._fit_average, avg, avg_pre,
                                               self._fitter(y.shape[1]), self._n_averaged)
 
-    def _pre_stretch(self, p: int) -> np.ndarray:
-        """Pulse ``p``'s stretch before its cut window, and before the cut window of an
-        earlier pulse that reaches into it (paired pulses, bursts); NaN where no longer held."""
+    def _pre_stretch_start(self, p: int) -> int:
+        """Where pulse ``p``'s pre-pulse stretch starts: before its cut window, and before the
+        cut window of an earlier pulse that reaches into it (paired pulses, bursts)."""
         c0 = self._pre0 + self._n_pre  # the cut window's start, relative to its pulse
         end = p + c0
         for q in sorted(set(self._done) | set(self._pending), reverse=True):
             if q < p and q + self._n0 > end - self._n_pre:
                 end = min(end, q + c0)
-        a = end - self._n_pre
+        return end - self._n_pre
+
+    def _pre_stretch(self, p: int) -> np.ndarray:
+        """Pulse ``p``'s stretch before its cut window (:meth:`_pre_stretch_start`); NaN where
+        not held (the data's start)."""
+        a = self._pre_stretch_start(p)
         buf = self._buf
         if buf.data is None or a < buf.start or a + self._n_pre > buf.stop:
             return np.full((len(self._rows), self._n_pre), np.nan)
@@ -1047,7 +1052,9 @@ class DecayRemoval:
                     if span.stop > first + w0:
                         release = min(release, span.start - span.n_left)
                         break
-            release = min(release, first + self._n0, first + self._pre0)
+            # and the pending pulses' pre-pulse stretches (held whatever the block sizes)
+            release = min([release, first + self._n0]
+                          + [self._pre_stretch_start(q) for q in self._pending])
         for q, saved in self._to_average.items():
             if saved is not None:  # fitted; the rest of its window still to be averaged
                 release = min(release, q + self._ng)
