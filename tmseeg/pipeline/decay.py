@@ -69,6 +69,11 @@ class DecayFit:
     ok: np.ndarray
     no_step: np.ndarray | None = None
 
+    @property
+    def n_no_step(self) -> int:
+        """How many channels were turned away for want of a step at the pulse."""
+        return 0 if self.no_step is None else int(self.no_step.sum())
+
     def model_uv(self, n_samples: int, sfreq: float, start: int = 0) -> np.ndarray:
         """The fitted exponentials (without the constant) for samples ``start .. start+n-1``
         after the first fitted sample, shape (n_channels, n_samples); zero where not ``ok``."""
@@ -670,9 +675,10 @@ class DecayRemoval:
                                           self.interp_fit_ms, fs)
         else:
             self._interp = None
-        # the pre-pulse level is taken over [pulse + _pre0, pulse + _pre0 + _n_pre)
+        # the pre-pulse level: the _n_pre samples before the cut window's start (_cut0,
+        # relative to the pulse)
         self._n_pre = max(1, ms_to_samples(PRE_LEVEL_MS, fs))
-        self._pre0 = (min(self._interp[0], 0) if self._interp is not None else 0) - self._n_pre
+        self._cut0 = min(self._interp[0], 0) if self._interp is not None else 0
 
     # -- pieces ------------------------------------------------------------------------------
     def _fitter(self, n: int) -> DecayFitter:
@@ -746,7 +752,8 @@ class DecayRemoval:
                                  "the running average")
             if p in self._to_average:  # its full window enters the average later: keep it
                 self._to_average[p] = y.copy()
-                self._pre[p] = self._pre_stretch(p)
+                if self._judging_steps():
+                    self._pre[p] = self._pre_stretch(p)
             if (self.fit_on != "trial" and n == self._ng - self._n0
                     and self._average_fit() is not None):
                 fit, median = self._fit_from_average(y)
@@ -758,9 +765,8 @@ class DecayRemoval:
             record["fit"] = fit
             n_bad = int((~good).sum())
             if n_bad:
-                n_flat = 0 if fit.no_step is None else int(fit.no_step.sum())
-                flat = (f"; {n_flat} of them for want of a step at the pulse (a blink or a "
-                        "drift, not a decay)") if n_flat else ""
+                flat = (f"; {fit.n_no_step} of them for want of a step at the pulse (a blink "
+                        "or a drift, not a decay)") if fit.n_no_step else ""
                 record["reason"] = (f"{n_bad}/{good.size} channels not corrected (decay below "
                                     f"{self.min_snr} x residual RMS, R2 < {self.min_r2}, no "
                                     f"step at the pulse, or an unstable fit{flat})")
@@ -841,9 +847,8 @@ class DecayRemoval:
             return {"decay_method": f"none ({rec['reason'] or 'no decay stands out'}){nan}",
                     "decay_channels": 0, "decay_max_uv": math.nan, "decay_r2": math.nan}
         ok = fit.ok
-        n_flat = 0 if fit.no_step is None else int(fit.no_step.sum())
-        flat = (f"; {n_flat} channel(s) left for want of a step at the pulse" if n_flat
-                else "")
+        flat = (f"; {fit.n_no_step} channel(s) left for want of a step at the pulse"
+                if fit.n_no_step else "")
         return {"decay_method": (f"{self.fit_on} {self.model} vs "
                                  f"{rec.get('against', 'recorded')}{flat}{nan}"),
                 "decay_channels": int(ok.sum()),
@@ -872,7 +877,8 @@ class DecayRemoval:
             return
         if saved is None:  # not fitted yet: the window as it is
             y = buf.data[self._rows, fs_ - buf.start:fe_ - buf.start]
-            pre = self._pre_stretch(p)
+            if self._judging_steps():
+                pre = self._pre_stretch(p)
         else:  # the rest of the window, with this pulse's own model added back
             a = p + self._ng
             rest = buf.data[self._rows, a - buf.start:fe_ - buf.start].copy()
@@ -885,32 +891,39 @@ class DecayRemoval:
         if self._avg_sum is None:
             self._avg_sum = np.zeros(y.shape)
             self._avg_n = np.zeros((y.shape[0], 1))
-            self._pre_sum = np.zeros(pre.shape)
+            self._pre_sum = np.zeros((y.shape[0], self._n_pre))
             self._pre_n = np.zeros((y.shape[0], 1))
         good = np.isfinite(y).all(axis=1)
         self._avg_sum[good] += y[good]
         self._avg_n[good] += 1
-        good &= np.isfinite(pre).all(axis=1)
-        self._pre_sum[good] += pre[good]
-        self._pre_n[good] += 1
+        if pre is not None:
+            good &= np.isfinite(pre).all(axis=1)
+            self._pre_sum[good] += pre[good]
+            self._pre_n[good] += 1
         self._n_averaged += 1
         with np.errstate(invalid="ignore", divide="ignore"):
             avg = self._avg_sum / self._avg_n
-            avg_pre = self._pre_sum / self._pre_n
+            avg_pre = (self._pre_sum / self._pre_n if self._n_averaged < STEP_GATE_WINDOWS
+                       else None)
         # fitted on a thread of its own: the next pulse needs it only at its own window's
         # end (a pulse interval later), and the stages go on with the blocks in between
         # (1.4 s of a 10-minute 241-pulse analysis; live, off the processing thread)
         self._avg_fit = self._fit_work.submit(self._fit_average, avg, avg_pre,
                                               self._fitter(y.shape[1]), self._n_averaged)
 
+    def _judging_steps(self) -> bool:
+        """Whether the next window to enter the running average is still judged by
+        :func:`steps_at_pulse` (``STEP_GATE_WINDOWS``): only then are pre-pulse stretches
+        taken and held (the average only grows, so none is needed once this is False)."""
+        return self._n_averaged + 1 < STEP_GATE_WINDOWS
+
     def _pre_stretch_start(self, p: int) -> int:
         """Where pulse ``p``'s pre-pulse stretch starts: before its cut window, and before the
         cut window of an earlier pulse that reaches into it (paired pulses, bursts)."""
-        c0 = self._pre0 + self._n_pre  # the cut window's start, relative to its pulse
-        end = p + c0
+        end = p + self._cut0
         for q in sorted(set(self._done) | set(self._pending), reverse=True):
             if q < p and q + self._n0 > end - self._n_pre:
-                end = min(end, q + c0)
+                end = min(end, q + self._cut0)
         return end - self._n_pre
 
     def _pre_stretch(self, p: int) -> np.ndarray:
@@ -922,11 +935,12 @@ class DecayRemoval:
             return np.full((len(self._rows), self._n_pre), np.nan)
         return buf.data[self._rows, a - buf.start:a - buf.start + self._n_pre].copy()
 
-    def _fit_average(self, avg: np.ndarray, avg_pre: np.ndarray, fitter: DecayFitter,
+    def _fit_average(self, avg: np.ndarray, avg_pre: np.ndarray | None, fitter: DecayFitter,
                      n_windows: int) -> tuple[DecayFit, bool]:
         """The running average's fit of ``n_windows`` windows, and whether it was against the
         median; while the average is young (``STEP_GATE_WINDOWS``), its channels without a
-        step at the pulse (:func:`steps_at_pulse`) are not ``ok``."""
+        step at the pulse (:func:`steps_at_pulse`, against the averaged pre-pulse stretches
+        ``avg_pre``; None once it is not young) are not ``ok``."""
         fit, median = self._fit_with_reference(avg, fitter)
         if n_windows >= STEP_GATE_WINDOWS:
             return fit, median
@@ -1041,7 +1055,8 @@ class DecayRemoval:
         if self._interp is not None:
             w0, _, n_fit, _ = self._interp
             back = -min(w0, 0) + n_fit
-        back = max(back, -self._pre0)  # and the stretch before the cut (the pre-pulse level)
+        if self._judging_steps():  # and the stretch before the cut (the pre-pulse level)
+            back = max(back, self._n_pre - self._cut0)
         release = horizon - self._delay - back
         if self._pending:
             near = sorted(set(self._done) | set(self._pending))
@@ -1052,9 +1067,9 @@ class DecayRemoval:
                     if span.stop > first + w0:
                         release = min(release, span.start - span.n_left)
                         break
-            # and the pending pulses' pre-pulse stretches (held whatever the block sizes)
-            release = min([release, first + self._n0]
-                          + [self._pre_stretch_start(q) for q in self._pending])
+            release = min(release, first + self._n0)
+            if self._judging_steps():  # their pre-pulse stretches (whatever the block sizes)
+                release = min([release] + [self._pre_stretch_start(q) for q in self._pending])
         for q, saved in self._to_average.items():
             if saved is not None:  # fitted; the rest of its window still to be averaged
                 release = min(release, q + self._ng)

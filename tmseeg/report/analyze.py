@@ -18,8 +18,8 @@ import importlib
 import json
 import logging
 import math
-from dataclasses import replace
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 

@@ -260,15 +260,12 @@ def write_report(session, summary: dict, path: Path, comparison=None,
     title = f"tmseeg: {Path(summary['input']['file']).name}"
     parts = report_parts(session, summary, comparison)
     report = mne.Report(title=title, verbose="error")
-    contents = None
     if processes > 1 and len(parts) > 1 and hasattr(os, "fork"):
-        contents = _draw_in_two_processes(parts, title)
-    if contents is None:
+        for content in _draw_in_two_processes(parts, title):
+            report._content.extend(content)  # each section's elements, in order
+    else:
         for part in parts:
             part(report)
-    else:
-        for content in contents:
-            report._content.extend(content)  # each section's elements, in order
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report.save(path, overwrite=True, open_browser=False, verbose="error")
@@ -283,7 +280,7 @@ def _draw(part, title: str) -> list:
     return report._content
 
 
-def _draw_in_two_processes(parts: list, title: str) -> list | None:
+def _draw_in_two_processes(parts: list, title: str) -> list:
     """Every section's content elements, drawn by this process and a forked copy of it, each
     taking the next section not yet taken (the plug-ins' sections, the slowest, first); the
     copy's sections are redrawn here when it fails."""
